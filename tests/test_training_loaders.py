@@ -1,0 +1,194 @@
+"""Loaders on small files written in each published annotation format, with bad rows."""
+
+import json
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+from training.loaders import (
+    BadRowsError,
+    BadRowsSkipped,
+    group_by_video,
+    load_lsmdc,
+    load_msrvtt,
+    load_msvd,
+    load_vatex,
+    load_video_folder,
+)
+from training.synthetic import write_mp4
+
+
+def make_videos(folder, names):
+    """Real tiny H.264 files: 4 frames of 16x16."""
+    frames = np.random.default_rng(0).integers(0, 255, size=(4, 16, 16, 3), dtype=np.uint8)
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(path, frames, 2.5)
+
+
+def load_skipping(loader, *args, **kwargs):
+    with pytest.warns(BadRowsSkipped) as record:
+        dataset = loader(*args, on_bad_row="skip", **kwargs)
+    (warning,) = [w for w in record if issubclass(w.category, BadRowsSkipped)]
+    return dataset, warning.message.bad_rows
+
+
+@pytest.fixture
+def msrvtt(tmp_path):
+    annotations, videos = tmp_path / "msrvtt_data", tmp_path / "videos"
+    annotations.mkdir()
+    make_videos(videos, ["video0.mp4", "video1.mp4", "video7010.mp4", "video7011.mkv"])  # video2 missing
+    (annotations / "MSRVTT_train.9k.csv").write_text("video_id\nvideo0\nvideo1\nvideo2\n")
+    (annotations / "MSRVTT_test.full.csv").write_text("video_id\nvideo7010\nvideo7011\n")
+    (annotations / "MSRVTT_JSFUSION_test.csv").write_text(
+        "key,vid_key,video_id,sentence\n"
+        "ret0,msr7010,video7010,a man is cooking\n"
+        "ret1,msr7011,video7011,   \n"  # empty caption
+        "ret2,msr7012,video7012,a dog runs\n"  # missing video
+        "ret3,msr7010\n"  # malformed: too few fields
+    )
+    sentences = [
+        {"caption": "a cat plays", "video_id": "video0", "sen_id": 0},
+        {"caption": "a kitten plays with yarn", "video_id": "video0", "sen_id": 1},
+        {"caption": "people dance", "video_id": "video1", "sen_id": 2},
+        {"caption": "a car drives", "video_id": "video2", "sen_id": 3},
+        {"caption": "someone cooks", "video_id": "video7010", "sen_id": 4},
+        {"caption": "", "video_id": "video7011", "sen_id": 5},
+        {"caption": "a webm clip", "video_id": "video7011", "sen_id": 6},
+        {"video_id": "video1", "sen_id": 7},  # malformed: no caption
+    ]
+    videos_json = [{"video_id": f"video{i}", "url": "https://www.youtube.com/watch?v=x", "split": "train"} for i in range(3)]
+    (annotations / "MSRVTT_data.json").write_text(json.dumps({"videos": videos_json, "sentences": sentences}))
+    return annotations, videos
+
+
+def test_msrvtt_train_unfolds_every_caption_and_reports_bad_rows(msrvtt):
+    annotations, videos = msrvtt
+    with pytest.raises(BadRowsError) as error:
+        load_msrvtt(annotations, videos, "train_9k")
+    reasons = [row.reason for row in error.value.bad_rows]
+    assert len(reasons) == 2 and "missing video file for 'video2'" in " ".join(reasons)
+    assert "malformed record" in " ".join(reasons) and "sentences[7]" in str(error.value)
+
+    dataset, bad_rows = load_skipping(load_msrvtt, annotations, videos, "train_9k")
+    assert len(bad_rows) == 2
+    assert dataset["caption"] == ["a cat plays", "a kitten plays with yarn", "people dance"]
+    assert dataset["video_id"] == ["video0", "video0", "video1"]
+    assert dataset[0]["video"] == str((videos / "video0.mp4").resolve())
+
+
+def test_msrvtt_test_splits(msrvtt):
+    annotations, videos = msrvtt
+    full, bad_rows = load_skipping(load_msrvtt, annotations, videos, "test_full")
+    assert [row.reason for row in bad_rows] == ["empty caption for video 'video7011'"]
+    assert full["caption"] == ["someone cooks", "a webm clip"]
+    assert full[1]["video"].endswith("video7011.mkv")  # found by stem, any extension
+
+    one_k, bad_rows = load_skipping(load_msrvtt, annotations, videos, "test_1k_a")
+    assert sorted(row.where for row in bad_rows) == [
+        "MSRVTT_JSFUSION_test.csv:3", "MSRVTT_JSFUSION_test.csv:4", "MSRVTT_JSFUSION_test.csv:5"
+    ]
+    assert one_k["video_id"] == ["video7010"] and one_k["caption"] == ["a man is cooking"]
+    with pytest.raises(ValueError, match="unknown MSR-VTT split"):
+        load_msrvtt(annotations, videos, "test_2k")
+
+
+def test_msvd_many_captions_per_video(tmp_path):
+    make_videos(tmp_path / "YouTubeClips", ["-4wsuPCjDBc_5_15.avi", "bQJQGoJF7_k_162_169.avi"])
+    captions = {
+        "-4wsuPCjDBc_5_15": [["a", "man", "sings"], ["someone", "is", "singing"], []],  # last caption is empty
+        "bQJQGoJF7_k_162_169": [["a", "woman", "slices", "an", "onion"]],
+        "missing_1_2": [["nothing", "here"]],
+    }
+    with open(tmp_path / "raw-captions.pkl", "wb") as file:
+        pickle.dump(captions, file)
+    (tmp_path / "test_list.txt").write_text("-4wsuPCjDBc_5_15\nbQJQGoJF7_k_162_169\nmissing_1_2\nnot_in_pickle\n")
+    dataset, bad_rows = load_skipping(load_msvd, tmp_path, tmp_path / "YouTubeClips", "test")
+    assert sorted(row.reason.split(" for ")[0] for row in bad_rows) == [
+        "empty caption", "malformed: no caption", "missing video file"
+    ]
+    assert dataset["caption"] == ["a man sings", "someone is singing", "a woman slices an onion"]
+    video_ids, video_paths, caption_video_index = group_by_video(dataset)
+    assert video_ids == ["-4wsuPCjDBc_5_15", "bQJQGoJF7_k_162_169"] and caption_video_index == [0, 0, 1]
+
+
+def test_msvd_refuses_a_pickle_that_imports_code(tmp_path):
+    with open(tmp_path / "raw-captions.pkl", "wb") as file:
+        pickle.dump({"video": [np.float64(1.0)]}, file)  # needs numpy's reconstructor: not plain data
+    (tmp_path / "test_list.txt").write_text("video\n")
+    tmp_path.joinpath("videos").mkdir()
+    with pytest.raises(pickle.UnpicklingError, match="plain data"):
+        load_msvd(tmp_path, tmp_path / "videos", "test")
+
+
+def test_vatex_hgr_and_random_1k5_splits(tmp_path):
+    make_videos(tmp_path / "vatex", ["G9zN5TTuGO4_000179_000189.mp4", "3c0hLqxvSSI_000000_000010.mp4"])
+    annotations = {
+        "G9zN5TTuGO4_000179_000189": {"enCap": ["A man plays a guitar.", "Someone strums."], "chCap": ["x"]},
+        "3c0hLqxvSSI_000000_000010": {"enCap": ["Kids jump on a trampoline.", ""]},
+        "nM_ySHgMPW0_000000_000010": {"chCap": ["only chinese"]},  # malformed: no enCap
+    }
+    (tmp_path / "vatex_data.json").write_text(json.dumps(annotations))
+    (tmp_path / "test_list.txt").write_text("3c0hLqxvSSI_000000_000010\nnM_ySHgMPW0_000000_000010\n")
+    (tmp_path / "test1k5_sec_list.txt").write_text("G9zN5TTuGO4_000179_000189\n")
+    one_k5 = load_vatex(tmp_path, tmp_path / "vatex", "test_1k5")
+    assert one_k5["caption"] == ["A man plays a guitar.", "Someone strums."]
+    hgr, bad_rows = load_skipping(load_vatex, tmp_path, tmp_path / "vatex", "test")
+    assert hgr["caption"] == ["Kids jump on a trampoline."]
+    assert {row.reason.split(" for ")[0] for row in bad_rows} == {"empty caption", "malformed: no enCap list"}
+
+
+def test_lsmdc_tab_separated(tmp_path):
+    make_videos(tmp_path / "avi", ["0001_American_Beauty/0001_American_Beauty_00.00.51.926-00.00.54.129.avi"])
+    clip = "0001_American_Beauty_00.00.51.926-00.00.54.129"
+    (tmp_path / "LSMDC16_challenge_1000_publictect.csv").write_text(
+        f"{clip}\t00.00.51.926\t00.00.54.129\t00.00.51.000\t00.00.55.000\tSOMEONE walks down the street.\n"
+        f"{clip}\t00.00.51.926\t00.00.54.129\tonly four fields\n"
+        "0002_missing\t0\t1\t0\t1\tSomeone waits.\n"
+    )
+    with pytest.raises(BadRowsError, match="2 bad rows"):
+        load_lsmdc(tmp_path, tmp_path / "avi", "test")
+    dataset, bad_rows = load_skipping(load_lsmdc, tmp_path, tmp_path / "avi", "test")
+    assert [row.where for row in bad_rows] == [
+        "LSMDC16_challenge_1000_publictect.csv:2", "LSMDC16_challenge_1000_publictect.csv:3"
+    ]
+    assert dataset["caption"] == ["SOMEONE walks down the street."] and dataset["video_id"] == [clip]
+
+
+def test_video_folder_csv_one_row_per_caption(tmp_path):
+    make_videos(tmp_path, ["clips/a.mp4", "clips/b.mp4"])
+    (tmp_path / "metadata.csv").write_text(
+        "file_name,caption\nclips/a.mp4,a red ball\nclips/a.mp4,a ball that is red\nclips/b.mp4,\nclips/c.mp4,gone\n"
+    )
+    dataset, bad_rows = load_skipping(load_video_folder, tmp_path)
+    assert [row.where for row in bad_rows] == ["metadata.csv:4", "metadata.csv:5"]
+    assert dataset["caption"] == ["a red ball", "a ball that is red"]
+    assert group_by_video(dataset)[2] == [0, 0]
+
+
+def test_video_folder_jsonl_caption_lists(tmp_path):
+    make_videos(tmp_path, ["a.mp4", "b.mp4"])
+    (tmp_path / "metadata.jsonl").write_text(
+        '{"video": "a.mp4", "caption": ["one", "two"]}\n'
+        '{"file_name": "b.mp4", "caption": "three"}\n'
+        "{not json\n"
+        '{"file_name": "b.mp4"}\n'
+    )
+    with pytest.raises(BadRowsError) as error:
+        load_video_folder(tmp_path)
+    assert len(error.value.bad_rows) == 2 and "metadata.jsonl:3" in str(error.value)
+    dataset, _ = load_skipping(load_video_folder, tmp_path)
+    assert dataset["caption"] == ["one", "two", "three"] and dataset["video_id"] == ["a.mp4", "a.mp4", "b.mp4"]
+
+
+def test_clean_data_gives_no_warning(tmp_path):
+    make_videos(tmp_path, ["a.mp4"])
+    (tmp_path / "metadata.csv").write_text("video,caption\na.mp4,hello\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_video_folder(tmp_path, on_bad_row="skip")) == 1
+    with pytest.raises(ValueError, match="on_bad_row"):
+        load_video_folder(tmp_path, on_bad_row="ignore")

@@ -1,0 +1,150 @@
+"""The embedded default data: synthetic clips of a coloured shape that moves, written as real mp4 files.
+
+Each clip shows one shape (square, circle, triangle or cross) in one of six colours that moves left, right, up or
+down, grows or shrinks, on a dark background; its caption names all three, e.g. "a red circle moves left". Start
+positions, sizes, speeds and backgrounds are random, so a clip's frames in any order (what mean pooling sees) look
+the same for "moves left" and "moves right": retrieving the right clip needs the order of the frames.
+
+The folder follows the own-videos format of `training.loaders.load_video_folder`:
+
+    <data_dir>/train/metadata.csv, <data_dir>/train/videos/000000.mp4, ...
+    <data_dir>/test/metadata.csv,  <data_dir>/test/videos/000000.mp4, ...
+    <data_dir>/generation.json     the parameters; the data is regenerated only when they change
+
+The test split has one clip per distinct caption (6 x 4 x 6 = 144), so text-to-video retrieval over it has 144
+distinct queries and candidates.
+"""
+
+import csv
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+COLOURS = {
+    "red": (230, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (60, 90, 250),
+    "yellow": (240, 220, 40),
+    "white": (240, 240, 240),
+    "purple": (170, 60, 210),
+}
+SHAPES = ("square", "circle", "triangle", "cross")
+MOTIONS = ("moves left", "moves right", "moves up", "moves down", "grows", "shrinks")
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    num_train_clips: int = 6000
+    frame_size: int = 32
+    num_frames: int = 8
+    # 2.5 fps is the paper's frame sampling rate, so the default video processor keeps every frame.
+    frames_per_second: float = 2.5
+    seed: int = 0
+
+
+def all_captions() -> list[tuple[str, str, str, str]]:
+    """(caption, colour, shape, motion) for every combination, in a fixed order."""
+    return [
+        (f"a {colour} {shape} {motion}", colour, shape, motion)
+        for colour in COLOURS
+        for shape in SHAPES
+        for motion in MOTIONS
+    ]
+
+
+def _shape_mask(shape: str, centre_x: float, centre_y: float, radius: float, frame_size: int) -> np.ndarray:
+    """Boolean [H, W] mask of the shape; coordinates are pixel centres."""
+    ys, xs = np.mgrid[0:frame_size, 0:frame_size].astype(np.float32) + 0.5
+    dx, dy = xs - centre_x, ys - centre_y
+    if shape == "square":
+        return (np.abs(dx) <= radius) & (np.abs(dy) <= radius)
+    if shape == "circle":
+        return dx**2 + dy**2 <= radius**2
+    if shape == "triangle":  # apex up
+        return (dy >= -radius) & (dy <= radius) & (np.abs(dx) <= (dy + radius) / 2)
+    if shape == "cross":
+        arm = max(radius / 3, 1.0)
+        return ((np.abs(dx) <= radius) & (np.abs(dy) <= arm)) | ((np.abs(dy) <= radius) & (np.abs(dx) <= arm))
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def render_clip(colour: str, shape: str, motion: str, rng: np.random.Generator, config: SyntheticConfig) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] of one clip."""
+    size, steps = config.frame_size, config.num_frames
+    progress = np.linspace(0.0, 1.0, steps)
+    if motion in ("grows", "shrinks"):
+        small, large = rng.uniform(0.08, 0.13) * size, rng.uniform(0.3, 0.4) * size
+        radii = small + (large - small) * progress
+        if motion == "shrinks":
+            radii = radii[::-1]
+        margin = large
+        centre_x = np.full(steps, rng.uniform(margin, size - margin))
+        centre_y = np.full(steps, rng.uniform(margin, size - margin))
+    else:
+        radius = rng.uniform(0.14, 0.2) * size
+        radii = np.full(steps, radius)
+        travel = rng.uniform(0.35, 0.5) * size
+        start = rng.uniform(radius, size - radius - travel)
+        along = start + travel * progress
+        if motion in ("moves left", "moves up"):
+            along = along[::-1]
+        across = np.full(steps, rng.uniform(radius, size - radius))
+        centre_x, centre_y = (along, across) if motion in ("moves left", "moves right") else (across, along)
+    background = rng.integers(0, 60, size=3)
+    frames = np.empty((steps, size, size, 3), dtype=np.uint8)
+    for step in range(steps):
+        frames[step] = background
+        frames[step][_shape_mask(shape, centre_x[step], centre_y[step], radii[step], size)] = COLOURS[colour]
+    return frames
+
+
+def write_mp4(path: Path, frames: np.ndarray, frames_per_second: float):
+    """Encode uint8 [T, H, W, 3] RGB frames as H.264 with PyAV."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(frames_per_second).limit_denominator(1000))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv444p"  # no chroma subsampling: 32 px clips keep their colours
+        stream.options = {"crf": "10", "preset": "veryfast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def generate_synthetic_dataset(data_dir: str | Path, config: SyntheticConfig = SyntheticConfig()) -> Path:
+    """Writes the clips and metadata under `data_dir` unless the same configuration is already there."""
+    data_dir = Path(data_dir)
+    marker = data_dir / "generation.json"
+    if marker.is_file() and json.loads(marker.read_text()) == asdict(config):
+        return data_dir
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    rng = np.random.default_rng(config.seed)
+    captions = all_captions()
+    plans = {
+        "train": [captions[i] for i in rng.integers(0, len(captions), size=config.num_train_clips)],
+        "test": captions,
+    }
+    for split, plan in plans.items():
+        videos_dir = data_dir / split / "videos"
+        videos_dir.mkdir(parents=True)
+        rows = []
+        for number, (caption, colour, shape, motion) in enumerate(plan):
+            file_name = f"videos/{number:06d}.mp4"
+            write_mp4(data_dir / split / file_name, render_clip(colour, shape, motion, rng, config), config.frames_per_second)
+            rows.append({"file_name": file_name, "caption": caption, "colour": colour, "shape": shape, "motion": motion})
+        with open(data_dir / split / "metadata.csv", "w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    # Written last: an interrupted generation has no marker and is redone.
+    marker.write_text(json.dumps(asdict(config), indent=2))
+    return data_dir
