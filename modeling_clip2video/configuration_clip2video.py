@@ -1,0 +1,135 @@
+"""CLIP2Video configuration."""
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import CLIPConfig
+
+
+@strict
+class CLIP2VideoConfig(CLIPConfig):
+    r"""
+    Configuration of [`CLIP2VideoModel`]: a CLIP configuration (`text_config`, `vision_config`, `projection_dim`,
+    `logit_scale_init_value`) plus the temporal modules of CLIP2Video (Fang et al., 2021). The defaults are the
+    paper's full model (the authors' released MSR-VTT / MSVD checkpoints); the original code's flag names are
+    given for each field.
+
+    temporal_pooling (`str`, defaults to `"transformer"`):
+        How frame embeddings become one video embedding. `"mean"`: the average of the normalised frames (the
+        original's `sim_type=meanP`). `"transformer"`: a temporal transformer over the frames, residual to the
+        frames, then the average (`sim_type=seqTransf`).
+    temporal_num_layers (`int`, defaults to 4):
+        Layers of the temporal transformer (`cross_num_hidden_layers`). Initialised from CLIP's first text layers.
+    temporal_layer_norm_eps (`float`, defaults to 1e-12):
+        LayerNorm epsilon inside every temporal transformer layer (the original's TF-style LayerNorm).
+    use_temporal_difference_block (`bool`, defaults to `True`):
+        Temporal Difference Block (TDB, `temporal_type=TDB`): a difference token is inserted between every two
+        adjacent frame embeddings before the temporal transformer. Needs `temporal_pooling="transformer"`.
+    difference_projection (`str`, defaults to `"attention"`):
+        How TDB turns the raw difference of two frame embeddings into a token: `"none"` keeps the difference
+        (`temporal_proj=''`), `"mlp"` a linear map then LayerNorm and a sigmoid to [-1, 1] (`sigmoid_mlp`),
+        `"attention"` one transformer layer across the differences, then LayerNorm and the sigmoid (`sigmoid_selfA`).
+    use_temporal_alignment_block (`bool`, defaults to `True`):
+        Temporal Alignment Block (TAB, `center_type=TAB`): frame and word tokens are softly assigned to shared
+        centres, and the aggregated residuals of a caption and a video give a second, aligned similarity.
+    alignment_num_centers (`int`, defaults to 5):
+        Number of shared centres K (`centerK`): 5 for MSR-VTT and MSVD, 7 for VATEX.
+    global_similarity_weight (`float`, defaults to 0.5):
+        Weight of the global similarity in the final score; the aligned similarity gets `1 - weight`
+        (`center_weight`). The training loss is weighted the same way.
+    alignment_temporal_encoder (`str`, defaults to `"difference_transformer"`):
+        What TAB adds to the frame tokens: every second frame passed through one transformer layer, either plain
+        (`"transformer"`, `center_proj=TAB`) or with the Temporal Difference Block's difference tokens inserted
+        (`"difference_transformer"`, `center_proj=TAB_TDB`); `"none"` uses the frame tokens alone (`center_proj=''`).
+    max_frame_positions (`int`, defaults to 77):
+        Rows of the frame-position table. The original reuses CLIP's 77-row text position table; a video may have
+        at most this many frames.
+    num_frames (`int`, defaults to 12):
+        The number of frames the model is trained and evaluated with (`max_frames`); a hint for processors and
+        pipelines, not a limit.
+    initializer_range (`float`, defaults to 0.02):
+        Standard deviation for the random initialisation of the temporal modules when they are not copied from CLIP.
+    """
+
+    model_type = "clip2video"
+
+    temporal_pooling: Literal["mean", "transformer"] = "transformer"
+    temporal_num_layers: int = 4
+    temporal_layer_norm_eps: float = 1e-12
+    use_temporal_difference_block: bool = True
+    difference_projection: Literal["none", "mlp", "attention"] = "attention"
+    use_temporal_alignment_block: bool = True
+    alignment_num_centers: int = 5
+    global_similarity_weight: float = 0.5
+    alignment_temporal_encoder: Literal["none", "transformer", "difference_transformer"] = "difference_transformer"
+    max_frame_positions: int = 77
+    num_frames: int = 12
+    initializer_range: float = 0.02
+
+    @property
+    def uses_frame_positions(self) -> bool:
+        """Whether any temporal module reads the frame-position table."""
+        return self.temporal_pooling == "transformer" or (
+            self.use_temporal_alignment_block and self.alignment_temporal_encoder != "none"
+        )
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self._check_temporal_options()
+
+    def _check_temporal_options(self):
+        """Raises a `ValueError` for combinations the model cannot build, saying what to change."""
+        if self.temporal_num_layers < 1:
+            raise ValueError(f"temporal_num_layers must be at least 1, got {self.temporal_num_layers}.")
+        if self.alignment_num_centers < 1:
+            raise ValueError(f"alignment_num_centers must be at least 1, got {self.alignment_num_centers}.")
+        if not 0.0 <= self.global_similarity_weight <= 1.0:
+            raise ValueError(
+                f"global_similarity_weight must lie in [0, 1], got {self.global_similarity_weight}."
+            )
+        if self.max_frame_positions < 1 or self.num_frames < 1:
+            raise ValueError("max_frame_positions and num_frames must be at least 1.")
+        if self.num_frames > self.max_frame_positions:
+            raise ValueError(
+                f"num_frames ({self.num_frames}) exceeds max_frame_positions ({self.max_frame_positions}): "
+                "raise max_frame_positions or lower num_frames."
+            )
+        if self.use_temporal_difference_block and self.temporal_pooling != "transformer":
+            raise ValueError(
+                "The Temporal Difference Block feeds the temporal transformer: set temporal_pooling='transformer' "
+                "or use_temporal_difference_block=False."
+            )
+        if self.difference_projection != "none" and not self.use_temporal_difference_block:
+            raise ValueError(
+                f"difference_projection={self.difference_projection!r} projects the Temporal Difference Block's "
+                "tokens: set use_temporal_difference_block=True or difference_projection='none'."
+            )
+        if self.use_temporal_alignment_block and self.alignment_temporal_encoder == "difference_transformer":
+            if not self.use_temporal_difference_block:
+                raise ValueError(
+                    "alignment_temporal_encoder='difference_transformer' reuses the Temporal Difference Block: set "
+                    "use_temporal_difference_block=True or alignment_temporal_encoder='transformer'."
+                )
+        if self.use_temporal_alignment_block and self.alignment_temporal_encoder != "none":
+            if self.temporal_pooling != "transformer":
+                raise ValueError(
+                    f"alignment_temporal_encoder={self.alignment_temporal_encoder!r} uses the frame-position table "
+                    "of the temporal transformer: set temporal_pooling='transformer' or "
+                    "alignment_temporal_encoder='none'."
+                )
+        if self.uses_frame_positions:
+            text_width = self.text_config.hidden_size
+            if text_width != self.projection_dim:
+                raise ValueError(
+                    f"The temporal layers are built like CLIP's text layers and run on projected frame embeddings, so "
+                    f"text_config.hidden_size ({text_width}) must equal projection_dim ({self.projection_dim})."
+                )
+        if self.difference_projection == "mlp" and self.vision_config.hidden_size < self.projection_dim:
+            raise ValueError(
+                f"difference_projection='mlp' is initialised from the first {self.projection_dim} rows of the visual "
+                f"projection, so vision_config.hidden_size ({self.vision_config.hidden_size}) must be at least "
+                f"projection_dim ({self.projection_dim})."
+            )
+
+
+__all__ = ["CLIP2VideoConfig"]

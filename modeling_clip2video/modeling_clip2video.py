@@ -1,0 +1,539 @@
+"""PyTorch CLIP2Video: image CLIP turned into a video-text retrieval model.
+
+Fang et al., "CLIP2Video: Mastering Video-Text Retrieval via Image CLIP" (2021); journal version "Transferring
+Image-CLIP to Video-Text Retrieval via Temporal Relations" (IEEE TMM 2023).
+
+Every real frame goes through CLIP's vision tower and projection. The **Temporal Difference Block** inserts a token
+for the change between every two adjacent frames, a **temporal transformer** mixes frames and differences, and the
+average of its frame outputs is the global video embedding. The **Temporal Alignment Block** softly assigns frame and
+word tokens to K shared centres and compares the aggregated residuals. The score is a weighted sum of the global and
+the aligned cosine similarities, scaled by CLIP's logit scale.
+
+Where this port differs from the authors' code: padded frames are handled exactly (a video's scores do not depend
+on its padding nor on the other videos of its batch). On videos without padding the scores are the same.
+"""
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPModel, CLIPTextConfig
+from transformers import initialization as init
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+from transformers.utils import ModelOutput, logging
+
+from .configuration_clip2video import CLIP2VideoConfig
+
+
+logger = logging.get_logger(__name__)
+
+# The authors initialise their extra parameters (centres, MLP projection) with this standard deviation.
+_AUTHORS_INIT_STD = 64**-0.5
+
+
+@dataclass
+class CLIP2VideoOutput(ModelOutput):
+    r"""
+    loss (`torch.Tensor` of shape `()`, returned when `return_loss=True`):
+        The paper's loss: symmetric InfoNCE over the global similarity, plus (with the Temporal Alignment Block)
+        symmetric InfoNCE over the aligned similarity, weighted by `global_similarity_weight` and its complement.
+    logits_per_text (`torch.Tensor` of shape `(text_batch_size, video_batch_size)`):
+        The retrieval scores: `logit_scale.exp() * text_embeds @ video_embeds.T`.
+    logits_per_video (`torch.Tensor` of shape `(video_batch_size, text_batch_size)`):
+        `logits_per_text.T`.
+    text_embeds (`torch.Tensor` of shape `(text_batch_size, embedding_dim)`):
+        L2-normalised retrieval embeddings of the captions (see [`CLIP2VideoModel.get_text_features`]).
+    video_embeds (`torch.Tensor` of shape `(video_batch_size, embedding_dim)`):
+        L2-normalised retrieval embeddings of the videos (see [`CLIP2VideoModel.get_video_features`]).
+    global_logits_per_text (`torch.Tensor` of shape `(text_batch_size, video_batch_size)`):
+        Scaled cosine similarity of the global text and video embeddings.
+    aligned_logits_per_text (`torch.Tensor` of shape `(text_batch_size, video_batch_size)`, with the Temporal
+    Alignment Block only):
+        Scaled cosine similarity of the Temporal Alignment Block's embeddings.
+    frame_embeds (`torch.Tensor` of shape `(video_batch_size, num_frames, projection_dim)`):
+        The projected CLIP embedding of every frame, zeros where `video_mask` is 0.
+    """
+
+    loss: torch.Tensor | None = None
+    logits_per_text: torch.Tensor | None = None
+    logits_per_video: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    video_embeds: torch.Tensor | None = None
+    global_logits_per_text: torch.Tensor | None = None
+    aligned_logits_per_text: torch.Tensor | None = None
+    frame_embeds: torch.Tensor | None = None
+
+
+@dataclass
+class _TextEncoding:
+    global_embeds: torch.Tensor  # (batch, projection_dim), unit norm
+    aligned_embeds: torch.Tensor | None  # (batch, projection_dim), unit norm, with TAB only
+
+
+@dataclass
+class _VideoEncoding:
+    frame_embeds: torch.Tensor  # (batch, frames, projection_dim), zeros at padding
+    global_embeds: torch.Tensor
+    aligned_embeds: torch.Tensor | None
+
+
+def temporal_layers_config(config: CLIP2VideoConfig, num_layers: int) -> CLIPTextConfig:
+    """The configuration of the temporal transformer layers: CLIP text layers (the authors initialise them from
+    CLIP's text tower), of width `projection_dim`, with the original's LayerNorm epsilon."""
+    text_config = config.text_config
+    layers_config = CLIPTextConfig(
+        hidden_size=config.projection_dim,
+        intermediate_size=text_config.intermediate_size,
+        num_attention_heads=text_config.num_attention_heads,
+        num_hidden_layers=num_layers,
+        hidden_act=text_config.hidden_act,
+        layer_norm_eps=config.temporal_layer_norm_eps,
+        attention_dropout=text_config.attention_dropout,
+        initializer_range=config.initializer_range,
+    )
+    layers_config._attn_implementation = config._attn_implementation
+    return layers_config
+
+
+class CLIP2VideoTemporalTransformer(nn.Module):
+    """Bidirectional transformer over a sequence of frame (and difference) tokens, built from `CLIPEncoderLayer`."""
+
+    def __init__(self, config: CLIPTextConfig):
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList([CLIPEncoderLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """`hidden_states`: (batch, tokens, width); `token_mask`: (batch, tokens), True for real tokens. Padded
+        tokens are never attended to; their own outputs are meaningless."""
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden_states, attention_mask=token_mask
+        )
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_mask)
+        return hidden_states
+
+
+class CLIP2VideoTemporalDifferenceBlock(nn.Module):
+    """Temporal Difference Block (TDB).
+
+    Between every two adjacent frame embeddings it inserts a token for their difference, optionally projected to
+    [-1, 1] by a linear map or by one attention layer across the differences, and adds position and type embeddings:
+    frames `f0 f1 f2` become `f0 d0 f1 d1 f2`, where `d_i` has the position of `f_i` and the "difference" type.
+    """
+
+    def __init__(self, config: CLIP2VideoConfig):
+        super().__init__()
+        width = config.projection_dim
+        self.projection_type = config.difference_projection
+        # Row 0 marks difference tokens, row 1 frame tokens (the authors' order, kept for converted checkpoints).
+        self.type_embeddings = nn.Embedding(2, width)
+        if self.projection_type == "mlp":
+            self.difference_projection = nn.Linear(width, width, bias=False)
+        elif self.projection_type == "attention":
+            self.difference_attention = CLIP2VideoTemporalTransformer(temporal_layers_config(config, num_layers=1))
+        if self.projection_type != "none":
+            self.difference_norm = nn.LayerNorm(width, eps=1e-5)
+
+    def forward(
+        self, frames: torch.Tensor, frame_mask: torch.Tensor, frame_positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        frames: (batch, T, width) frame embeddings; frame_mask: (batch, T) bool; frame_positions: (T, width).
+        Returns the interleaved tokens (batch, 2T - 1, width) with position and type embeddings added, and their mask.
+        A difference token is real only when both of its frames are.
+        """
+        batch_size, num_frames, width = frames.shape
+        differences = frames[:, 1:] - frames[:, :-1]
+        difference_mask = frame_mask[:, 1:] & frame_mask[:, :-1]
+        if self.projection_type == "mlp":
+            differences = self.difference_projection(differences)
+        elif self.projection_type == "attention" and num_frames > 1:
+            differences = self.difference_attention(differences + frame_positions[1:], difference_mask)
+        if self.projection_type != "none":
+            differences = 2 * torch.sigmoid(self.difference_norm(differences)) - 1
+
+        tokens = frames.new_empty(batch_size, 2 * num_frames - 1, width)
+        tokens[:, 0::2] = frames + frame_positions + self.type_embeddings.weight[1]
+        tokens[:, 1::2] = differences + frame_positions[:-1] + self.type_embeddings.weight[0]
+        token_mask = frame_mask.new_empty(batch_size, 2 * num_frames - 1)
+        token_mask[:, 0::2] = frame_mask
+        token_mask[:, 1::2] = difference_mask
+        return tokens, token_mask
+
+
+class CLIP2VideoTemporalAlignmentBlock(nn.Module):
+    """Temporal Alignment Block (TAB).
+
+    Tokens (words of a caption; frames of a video, plus every second frame re-encoded with temporal context) are
+    softly assigned to K centres; for each centre the weighted residuals to a second set of centres are summed over
+    the tokens and normalised, and the mean over the centres, normalised, is the aligned embedding.
+    """
+
+    def __init__(self, config: CLIP2VideoConfig):
+        super().__init__()
+        width = config.projection_dim
+        self.assignment_centers = nn.Parameter(torch.empty(config.alignment_num_centers, width))
+        self.residual_centers = nn.Parameter(torch.empty(config.alignment_num_centers, width))
+        self.temporal_encoder_type = config.alignment_temporal_encoder
+        if self.temporal_encoder_type != "none":
+            self.frame_encoder = CLIP2VideoTemporalTransformer(temporal_layers_config(config, num_layers=1))
+
+    def aggregate(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """tokens: (batch, N, width); token_mask: (batch, N) bool. Returns (batch, width), unit norm."""
+        assignment = torch.softmax(tokens @ self.assignment_centers.t(), dim=-1)
+        assignment = assignment * token_mask.unsqueeze(-1).to(assignment.dtype)
+        # sum_n a[n, k] * (x[n] - c[k]) = sum_n a[n, k] x[n] - (sum_n a[n, k]) c[k]
+        residuals = torch.einsum("bnk,bnd->bkd", assignment, tokens)
+        residuals = residuals - assignment.sum(dim=1).unsqueeze(-1) * self.residual_centers
+        residuals = F.normalize(residuals, dim=-1)
+        return F.normalize(residuals.mean(dim=1), dim=-1)
+
+
+class CLIP2VideoModel(CLIPModel):
+    r"""
+    CLIP2Video: CLIP's text and vision towers with the Temporal Difference Block, a temporal transformer and the
+    Temporal Alignment Block (each optional, see [`CLIP2VideoConfig`]).
+
+    `CLIP2VideoModel.from_pretrained` loads a CLIP2Video checkpoint, or any CLIP checkpoint, in which case the
+    temporal modules are initialised from CLIP as the authors do: the temporal transformer from the first text
+    layers, the frame-position table from the text position table, the type embeddings from its first two rows, the
+    difference attention layer and TAB's layer from text layer 0, the difference MLP from the visual projection.
+
+    Example:
+
+    ```python
+    >>> model = CLIP2VideoModel.from_pretrained("openai/clip-vit-base-patch32")  # paper's defaults, from CLIP
+    >>> outputs = model(input_ids=..., attention_mask=..., pixel_values_videos=..., video_mask=...)
+    >>> outputs.logits_per_text  # (num_captions, num_videos)
+    ```
+    """
+
+    config: CLIP2VideoConfig
+    config_class = CLIP2VideoConfig
+    main_input_name = "pixel_values_videos"
+    input_modalities = ("video", "text")
+    # Temporal heads and the logit scale stay in float32 when the model is loaded in half precision: the towers
+    # tolerate bf16, but the heads' sigmoids, norms and the scale would move scores by more than 1e-2.
+    _keep_in_fp32_modules_strict = [
+        "frame_position_embeddings",
+        "temporal_transformer",
+        "temporal_difference_block",
+        "temporal_alignment_block",
+        "logit_scale",
+    ]
+
+    def __init__(self, config: CLIP2VideoConfig):
+        super().__init__(config)
+        width = config.projection_dim
+        if config.uses_frame_positions:
+            self.frame_position_embeddings = nn.Embedding(config.max_frame_positions, width)
+        if config.temporal_pooling == "transformer":
+            self.temporal_transformer = CLIP2VideoTemporalTransformer(
+                temporal_layers_config(config, num_layers=config.temporal_num_layers)
+            )
+        if config.use_temporal_difference_block:
+            self.temporal_difference_block = CLIP2VideoTemporalDifferenceBlock(config)
+        if config.use_temporal_alignment_block:
+            self.temporal_alignment_block = CLIP2VideoTemporalAlignmentBlock(config)
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, CLIP2VideoTemporalAlignmentBlock):
+            init.normal_(module.assignment_centers, std=_AUTHORS_INIT_STD)
+            init.normal_(module.residual_centers, std=_AUTHORS_INIT_STD)
+
+    def set_attn_implementation(self, attn_implementation, *args, **kwargs):
+        super().set_attn_implementation(attn_implementation, *args, **kwargs)
+        for module in self.modules():
+            if isinstance(module, CLIP2VideoTemporalTransformer):
+                module.config._attn_implementation = self.config._attn_implementation
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Initialisation from CLIP
+    # ----------------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Loads a CLIP2Video checkpoint, or a CLIP checkpoint with the temporal modules initialised from CLIP.
+
+        Keyword arguments that name [`CLIP2VideoConfig`] fields (e.g. `temporal_pooling="mean"`) override the
+        checkpoint's configuration. Only temporal parameters missing from the checkpoint are initialised from
+        CLIP; trained weights are never overwritten.
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        model.initialize_temporal_modules_from_clip(set(loading_info["missing_keys"]))
+        return (model, loading_info) if output_loading_info else model
+
+    @torch.no_grad()
+    def initialize_temporal_modules_from_clip(self, missing_keys: set[str]) -> list[str]:
+        """Copies CLIP weights into the temporal parameters named in `missing_keys`, as the authors initialise a
+        CLIP2Video model from CLIP. Returns the names of the parameters it set."""
+        text_model = self.text_model
+        text_layers = text_model.encoder.layers
+        text_positions = text_model.embeddings.position_embedding.weight
+        copies: dict[str, torch.Tensor] = {}
+
+        def copy_layers(prefix: str, target_layers: nn.ModuleList):
+            for index, layer in enumerate(target_layers):
+                if index >= len(text_layers):
+                    logger.warning(f"{prefix}.{index} has no text layer to start from; it keeps its random init.")
+                    continue
+                for name, value in text_layers[index].state_dict().items():
+                    copies[f"{prefix}.{index}.{name}"] = value
+
+        if self.config.uses_frame_positions:
+            rows = min(self.config.max_frame_positions, text_positions.shape[0])
+            weight = self.frame_position_embeddings.weight.detach().clone()
+            weight[:rows] = text_positions[:rows]
+            copies["frame_position_embeddings.weight"] = weight
+        if self.config.temporal_pooling == "transformer":
+            copy_layers("temporal_transformer.layers", self.temporal_transformer.layers)
+        if self.config.use_temporal_difference_block:
+            block = self.temporal_difference_block
+            copies["temporal_difference_block.type_embeddings.weight"] = text_positions[:2]
+            if block.projection_type == "mlp":
+                # The authors take the first `projection_dim` rows of CLIP's (vision_width, projection_dim) matrix.
+                width = self.config.projection_dim
+                copies["temporal_difference_block.difference_projection.weight"] = (
+                    self.visual_projection.weight[:, :width]
+                )
+            elif block.projection_type == "attention":
+                copy_layers("temporal_difference_block.difference_attention.layers", block.difference_attention.layers)
+        if self.config.use_temporal_alignment_block and self.config.alignment_temporal_encoder != "none":
+            copy_layers(
+                "temporal_alignment_block.frame_encoder.layers", self.temporal_alignment_block.frame_encoder.layers
+            )
+
+        parameters = dict(self.named_parameters())
+        initialised = sorted(name for name in copies if name in missing_keys)
+        for name in initialised:
+            parameters[name].copy_(copies[name])
+        if initialised:
+            logger.info(f"Initialised from CLIP as the authors do: {', '.join(initialised)}")
+        return initialised
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Text
+    # ----------------------------------------------------------------------------------------------------------
+
+    def _head_dtype(self) -> torch.dtype:
+        return self.logit_scale.dtype
+
+    def _encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> _TextEncoding:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, tokens), got {tuple(input_ids.shape)}.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids "
+                f"{tuple(input_ids.shape)}."
+            )
+        text_outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        head_dtype = self._head_dtype()
+        global_embeds = self.text_projection(text_outputs.pooler_output).to(head_dtype)
+        aligned_embeds = None
+        if self.config.use_temporal_alignment_block:
+            # Every word token after the start token, including the end token, projected like the pooled one.
+            word_tokens = self.text_projection(text_outputs.last_hidden_state).to(head_dtype)
+            word_mask = attention_mask.bool().clone()
+            word_mask[:, 0] = False
+            aligned_embeds = self.temporal_alignment_block.aggregate(word_tokens, word_mask)
+        return _TextEncoding(F.normalize(global_embeds, dim=-1), aligned_embeds)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Video
+    # ----------------------------------------------------------------------------------------------------------
+
+    def _check_video_inputs(
+        self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if pixel_values_videos.dim() != 5:
+            raise ValueError(
+                "pixel_values_videos must have shape (batch, frames, channels, height, width), got "
+                f"{tuple(pixel_values_videos.shape)}."
+            )
+        if not pixel_values_videos.is_floating_point():
+            raise ValueError(
+                f"pixel_values_videos must be a floating point tensor of normalised pixels, got {pixel_values_videos.dtype}."
+            )
+        batch_size, num_frames = pixel_values_videos.shape[:2]
+        if video_mask is None:
+            video_mask = torch.ones(batch_size, num_frames, dtype=torch.bool, device=pixel_values_videos.device)
+        if tuple(video_mask.shape) != (batch_size, num_frames):
+            raise ValueError(
+                f"video_mask must have shape (batch, frames) = {(batch_size, num_frames)}, got {tuple(video_mask.shape)}."
+            )
+        video_mask = video_mask.to(device=pixel_values_videos.device).bool()
+        frame_counts = video_mask.sum(dim=1)
+        if (frame_counts == 0).any():
+            empty = torch.nonzero(frame_counts == 0).flatten().tolist()
+            raise ValueError(f"Videos {empty} of the batch have no real frame in video_mask.")
+        positions = torch.arange(num_frames, device=video_mask.device)
+        if (video_mask != (positions < frame_counts.unsqueeze(1))).any():
+            rows = torch.nonzero((video_mask != (positions < frame_counts.unsqueeze(1))).any(dim=1)).flatten()
+            raise ValueError(
+                f"video_mask rows {rows.tolist()} have padding before a real frame: real frames must come first."
+            )
+        if self.config.uses_frame_positions and num_frames > self.config.max_frame_positions:
+            raise ValueError(
+                f"{num_frames} frames exceed the model's frame-position table ({self.config.max_frame_positions})."
+            )
+        return pixel_values_videos, video_mask
+
+    def get_frame_features(self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+        """Projected CLIP embeddings of the real frames: (batch, frames, projection_dim), zeros at padding. Padded
+        frames are not passed through the vision tower."""
+        real_frames = pixel_values_videos[video_mask]
+        vision_outputs = self.vision_model(pixel_values=real_frames, return_dict=True)
+        real_embeds = self.visual_projection(vision_outputs.pooler_output).to(self._head_dtype())
+        frame_embeds = real_embeds.new_zeros(*video_mask.shape, real_embeds.shape[-1])
+        frame_embeds[video_mask] = real_embeds
+        return frame_embeds
+
+    def _global_video_embeds(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        num_frames = frames.shape[1]
+        if self.config.temporal_pooling == "transformer":
+            positions = self.frame_position_embeddings.weight[:num_frames]
+            if self.config.use_temporal_difference_block:
+                tokens, token_mask = self.temporal_difference_block(frames, frame_mask, positions)
+                frame_outputs = self.temporal_transformer(tokens, token_mask)[:, 0::2]
+            else:
+                frame_outputs = self.temporal_transformer(frames + positions, frame_mask)
+            frames = frame_outputs + frames
+        return F.normalize(masked_mean(F.normalize(frames, dim=-1), frame_mask), dim=-1)
+
+    def _aligned_video_embeds(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        block = self.temporal_alignment_block
+        tokens, token_mask = frames, frame_mask
+        if block.temporal_encoder_type != "none":
+            # Every second frame (a lower frame rate) is re-encoded with temporal context and added as extra tokens.
+            sparse_frames, sparse_mask = frames[:, 0::2], frame_mask[:, 0::2]
+            positions = self.frame_position_embeddings.weight[: sparse_frames.shape[1]]
+            if block.temporal_encoder_type == "difference_transformer":
+                encoder_inputs, encoder_mask = self.temporal_difference_block(sparse_frames, sparse_mask, positions)
+                encoded = block.frame_encoder(encoder_inputs, encoder_mask)[:, 0::2]
+            else:
+                encoded = block.frame_encoder(sparse_frames + positions, sparse_mask)
+            tokens = torch.cat([frames, encoded + sparse_frames], dim=1)
+            token_mask = torch.cat([frame_mask, sparse_mask], dim=1)
+        return block.aggregate(tokens, token_mask)
+
+    def _encode_video(self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor | None) -> _VideoEncoding:
+        pixel_values_videos, video_mask = self._check_video_inputs(pixel_values_videos, video_mask)
+        frames = self.get_frame_features(pixel_values_videos, video_mask)
+        aligned = self._aligned_video_embeds(frames, video_mask) if self.config.use_temporal_alignment_block else None
+        return _VideoEncoding(frames, self._global_video_embeds(frames, video_mask), aligned)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Retrieval embeddings and forward
+    # ----------------------------------------------------------------------------------------------------------
+
+    def _retrieval_embeds(self, global_embeds: torch.Tensor, aligned_embeds: torch.Tensor | None) -> torch.Tensor:
+        """With TAB, `w * <g_t, g_v> + (1 - w) * <a_t, a_v>` is the dot product of `[sqrt(w) g, sqrt(1 - w) a]`,
+        a unit vector: one embedding per caption and per video gives the model's exact ranking."""
+        if aligned_embeds is None:
+            return global_embeds
+        weight = self.config.global_similarity_weight
+        return torch.cat([math.sqrt(weight) * global_embeds, math.sqrt(1.0 - weight) * aligned_embeds], dim=-1)
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """L2-normalised caption embeddings, (batch, projection_dim), or (batch, 2 * projection_dim) with the
+        Temporal Alignment Block, such that `logit_scale.exp() * text @ video.T` is `logits_per_text`."""
+        encoding = self._encode_text(input_ids, attention_mask)
+        return self._retrieval_embeds(encoding.global_embeds, encoding.aligned_embeds)
+
+    def get_video_features(
+        self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """L2-normalised video embeddings matching [`get_text_features`]. `pixel_values_videos`: (batch, frames,
+        3, height, width); `video_mask`: (batch, frames), 1 for real frames (which come first), 0 for padding."""
+        encoding = self._encode_video(pixel_values_videos, video_mask)
+        return self._retrieval_embeds(encoding.global_embeds, encoding.aligned_embeds)
+
+    def get_image_features(self, *args, **kwargs):
+        raise NotImplementedError("CLIP2Video embeds videos: use get_video_features (a single image is a 1-frame video).")
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> CLIP2VideoOutput | tuple:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(text_batch_size, tokens)`): CLIP token ids, start and end tokens
+            included (at most 32 tokens in the paper).
+        attention_mask (`torch.Tensor` of shape `(text_batch_size, tokens)`): 1 for real tokens, 0 for padding.
+        pixel_values_videos (`torch.FloatTensor` of shape `(video_batch_size, frames, 3, height, width)`): CLIP-
+            normalised frames, zero-padded.
+        video_mask (`torch.Tensor` of shape `(video_batch_size, frames)`): 1 for real frames (first), 0 for padding.
+        return_loss (`bool`): return the paper's symmetric contrastive loss; caption i must describe video i.
+        """
+        if input_ids is None or pixel_values_videos is None:
+            raise ValueError("forward needs both input_ids and pixel_values_videos.")
+        text = self._encode_text(input_ids, attention_mask)
+        video = self._encode_video(pixel_values_videos, video_mask)
+        logit_scale = self.logit_scale.exp()
+        global_logits = logit_scale * text.global_embeds @ video.global_embeds.t()
+        aligned_logits = None
+        logits_per_text = global_logits
+        if text.aligned_embeds is not None:
+            aligned_logits = logit_scale * text.aligned_embeds @ video.aligned_embeds.t()
+            weight = self.config.global_similarity_weight
+            logits_per_text = weight * global_logits + (1.0 - weight) * aligned_logits
+
+        loss = None
+        if return_loss:
+            if global_logits.shape[0] != global_logits.shape[1]:
+                raise ValueError(
+                    f"return_loss pairs caption i with video i: got {global_logits.shape[0]} captions and "
+                    f"{global_logits.shape[1]} videos."
+                )
+            loss = symmetric_contrastive_loss(global_logits)
+            if aligned_logits is not None:
+                weight = self.config.global_similarity_weight
+                loss = weight * loss + (1.0 - weight) * symmetric_contrastive_loss(aligned_logits)
+
+        output = CLIP2VideoOutput(
+            loss=loss,
+            logits_per_text=logits_per_text,
+            logits_per_video=logits_per_text.t(),
+            text_embeds=self._retrieval_embeds(text.global_embeds, text.aligned_embeds),
+            video_embeds=self._retrieval_embeds(video.global_embeds, video.aligned_embeds),
+            global_logits_per_text=global_logits,
+            aligned_logits_per_text=aligned_logits,
+            frame_embeds=video.frame_embeds,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 1 of `values` (batch, N, D) where `mask` (batch, N) is True."""
+    weights = mask.unsqueeze(-1).to(values.dtype)
+    return (values * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def symmetric_contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
+    """InfoNCE in both directions for a square score matrix whose diagonal holds the matching pairs."""
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+__all__ = ["CLIP2VideoModel", "CLIP2VideoOutput", "CLIP2VideoTemporalDifferenceBlock", "CLIP2VideoTemporalAlignmentBlock"]
