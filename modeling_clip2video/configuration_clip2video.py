@@ -74,11 +74,14 @@ class CLIP2VideoConfig(CLIPConfig):
         )
 
     def __post_init__(self, **kwargs):
+        # A CLIP checkpoint's config.json says "clip": this configuration stays a CLIP2Video one.
+        kwargs.pop("model_type", None)
         super().__post_init__(**kwargs)
-        self._check_temporal_options()
+        self.validate_temporal_options()
 
-    def _check_temporal_options(self):
-        """Raises a `ValueError` for combinations the model cannot build, saying what to change."""
+    def validate_temporal_options(self):
+        """Raises a `ValueError` for combinations the model cannot build, saying what to change. Runs at
+        construction and again when a model is built, since `from_pretrained` sets overrides after construction."""
         if self.temporal_num_layers < 1:
             raise ValueError(f"temporal_num_layers must be at least 1, got {self.temporal_num_layers}.")
         if self.alignment_num_centers < 1:

@@ -229,6 +229,7 @@ class CLIP2VideoModel(CLIPModel):
     ]
 
     def __init__(self, config: CLIP2VideoConfig):
+        config.validate_temporal_options()
         super().__init__(config)
         width = config.projection_dim
         if config.uses_frame_positions:
