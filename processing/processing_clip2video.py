@@ -1,0 +1,68 @@
+"""Processor for CLIP2Video: the CLIP tokenizer for captions and `CLIP2VideoVideoProcessor` for videos."""
+
+import html
+import re
+
+from transformers.processing_utils import ProcessorMixin
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+
+class CLIP2VideoProcessor(ProcessorMixin):
+    r"""
+    Wraps a CLIP tokenizer and a [`CLIP2VideoVideoProcessor`] into one processor.
+
+    `processor(text=captions, videos=videos, return_tensors="pt")` returns exactly the inputs of `CLIP2VideoModel`:
+    `input_ids` and `attention_mask` `[batch, 32]`, `pixel_values_videos [batch, frames, 3, 224, 224]` and
+    `video_mask [batch, frames]`. Text alone or videos alone work too.
+
+    Captions are tokenised as in the original code: cleaned like OpenAI's `SimpleTokenizer` (`ftfy.fix_text` when ftfy
+    is installed, HTML entities unescaped, whitespace collapsed), lower-cased byte-level BPE, start and end tokens, at
+    most 32 tokens in all (30 word pieces), padded to 32. The ids of real tokens equal the original tokenizer's; padding
+    uses the tokenizer's pad token (`<|endoftext|>` for CLIP checkpoints) where the authors wrote 0, which makes no
+    difference to the model (padding comes after the end token, which is where CLIP reads the caption embedding, and
+    its attention mask is 0).
+
+    Args:
+        video_processor ([`CLIP2VideoVideoProcessor`]): the video processor.
+        tokenizer ([`CLIPTokenizer`]): a CLIP tokenizer, e.g. `processing.offline_clip_tokenizer()` or the one of
+            `openai/clip-vit-base-patch32`.
+    """
+
+    text_kwargs = {"padding": "max_length", "truncation": True, "max_length": 32}
+
+    def __init__(self, video_processor=None, tokenizer=None, **kwargs):
+        super().__init__(video_processor, tokenizer, **kwargs)
+
+    def __call__(self, text=None, videos=None, **kwargs):
+        if text is not None:
+            text = [clean_caption(caption) for caption in text] if isinstance(text, (list, tuple)) else clean_caption(text)
+        return super().__call__(text=text, videos=videos, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return self.tokenizer.model_input_names + self.video_processor.model_input_names
+
+
+def clean_caption(caption: str) -> str:
+    """Clean a caption as OpenAI's CLIP tokenizer does before BPE (lower-casing is left to the tokenizer)."""
+    if not isinstance(caption, str):
+        raise ValueError(f"Captions must be strings, got {type(caption).__name__}.")
+    try:
+        import ftfy
+
+        caption = ftfy.fix_text(caption)
+    except ImportError:
+        logger.warning_once(
+            "ftfy is not installed: captions are not repaired with `ftfy.fix_text` as in the original CLIP tokenizer, "
+            "so token ids can differ for text with curly quotes or broken unicode. `pip install ftfy` to match exactly."
+        )
+    caption = html.unescape(html.unescape(caption))
+    return re.sub(r"\s+", " ", caption).strip()
+
+
+CLIP2VideoProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = ["CLIP2VideoProcessor"]
