@@ -37,9 +37,10 @@ def ffmpeg_cfr_frame_indices(
     ffmpeg (checked against the ffmpeg 5.1 command line on H.264 and MPEG-4 files from 1 to 60 fps) converts to a
     constant output rate by walking the decoded frames in presentation order and comparing each frame's time with the
     next output slot, both counted in output frames: a frame is dropped when it ends more than 1.1 slots before the
-    next slot, and written `round(delta)` times when it ends more than 1.1 slots after it. For a 30 fps video this
-    gives frames 0, 1, 5, 11, 17, ..., i.e. after the first two images, image `k` shows the last frame before
-    `(k - 1) / 5` seconds.
+    next slot, and written `round(delta)` times when it ends more than 1.1 slots after it. For videos of 10 fps and
+    more this means: images 0 and 1 are frames 0 and 1, and image `k >= 2` is the first frame still on screen at
+    `(k - 1.1) / 5` seconds (the first whose end, start + 1 / fps, is at or after that time); e.g. frames
+    0, 1, 5, 11, 17, ... of a 30 fps video.
 
     Args:
         frame_times (`Sequence[float]`):

@@ -1,10 +1,14 @@
 """Processor for CLIP2Video: the CLIP tokenizer for captions and `CLIP2VideoVideoProcessor` for videos."""
 
 import html
+import json
 import re
 
+from transformers import AutoTokenizer
 from transformers.processing_utils import ProcessorMixin
-from transformers.utils import logging
+from transformers.utils import IMAGE_PROCESSOR_NAME, PROCESSOR_NAME, VIDEO_PROCESSOR_NAME, cached_file, logging
+
+from .video_processing_clip2video import CLIP2VideoVideoProcessor
 
 
 logger = logging.get_logger(__name__)
@@ -40,6 +44,36 @@ class CLIP2VideoProcessor(ProcessorMixin):
         if text is not None:
             text = [clean_caption(caption) for caption in text] if isinstance(text, (list, tuple)) else clean_caption(text)
         return super().__call__(text=text, videos=videos, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Load a saved CLIP2Video processor, or build one from any CLIP checkpoint (e.g.
+        `"openai/clip-vit-base-patch32"`): its tokenizer, and the paper's video processing at the checkpoint's image
+        size and normalisation."""
+        hub_kwargs = {
+            key: kwargs[key]
+            for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+            if key in kwargs
+        }
+
+        def find(filename):
+            return cached_file(
+                pretrained_model_name_or_path, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+            )
+
+        if find(PROCESSOR_NAME) or find(VIDEO_PROCESSOR_NAME):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+        image_settings = {}
+        image_processor_file = find(IMAGE_PROCESSOR_NAME)
+        if image_processor_file:
+            with open(image_processor_file, encoding="utf-8") as file:
+                image_config = json.load(file)
+            keys = ("size", "crop_size", "image_mean", "image_std")
+            image_settings = {key: image_config[key] for key in keys if image_config.get(key) is not None}
+        video_processor = CLIP2VideoVideoProcessor(**image_settings)
+        tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return cls(video_processor=video_processor, tokenizer=tokenizer)
 
     @property
     def model_input_names(self) -> list[str]:

@@ -108,7 +108,7 @@ def _read_with_pyav(source, name: str, select_frames: FrameSelector) -> DecodedF
     try:
         container = av.open(source)
     except av.FFmpegError as error:
-        raise ValueError(f"Cannot read video {name}: not a video file or a corrupt one ({error}).") from error
+        raise ValueError(f"Cannot read video {name}: not a video file, or a truncated or corrupt one ({error}).") from error
     with container:
         if not container.streams.video:
             raise ValueError(f"Cannot read video {name}: it has no video stream.")
@@ -121,6 +121,11 @@ def _read_with_pyav(source, name: str, select_frames: FrameSelector) -> DecodedF
         packets = _pyav_packet_index(container, stream, name)
         if not packets:
             raise ValueError(f"Cannot read video {name}: its video stream has no frames.")
+        if stream.frames and len(packets) < stream.frames:
+            raise ValueError(
+                f"Cannot read video {name}: truncated or corrupt, its index lists {stream.frames} frames but only "
+                f"{len(packets)} could be read."
+            )
         if any(pts is None for pts, _, _ in packets):
             packets = _pyav_index_by_decoding(container, stream, name)
         packets.sort()
@@ -228,7 +233,7 @@ def _read_with_torchcodec(source, name: str, select_frames: FrameSelector) -> De
     try:
         decoder = VideoDecoder(source.getvalue() if isinstance(source, io.BytesIO) else source, seek_mode="exact")
     except (RuntimeError, ValueError) as error:
-        raise ValueError(f"Cannot read video {name}: not a video file or a corrupt one ({error}).") from error
+        raise ValueError(f"Cannot read video {name}: not a video file, or a truncated or corrupt one ({error}).") from error
     metadata = decoder.metadata
     num_frames = metadata.num_frames or 0
     if num_frames == 0:
@@ -260,7 +265,7 @@ def _read_with_decord(source, name: str, select_frames: FrameSelector) -> Decode
     try:
         reader = decord.VideoReader(source, ctx=decord.cpu(0))
     except decord.DECORDError as error:
-        raise ValueError(f"Cannot read video {name}: not a video file or a corrupt one ({error}).") from error
+        raise ValueError(f"Cannot read video {name}: not a video file, or a truncated or corrupt one ({error}).") from error
     num_frames = len(reader)
     if num_frames == 0:
         raise ValueError(f"Cannot read video {name}: its video stream has no frames.")

@@ -1,0 +1,503 @@
+"""CLIP2VideoVideoProcessor on real video files written here: which frames are sampled, how they are prepared, which
+inputs are accepted and how bad ones fail."""
+
+import fractions
+import functools
+import http.server
+import math
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from processing import CLIP2VideoVideoProcessor
+from processing.frame_sampling_clip2video import ffmpeg_cfr_frame_indices, select_source_frames, uniform_positions
+from processing.video_decoding_clip2video import read_video_frames
+
+
+WIDTH, HEIGHT = 64, 48
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Test videos: frame i shows its index in binary, 8 bits per half of the picture (white or black vertical stripes), so
+# that a decoded frame tells which source frame it is.
+
+
+def index_frame(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    frame = np.zeros((height, width, 3), np.uint8)
+    stripe = width // 8
+    for bit in range(16):
+        if (index >> bit) & 1:
+            rows = slice(0, height // 2) if bit < 8 else slice(height // 2, height)
+            frame[rows, stripe * (bit % 8) : stripe * (bit % 8 + 1)] = 255
+    return frame
+
+
+def frame_index(frame: np.ndarray) -> int:
+    grey = frame.astype(np.float32).mean(axis=-1)
+    height, width = grey.shape
+    stripe = width // 8
+    index = 0
+    for bit in range(16):
+        rows = slice(2, height // 2 - 2) if bit < 8 else slice(height // 2 + 2, height - 2)
+        if grey[rows, stripe * (bit % 8) + 2 : stripe * (bit % 8 + 1) - 2].mean() > 128:
+            index |= 1 << bit
+    return index
+
+
+def write_video(path, num_frames, fps, codec="libx264", width=WIDTH, height=HEIGHT, frames=None, rotation=None, **options):
+    """Encode `num_frames` index frames (or the given RGB `frames`) at a constant `fps` with PyAV."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps, options=options or None)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for index in range(num_frames):
+            image = frames[index] if frames is not None else index_frame(index, width, height)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    return {
+        "30fps_10s": write_video(folder / "30fps_10s.mp4", 300, 30),
+        "25fps_4s_mpeg4": write_video(folder / "25fps_4s.mp4", 100, 25, codec="mpeg4", qscale="2"),
+        "24fps_5s": write_video(folder / "24fps_5s.mp4", 120, 24),
+        "10fps_60s": write_video(folder / "10fps_60s.mp4", 600, 10, g="25"),
+        "one_frame": write_video(folder / "one_frame.mp4", 1, 30),
+        "2fps_4s": write_video(folder / "2fps_4s.mp4", 8, 2),
+        "30fps_1s": write_video(folder / "30fps_1s.mp4", 30, 30),
+    }
+
+
+def decoded_indices(path, **kwargs):
+    """Source frame indices and times the processor's sampling decodes from a file."""
+
+    def select(table):
+        return select_source_frames(
+            table.times, table.durations, table.average_fps, kwargs.get("sampling_fps", 2.5), kwargs.get("max_frames", 12)
+        )
+
+    decoded = read_video_frames(path, select)
+    return [frame_index(frame) for frame in decoded.frames], decoded.timestamps
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sampled frames follow the authors' rule, computed here independently from the known frame rate and length.
+
+
+def expected_extracted_frames(num_frames: int, fps: int) -> list[int]:
+    """Source frame behind each image of `ffmpeg -r 5` for a constant-rate video of at least 10 fps: images 0 and 1
+    are frames 0 and 1, image k >= 2 is the first frame still on screen at (k - 1.1) / 5 s, i.e. the smallest j with
+    (j + 1) / fps >= (k - 1.1) / 5, for as long as such a frame exists."""
+    images = [0, 1][:num_frames]
+    k = 2
+    while True:
+        target = fractions.Fraction(10 * k - 11, 50)  # (k - 1.1) / 5 seconds, exactly
+        j = math.ceil(target * fps - 1)
+        if j > num_frames - 1:
+            return images
+        images.append(j)
+        k += 1
+
+
+def expected_sample(num_frames: int, fps: int, feature_framerate: int = 2, max_frames: int = 12) -> list[int]:
+    """The authors' `RawFrameExtractor.video_to_tensor` over those images (np.linspace, rounded down, twice)."""
+    images = expected_extracted_frames(num_frames, fps)
+    kept = np.linspace(0, len(images) - 1, num=len(images) // feature_framerate, dtype=int)
+    if len(kept) > max_frames:
+        kept = kept[np.linspace(0, len(kept) - 1, num=max_frames, dtype=int)]
+    return [images[i] for i in kept]
+
+
+def test_extraction_rule_closed_form_matches_known_ffmpeg_output():
+    # ffmpeg 5.1 `-r 5` on a 300-frame 30 fps and a 100-frame 24 fps video wrote exactly these frames.
+    assert expected_extracted_frames(300, 30) == [0, 1] + [6 * k - 1 for k in range(1, 51)]
+    assert expected_extracted_frames(100, 24)[:10] == [0, 1, 4, 9, 13, 18, 23, 28, 33, 37]
+    assert len(expected_extracted_frames(100, 24)) == 22
+
+
+@pytest.mark.parametrize(
+    "name, num_frames, fps",
+    [("30fps_10s", 300, 30), ("25fps_4s_mpeg4", 100, 25), ("24fps_5s", 120, 24), ("10fps_60s", 600, 10), ("30fps_1s", 30, 30)],
+)
+def test_sampled_frames_follow_the_authors_rule(videos, name, num_frames, fps):
+    expected = expected_sample(num_frames, fps)
+    indices, timestamps = decoded_indices(videos[name])
+    assert indices == expected
+    assert timestamps == pytest.approx([index / fps for index in expected])
+
+
+def test_thirty_fps_ten_seconds_gives_these_twelve_moments(videos):
+    processor = CLIP2VideoVideoProcessor(size={"shortest_edge": 32}, crop_size=32)
+    output = processor(videos["30fps_10s"], return_timestamps=True)
+    expected = [0, 17, 41, 65, 101, 125, 149, 173, 209, 233, 257, 299]
+    assert output["video_timestamps"][0].tolist() == pytest.approx([index / 30 for index in expected])
+
+
+def test_vatex_rate_and_max_frames(videos):
+    # feature_framerate 1 (VATEX, 5 fps) keeps every extracted image before the reduction to max_frames.
+    indices, _ = decoded_indices(videos["30fps_10s"], sampling_fps=5)
+    assert indices == expected_sample(300, 30, feature_framerate=1)
+    indices, _ = decoded_indices(videos["30fps_10s"], max_frames=4)
+    assert indices == expected_sample(300, 30, max_frames=4) == [0, 89, 185, 299]
+
+
+def test_short_videos_give_fewer_frames_and_never_repeat_one(videos):
+    indices, timestamps = decoded_indices(videos["one_frame"])
+    assert indices == [0] and timestamps == [0.0]
+    # 1 s at 30 fps: 7 images, 3 kept.
+    assert decoded_indices(videos["30fps_1s"])[0] == expected_sample(30, 30) == [0, 11, 29]
+    # 2 fps is slower than ffmpeg's 5 fps: ffmpeg repeats frames, we keep each once, in order.
+    indices, timestamps = decoded_indices(videos["2fps_4s"])
+    assert indices == sorted(set(indices)) and len(indices) >= 4
+    assert timestamps == pytest.approx([index / 2 for index in indices])
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)")
+@pytest.mark.parametrize("fps", [30, fractions.Fraction(30000, 1001), 24, 12, 7, 3])
+def test_extraction_matches_the_ffmpeg_command_line(tmp_path, fps):
+    path = write_video(tmp_path / "video.mp4", 45, fps)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-r", "5", "-q", "0", str(tmp_path / "%08d.jpg")], check=True)
+    from_ffmpeg = [frame_index(np.asarray(Image.open(jpeg))) for jpeg in sorted(tmp_path.glob("*.jpg"))]
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        packets = sorted((p.pts, p.duration) for p in container.demux(stream) if p.size)
+        times = [float(pts * stream.time_base) for pts, _ in packets]
+        durations = [float(duration * stream.time_base) for _, duration in packets]
+        assert ffmpeg_cfr_frame_indices(times, durations, float(stream.average_rate)) == from_ffmpeg
+
+
+def test_uniform_positions_reproduce_the_authors_linspace():
+    # np.linspace's own float rounding is part of the rule (31 images, 23 kept: not the exact-fraction floor).
+    assert uniform_positions(62, 2.5, 100).tolist() == np.linspace(0, 61, 31, dtype=int).tolist()
+    kept = np.linspace(0, 61, 31, dtype=int)
+    assert uniform_positions(62, 2.5, 23).tolist() == kept[np.linspace(0, 30, 23, dtype=int)].tolist()
+    assert uniform_positions(1, 2.5, 12).tolist() == [0]
+
+
+def test_training_jitter_moves_inner_frames_within_their_interval():
+    plain = uniform_positions(400, 2.5, 12)  # 200 kept images, picks every ~18: half gap 9
+    picks = np.linspace(0, 199, 12, dtype=int)
+    half_gap = (picks[1] - picks[0]) // 2
+    kept = np.linspace(0, 399, 200, dtype=int)
+    seen_offsets = set()
+    for seed in range(30):
+        jittered = uniform_positions(400, 2.5, 12, random_jitter=True, generator=torch.Generator().manual_seed(seed))
+        assert jittered[0] == plain[0] and jittered[-1] == plain[-1]
+        assert np.all(np.diff(jittered) > 0)
+        positions_in_kept = np.searchsorted(kept, jittered)
+        offsets = positions_in_kept[1:-1] - picks[1:-1]
+        assert np.all((offsets >= -half_gap) & (offsets < half_gap))
+        seen_offsets.update(offsets.tolist())
+    assert min(seen_offsets) == -half_gap and max(seen_offsets) == half_gap - 1
+    # Too few images for a half gap above 2: no jitter, as in the authors' code.
+    assert uniform_positions(60, 2.5, 12, random_jitter=True).tolist() == uniform_positions(60, 2.5, 12).tolist()
+
+
+def test_training_jitter_through_the_processor_is_seeded_by_torch():
+    frames = np.zeros((400, 8, 8, 3), np.uint8)
+    processor = CLIP2VideoVideoProcessor(size={"shortest_edge": 8}, crop_size=8, random_frame_jitter=True)
+
+    def times(seed):
+        torch.manual_seed(seed)
+        return processor(frames, video_metadata={"fps": 10}, return_timestamps=True)["video_timestamps"][0].tolist()
+
+    assert times(0) == times(0)
+    assert any(times(0) != times(seed) for seed in range(1, 4))
+    evaluation = CLIP2VideoVideoProcessor(size={"shortest_edge": 8}, crop_size=8)
+    assert evaluation(frames, video_metadata={"fps": 10}, return_timestamps=True)["video_timestamps"][0].tolist() == [
+        index / 10 for index in expected_sample(400, 10)
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Outputs and CLIP preprocessing.
+
+
+def authors_transform(image: Image.Image) -> torch.Tensor:
+    """The authors' `RawFrameExtractor._transform` (torchvision on PIL)."""
+    return transforms.Compose(
+        [
+            transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(CLIP_MEAN, CLIP_STD),
+        ]
+    )(image.convert("RGB"))
+
+
+def natural_frames(num_frames, height, width, seed=0):
+    """Smooth random images (like camera footage, unlike white noise, which no two resamplers agree on)."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(num_frames, 3, height // 8 + 2, width // 8 + 2, generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    return (smooth.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def test_defaults_are_the_papers():
+    processor = CLIP2VideoVideoProcessor()
+    assert processor.sampling_fps == 2.5 and processor.max_frames == 12 and not processor.random_frame_jitter
+    assert processor.size.shortest_edge == 224 and (processor.crop_size.height, processor.crop_size.width) == (224, 224)
+    assert tuple(processor.image_mean) == CLIP_MEAN and tuple(processor.image_std) == CLIP_STD
+    assert processor.resample == 3  # bicubic
+
+
+def test_default_output_on_a_file(videos):
+    output = CLIP2VideoVideoProcessor()(videos["30fps_10s"], return_tensors="pt")
+    assert set(output) == {"pixel_values_videos", "video_mask"}
+    assert output["pixel_values_videos"].shape == (1, 12, 3, 224, 224)
+    assert output["pixel_values_videos"].dtype == torch.float32
+    assert output["video_mask"].dtype == torch.int64 and output["video_mask"].tolist() == [[1] * 12]
+
+
+@pytest.mark.parametrize("height, width", [(240, 320), (61, 97), (720, 404)])
+def test_frames_are_prepared_like_the_authors_pil_transform(height, width):
+    frames = natural_frames(3, height, width)
+    ours = CLIP2VideoVideoProcessor()(frames)["pixel_values_videos"][0, :3]
+    theirs = torch.stack([authors_transform(Image.fromarray(frame)) for frame in frames])
+    # Same geometry; resampling differs by rounding only (one grey level is 1/255/0.27 = 0.015 here).
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().mean() < 0.01
+    assert (ours - theirs).abs().max() < 0.1
+
+
+def test_file_frames_equal_the_decoded_frames_processed_directly(videos):
+    processor = CLIP2VideoVideoProcessor(size={"shortest_edge": 32}, crop_size=32)
+    from_file = processor(videos["24fps_5s"])["pixel_values_videos"][0]
+    indices = expected_sample(120, 24)
+    with av.open(videos["24fps_5s"]) as container:
+        all_frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    from_arrays = processor(all_frames[indices])["pixel_values_videos"][0, : len(indices)]
+    torch.testing.assert_close(from_file[: len(indices)], from_arrays)
+
+
+def test_batch_of_mixed_lengths_and_sizes_is_padded_with_zeros(videos, tmp_path):
+    odd = write_video(tmp_path / "odd.mp4", 30, 30, width=98, height=62)
+    processor = CLIP2VideoVideoProcessor(size={"shortest_edge": 32}, crop_size=32)
+    output = processor([videos["30fps_10s"], videos["one_frame"], odd], return_timestamps=True)
+    pixels, mask = output["pixel_values_videos"], output["video_mask"]
+    assert pixels.shape == (3, 12, 3, 32, 32)
+    assert mask.tolist() == [[1] * 12, [1] + [0] * 11, [1] * 3 + [0] * 9]
+    assert torch.all(pixels[1, 1:] == 0) and torch.all(pixels[2, 3:] == 0)
+    assert torch.isnan(output["video_timestamps"][1, 1:]).all()
+    # The same video alone gives the same values.
+    torch.testing.assert_close(processor(odd)["pixel_values_videos"][0], pixels[2])
+
+    longest = processor([videos["one_frame"], odd], pad_to_max_frames=False)
+    assert longest["pixel_values_videos"].shape == (2, 3, 3, 32, 32)
+    assert longest["video_mask"].tolist() == [[1, 0, 0], [1, 1, 1]]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Inputs other than files.
+
+
+@pytest.fixture(scope="module")
+def small_processor():
+    return CLIP2VideoVideoProcessor(size={"shortest_edge": 16}, crop_size=16, max_frames=4)
+
+
+def test_array_tensor_and_pil_inputs_agree(small_processor):
+    frames = natural_frames(3, 24, 40)
+    reference = small_processor(frames)["pixel_values_videos"]
+    as_list = [frames[i] for i in range(3)]
+    for video in (
+        torch.from_numpy(frames),
+        torch.from_numpy(frames).permute(0, 3, 1, 2),
+        as_list,
+        [Image.fromarray(frame) for frame in frames],
+        [Image.fromarray(frame).convert("RGBA") for frame in frames],
+        np.concatenate([frames, np.full((3, 24, 40, 1), 7, np.uint8)], axis=-1),  # RGBA: alpha dropped as PIL does
+    ):
+        torch.testing.assert_close(small_processor(video)["pixel_values_videos"], reference)
+    batch = small_processor(np.stack([frames, frames[::-1]]))["pixel_values_videos"]
+    torch.testing.assert_close(batch[0], reference[0])
+    torch.testing.assert_close(batch[1, :3], reference[0, [2, 1, 0]])
+
+
+def test_grey_frames_are_repeated_to_rgb(small_processor):
+    grey = natural_frames(2, 24, 40)[..., :1]
+    rgb = np.repeat(grey, 3, axis=-1)
+    reference = small_processor(rgb)["pixel_values_videos"]
+    for video in (grey, [frame[..., 0] for frame in grey], [Image.fromarray(frame[..., 0], mode="L") for frame in grey]):
+        torch.testing.assert_close(small_processor(video)["pixel_values_videos"], reference)
+
+
+def test_frames_given_directly_are_kept_or_reduced_uniformly(small_processor):
+    frames = np.stack([index_frame(i) for i in range(10)])
+    output = small_processor(frames, return_timestamps=True)
+    assert output["video_mask"].tolist() == [[1, 1, 1, 1]]
+    assert torch.isnan(output["video_timestamps"]).all()
+    # With their frame rate they are sampled like a file: 10 frames at 30 fps are 1/3 s, 2 images, 1 kept.
+    with_rate = small_processor(frames, video_metadata={"fps": 30}, return_timestamps=True)
+    assert with_rate["video_mask"].tolist() == [[1, 0, 0, 0]]
+    assert with_rate["video_timestamps"][0, 0].item() == 0.0
+
+
+def test_rotation_metadata_turns_frames_upright(tmp_path):
+    image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    image[:10, :20] = 255  # white patch in the top-left corner
+    for rotation, expected in [(0, image), (90, np.rot90(image, 1)), (180, np.rot90(image, 2)), (270, np.rot90(image, 3))]:
+        path = write_video(tmp_path / f"rotated_{rotation}.mp4", 3, 10, frames=[image] * 3, rotation=rotation)
+        decoded = read_video_frames(path, lambda table: [0]).frames[0]
+        assert decoded.shape == expected.shape
+        assert np.abs(decoded.astype(int) - expected).mean() < 4
+        if rotation == 90:  # counter-clockwise: the patch ends up bottom-left, as ffmpeg shows it
+            assert decoded[-10:, :10].mean() > 200 and decoded[:10, :10].mean() < 50
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)")
+def test_rotation_matches_ffmpeg_autorotate(tmp_path):
+    image = natural_frames(1, HEIGHT, WIDTH)[0]
+    path = write_video(tmp_path / "rotated.mp4", 2, 10, frames=[image] * 2, rotation=270)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-frames:v", "1", str(tmp_path / "first.png")], check=True)
+    from_ffmpeg = np.asarray(Image.open(tmp_path / "first.png").convert("RGB")).astype(int)
+    ours = read_video_frames(path, lambda table: [0]).frames[0].astype(int)
+    assert ours.shape == from_ffmpeg.shape == (WIDTH, HEIGHT, 3)
+    assert np.abs(ours - from_ffmpeg).mean() < 3
+
+
+def test_http_url_gives_the_same_output_as_the_path(videos, small_processor):
+    folder = Path(videos["30fps_1s"]).parent
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{Path(videos['30fps_1s']).name}"
+        from_url = small_processor(url)["pixel_values_videos"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    torch.testing.assert_close(from_url, small_processor(videos["30fps_1s"])["pixel_values_videos"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bad input: exact error types, messages naming the input and the reason.
+
+
+def test_missing_file(small_processor, tmp_path):
+    missing = tmp_path / "no_such_video.mp4"
+    with pytest.raises(FileNotFoundError, match="Video file not found: .*no_such_video.mp4"):
+        small_processor(str(missing))
+
+
+def test_not_a_video(small_processor, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("these are not frames\n" * 50)
+    with pytest.raises(ValueError, match=r"Cannot read video .*notes\.mp4: not a video file, or a truncated or corrupt one"):
+        small_processor(str(text))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"Cannot read video .*empty\.mp4: the file is empty"):
+        small_processor(str(empty))
+
+
+def test_audio_only_file_has_no_video_stream(small_processor, tmp_path):
+    path = tmp_path / "speech.m4a"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for _ in range(10):
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.raises(ValueError, match=r"Cannot read video .*speech\.m4a: it has no video stream"):
+        small_processor(str(path))
+
+
+def test_truncated_file(small_processor, videos, tmp_path):
+    data = Path(videos["30fps_1s"]).read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])  # the index (moov) is at the end: cut off
+    with pytest.raises(ValueError, match=r"Cannot read video .*truncated\.mp4: not a video file, or a truncated or corrupt one"):
+        small_processor(str(truncated))
+
+
+def test_truncated_fast_start_file(small_processor, tmp_path):
+    path = tmp_path / "fast_start.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        for index in range(60):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(natural_frames(1, HEIGHT, WIDTH, index)[0])):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = path.read_bytes()
+    truncated = tmp_path / "fast_start_truncated.mp4"
+    truncated.write_bytes(data[: int(len(data) * 0.6)])  # index intact, last frames' data missing
+    with pytest.raises(ValueError, match=r"fast_start_truncated\.mp4.*(truncated or corrupt)"):
+        small_processor(str(truncated))
+
+
+def test_no_decodable_frame(small_processor, videos, tmp_path):
+    data = bytearray(Path(videos["30fps_1s"]).read_bytes())
+    start = data.find(b"mdat") + 4
+    size = int.from_bytes(data[start - 8 : start - 4], "big") - 8
+    data[start : start + size] = bytes(size)  # every frame's data zeroed, container intact
+    corrupt = tmp_path / "zeroed.mp4"
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"zeroed\.mp4.*(no decodable frame|corrupt)"):
+        small_processor(str(corrupt))
+
+
+@pytest.mark.parametrize(
+    "video, message",
+    [
+        (np.zeros((2, 8, 8, 3), np.float32), "must be uint8"),
+        (np.zeros((2, 8, 8, 2), np.uint8), "1 \\(grey\\), 3 \\(RGB\\) or 4 \\(RGBA\\) channels"),
+        (np.zeros((2, 2, 8, 8, 3, 1), np.uint8), "4 dimensions"),
+        ([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)], "same size"),
+        ([3, 4], "Video 0 of the batch is a int"),
+    ],
+)
+def test_bad_frames(small_processor, video, message):
+    with pytest.raises(ValueError, match=message):
+        small_processor(video)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sampling_fps": 6}, "`sampling_fps` must be in \\(0, 5\\]"),
+        ({"max_frames": 0}, "`max_frames` must be a positive integer"),
+        ({"fps": 2}, "does not use `fps`; set `sampling_fps`"),
+        ({"num_frames": 8}, "does not use `num_frames`; set `max_frames`"),
+        ({"video_backend": "opencv"}, "`video_backend` must be one of pyav, torchcodec, decord"),
+    ],
+)
+def test_bad_options(small_processor, videos, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        small_processor(videos["one_frame"], **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Optional decoders: same frames as PyAV where installed.
+
+
+@pytest.mark.parametrize("backend", ["torchcodec", "decord"])
+def test_optional_backends_agree_with_pyav(videos, backend):
+    pytest.importorskip(backend)
+    processor = CLIP2VideoVideoProcessor(size={"shortest_edge": 32}, crop_size=32)
+    reference = processor(videos["30fps_10s"], return_timestamps=True)
+    other = processor(videos["30fps_10s"], video_backend=backend, return_timestamps=True)
+    torch.testing.assert_close(other["video_timestamps"], reference["video_timestamps"])
+    torch.testing.assert_close(other["pixel_values_videos"], reference["pixel_values_videos"], atol=0.05, rtol=0)
