@@ -13,7 +13,7 @@ Where this port differs from the authors' code: padded frames are handled exactl
 on its padding nor on the other videos of its batch). On videos without padding the scores are the same.
 """
 
-import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +80,18 @@ class _VideoEncoding:
     frame_embeds: torch.Tensor  # (batch, frames, projection_dim), zeros at padding
     global_embeds: torch.Tensor
     aligned_embeds: torch.Tensor | None
+
+
+def _outside_autocast(method):
+    """Runs a retrieval-head method in the head's own precision (float32) even inside `torch.autocast`: the towers
+    tolerate bf16 matmuls, but the heads' sigmoids, norms and the scaled scores drift past 1e-2 in bf16."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with torch.autocast(device_type=self.logit_scale.device.type, enabled=False):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def temporal_layers_config(config: CLIP2VideoConfig, num_layers: int) -> CLIPTextConfig:
@@ -342,16 +354,23 @@ class CLIP2VideoModel(CLIPModel):
                 f"{tuple(input_ids.shape)}."
             )
         text_outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-        head_dtype = self._head_dtype()
-        global_embeds = self.text_projection(text_outputs.pooler_output).to(head_dtype)
-        aligned_embeds = None
+        word_tokens = None
         if self.config.use_temporal_alignment_block:
+            word_tokens = self.text_projection(text_outputs.last_hidden_state)
+        return self._text_head(self.text_projection(text_outputs.pooler_output), word_tokens, attention_mask)
+
+    @_outside_autocast
+    def _text_head(
+        self, pooled: torch.Tensor, word_tokens: torch.Tensor | None, attention_mask: torch.Tensor
+    ) -> _TextEncoding:
+        head_dtype = self._head_dtype()
+        aligned_embeds = None
+        if word_tokens is not None:
             # Every word token after the start token, including the end token, projected like the pooled one.
-            word_tokens = self.text_projection(text_outputs.last_hidden_state).to(head_dtype)
             word_mask = attention_mask.bool().clone()
             word_mask[:, 0] = False
-            aligned_embeds = self.temporal_alignment_block.aggregate(word_tokens, word_mask)
-        return _TextEncoding(F.normalize(global_embeds, dim=-1), aligned_embeds)
+            aligned_embeds = self.temporal_alignment_block.aggregate(word_tokens.to(head_dtype), word_mask)
+        return _TextEncoding(F.normalize(pooled.to(head_dtype), dim=-1), aligned_embeds)
 
     # ----------------------------------------------------------------------------------------------------------
     # Video
@@ -398,7 +417,7 @@ class CLIP2VideoModel(CLIPModel):
         frames are not passed through the vision tower."""
         real_frames = pixel_values_videos[video_mask]
         vision_outputs = self.vision_model(pixel_values=real_frames, return_dict=True)
-        real_embeds = self.visual_projection(vision_outputs.pooler_output).to(self._head_dtype())
+        real_embeds = self.visual_projection(vision_outputs.pooler_output)
         frame_embeds = real_embeds.new_zeros(*video_mask.shape, real_embeds.shape[-1])
         frame_embeds[video_mask] = real_embeds
         return frame_embeds
@@ -433,9 +452,13 @@ class CLIP2VideoModel(CLIPModel):
 
     def _encode_video(self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor | None) -> _VideoEncoding:
         pixel_values_videos, video_mask = self._check_video_inputs(pixel_values_videos, video_mask)
-        frames = self.get_frame_features(pixel_values_videos, video_mask)
-        aligned = self._aligned_video_embeds(frames, video_mask) if self.config.use_temporal_alignment_block else None
-        return _VideoEncoding(frames, self._global_video_embeds(frames, video_mask), aligned)
+        return self._video_head(self.get_frame_features(pixel_values_videos, video_mask), video_mask)
+
+    @_outside_autocast
+    def _video_head(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> _VideoEncoding:
+        frames = frames.to(self._head_dtype())
+        aligned = self._aligned_video_embeds(frames, frame_mask) if self.config.use_temporal_alignment_block else None
+        return _VideoEncoding(frames, self._global_video_embeds(frames, frame_mask), aligned)
 
     # ----------------------------------------------------------------------------------------------------------
     # Retrieval embeddings and forward
@@ -491,13 +514,18 @@ class CLIP2VideoModel(CLIPModel):
             raise ValueError("forward needs both input_ids and pixel_values_videos.")
         text = self._encode_text(input_ids, attention_mask)
         video = self._encode_video(pixel_values_videos, video_mask)
+        output = self._score(text, video, return_loss=bool(return_loss))
+        return output if return_dict is not False else output.to_tuple()
+
+    @_outside_autocast
+    def _score(self, text: _TextEncoding, video: _VideoEncoding, return_loss: bool) -> CLIP2VideoOutput:
         logit_scale = self.logit_scale.exp()
+        weight = self.config.global_similarity_weight
         global_logits = logit_scale * text.global_embeds @ video.global_embeds.t()
         aligned_logits = None
         logits_per_text = global_logits
         if text.aligned_embeds is not None:
             aligned_logits = logit_scale * text.aligned_embeds @ video.aligned_embeds.t()
-            weight = self.config.global_similarity_weight
             logits_per_text = weight * global_logits + (1.0 - weight) * aligned_logits
 
         loss = None
@@ -509,10 +537,9 @@ class CLIP2VideoModel(CLIPModel):
                 )
             loss = symmetric_contrastive_loss(global_logits)
             if aligned_logits is not None:
-                weight = self.config.global_similarity_weight
                 loss = weight * loss + (1.0 - weight) * symmetric_contrastive_loss(aligned_logits)
 
-        output = CLIP2VideoOutput(
+        return CLIP2VideoOutput(
             loss=loss,
             logits_per_text=logits_per_text,
             logits_per_video=logits_per_text.t(),
@@ -522,7 +549,6 @@ class CLIP2VideoModel(CLIPModel):
             aligned_logits_per_text=aligned_logits,
             frame_embeds=video.frame_embeds,
         )
-        return output if return_dict is not False else output.to_tuple()
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -344,3 +344,17 @@ def test_fresh_process_automodel_round_trip(tmp_path):
     outputs = torch.load(tmp_path / "outputs.pt")
     torch.testing.assert_close(outputs["logits"], expected.logits_per_text, rtol=0, atol=0)
     torch.testing.assert_close(outputs["video"], expected.video_embeds, rtol=0, atol=0)
+
+
+def test_autocast_keeps_the_heads_in_float32():
+    model = build("tab_tdb")
+    input_ids, attention_mask = text_inputs()
+    pixels, mask = video_inputs(real_frames=[6, 3, 1])
+    with torch.no_grad():
+        full = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=pixels, video_mask=mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=pixels, video_mask=mask)
+            video = model.get_video_features(pixels, mask)
+    assert mixed.logits_per_text.dtype == torch.float32 and video.dtype == torch.float32
+    assert not torch.equal(mixed.logits_per_text, full.logits_per_text)  # the towers did run in bf16
+    torch.testing.assert_close(mixed.logits_per_text, full.logits_per_text, rtol=1e-2, atol=1e-2 * full.logits_per_text.abs().max().item())
