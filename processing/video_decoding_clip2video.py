@@ -187,13 +187,23 @@ def _fps_from_pts(frame_pts: list[int], time_base) -> float:
 
 
 def _pyav_decode_at(container, stream, wanted_pts: list[int], keyframe_pts: list[int], name: str) -> list[np.ndarray]:
-    """Decode the frames with the given (increasing) pts.
+    """Decode the frames with the given (increasing) pts, and as few others as possible.
 
     Before each wanted frame we jump to the last keyframe before it when that keyframe lies beyond the last decoded
-    frame (everything in between would be decoded for nothing), otherwise we keep decoding forward. Frames in between
-    are decoded (later frames depend on them) but never converted to RGB.
+    frame (everything in between would be decoded for nothing), otherwise we keep decoding forward. On the way, frames
+    no other frame refers to (most B-frames) are skipped by the decoder unless wanted, and the frames that are decoded
+    only as references are never converted to RGB.
     """
     av = _import_pyav()
+    wanted = set(wanted_pts)
+    codec = stream.codec_context
+
+    def frames_from(keyframe):
+        container.seek(keyframe, stream=stream, backward=True, any_frame=False)
+        for packet in container.demux(stream):
+            # Set per packet: the decoder reads it when the packet is submitted, also with frame threads.
+            codec.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
+            yield from packet.decode()
 
     frames = []
     decoded = None
@@ -201,8 +211,7 @@ def _pyav_decode_at(container, stream, wanted_pts: list[int], keyframe_pts: list
     for target in wanted_pts:
         keyframe = keyframe_pts[max(bisect.bisect_right(keyframe_pts, target) - 1, 0)]
         if decoded is None or last_pts is None or keyframe > last_pts:
-            container.seek(keyframe, stream=stream, backward=True, any_frame=False)
-            decoded = container.decode(stream)
+            decoded = frames_from(keyframe)
         frame = None
         try:
             for frame in decoded:

@@ -176,7 +176,8 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
 
         if isinstance(video, (str, os.PathLike)):
             decoded = read_video_frames(video, select, backend=kwargs["video_backend"])
-            frames = torch.stack([torch.from_numpy(frame).permute(2, 0, 1) for frame in decoded.frames])
+            # Stacked channels-last, the layout torch's uint8 antialiased resize is fastest with.
+            frames = torch.from_numpy(np.stack(decoded.frames)).permute(0, 3, 1, 2)
             return frames, decoded.timestamps
 
         frames = _frames_to_uint8_rgb(video, kwargs["input_data_format"])

@@ -1,0 +1,137 @@
+"""Videos per second from an mp4 on disk to `pixel_values_videos`, for CLIP2VideoVideoProcessor and two baselines.
+
+Pipelines, each producing the same 12 CLIP-preprocessed frames per video (`[1, 12, 3, 224, 224]`):
+
+- `clip2video`: `CLIP2VideoVideoProcessor()(path)`: reads the frame timestamps, decodes only the sampled frames (seeking
+  to the keyframe before them, skipping frames nothing refers to), converts and preprocesses those 12.
+- `decode_all`: PyAV decodes and converts every frame to RGB, then the same 12 frames are preprocessed (what a
+  processor that decodes whole videos does).
+- `authors`: the CLIP2Video authors' pipeline: `ffmpeg -i video -r 5 -q 0 %08d.jpg` into a temporary folder
+  (`sample_frame.py`), then `RawFrameExtractor.video_to_tensor`: list the JPEGs, `np.linspace` twice, PIL open +
+  `convert("RGB")`, torchvision Resize(224, bicubic) / CenterCrop / ToTensor / Normalize.
+
+Test videos (30 fps H.264 made with ffmpeg's `testsrc2` plus temporal noise, `libx264 -preset veryfast`, ffmpeg's
+default GOP of 250 frames and 3 B-frames) are written once into `--cache-dir`. Needs the `ffmpeg` command line
+(`apt-get install ffmpeg`) for the test videos and the authors' pipeline.
+
+    python benchmarks/benchmark_processing.py --repeats 3
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from processing import CLIP2VideoVideoProcessor  # noqa: E402
+
+
+VIDEOS = {  # name: (width, height, seconds)
+    "short_320x240": (320, 240, 10),
+    "short_1280x720": (1280, 720, 10),
+    "long_320x240": (320, 240, 180),
+    "long_1280x720": (1280, 720, 180),
+}
+FPS = 30
+FEATURE_FRAMERATE, MAX_FRAMES = 2, 12  # MSR-VTT settings: 2.5 fps, 12 frames
+
+
+def make_video(path: Path, width: int, height: int, seconds: int):
+    if path.exists():
+        return
+    tmp = path.with_suffix(".partial.mp4")
+    subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={FPS}",
+            "-t", str(seconds), "-vf", "noise=alls=8:allf=t", "-c:v", "libx264", "-preset", "veryfast",
+            "-pix_fmt", "yuv420p", str(tmp),
+        ],
+        check=True,
+    )
+    tmp.rename(path)
+
+
+def run_clip2video(processor, path):
+    return processor(str(path), return_tensors="pt")["pixel_values_videos"]
+
+
+def run_decode_all(processor, path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(stream)])
+        fps = float(stream.average_rate)
+    return processor(frames, video_metadata={"fps": fps}, return_tensors="pt")["pixel_values_videos"]
+
+
+AUTHORS_TRANSFORM = transforms.Compose(
+    [
+        transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    ]
+)
+
+
+def run_authors(processor, path):
+    with tempfile.TemporaryDirectory() as folder:
+        subprocess.run(
+            ["ffmpeg", "-v", "0", "-i", str(path), "-r", "5", "-q", "0", os.path.join(folder, "%08d.jpg")], check=True
+        )
+        names = sorted(os.listdir(folder))
+        kept = np.linspace(0, len(names) - 1, num=len(names) // FEATURE_FRAMERATE, dtype=int)
+        picks = np.arange(len(kept)) if len(kept) <= MAX_FRAMES else np.linspace(0, len(kept) - 1, MAX_FRAMES, dtype=int)
+        images = [AUTHORS_TRANSFORM(Image.open(os.path.join(folder, names[kept[i]])).convert("RGB")) for i in picks]
+        return torch.stack(images)[None]
+
+
+PIPELINES = {"clip2video": run_clip2video, "decode_all": run_decode_all, "authors": run_authors}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "clip2video_benchmark")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per video and pipeline (median reported)")
+    parser.add_argument("--videos", nargs="+", default=list(VIDEOS), choices=list(VIDEOS))
+    parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
+    args = parser.parse_args()
+    if shutil.which("ffmpeg") is None:
+        raise SystemExit("This benchmark needs the ffmpeg command line: apt-get install ffmpeg")
+
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    processor = CLIP2VideoVideoProcessor(sampling_fps=5 / FEATURE_FRAMERATE, max_frames=MAX_FRAMES)
+    print(f"torch {torch.__version__}, PyAV {av.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
+    print(f"{'video':<16}{'pipeline':<12}{'s/video':>9}{'videos/s':>10}{'speed-up vs authors':>21}")
+    for name in args.videos:
+        width, height, seconds = VIDEOS[name]
+        path = args.cache_dir / f"{name}.mp4"
+        make_video(path, width, height, seconds)
+        times = {pipeline: [] for pipeline in args.pipelines}
+        for pipeline in args.pipelines:  # warm-up, and a check that all pipelines give a 12-frame clip
+            assert PIPELINES[pipeline](processor, path).shape == (1, MAX_FRAMES, 3, 224, 224)
+        for _ in range(args.repeats):  # interleaved, so that load changes on the machine hit every pipeline alike
+            for pipeline in args.pipelines:
+                start = time.perf_counter()
+                PIPELINES[pipeline](processor, path)
+                times[pipeline].append(time.perf_counter() - start)
+        medians = {pipeline: statistics.median(values) for pipeline, values in times.items()}
+        for pipeline, seconds_per_video in medians.items():
+            speedup = f"{medians['authors'] / seconds_per_video:.1f}x" if "authors" in medians else "-"
+            print(f"{name:<16}{pipeline:<12}{seconds_per_video:>9.3f}{1 / seconds_per_video:>10.2f}{speedup:>21}")
+
+
+if __name__ == "__main__":
+    main()
