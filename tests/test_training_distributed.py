@@ -1,0 +1,43 @@
+"""Two CPU processes (gloo) compute the loss and gradients of one process on the full batch."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from training_distributed_step import fixed_batch, tiny_model  # noqa: E402
+
+SCRIPT = Path(__file__).parent / "training_distributed_step.py"
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_on_the_full_batch(tmp_path):
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
+    output = tmp_path / "two_processes.pt"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"}
+    result = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--main_process_port", "29517", str(SCRIPT), str(output)],
+        capture_output=True, text=True, env=environment, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    distributed = torch.load(output)
+    assert distributed["num_processes"] == 2 and distributed["local_batch_size"] == 4
+
+    # Reference: one process, the whole batch, the model's own loss (no gather involved).
+    model = tiny_model()
+    loss = model(**fixed_batch(), return_loss=True).loss
+    loss.backward()
+    torch.testing.assert_close(distributed["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
+    reference = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert distributed["gradients"].keys() == reference.keys()
+    for name, gradient in reference.items():
+        torch.testing.assert_close(distributed["gradients"][name], gradient, rtol=1e-4, atol=1e-7, msg=name)
+    # Not vacuous: the temporal modules and both towers received gradient.
+    assert reference["temporal_difference_block.type_embeddings.weight"].abs().sum() > 0
+    assert reference["vision_model.embeddings.patch_embedding.weight"].abs().sum() > 0

@@ -1,0 +1,91 @@
+"""The paper's contrastive loss over the global batch of all processes.
+
+Each process embeds its share of the batch; the embeddings are all-gathered *with* their gradients, every process
+computes the same loss over the global batch (every caption against every video of every process), and the gradient
+reaching each process's own embeddings is the sum of what all processes send back. After DDP averages the parameter
+gradients, training on N processes of B pairs computes the loss and gradients of one process on N * B pairs.
+(`accelerator.gather` carries no gradient: with it the other processes' videos would be constant negatives.)
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from transformers.utils import ModelOutput
+
+from modeling_clip2video.modeling_clip2video import symmetric_contrastive_loss
+
+
+class _AllGatherWithGradient(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every process's gradient for this process's slice.
+
+    Built from all_gather and all_reduce only, which every backend (gloo included) supports; equal slice sizes on
+    all processes are required (the training data loader drops the last incomplete batch)."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.local_size = dist.get_rank(), local.shape[0]
+        gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, local.contiguous())
+        return torch.cat(gathered, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        grad_output = grad_output.contiguous()
+        dist.all_reduce(grad_output, op=dist.ReduceOp.SUM)
+        start = ctx.rank * ctx.local_size
+        return grad_output[start : start + ctx.local_size]
+
+
+def gather_with_gradient(local: torch.Tensor) -> torch.Tensor:
+    """`[local_batch, ...]` -> `[world_size * local_batch, ...]`, in process order; the identity on one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local
+    return _AllGatherWithGradient.apply(local)
+
+
+@dataclass
+class PairEmbeddings(ModelOutput):
+    """A batch of matching (caption, video) pairs, L2-normalised, `[batch, projection_dim]` each; the aligned
+    embeddings exist with the Temporal Alignment Block only. (A `ModelOutput`, so DDP and accelerate's mixed
+    precision see its tensors.)"""
+
+    text_global: torch.Tensor | None = None
+    video_global: torch.Tensor | None = None
+    text_aligned: torch.Tensor | None = None
+    video_aligned: torch.Tensor | None = None
+    logit_scale: torch.Tensor | None = None  # log of the inverse temperature, a scalar
+
+
+class ContrastiveEmbedder(nn.Module):
+    """Wraps a `CLIP2VideoModel` so that the module DDP runs returns the embeddings the loss needs, and the loss
+    itself is computed after the all-gather. (DDP only synchronises gradients of modules run through its forward.)"""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, pixel_values_videos, video_mask) -> PairEmbeddings:
+        text = self.model._encode_text(input_ids, attention_mask)
+        video = self.model._encode_video(pixel_values_videos, video_mask)
+        return PairEmbeddings(
+            text_global=text.global_embeds,
+            video_global=video.global_embeds,
+            text_aligned=text.aligned_embeds,
+            video_aligned=video.aligned_embeds,
+            logit_scale=self.model.logit_scale,
+        )
+
+
+def global_contrastive_loss(embeddings: PairEmbeddings, global_similarity_weight: float) -> torch.Tensor:
+    """The paper's loss (symmetric InfoNCE on the global similarity, plus, with the Temporal Alignment Block, on the
+    aligned similarity, weighted `w` and `1 - w`) over the batch gathered from all processes."""
+    scale = embeddings.logit_scale.exp()
+    text, video = gather_with_gradient(embeddings.text_global), gather_with_gradient(embeddings.video_global)
+    loss = symmetric_contrastive_loss(scale * text @ video.t())
+    if embeddings.text_aligned is not None:
+        text, video = gather_with_gradient(embeddings.text_aligned), gather_with_gradient(embeddings.video_aligned)
+        aligned_loss = symmetric_contrastive_loss(scale * text @ video.t())
+        loss = global_similarity_weight * loss + (1.0 - global_similarity_weight) * aligned_loss
+    return loss
