@@ -1,0 +1,60 @@
+"""The CLIP2Video pipelines, and how a checkpoint folder gets them.
+
+Importing this package registers both tasks with transformers, so that in this process
+`pipeline("zero-shot-video-classification", model=model, processor=processor)` works with objects already loaded.
+`add_custom_pipelines(folder)` makes a saved checkpoint carry them: anyone can then run
+`pipeline("text-to-video-retrieval", model=folder, trust_remote_code=True)` without this repository.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+from transformers import AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .pipeline_clip2video import (
+    RETRIEVAL_TASK,
+    ZERO_SHOT_TASK,
+    CLIP2VideoTextToVideoRetrievalPipeline,
+    CLIP2VideoZeroShotVideoClassificationPipeline,
+)
+
+
+PIPELINE_CLASSES = {
+    ZERO_SHOT_TASK: CLIP2VideoZeroShotVideoClassificationPipeline,
+    RETRIEVAL_TASK: CLIP2VideoTextToVideoRetrievalPipeline,
+}
+
+for _task, _pipeline_class in PIPELINE_CLASSES.items():
+    PIPELINE_REGISTRY.register_pipeline(_task, pipeline_class=_pipeline_class, pt_model=AutoModel, type="multimodal")
+
+
+def add_custom_pipelines(checkpoint_dir: str | Path) -> None:
+    """Copy the pipelines' code into a saved checkpoint and list both tasks under `custom_pipelines` in its
+    `config.json`, in the format `Pipeline.save_pretrained` writes (which can only record one pipeline at a time).
+
+    Raises:
+        `FileNotFoundError`: the folder has no `config.json` (save the model first).
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    config_file = checkpoint_dir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} does not exist: save the model into {checkpoint_dir} first.")
+    source = Path(__file__).with_name("pipeline_clip2video.py")
+    shutil.copyfile(source, checkpoint_dir / source.name)
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["custom_pipelines"] = {
+        task: {"impl": f"{source.stem}.{pipeline_class.__name__}", "pt": ["AutoModel"], "type": "multimodal"}
+        for task, pipeline_class in PIPELINE_CLASSES.items()
+    }
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+__all__ = [
+    "CLIP2VideoTextToVideoRetrievalPipeline",
+    "CLIP2VideoZeroShotVideoClassificationPipeline",
+    "RETRIEVAL_TASK",
+    "ZERO_SHOT_TASK",
+    "add_custom_pipelines",
+]
