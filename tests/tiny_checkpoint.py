@@ -1,6 +1,7 @@
 """A tiny but complete CLIP2Video checkpoint folder (model, real processor with the offline CLIP tokenizer, remote
 code, pipelines, endpoint handler) and tiny coloured mp4 videos, for the tests of the pipelines and apps."""
 
+import textwrap
 from pathlib import Path
 
 import av
@@ -73,3 +74,11 @@ def write_videos(folder: Path, **kwargs) -> dict[str, str]:
     """One short video per colour of `COLOURS`, named after it."""
     folder.mkdir(parents=True, exist_ok=True)
     return {name: write_video(folder / f"{name}.mp4", colour, **kwargs) for name, colour in COLOURS.items()}
+
+
+def run_without_repo(code: str, cwd: Path, timeout: int = 300):
+    """`tiny_models.run_isolated`, with this repository's apps and pipelines packages blocked too."""
+    from tiny_models import run_isolated
+
+    block = "import sys\nsys.modules['pipelines'] = None\nsys.modules['apps'] = None\n"
+    return run_isolated(block + textwrap.dedent(code), cwd=cwd, timeout=timeout)
