@@ -169,7 +169,9 @@ def gather_table(parts_dir: Path, root: Path) -> datasets.Dataset:
 def main(argv=None):
     args = parse_args(argv)
     datasets.disable_progress_bars()  # one progress bar: the videos
-    accelerator = Accelerator()
+    # Without a GPU (or other accelerator) the processes must be CPU ones to join a gloo group under
+    # `accelerate launch --multi_gpu`; otherwise each would index everything on its own.
+    accelerator = Accelerator(cpu=not torch.accelerator.is_available())
     if accelerator.device.type == "cpu":
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
         torch.set_num_threads(args.cpu_threads or max(1, len(os.sched_getaffinity(0)) // local_processes))
