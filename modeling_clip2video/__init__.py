@@ -8,7 +8,7 @@ not installed.
 from transformers import AutoConfig, AutoModel
 
 from .configuration_clip2video import CLIP2VideoConfig
-from .modeling_clip2video import CLIP2VideoModel, CLIP2VideoOutput
+from .modeling_clip2video import CLIP2VideoModel, CLIP2VideoOutput, CLIP2VideoTextOutput, CLIP2VideoVideoOutput
 
 
 CLIP2VideoConfig.register_for_auto_class()
@@ -16,4 +16,4 @@ CLIP2VideoModel.register_for_auto_class("AutoModel")
 AutoConfig.register(CLIP2VideoConfig.model_type, CLIP2VideoConfig, exist_ok=True)
 AutoModel.register(CLIP2VideoConfig, CLIP2VideoModel, exist_ok=True)
 
-__all__ = ["CLIP2VideoConfig", "CLIP2VideoModel", "CLIP2VideoOutput"]
+__all__ = ["CLIP2VideoConfig", "CLIP2VideoModel", "CLIP2VideoOutput", "CLIP2VideoTextOutput", "CLIP2VideoVideoOutput"]

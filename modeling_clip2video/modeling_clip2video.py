@@ -70,16 +70,36 @@ class CLIP2VideoOutput(ModelOutput):
 
 
 @dataclass
-class _TextEncoding:
-    global_embeds: torch.Tensor  # (batch, projection_dim), unit norm
-    aligned_embeds: torch.Tensor | None  # (batch, projection_dim), unit norm, with TAB only
+class CLIP2VideoTextOutput(ModelOutput):
+    r"""
+    The two caption embeddings CLIP2Video scores with (see [`CLIP2VideoModel.encode_text`]).
+
+    global_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`):
+        The projected end-token embedding, L2-normalised.
+    aligned_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`, with the Temporal Alignment Block only):
+        The Temporal Alignment Block's aggregate of the word tokens, L2-normalised.
+    """
+
+    global_embeds: torch.Tensor | None = None
+    aligned_embeds: torch.Tensor | None = None
 
 
 @dataclass
-class _VideoEncoding:
-    frame_embeds: torch.Tensor  # (batch, frames, projection_dim), zeros at padding
-    global_embeds: torch.Tensor
-    aligned_embeds: torch.Tensor | None
+class CLIP2VideoVideoOutput(ModelOutput):
+    r"""
+    The two video embeddings CLIP2Video scores with (see [`CLIP2VideoModel.encode_video`]).
+
+    global_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`):
+        The temporally pooled video embedding, L2-normalised.
+    aligned_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`, with the Temporal Alignment Block only):
+        The Temporal Alignment Block's aggregate of the frame tokens, L2-normalised.
+    frame_embeds (`torch.Tensor` of shape `(batch_size, num_frames, projection_dim)`):
+        The projected CLIP embedding of every frame, zeros at padding.
+    """
+
+    global_embeds: torch.Tensor | None = None
+    aligned_embeds: torch.Tensor | None = None
+    frame_embeds: torch.Tensor | None = None
 
 
 def _outside_autocast(method):
@@ -343,7 +363,9 @@ class CLIP2VideoModel(CLIPModel):
     def _head_dtype(self) -> torch.dtype:
         return self.logit_scale.dtype
 
-    def _encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> _TextEncoding:
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> CLIP2VideoTextOutput:
+        """The global and aligned caption embeddings, separately (training gathers them across processes).
+        `input_ids`, `attention_mask`: (batch, tokens); padding must have attention mask 0."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, tokens), got {tuple(input_ids.shape)}.")
         if attention_mask is None:
@@ -362,7 +384,7 @@ class CLIP2VideoModel(CLIPModel):
     @_outside_autocast
     def _text_head(
         self, pooled: torch.Tensor, word_tokens: torch.Tensor | None, attention_mask: torch.Tensor
-    ) -> _TextEncoding:
+    ) -> CLIP2VideoTextOutput:
         head_dtype = self._head_dtype()
         aligned_embeds = None
         if word_tokens is not None:
@@ -370,7 +392,7 @@ class CLIP2VideoModel(CLIPModel):
             word_mask = attention_mask.bool().clone()
             word_mask[:, 0] = False
             aligned_embeds = self.temporal_alignment_block.aggregate(word_tokens.to(head_dtype), word_mask)
-        return _TextEncoding(F.normalize(pooled.to(head_dtype), dim=-1), aligned_embeds)
+        return CLIP2VideoTextOutput(global_embeds=F.normalize(pooled.to(head_dtype), dim=-1), aligned_embeds=aligned_embeds)
 
     # ----------------------------------------------------------------------------------------------------------
     # Video
@@ -450,15 +472,21 @@ class CLIP2VideoModel(CLIPModel):
             token_mask = torch.cat([frame_mask, sparse_mask], dim=1)
         return block.aggregate(tokens, token_mask)
 
-    def _encode_video(self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor | None) -> _VideoEncoding:
+    def encode_video(
+        self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor | None = None
+    ) -> CLIP2VideoVideoOutput:
+        """The global and aligned video embeddings and the frame embeddings. `pixel_values_videos`: (batch, frames,
+        3, height, width); `video_mask`: (batch, frames), 1 for real frames (which come first), 0 for padding."""
         pixel_values_videos, video_mask = self._check_video_inputs(pixel_values_videos, video_mask)
         return self._video_head(self.get_frame_features(pixel_values_videos, video_mask), video_mask)
 
     @_outside_autocast
-    def _video_head(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> _VideoEncoding:
+    def _video_head(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> CLIP2VideoVideoOutput:
         frames = frames.to(self._head_dtype())
         aligned = self._aligned_video_embeds(frames, frame_mask) if self.config.use_temporal_alignment_block else None
-        return _VideoEncoding(frames, self._global_video_embeds(frames, frame_mask), aligned)
+        return CLIP2VideoVideoOutput(
+            global_embeds=self._global_video_embeds(frames, frame_mask), aligned_embeds=aligned, frame_embeds=frames
+        )
 
     # ----------------------------------------------------------------------------------------------------------
     # Retrieval embeddings and forward
@@ -477,7 +505,7 @@ class CLIP2VideoModel(CLIPModel):
     ) -> torch.Tensor:
         """L2-normalised caption embeddings, (batch, projection_dim), or (batch, 2 * projection_dim) with the
         Temporal Alignment Block, such that `logit_scale.exp() * text @ video.T` is `logits_per_text`."""
-        encoding = self._encode_text(input_ids, attention_mask)
+        encoding = self.encode_text(input_ids, attention_mask)
         return self._retrieval_embeds(encoding.global_embeds, encoding.aligned_embeds)
 
     def get_video_features(
@@ -485,7 +513,7 @@ class CLIP2VideoModel(CLIPModel):
     ) -> torch.Tensor:
         """L2-normalised video embeddings matching [`get_text_features`]. `pixel_values_videos`: (batch, frames,
         3, height, width); `video_mask`: (batch, frames), 1 for real frames (which come first), 0 for padding."""
-        encoding = self._encode_video(pixel_values_videos, video_mask)
+        encoding = self.encode_video(pixel_values_videos, video_mask)
         return self._retrieval_embeds(encoding.global_embeds, encoding.aligned_embeds)
 
     def get_image_features(self, *args, **kwargs):
@@ -512,22 +540,15 @@ class CLIP2VideoModel(CLIPModel):
         """
         if input_ids is None or pixel_values_videos is None:
             raise ValueError("forward needs both input_ids and pixel_values_videos.")
-        text = self._encode_text(input_ids, attention_mask)
-        video = self._encode_video(pixel_values_videos, video_mask)
+        text = self.encode_text(input_ids, attention_mask)
+        video = self.encode_video(pixel_values_videos, video_mask)
         output = self._score(text, video, return_loss=bool(return_loss))
         return output if return_dict is not False else output.to_tuple()
 
     @_outside_autocast
-    def _score(self, text: _TextEncoding, video: _VideoEncoding, return_loss: bool) -> CLIP2VideoOutput:
-        logit_scale = self.logit_scale.exp()
+    def _score(self, text: CLIP2VideoTextOutput, video: CLIP2VideoVideoOutput, return_loss: bool) -> CLIP2VideoOutput:
         weight = self.config.global_similarity_weight
-        global_logits = logit_scale * text.global_embeds @ video.global_embeds.t()
-        aligned_logits = None
-        logits_per_text = global_logits
-        if text.aligned_embeds is not None:
-            aligned_logits = logit_scale * text.aligned_embeds @ video.aligned_embeds.t()
-            logits_per_text = weight * global_logits + (1.0 - weight) * aligned_logits
-
+        logits_per_text, global_logits, aligned_logits = similarity_logits(text, video, self.logit_scale, weight)
         loss = None
         if return_loss:
             if global_logits.shape[0] != global_logits.shape[1]:
@@ -535,10 +556,7 @@ class CLIP2VideoModel(CLIPModel):
                     f"return_loss pairs caption i with video i: got {global_logits.shape[0]} captions and "
                     f"{global_logits.shape[1]} videos."
                 )
-            loss = symmetric_contrastive_loss(global_logits)
-            if aligned_logits is not None:
-                loss = weight * loss + (1.0 - weight) * symmetric_contrastive_loss(aligned_logits)
-
+            loss = contrastive_loss(global_logits, aligned_logits, weight)
         return CLIP2VideoOutput(
             loss=loss,
             logits_per_text=logits_per_text,
@@ -549,6 +567,36 @@ class CLIP2VideoModel(CLIPModel):
             aligned_logits_per_text=aligned_logits,
             frame_embeds=video.frame_embeds,
         )
+
+
+def similarity_logits(
+    text: CLIP2VideoTextOutput,
+    video: CLIP2VideoVideoOutput,
+    logit_scale: torch.Tensor,
+    global_similarity_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Scores of every caption against every video: `(logits_per_text, global_logits, aligned_logits)`, each
+    (text_batch, video_batch), `logit_scale` being the log of the inverse temperature. With the Temporal Alignment
+    Block, `logits_per_text = w * global_logits + (1 - w) * aligned_logits`; otherwise it is `global_logits`."""
+    scale = logit_scale.exp()
+    global_logits = scale * text.global_embeds @ video.global_embeds.t()
+    if text.aligned_embeds is None:
+        return global_logits, global_logits, None
+    aligned_logits = scale * text.aligned_embeds @ video.aligned_embeds.t()
+    w = global_similarity_weight
+    return w * global_logits + (1.0 - w) * aligned_logits, global_logits, aligned_logits
+
+
+def contrastive_loss(
+    global_logits: torch.Tensor, aligned_logits: torch.Tensor | None, global_similarity_weight: float
+) -> torch.Tensor:
+    """The paper's loss for square score matrices whose diagonals hold the matching pairs: symmetric InfoNCE over
+    the global scores, and with the Temporal Alignment Block `w *` that `+ (1 - w) *` the same over the aligned ones."""
+    loss = symmetric_contrastive_loss(global_logits)
+    if aligned_logits is None:
+        return loss
+    w = global_similarity_weight
+    return w * loss + (1.0 - w) * symmetric_contrastive_loss(aligned_logits)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -563,4 +611,13 @@ def symmetric_contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
 
 
-__all__ = ["CLIP2VideoModel", "CLIP2VideoOutput", "CLIP2VideoTemporalDifferenceBlock", "CLIP2VideoTemporalAlignmentBlock"]
+__all__ = [
+    "CLIP2VideoModel",
+    "CLIP2VideoOutput",
+    "CLIP2VideoTextOutput",
+    "CLIP2VideoVideoOutput",
+    "CLIP2VideoTemporalAlignmentBlock",
+    "CLIP2VideoTemporalDifferenceBlock",
+    "contrastive_loss",
+    "similarity_logits",
+]

@@ -14,7 +14,12 @@ import torch.distributed as dist
 from torch import nn
 from transformers.utils import ModelOutput
 
-from modeling_clip2video.modeling_clip2video import symmetric_contrastive_loss
+from modeling_clip2video.modeling_clip2video import (
+    CLIP2VideoTextOutput,
+    CLIP2VideoVideoOutput,
+    contrastive_loss,
+    similarity_logits,
+)
 
 
 class _AllGatherWithGradient(torch.autograd.Function):
@@ -67,8 +72,8 @@ class ContrastiveEmbedder(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, pixel_values_videos, video_mask) -> PairEmbeddings:
-        text = self.model._encode_text(input_ids, attention_mask)
-        video = self.model._encode_video(pixel_values_videos, video_mask)
+        text = self.model.encode_text(input_ids, attention_mask)
+        video = self.model.encode_video(pixel_values_videos, video_mask)
         return PairEmbeddings(
             text_global=text.global_embeds,
             video_global=video.global_embeds,
@@ -81,11 +86,13 @@ class ContrastiveEmbedder(nn.Module):
 def global_contrastive_loss(embeddings: PairEmbeddings, global_similarity_weight: float) -> torch.Tensor:
     """The paper's loss (symmetric InfoNCE on the global similarity, plus, with the Temporal Alignment Block, on the
     aligned similarity, weighted `w` and `1 - w`) over the batch gathered from all processes."""
-    scale = embeddings.logit_scale.exp()
-    text, video = gather_with_gradient(embeddings.text_global), gather_with_gradient(embeddings.video_global)
-    loss = symmetric_contrastive_loss(scale * text @ video.t())
-    if embeddings.text_aligned is not None:
-        text, video = gather_with_gradient(embeddings.text_aligned), gather_with_gradient(embeddings.video_aligned)
-        aligned_loss = symmetric_contrastive_loss(scale * text @ video.t())
-        loss = global_similarity_weight * loss + (1.0 - global_similarity_weight) * aligned_loss
-    return loss
+    text = CLIP2VideoTextOutput(
+        global_embeds=gather_with_gradient(embeddings.text_global),
+        aligned_embeds=None if embeddings.text_aligned is None else gather_with_gradient(embeddings.text_aligned),
+    )
+    video = CLIP2VideoVideoOutput(
+        global_embeds=gather_with_gradient(embeddings.video_global),
+        aligned_embeds=None if embeddings.video_aligned is None else gather_with_gradient(embeddings.video_aligned),
+    )
+    _, global_logits, aligned_logits = similarity_logits(text, video, embeddings.logit_scale, global_similarity_weight)
+    return contrastive_loss(global_logits, aligned_logits, global_similarity_weight)
