@@ -35,10 +35,49 @@ class EpochShuffleSampler(Sampler[int]):
         return self.num_samples
 
 
-def _decode_one(args):
-    processor, path = args
-    features = processor.video_processor(videos=[path], return_tensors="pt")
-    return features["pixel_values_videos"][0].numpy(), features["video_mask"][0].numpy()
+class DistinctCaptionBatchSampler:
+    """Batches of `batch_size` indices whose captions are all different, in an order drawn from `sampler`.
+
+    InfoNCE takes every other caption of a batch as a negative. When two pairs of a batch share a caption (the
+    synthetic set has 144 captions for thousands of clips: a random batch of 128 has ~40 such twins; MSVD repeats
+    common sentences) each caption is pushed away from a video it describes exactly. Walking the shuffled order, each
+    index goes to the oldest open batch without its caption; full batches are yielded. Exactly
+    `len(sampler) // batch_size` batches per epoch: left-over indices fill the last batches, duplicates only then.
+    `sampler` (an `EpochShuffleSampler`) is exposed so `set_epoch` reaches it through accelerate's wrappers.
+    """
+
+    drop_last = True
+
+    def __init__(self, captions: list[str], batch_size: int, sampler: "EpochShuffleSampler"):
+        self.captions, self.batch_size, self.sampler = captions, batch_size, sampler
+
+    def __len__(self):
+        return len(self.sampler) // self.batch_size
+
+    def __iter__(self):
+        open_batches: list[tuple[list[int], set[str]]] = []  # oldest first
+        for index in self.sampler:
+            caption = self.captions[index]
+            position = next((i for i, (_, seen) in enumerate(open_batches) if caption not in seen), None)
+            if position is None:
+                position = len(open_batches)
+                open_batches.append(([], set()))
+            batch, seen = open_batches[position]
+            batch.append(index)
+            seen.add(caption)
+            if len(batch) == self.batch_size:
+                del open_batches[position]
+                yield batch
+        leftovers = [index for batch, _ in open_batches for index in batch]
+        for start in range(0, len(leftovers) - self.batch_size + 1, self.batch_size):
+            yield leftovers[start : start + self.batch_size]
+
+
+def _decode_chunk(args):
+    """Processed frames of a few videos per call: the video processor's per-call overhead is shared."""
+    processor, paths = args
+    features = processor.video_processor(videos=paths, return_tensors="pt")
+    return list(zip(features["pixel_values_videos"].to(torch.float16).numpy(), features["video_mask"].numpy()))
 
 
 class FrameCache:
@@ -69,14 +108,14 @@ class FrameCache:
         frames_path, masks_path = cache_dir / f"{key}.frames.npy", cache_dir / f"{key}.masks.npy"
         if not masks_path.is_file() and build:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            jobs = [(processor, path) for path in video_paths]
+            jobs = [(processor, video_paths[start : start + 32]) for start in range(0, len(video_paths), 32)]
             if num_workers > 0:
                 import multiprocessing
 
                 with multiprocessing.get_context("fork").Pool(num_workers) as pool:
-                    decoded = pool.map(_decode_one, jobs, chunksize=64)
+                    decoded = [video for chunk in pool.imap(_decode_chunk, jobs) for video in chunk]
             else:
-                decoded = [_decode_one(job) for job in jobs]
+                decoded = [video for job in jobs for video in _decode_chunk(job)]
             max_frames = max(mask.shape[0] for _, mask in decoded)
             frames = np.lib.format.open_memmap(
                 frames_path, mode="w+", dtype=np.float16, shape=(len(decoded), max_frames, *decoded[0][0].shape[1:])

@@ -36,7 +36,7 @@ from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 from modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
 from processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
 from training.contrastive import ContrastiveEmbedder, global_contrastive_loss
-from training.data import EpochShuffleSampler, FrameCache, VideoTextCollator
+from training.data import DistinctCaptionBatchSampler, EpochShuffleSampler, FrameCache, VideoTextCollator
 from training.loaders import group_by_video, load_lsmdc, load_msrvtt, load_msvd, load_vatex, load_video_folder
 from training.metrics.video_text_retrieval.video_text_retrieval import compute_retrieval_metrics
 from training.publish import print_results_table, write_publishable_folder
@@ -57,6 +57,7 @@ PAPER_RECIPE = dict(
     max_grad_norm=1.0,
     eval_batch_size=64,
     cache_frames=False,
+    distinct_captions_in_batch=False,
     mean_pooling_baseline=False,
 )
 # The embedded default: a small model trained from scratch, so every weight learns at the full rate.
@@ -72,6 +73,7 @@ SYNTHETIC_RECIPE = dict(
     max_grad_norm=1.0,
     eval_batch_size=144,
     cache_frames=True,
+    distinct_captions_in_batch=True,
     mean_pooling_baseline=True,
 )
 DEFAULT_SPLITS = {
@@ -131,9 +133,14 @@ def parse_args(argv=None):
     optim.add_argument("--max_train_steps", type=int, help="Stop after this many optimizer steps.")
     optim.add_argument("--global_batch_size", type=int, help="Pairs per optimizer step, over all processes.")
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--distinct_captions_in_batch", action=argparse.BooleanOptionalAction, default=None,
+                       help="Never put two pairs with the same caption in one batch (they would be each other's "
+                       "negatives); default: on for synthetic data (144 captions), off for real data as in the paper.")
     optim.add_argument("--max_grad_norm", type=float)
     optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="Default: accelerate's config.")
     optim.add_argument("--seed", type=int, default=42)
+    optim.add_argument("--cpu_threads", default="auto", help='Torch threads per process on CPU. "auto": the '
+                       "machine's cores shared among the local processes (`accelerate launch` otherwise sets 1).")
 
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", default="outputs/clip2video-synthetic")
@@ -377,9 +384,12 @@ def train_and_evaluate(
         return accelerator.unwrap_model(embedder).model, metrics, timings
 
     sampler = EpochShuffleSampler(len(train), args.seed)
+    if args.distinct_captions_in_batch:
+        batching = dict(batch_sampler=DistinctCaptionBatchSampler(train["caption"], micro_batch_size, sampler))
+    else:
+        batching = dict(batch_size=micro_batch_size, sampler=sampler, drop_last=True)
     train_loader = DataLoader(
-        train, batch_size=micro_batch_size, sampler=sampler, drop_last=True, collate_fn=collator,
-        num_workers=num_workers, persistent_workers=num_workers > 0,
+        train, collate_fn=collator, num_workers=num_workers, persistent_workers=num_workers > 0, **batching
     )
     optimizer = torch.optim.AdamW(
         parameter_groups(model, args.learning_rate, args.clip_learning_rate_scale, args.weight_decay),
@@ -497,6 +507,12 @@ def main(argv=None):
         # one contrastive loss whatever the number of processes.
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
+    if accelerator.device.type == "cpu":
+        threads = args.cpu_threads
+        if threads == "auto":
+            local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+            threads = max(1, len(os.sched_getaffinity(0)) // local_processes)
+        torch.set_num_threads(int(threads))
     if report_to != "none":
         accelerator.init_trackers("clip2video", config={k: v for k, v in vars(args).items() if v is not None})
 

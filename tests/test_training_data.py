@@ -1,0 +1,75 @@
+"""Batching: the resumable shuffle, batches without repeated captions, the decoded-frame cache, the collator."""
+
+import numpy as np
+import pytest
+import torch
+
+from processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
+from training.data import DistinctCaptionBatchSampler, EpochShuffleSampler, FrameCache, VideoTextCollator
+from training.synthetic import write_mp4
+
+
+def test_shuffle_depends_on_seed_and_epoch_only():
+    first, again = EpochShuffleSampler(50, seed=3), EpochShuffleSampler(50, seed=3)
+    torch.manual_seed(123)  # the global random state plays no part
+    assert list(first) == list(again) and sorted(first) == list(range(50))
+    again.set_epoch(1)
+    assert list(again) != list(first)
+
+
+def test_distinct_caption_batches():
+    rng = np.random.default_rng(0)
+    captions = [f"caption {rng.integers(12)}" for _ in range(200)]
+    sampler = DistinctCaptionBatchSampler(captions, batch_size=10, sampler=EpochShuffleSampler(200, seed=0))
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 20
+    assert all(len(batch) == 10 for batch in batches)
+    assert len({index for batch in batches for index in batch}) == 200  # every pair used once
+    # Only the few batches made of left-overs at the end of the epoch may repeat a caption.
+    repeated = [i for i, batch in enumerate(batches) if len({captions[j] for j in batch}) < len(batch)]
+    assert len(repeated) <= 3 and all(i >= 17 for i in repeated)
+    # A plain random batch of 10 from 12 captions would almost surely repeat one.
+    plain = list(EpochShuffleSampler(200, seed=0))
+    assert sum(len({captions[j] for j in plain[k : k + 10]}) < 10 for k in range(0, 200, 10)) > 15
+
+
+@pytest.fixture
+def processor():
+    video_processor = CLIP2VideoVideoProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16},
+                                               max_frames=4)
+    return CLIP2VideoProcessor(video_processor=video_processor, tokenizer=offline_clip_tokenizer())
+
+
+def test_frame_cache_matches_decoding_and_rebuilds_on_change(tmp_path, processor):
+    rng = np.random.default_rng(0)
+    paths = []
+    for index, num_frames in enumerate([8, 3]):  # at 2.5 fps: 8 frames kept as 4, 3 frames as 3 (one padded)
+        path = tmp_path / f"clip{index}.mp4"
+        write_mp4(path, rng.integers(0, 255, size=(num_frames, 16, 16, 3), dtype=np.uint8), 2.5)
+        paths.append(str(path))
+    cache = FrameCache.load_or_build(paths, processor, tmp_path / "cache")
+    direct = processor.video_processor(videos=paths, return_tensors="pt")
+    frames, mask = cache(paths[::-1])
+    torch.testing.assert_close(frames, direct["pixel_values_videos"].flip(0), atol=2e-3, rtol=2e-3)  # float16
+    assert mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    FrameCache.load_or_build(paths, processor, tmp_path / "cache")  # cache hit: nothing new
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    write_mp4(tmp_path / "clip1.mp4", rng.integers(0, 255, size=(3, 16, 16, 3), dtype=np.uint8), 2.5)
+    FrameCache.load_or_build(paths, processor, tmp_path / "cache")  # a changed file is decoded again
+    assert len(list((tmp_path / "cache").iterdir())) == 4
+
+
+def test_collator_tokenises_like_the_processor(tmp_path, processor):
+    path = tmp_path / "clip.mp4"
+    write_mp4(path, np.zeros((4, 16, 16, 3), dtype=np.uint8), 2.5)
+    collator = VideoTextCollator(processor, max_text_length=32)
+    rows = [{"video": str(path), "caption": "a red circle moves left"}, {"video": str(path), "caption": "a cat"}]
+    batch = collator(rows)
+    reference = processor(text=[row["caption"] for row in rows], return_tensors="pt")
+    width = batch["input_ids"].shape[1]
+    assert width == int(reference["attention_mask"].sum(1).max())  # trimmed to the longest caption
+    torch.testing.assert_close(batch["input_ids"], reference["input_ids"][:, :width])
+    torch.testing.assert_close(batch["attention_mask"], reference["attention_mask"][:, :width])
+    assert batch["pixel_values_videos"].shape == (2, 4, 3, 16, 16) and batch["video_mask"].dtype == torch.int64
