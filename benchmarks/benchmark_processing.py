@@ -36,6 +36,7 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from processing import CLIP2VideoVideoProcessor  # noqa: E402
+from processing.frame_sampling_clip2video import select_source_frames  # noqa: E402
 
 
 VIDEOS = {  # name: (width, height, seconds)
@@ -68,12 +69,21 @@ def run_clip2video(processor, path):
 
 
 def run_decode_all(processor, path):
+    # Same frame choice as clip2video (from the packet timestamps), but every frame is decoded and converted.
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(stream)])
+        times = sorted(float(packet.pts * stream.time_base) for packet in container.demux(stream) if packet.size)
         fps = float(stream.average_rate)
-    return processor(frames, video_metadata={"fps": fps}, return_tensors="pt")["pixel_values_videos"]
+        chosen = set(select_source_frames(times, [None] * len(times), fps, 5 / FEATURE_FRAMERATE, MAX_FRAMES))
+        container.seek(0)
+        stream.thread_type = "AUTO"
+        frames = []
+        for index, frame in enumerate(container.decode(stream)):
+            rgb = frame.to_ndarray(format="rgb24")
+            if index in chosen:
+                frames.append(rgb)
+    frames = np.stack(frames)
+    return processor(frames, return_tensors="pt")["pixel_values_videos"]
 
 
 AUTHORS_TRANSFORM = transforms.Compose(

@@ -241,7 +241,7 @@ def _read_with_torchcodec(source, name: str, select_frames: FrameSelector) -> De
 
     try:
         decoder = VideoDecoder(source.getvalue() if isinstance(source, io.BytesIO) else source, seek_mode="exact")
-    except (RuntimeError, ValueError) as error:
+    except (RuntimeError, ValueError) as error:  # torchcodec raises both
         raise ValueError(f"Cannot read video {name}: not a video file, or a truncated or corrupt one ({error}).") from error
     metadata = decoder.metadata
     num_frames = metadata.num_frames or 0
@@ -273,12 +273,15 @@ def _read_with_decord(source, name: str, select_frames: FrameSelector) -> Decode
 
     try:
         reader = decord.VideoReader(source, ctx=decord.cpu(0))
-    except decord.DECORDError as error:
+        num_frames = len(reader)
+        start_end = reader.get_frame_timestamp(np.arange(num_frames)) if num_frames else np.zeros((0, 2))
+    except RuntimeError as error:  # decord.DECORDError and decord's own RuntimeErrors
         raise ValueError(f"Cannot read video {name}: not a video file, or a truncated or corrupt one ({error}).") from error
-    num_frames = len(reader)
     if num_frames == 0:
         raise ValueError(f"Cannot read video {name}: its video stream has no frames.")
-    start_end = reader.get_frame_timestamp(np.arange(num_frames))
+    # decord opens some non-video files as one frame at an absurd time instead of failing.
+    if not np.all(np.isfinite(start_end)) or start_end.max() > 1e7:
+        raise ValueError(f"Cannot read video {name}: not a video file, or a truncated or corrupt one.")
     table = FrameTable(
         times=[float(start) for start, _ in start_end],
         durations=[float(end - start) for start, end in start_end],
@@ -287,6 +290,6 @@ def _read_with_decord(source, name: str, select_frames: FrameSelector) -> Decode
     chosen = select_frames(table)
     try:
         frames = list(reader.get_batch(chosen).asnumpy())
-    except decord.DECORDError as error:
+    except RuntimeError as error:
         raise ValueError(f"Cannot decode video {name}: truncated or corrupt ({error}).") from error
     return DecodedFrames(frames=frames, timestamps=[table.times[i] for i in chosen])

@@ -244,43 +244,56 @@ def _as_metadata_list(video_metadata, num_videos: int) -> list:
 
 
 def _frames_to_uint8_rgb(video, input_data_format=None) -> torch.Tensor:
-    """A video given as frames, as a uint8 RGB tensor `[frames, 3, height, width]`."""
-    if isinstance(video, (list, tuple)):
-        if len(video) == 0:
-            raise ValueError("Got a video with no frames.")
-        frames = [_frame_to_uint8_rgb(frame, input_data_format) for frame in video]
-        sizes = {tuple(frame.shape) for frame in frames}
-        if len(sizes) > 1:
-            raise ValueError(f"All frames of a video must have the same size, got {sorted(sizes)}.")
-        return torch.stack(frames)
+    """A video given as frames, as a uint8 RGB tensor `[frames, 3, height, width]` (channels-last in memory, the
+    layout torch's uint8 antialiased resize is fastest with)."""
     if len(video) == 0:
         raise ValueError("Got a video with no frames.")
-    return torch.stack([_frame_to_uint8_rgb(frame, input_data_format) for frame in video])
+    if isinstance(video, (list, tuple)):
+        frames = [_frame_to_rgb_hwc(frame, input_data_format) for frame in video]
+        sizes = {tuple(frame.shape[:2]) for frame in frames}
+        if len(sizes) > 1:
+            raise ValueError(f"All frames of a video must have the same size, got {sorted(sizes)}.")
+        return torch.stack(frames).permute(0, 3, 1, 2)
+    video = _as_uint8_tensor(video)
+    if input_data_format is None:
+        input_data_format = "channels_last" if video.shape[-1] in (1, 3, 4) else "channels_first"
+    if input_data_format != "channels_last":
+        video = video.permute(0, 2, 3, 1)
+    return _rgb_channels(video).permute(0, 3, 1, 2)
 
 
-def _frame_to_uint8_rgb(frame, input_data_format=None) -> torch.Tensor:
+def _frame_to_rgb_hwc(frame, input_data_format=None) -> torch.Tensor:
     if _is_pil_image(frame):
-        return torch.from_numpy(np.asarray(frame.convert("RGB")).copy()).permute(2, 0, 1)
-    frame = torch.as_tensor(frame)
-    if frame.dtype != torch.uint8:
-        raise ValueError(f"Video frames must be uint8 (0-255), got {frame.dtype}.")
+        return torch.from_numpy(np.array(frame.convert("RGB")))
+    frame = _as_uint8_tensor(frame)
     if frame.ndim == 2:
-        frame = frame[None]
-    elif frame.ndim == 3:
-        if input_data_format is None:
-            input_data_format = "channels_last" if frame.shape[-1] in (1, 3, 4) else "channels_first"
-        if input_data_format == "channels_last":
-            frame = frame.permute(2, 0, 1)
-    else:
+        return _rgb_channels(frame[..., None])
+    if frame.ndim != 3:
         raise ValueError(f"A video frame must have 2 or 3 dimensions, got shape {tuple(frame.shape)}.")
-    channels = frame.shape[0]
+    if input_data_format is None:
+        input_data_format = "channels_last" if frame.shape[-1] in (1, 3, 4) else "channels_first"
+    return _rgb_channels(frame if input_data_format == "channels_last" else frame.permute(1, 2, 0))
+
+
+def _as_uint8_tensor(array) -> torch.Tensor:
+    tensor = torch.as_tensor(array)
+    if tensor.dtype != torch.uint8:
+        raise ValueError(f"Video frames must be uint8 (0-255), got {tensor.dtype}.")
+    return tensor
+
+
+def _rgb_channels(frames: torch.Tensor) -> torch.Tensor:
+    """Channels-last grey, RGB or RGBA frames as RGB: grey repeated, alpha dropped (as `PIL.Image.convert("RGB")`)."""
+    channels = frames.shape[-1]
     if channels == 1:
-        return frame.expand(3, -1, -1).contiguous()
+        return frames.expand(*frames.shape[:-1], 3)
     if channels == 3:
-        return frame.contiguous()
+        return frames
     if channels == 4:
-        return frame[:3].contiguous()
-    raise ValueError(f"Video frames must have 1 (grey), 3 (RGB) or 4 (RGBA) channels, got shape {tuple(frame.shape)}.")
+        return frames[..., :3]
+    raise ValueError(
+        f"Video frames must have 1 (grey), 3 (RGB) or 4 (RGBA) channels, got shape {tuple(frames.shape)}."
+    )
 
 
 CLIP2VideoVideoProcessor.register_for_auto_class("AutoVideoProcessor")

@@ -501,3 +501,20 @@ def test_optional_backends_agree_with_pyav(videos, backend):
     other = processor(videos["30fps_10s"], video_backend=backend, return_timestamps=True)
     torch.testing.assert_close(other["video_timestamps"], reference["video_timestamps"])
     torch.testing.assert_close(other["pixel_values_videos"], reference["pixel_values_videos"], atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["torchcodec", "decord"])
+def test_optional_backends_report_bad_files_like_pyav(videos, tmp_path, backend):
+    pytest.importorskip(backend)
+    processor = CLIP2VideoVideoProcessor(size={"shortest_edge": 16}, crop_size=16, video_backend=backend)
+    with pytest.raises(FileNotFoundError, match="Video file not found: .*missing.mp4"):
+        processor(str(tmp_path / "missing.mp4"))
+    text = tmp_path / "notes.mp4"
+    text.write_text("these are not frames\n" * 50)
+    data = Path(videos["30fps_1s"]).read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    for path in (text, truncated):
+        with pytest.raises(ValueError, match=f"Cannot read video .*{path.name}: not a video file, or a truncated"):
+            processor(str(path))
+
