@@ -103,7 +103,9 @@ def run_authors(processor, path):
         )
         names = sorted(os.listdir(folder))
         kept = np.linspace(0, len(names) - 1, num=len(names) // FEATURE_FRAMERATE, dtype=int)
-        picks = np.arange(len(kept)) if len(kept) <= MAX_FRAMES else np.linspace(0, len(kept) - 1, MAX_FRAMES, dtype=int)
+        picks = np.arange(len(kept))
+        if len(kept) > MAX_FRAMES:
+            picks = np.linspace(0, len(kept) - 1, MAX_FRAMES, dtype=int)
         images = [AUTHORS_TRANSFORM(Image.open(os.path.join(folder, names[kept[i]])).convert("RGB")) for i in picks]
         return torch.stack(images)[None]
 

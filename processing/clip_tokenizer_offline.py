@@ -43,8 +43,8 @@ def offline_clip_tokenizer(bpe_path: str | None = None) -> CLIPTokenizer:
             import open_clip
         except ImportError as error:
             raise ImportError(
-                "offline_clip_tokenizer() reads the vocabulary shipped with open-clip-torch: `pip install open-clip-torch`, "
-                "pass `bpe_path`, or load a CLIP tokenizer from the Hub."
+                "offline_clip_tokenizer() reads the vocabulary shipped with open-clip-torch: "
+                "`pip install open-clip-torch`, pass `bpe_path`, or load a CLIP tokenizer from the Hub."
             ) from error
         bpe_path = os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz")
     vocab, merges = clip_vocab_and_merges(bpe_path)

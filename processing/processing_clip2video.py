@@ -42,7 +42,8 @@ class CLIP2VideoProcessor(ProcessorMixin):
 
     def __call__(self, text=None, videos=None, **kwargs):
         if text is not None:
-            text = [clean_caption(caption) for caption in text] if isinstance(text, (list, tuple)) else clean_caption(text)
+            is_batch = isinstance(text, (list, tuple))
+            text = [clean_caption(caption) for caption in text] if is_batch else clean_caption(text)
         return super().__call__(text=text, videos=videos, **kwargs)
 
     @classmethod

@@ -87,6 +87,11 @@ def read_video_frames(video: str | os.PathLike, select_frames: FrameSelector, ba
     return decoded
 
 
+def _unreadable(name: str, error: Exception | None = None) -> ValueError:
+    reason = f" ({error})" if error is not None else ""
+    return ValueError(f"Cannot read video {name}: not a video file, or a truncated or corrupt one{reason}.")
+
+
 def upright(frame: np.ndarray, rotation: float) -> np.ndarray:
     """Rotate a `(height, width, channels)` frame by its display rotation (degrees counter-clockwise, as FFmpeg and
     PyAV report it), the way `ffmpeg` auto-rotates before writing images."""
@@ -108,7 +113,7 @@ def _read_with_pyav(source, name: str, select_frames: FrameSelector) -> DecodedF
     try:
         container = av.open(source)
     except av.FFmpegError as error:
-        raise ValueError(f"Cannot read video {name}: not a video file, or a truncated or corrupt one ({error}).") from error
+        raise _unreadable(name, error) from error
     with container:
         if not container.streams.video:
             raise ValueError(f"Cannot read video {name}: it has no video stream.")
@@ -159,7 +164,8 @@ def _pyav_packet_index(container, stream, name: str) -> list[tuple[int | None, i
             if packet.size:
                 index.append((packet.pts, packet.duration, packet.is_keyframe))
     except av.FFmpegError as error:
-        raise ValueError(f"Cannot read video {name}: truncated or corrupt after {len(index)} frames ({error}).") from error
+        message = f"Cannot read video {name}: truncated or corrupt after {len(index)} frames ({error})."
+        raise ValueError(message) from error
     return index
 
 
@@ -174,7 +180,8 @@ def _pyav_index_by_decoding(container, stream, name: str) -> list[tuple[int, int
             if frame.pts is not None:
                 index.append((frame.pts, frame.duration, frame.key_frame))
     except av.FFmpegError as error:
-        raise ValueError(f"Cannot read video {name}: truncated or corrupt after {len(index)} frames ({error}).") from error
+        message = f"Cannot read video {name}: truncated or corrupt after {len(index)} frames ({error})."
+        raise ValueError(message) from error
     if not index:
         raise ValueError(f"Cannot read video {name}: no decodable frame.")
     return index
@@ -237,12 +244,13 @@ def _read_with_torchcodec(source, name: str, select_frames: FrameSelector) -> De
     try:
         from torchcodec.decoders import VideoDecoder
     except ImportError as error:
-        raise ImportError("backend='torchcodec' needs torchcodec and a system FFmpeg: `pip install torchcodec`.") from error
+        message = "backend='torchcodec' needs torchcodec and a system FFmpeg: `pip install torchcodec`."
+        raise ImportError(message) from error
 
     try:
         decoder = VideoDecoder(source.getvalue() if isinstance(source, io.BytesIO) else source, seek_mode="exact")
     except (RuntimeError, ValueError) as error:  # torchcodec raises both
-        raise ValueError(f"Cannot read video {name}: not a video file, or a truncated or corrupt one ({error}).") from error
+        raise _unreadable(name, error) from error
     metadata = decoder.metadata
     num_frames = metadata.num_frames or 0
     if num_frames == 0:
@@ -276,12 +284,12 @@ def _read_with_decord(source, name: str, select_frames: FrameSelector) -> Decode
         num_frames = len(reader)
         start_end = reader.get_frame_timestamp(np.arange(num_frames)) if num_frames else np.zeros((0, 2))
     except RuntimeError as error:  # decord.DECORDError and decord's own RuntimeErrors
-        raise ValueError(f"Cannot read video {name}: not a video file, or a truncated or corrupt one ({error}).") from error
+        raise _unreadable(name, error) from error
     if num_frames == 0:
         raise ValueError(f"Cannot read video {name}: its video stream has no frames.")
     # decord opens some non-video files as one frame at an absurd time instead of failing.
     if not np.all(np.isfinite(start_end)) or start_end.max() > 1e7:
-        raise ValueError(f"Cannot read video {name}: not a video file, or a truncated or corrupt one.")
+        raise _unreadable(name)
     table = FrameTable(
         times=[float(start) for start, _ in start_end],
         durations=[float(end - start) for start, end in start_end],

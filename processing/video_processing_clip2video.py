@@ -112,16 +112,16 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
         if not isinstance(max_frames, int) or max_frames < 1:
             raise ValueError(f"`max_frames` must be a positive integer, got {max_frames}.")
         if kwargs["video_backend"] not in VIDEO_BACKENDS:
-            raise ValueError(f"`video_backend` must be one of {', '.join(VIDEO_BACKENDS)}, got {kwargs['video_backend']!r}.")
+            backends = ", ".join(VIDEO_BACKENDS)
+            raise ValueError(f"`video_backend` must be one of {backends}, got {kwargs['video_backend']!r}.")
         if kwargs["data_format"] not in (None, "channels_first"):
             raise ValueError("`pixel_values_videos` are always channels first.")
 
         videos = _as_video_list(videos)
         metadata = _as_metadata_list(kwargs["video_metadata"], len(videos))
-        generator = None  # torch's global generator: seeded per DataLoader worker and by `torch.manual_seed`
         clips, timestamps = [], []
         for video, video_metadata in zip(videos, metadata):
-            frames, frame_times = self._sample_video(video, video_metadata, kwargs, generator)
+            frames, frame_times = self._sample_video(video, video_metadata, kwargs)
             if kwargs["device"] is not None:
                 frames = frames.to(kwargs["device"])
             clips.append(frames)
@@ -160,8 +160,12 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
             data["video_timestamps"] = video_timestamps
         return BatchFeature(data=data, tensor_type=kwargs["return_tensors"])
 
-    def _sample_video(self, video, metadata, kwargs, generator) -> tuple[torch.Tensor, list[float]]:
-        """Sampled frames of one video as a uint8 `[frames, 3, height, width]` tensor, and their times in seconds."""
+    def _sample_video(self, video, metadata, kwargs) -> tuple[torch.Tensor, list[float]]:
+        """Sampled frames of one video as a uint8 `[frames, 3, height, width]` tensor, and their times in seconds.
+
+        The training jitter draws from torch's global generator, which `torch.manual_seed` and every DataLoader
+        worker seed.
+        """
 
         def select(table: FrameTable) -> list[int]:
             return select_source_frames(
@@ -171,7 +175,6 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
                 sampling_fps=kwargs["sampling_fps"],
                 max_frames=kwargs["max_frames"],
                 random_jitter=kwargs["random_frame_jitter"],
-                generator=generator,
             )
 
         if isinstance(video, (str, os.PathLike)):
@@ -186,8 +189,9 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
             num_frames = len(frames)
             chosen = select(FrameTable([i / fps for i in range(num_frames)], [1 / fps] * num_frames, float(fps)))
             return frames[chosen], [i / fps for i in chosen]
+        # Frames given without their rate are taken as already extracted: keep all, reduced to `max_frames`.
         chosen = uniform_positions(
-            len(frames), FRAME_EXTRACTION_FPS, kwargs["max_frames"], kwargs["random_frame_jitter"], generator
+            len(frames), FRAME_EXTRACTION_FPS, kwargs["max_frames"], kwargs["random_frame_jitter"]
         )
         return frames[torch.from_numpy(chosen)], [math.nan] * len(chosen)
 

@@ -54,7 +54,9 @@ def frame_index(frame: np.ndarray) -> int:
     return index
 
 
-def write_video(path, num_frames, fps, codec="libx264", width=WIDTH, height=HEIGHT, frames=None, rotation=None, **options):
+def write_video(
+    path, num_frames, fps, codec="libx264", width=WIDTH, height=HEIGHT, frames=None, rotation=None, **options
+):
     """Encode `num_frames` index frames (or the given RGB `frames`) at a constant `fps` with PyAV."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps, options=options or None)
@@ -88,9 +90,8 @@ def decoded_indices(path, **kwargs):
     """Source frame indices and times the processor's sampling decodes from a file."""
 
     def select(table):
-        return select_source_frames(
-            table.times, table.durations, table.average_fps, kwargs.get("sampling_fps", 2.5), kwargs.get("max_frames", 12)
-        )
+        sampling_fps, max_frames = kwargs.get("sampling_fps", 2.5), kwargs.get("max_frames", 12)
+        return select_source_frames(table.times, table.durations, table.average_fps, sampling_fps, max_frames)
 
     decoded = read_video_frames(path, select)
     return [frame_index(frame) for frame in decoded.frames], decoded.timestamps
@@ -133,7 +134,13 @@ def test_extraction_rule_closed_form_matches_known_ffmpeg_output():
 
 @pytest.mark.parametrize(
     "name, num_frames, fps",
-    [("30fps_10s", 300, 30), ("25fps_4s_mpeg4", 100, 25), ("24fps_5s", 120, 24), ("10fps_60s", 600, 10), ("30fps_1s", 30, 30)],
+    [
+        ("30fps_10s", 300, 30),
+        ("25fps_4s_mpeg4", 100, 25),
+        ("24fps_5s", 120, 24),
+        ("10fps_60s", 600, 10),
+        ("30fps_1s", 30, 30),
+    ],
 )
 def test_sampled_frames_follow_the_authors_rule(videos, name, num_frames, fps):
     expected = expected_sample(num_frames, fps)
@@ -334,7 +341,8 @@ def test_grey_frames_are_repeated_to_rgb(small_processor):
     grey = natural_frames(2, 24, 40)[..., :1]
     rgb = np.repeat(grey, 3, axis=-1)
     reference = small_processor(rgb)["pixel_values_videos"]
-    for video in (grey, [frame[..., 0] for frame in grey], [Image.fromarray(frame[..., 0], mode="L") for frame in grey]):
+    as_pil = [Image.fromarray(frame[..., 0], mode="L") for frame in grey]
+    for video in (grey, [frame[..., 0] for frame in grey], as_pil):
         torch.testing.assert_close(small_processor(video)["pixel_values_videos"], reference)
 
 
@@ -351,14 +359,19 @@ def test_frames_given_directly_are_kept_or_reduced_uniformly(small_processor):
 
 def test_rotation_metadata_turns_frames_upright(tmp_path):
     image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-    image[:10, :20] = 255  # white patch in the top-left corner
-    for rotation, expected in [(0, image), (90, np.rot90(image, 1)), (180, np.rot90(image, 2)), (270, np.rot90(image, 3))]:
+    image[:10, :10] = 255  # white patch in the top-left corner
+    # Display rotation is counter-clockwise (as ffmpeg shows the video): where the top-left corner ends up.
+    corner_after = {0: "top-left", 90: "bottom-left", 180: "bottom-right", 270: "top-right"}
+    for rotation, corner in corner_after.items():
         path = write_video(tmp_path / f"rotated_{rotation}.mp4", 3, 10, frames=[image] * 3, rotation=rotation)
-        decoded = read_video_frames(path, lambda table: [0]).frames[0]
-        assert decoded.shape == expected.shape
-        assert np.abs(decoded.astype(int) - expected).mean() < 4
-        if rotation == 90:  # counter-clockwise: the patch ends up bottom-left, as ffmpeg shows it
-            assert decoded[-10:, :10].mean() > 200 and decoded[:10, :10].mean() < 50
+        decoded = read_video_frames(path, lambda table: [0]).frames[0].mean(axis=-1)
+        assert decoded.shape == ((HEIGHT, WIDTH) if rotation in (0, 180) else (WIDTH, HEIGHT))
+        corners = {
+            "top-left": decoded[:8, :8], "top-right": decoded[:8, -8:],
+            "bottom-left": decoded[-8:, :8], "bottom-right": decoded[-8:, -8:],
+        }
+        assert corners.pop(corner).mean() > 200, (rotation, corner)
+        assert all(pixels.mean() < 50 for pixels in corners.values()), rotation
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)")
@@ -400,7 +413,7 @@ def test_missing_file(small_processor, tmp_path):
 def test_not_a_video(small_processor, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("these are not frames\n" * 50)
-    with pytest.raises(ValueError, match=r"Cannot read video .*notes\.mp4: not a video file, or a truncated or corrupt one"):
+    with pytest.raises(ValueError, match=r"Cannot read video .*notes\.mp4: not a video file, or a truncated"):
         small_processor(str(text))
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
@@ -427,7 +440,7 @@ def test_truncated_file(small_processor, videos, tmp_path):
     data = Path(videos["30fps_1s"]).read_bytes()
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(data[: len(data) // 2])  # the index (moov) is at the end: cut off
-    with pytest.raises(ValueError, match=r"Cannot read video .*truncated\.mp4: not a video file, or a truncated or corrupt one"):
+    with pytest.raises(ValueError, match=r"Cannot read video .*truncated\.mp4: not a video file, or a truncated"):
         small_processor(str(truncated))
 
 
