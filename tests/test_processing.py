@@ -189,6 +189,35 @@ def test_extraction_matches_the_ffmpeg_command_line(tmp_path, fps):
         assert ffmpeg_cfr_frame_indices(times, durations, float(stream.average_rate)) == from_ffmpeg
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)")
+def test_extraction_matches_ffmpeg_when_the_video_starts_after_the_audio(tmp_path):
+    # ffmpeg counts time from the start of the file (here the audio), so the first image is repeated: kept once.
+    path = str(tmp_path / "late_video.mp4")
+    with av.open(path, "w") as container:
+        video = container.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        audio = container.add_stream("aac", rate=16000, layout="mono")
+        for index in range(45):
+            frame = av.VideoFrame.from_ndarray(index_frame(index), format="rgb24")
+            frame.pts, frame.time_base = index + 9, fractions.Fraction(1, 30)  # starts at 0.3 s
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for index in range(25):
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            samples.sample_rate, samples.pts = 16000, index * 1024
+            for packet in audio.encode(samples):
+                container.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode():
+                container.mux(packet)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-r", "5", "-q", "0", str(tmp_path / "%08d.jpg")], check=True)
+    from_ffmpeg = [frame_index(np.asarray(Image.open(jpeg))) for jpeg in sorted(tmp_path.glob("*.jpg"))]
+    assert from_ffmpeg[:2] == [0, 0]
+    indices, timestamps = decoded_indices(path, sampling_fps=5, max_frames=100)
+    assert indices == sorted(set(from_ffmpeg))
+    assert timestamps == pytest.approx([0.3 + index / 30 for index in indices], abs=1e-3)
+
+
 def test_uniform_positions_reproduce_the_authors_linspace():
     # np.linspace's own float rounding is part of the rule (31 images, 23 kept: not the exact-fraction floor).
     assert uniform_positions(62, 2.5, 100).tolist() == np.linspace(0, 61, 31, dtype=int).tolist()
@@ -291,6 +320,19 @@ def test_file_frames_equal_the_decoded_frames_processed_directly(videos):
         all_frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
     from_arrays = processor(all_frames[indices])["pixel_values_videos"][0, : len(indices)]
     torch.testing.assert_close(from_file[: len(indices)], from_arrays)
+
+
+@pytest.mark.parametrize("name", ["10fps_60s", "30fps_10s"])
+def test_seeking_and_skipping_decode_the_same_pixels_as_a_full_decode(videos, name):
+    # 10fps_60s has a keyframe every 2.5 s (one seek per sampled frame), 30fps_10s every 8.3 s; both have B-frames.
+    def every_frame(table):
+        return select_source_frames(table.times, table.durations, table.average_fps, 2.5, 12)
+
+    decoded = read_video_frames(videos[name], every_frame)
+    with av.open(videos[name]) as container:
+        full = {round(frame.time, 6): frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)}
+    for timestamp, frame in zip(decoded.timestamps, decoded.frames):
+        np.testing.assert_array_equal(frame, full[round(timestamp, 6)])
 
 
 def test_batch_of_mixed_lengths_and_sizes_is_padded_with_zeros(videos, tmp_path):
