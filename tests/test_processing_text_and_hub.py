@@ -111,6 +111,23 @@ def test_from_a_plain_clip_checkpoint_folder(tmp_path):
     assert processor(text="a dog")["input_ids"][:3] == [START, 320, 1929]
 
 
+def test_remote_code_needs_only_torch_torchvision_numpy_and_transformers():
+    # transformers refuses to load remote code whose imports (outside `try`) are missing: PyAV, torchcodec, decord,
+    # ftfy and open_clip must stay optional, and the processing code must not import the model code.
+    import sys
+    from pathlib import Path
+
+    from transformers.dynamic_module_utils import get_imports
+
+    import processing
+
+    allowed = {"numpy", "torch", "torchvision", "transformers"} | set(sys.stdlib_module_names)
+    for name in ("processing_clip2video", "video_processing_clip2video", "frame_sampling_clip2video",
+                 "video_decoding_clip2video"):
+        imports = set(get_imports(Path(processing.__file__).parent / f"{name}.py"))
+        assert imports <= allowed, (name, imports - allowed)
+
+
 CONFIGURATION_FILE = '''
 from transformers import CLIPConfig
 
