@@ -137,7 +137,8 @@ class CLIP2VideoTextToVideoRetrievalPipeline(ChunkPipeline):
     def preprocess(self, text, videos=None):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"The query must be a non-empty string, got {text!r}.")
-        if videos is None or isinstance(videos, (str, os.PathLike)) or len(videos) == 0:
+        if videos is None or isinstance(videos, (str, os.PathLike)) or hasattr(videos, "ndim") or len(videos) == 0:
+            # One video's frames (an array) would otherwise be taken as a list of one-frame videos.
             raise ValueError("Pass the videos to rank as a non-empty list: `videos=[...]`.")
         text_inputs = self.processor(text=[text], return_tensors="pt")
         for index, video in enumerate(videos):

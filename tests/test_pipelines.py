@@ -171,6 +171,7 @@ def test_processor_errors_reach_the_caller_unchanged(loaded_pipelines, tmp_path)
         (lambda c, r, v: r(QUERY), "videos=[...]"),
         (lambda c, r, v: r(QUERY, videos=v), "videos=[...]"),
         (lambda c, r, v: r("", videos=[v]), "non-empty string"),
+        (lambda c, r, v: r(QUERY, videos=torch.zeros(4, 8, 8, 3, dtype=torch.uint8)), "videos=[...]"),
     ],
 )
 def test_bad_arguments_are_named(loaded_pipelines, tmp_path, call, message):
