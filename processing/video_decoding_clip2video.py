@@ -132,7 +132,13 @@ def _read_with_pyav(source, name: str, select_frames: FrameSelector) -> DecodedF
                 f"{len(packets)} could be read."
             )
         if any(pts is None for pts, _, _ in packets):
-            packets = _pyav_index_by_decoding(container, stream, name)
+            # Raw elementary streams (e.g. `.h264`) carry no timestamps: like ffmpeg, number the frames at the
+            # stream's rate. Such streams cannot seek either, so they are decoded in one pass.
+            fps = float(stream.guessed_rate or stream.average_rate or 25)
+            times = [index / fps for index in range(len(packets))]
+            chosen = select_frames(FrameTable(times=times, durations=[None] * len(times), average_fps=fps))
+            frames = _pyav_decode_in_order(source, chosen, name)
+            return DecodedFrames(frames=frames, timestamps=[times[i] for i in chosen])
         packets.sort()
         frame_pts = [pts for pts, _, _ in packets]
         keyframe_pts = sorted(pts for pts, _, is_keyframe in packets if is_keyframe) or frame_pts[:1]
@@ -169,22 +175,25 @@ def _pyav_packet_index(container, stream, name: str) -> list[tuple[int | None, i
     return index
 
 
-def _pyav_index_by_decoding(container, stream, name: str) -> list[tuple[int, int, bool]]:
-    """Fallback for containers whose packets carry no presentation time (e.g. some AVI files): decode once."""
+def _pyav_decode_in_order(source, chosen: list[int], name: str) -> list[np.ndarray]:
+    """Decode a video without timestamps from its start, converting the frames at the chosen positions."""
     av = _import_pyav()
-
-    container.seek(0)
-    index = []
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    wanted = set(chosen)
+    frames = []
     try:
-        for frame in container.decode(stream):
-            if frame.pts is not None:
-                index.append((frame.pts, frame.duration, frame.key_frame))
+        with av.open(source) as container:
+            for position, frame in enumerate(container.decode(video=0)):
+                if position in wanted:
+                    frames.append(upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0) or 0))
+                if len(frames) == len(wanted):
+                    break
     except av.FFmpegError as error:
-        message = f"Cannot read video {name}: truncated or corrupt after {len(index)} frames ({error})."
-        raise ValueError(message) from error
-    if not index:
-        raise ValueError(f"Cannot read video {name}: no decodable frame.")
-    return index
+        raise ValueError(f"Cannot decode video {name}: corrupt data ({error}).") from error
+    if len(frames) < len(wanted):
+        raise ValueError(f"Cannot decode video {name}: only {len(frames)} of the frames listed could be decoded.")
+    return frames
 
 
 def _fps_from_pts(frame_pts: list[int], time_base) -> float:

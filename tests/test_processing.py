@@ -149,6 +149,18 @@ def test_sampled_frames_follow_the_authors_rule(videos, name, num_frames, fps):
     assert timestamps == pytest.approx([index / fps for index in expected])
 
 
+@pytest.mark.parametrize(
+    "filename, codec",
+    [("clip.mkv", "libx264"), ("clip.webm", "libvpx-vp9"), ("clip.avi", "mpeg4"), ("clip.mov", "mpeg4"),
+     ("clip.h264", "libx264")],  # the last one is a raw stream without timestamps: frames numbered at its rate
+)
+def test_other_containers_and_codecs(tmp_path, filename, codec):
+    path = write_video(tmp_path / filename, 60, 30, codec=codec)
+    indices, timestamps = decoded_indices(path)
+    assert indices == expected_sample(60, 30) == [0, 5, 17, 29, 41, 59]
+    assert timestamps == pytest.approx([index / 30 for index in indices], abs=1e-3)  # Matroska counts milliseconds
+
+
 def test_thirty_fps_ten_seconds_gives_these_twelve_moments(videos):
     processor = CLIP2VideoVideoProcessor(size={"shortest_edge": 32}, crop_size=32)
     output = processor(videos["30fps_10s"], return_timestamps=True)
