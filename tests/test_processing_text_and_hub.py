@@ -163,6 +163,12 @@ def test_round_trip_in_a_fresh_process(processor, tmp_path, next_to_model_config
                  "video_decoding_clip2video.py"):
         assert (checkpoint / code).is_file(), code
 
+    # A video processor saved on its own (video_preprocessor_config.json) loads with AutoVideoProcessor too.
+    CLIP2VideoVideoProcessor(size={"shortest_edge": 32}, crop_size=32, max_frames=4).save_pretrained(tmp_path / "alone")
+    assert json.loads((tmp_path / "alone" / "video_preprocessor_config.json").read_text())["auto_map"] == {
+        "AutoVideoProcessor": "video_processing_clip2video.CLIP2VideoVideoProcessor"
+    }
+
     video = write_video(tmp_path / "clip.mp4", 45, 30)
     captions = ["a man is singing on stage", "the chef’s “secret” sauce"]
     expected = processor(text=captions, videos=[video, video], return_tensors="pt", return_timestamps=True)
@@ -179,6 +185,10 @@ def test_round_trip_in_a_fresh_process(processor, tmp_path, next_to_model_config
         both = processor(text={captions!r}, videos=["clip.mp4", "clip.mp4"], return_tensors="pt",
                          return_timestamps=True)
         alone = video_processor(["clip.mp4", "clip.mp4"], return_timestamps=True)
+        saved_alone = AutoVideoProcessor.from_pretrained("alone", trust_remote_code=True)
+        assert type(saved_alone).__module__.startswith("transformers_modules"), type(saved_alone).__module__
+        torch.testing.assert_close(saved_alone(["clip.mp4", "clip.mp4"])["pixel_values_videos"],
+                                   alone["pixel_values_videos"], rtol=0, atol=0)
         torch.save({{"both": dict(both), "alone": dict(alone)}}, "outputs.pt")
         """,
         cwd=tmp_path,
