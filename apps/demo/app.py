@@ -184,7 +184,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    demo = build_demo(VideoRanker(args.model), list_example_videos(args.examples_dir))
+    try:
+        ranker = VideoRanker(args.model)
+    except OSError as error:
+        raise SystemExit(
+            f"Cannot load the model {args.model!r} ({error}). Train the default one with `python training/run.py` "
+            "(it writes outputs/clip2video-synthetic), or pass --model / set CLIP2VIDEO_MODEL."
+        ) from None
+    demo = build_demo(ranker, list_example_videos(args.examples_dir))
     # System fonts: the default theme would fetch Google Fonts, which an offline machine cannot.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     demo.launch(server_name=args.host, server_port=args.port, theme=theme, show_error=True)
