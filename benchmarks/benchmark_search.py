@@ -50,7 +50,8 @@ def write_synthetic_video(path: Path, seconds: float, fps: int = 30, width: int 
     """A textured scene panning sideways with a moving square: enough motion and detail for a realistic encode."""
     rng = np.random.default_rng(seed)
     scene = rng.integers(0, 256, (height, width * 2, 3), dtype=np.uint8)
-    scene = np.clip(scene.astype(np.int16) // 4 + np.linspace(0, 190, width * 2)[None, :, None], 0, 255).astype(np.uint8)
+    gradient = np.linspace(0, 190, width * 2)[None, :, None]
+    scene = np.clip(scene.astype(np.int16) // 4 + gradient, 0, 255).astype(np.uint8)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -136,7 +137,6 @@ def benchmark_search(args):
         results.append(f"exact numpy {median_milliseconds(lambda q: exact_top_k(stored, q, 10), queries):.2f} ms")
         print(f"query latency, {count:.0e} stored vectors of {args.dim}, top 10 (median of {args.queries}): "
               + ", ".join(results))
-        del stored
 
 
 @torch.no_grad()

@@ -77,7 +77,8 @@ def test_handler_answers_and_errors_as_the_service_sees_them(workdir, video_url)
         requests = json.load(open("requests.json"))
         answers = {{name: handler(request) for name, request in requests.items()}}
         # Raw bytes, as the service passes a request sent with a video content type.
-        answers["raw_bytes"] = handler({{"inputs": open("clip.mp4", "rb").read(), "parameters": {{"texts": {TEXTS!r}}}}})
+        raw = open("clip.mp4", "rb").read()
+        answers["raw_bytes"] = handler({{"inputs": raw, "parameters": {{"texts": {TEXTS!r}}}}})
         answers["empty_bytes"] = handler({{"inputs": b"", "parameters": {{"texts": {TEXTS!r}}}}})
         json.dump(answers, open("answers.json", "w"))
         """,
@@ -105,7 +106,8 @@ def test_handler_answers_and_errors_as_the_service_sees_them(workdir, video_url)
     for name in ("texts_path", "texts_url", "raw_bytes"):
         answer = answers[name]
         assert [item["text"] for item in answer["scores"]] == TEXTS, name
-        assert [item["score"] for item in answer["scores"]] == pytest.approx(output.logits_per_text[:, 0].tolist(), abs=1e-4)
+        expected_scores = output.logits_per_text[:, 0].tolist()
+        assert [item["score"] for item in answer["scores"]] == pytest.approx(expected_scores, abs=1e-4)
     embeddings = answers["texts_path"]
     assert embeddings["video_embedding"] == pytest.approx(output.video_embeds[0].tolist(), abs=1e-5)
     assert torch.tensor(embeddings["text_embeddings"]).shape == output.text_embeds.shape

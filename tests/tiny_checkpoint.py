@@ -50,7 +50,7 @@ def save_tiny_checkpoint(folder: Path, with_apps: bool = True, seed: int = 0) ->
     return Path(folder)
 
 
-def write_video(path: Path, colour=(255, 0, 0), num_frames: int = 20, fps: int = 10, size: int = 48, moving=True) -> str:
+def write_video(path: Path, colour=(255, 0, 0), num_frames: int = 20, fps: int = 10, size: int = 48, moving=True):
     """An mp4 (H.264) of a `colour` square on grey, sliding right over the frames when `moving`."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)

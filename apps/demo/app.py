@@ -176,7 +176,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder or Hub id (env CLIP2VIDEO_MODEL)")
     parser.add_argument("--examples_dir", default=os.environ.get("CLIP2VIDEO_EXAMPLES"), help="videos to pick from")
     parser.add_argument(
-        "--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to serve on (a Space sets 0.0.0.0)"
+        "--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        help="address to serve on (a Space sets 0.0.0.0)",
     )
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     return parser.parse_args(argv)
@@ -193,7 +194,9 @@ def main(argv=None):
         ) from None
     demo = build_demo(ranker, list_example_videos(args.examples_dir))
     # System fonts: the default theme would fetch Google Fonts, which an offline machine cannot.
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
     demo.launch(server_name=args.host, server_port=args.port, theme=theme, show_error=True)
 
 

@@ -112,7 +112,9 @@ class EndpointHandler:
                     ranked = sorted(zip(labels, probabilities), key=lambda pair: -pair[1])
                     answer["labels"] = [{"label": label, "score": score} for label, score in ranked]
                 else:
-                    answer["scores"] = [{"text": text, "score": score} for text, score in zip(captions, logits.tolist())]
+                    answer["scores"] = [
+                        {"text": text, "score": score} for text, score in zip(captions, logits.tolist())
+                    ]
                 if return_embeddings:
                     answer["text_embeddings"] = text_embeds.float().tolist()
             if return_embeddings:

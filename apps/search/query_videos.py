@@ -33,7 +33,8 @@ def search_texts(index: VideoIndex, model, processor, queries: list[str], top_k:
     """The `top_k` videos of the index for each query, best first."""
     text_inputs = processor(text=queries, return_tensors="pt")
     text_embeddings = model.get_text_features(
-        input_ids=text_inputs["input_ids"].to(model.device), attention_mask=text_inputs["attention_mask"].to(model.device)
+        input_ids=text_inputs["input_ids"].to(model.device),
+        attention_mask=text_inputs["attention_mask"].to(model.device),
     )
     logit_scale = model.logit_scale.exp().item()
     return [index.search(embedding, logit_scale, top_k) for embedding in text_embeddings.float().cpu().numpy()]
