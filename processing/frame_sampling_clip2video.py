@@ -46,7 +46,9 @@ def ffmpeg_cfr_frame_indices(
         frame_times (`Sequence[float]`):
             Presentation time of every frame in seconds, relative to the start of the video, increasing.
         frame_durations (`Sequence[float | None]`):
-            Duration of every frame in seconds as stored in its packet, `None` where unknown.
+            Duration of every frame in seconds as stored in its packet, `None` where unknown. Only durations over
+            0.1 s matter (videos under 10 fps, gaps in variable-rate videos); on B-frame MP4 streams ffmpeg 5.1 takes
+            a neighbouring frame's duration instead, so such gaps can shift an image by one frame.
         average_fps (`float`):
             The stream's average frame rate, used where a frame's duration is unknown or shorter than half a slot.
         output_fps (`float`, *optional*, defaults to 5):
