@@ -37,7 +37,16 @@ def _first_of_batch(value):
     return value[0] if isinstance(value, list) else value
 
 
-class CLIP2VideoZeroShotVideoClassificationPipeline(Pipeline):
+class _SavesItsProcessor:
+    """`Pipeline.save_pretrained` writes the model, the pipeline's code and `custom_pipelines` (this task only) but
+    not a multimodal processor: without it the folder could not be loaded back."""
+
+    def save_pretrained(self, save_directory, **kwargs):
+        super().save_pretrained(save_directory, **kwargs)
+        self.processor.save_pretrained(save_directory)
+
+
+class CLIP2VideoZeroShotVideoClassificationPipeline(_SavesItsProcessor, Pipeline):
     r"""
     Zero-shot video classification: scores a video against free-form labels, each turned into a caption with
     `hypothesis_template` (`"a video of {}."`), as CLIP does for images. Scores are the softmax over the labels of
@@ -106,7 +115,7 @@ class CLIP2VideoZeroShotVideoClassificationPipeline(Pipeline):
         return [{"label": label, "score": score} for score, label in ranked]
 
 
-class CLIP2VideoTextToVideoRetrievalPipeline(ChunkPipeline):
+class CLIP2VideoTextToVideoRetrievalPipeline(_SavesItsProcessor, ChunkPipeline):
     r"""
     Text-to-video retrieval: ranks videos for a text query by the model's `logits_per_text` (the scaled similarity
     `logit_scale.exp() * text_embeds @ video_embeds.T`; higher is better, comparable across videos for one query).

@@ -62,6 +62,11 @@ def test_pipelines_from_a_saved_folder_in_a_fresh_process(workdir, model_and_pro
     folder, videos = workdir
     order = ["red", "short", "green", "blue"]
     paths = [videos[name] for name in order]
+    # A folder written by the pipeline itself holds its task only, and the processor.
+    model, processor = model_and_processor
+    pipeline(RETRIEVAL_TASK, model=model, processor=processor).save_pretrained(folder / "saved_by_pipeline")
+    saved = json.loads((folder / "saved_by_pipeline" / "config.json").read_text())["custom_pipelines"]
+    assert list(saved) == [RETRIEVAL_TASK]
     run_without_repo(
         f"""
         import json
@@ -77,6 +82,9 @@ def test_pipelines_from_a_saved_folder_in_a_fresh_process(workdir, model_and_pro
             "top_k": classifier({paths[0]!r}, candidate_labels=", ".join({LABELS!r}), top_k=2),
             "ranked": retriever({QUERY!r}, videos={paths!r}),
             "ranked_batched": retriever({QUERY!r}, videos={paths!r}, batch_size=3, top_k=3),
+            "ranked_by_saved_pipeline": pipeline(model="saved_by_pipeline", trust_remote_code=True)(
+                {QUERY!r}, videos={paths!r}
+            ),
         }}
         with open("results.json", "w") as file:
             json.dump(results, file)
@@ -109,6 +117,7 @@ def test_pipelines_from_a_saved_folder_in_a_fresh_process(workdir, model_and_pro
     torch.testing.assert_close(
         torch.tensor([item["score"] for item in results["ranked"]]), query_logits[expected_order], rtol=0, atol=1e-4
     )
+    assert results["ranked_by_saved_pipeline"] == results["ranked"]
     assert [item["index"] for item in results["ranked_batched"]] == expected_order[:3]
     torch.testing.assert_close(
         torch.tensor([item["score"] for item in results["ranked_batched"]]), query_logits[expected_order[:3]],
