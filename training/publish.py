@@ -4,6 +4,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from apps.publishing import add_pipelines_and_handler
+
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
 TABLE_METRICS = (
     ("t2v_R1", "T2V R@1"), ("t2v_R5", "R@5"), ("t2v_R10", "R@10"), ("t2v_MedianR", "MdR"), ("t2v_MeanR", "MnR"),
@@ -96,6 +98,7 @@ def write_publishable_folder(output_dir: Path, model, processor, results: dict, 
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
+    add_pipelines_and_handler(output_dir)  # the two pipelines (custom_pipelines) and the Inference Endpoints handler
     repo_id = hub_model_id or output_dir.name
     _model_card(results, repo_id).save(output_dir / "README.md")
     if push_to_hub:
