@@ -74,12 +74,14 @@ def test_eval_only_reproduces_the_reported_metrics(uninterrupted):
     workdir = uninterrupted
     reported = json.loads((workdir / "uninterrupted" / "results.json").read_text())
     run_training("--data_dir", "data", "--eval_only", "--model_name_or_path", "uninterrupted",
-                 "--output_dir", "evaluated", cwd=workdir)
+                 "--output_dir", "evaluated", "--dual_softmax", cwd=workdir)
     evaluated = json.loads((workdir / "evaluated" / "results.json").read_text())
     expected = reported["runs"]["clip2video"]["metrics"]
     actual = evaluated["runs"]["clip2video"]["metrics"]
+    dual_softmax = {key: actual.pop(key) for key in list(actual) if key.startswith("dsl_")}
     assert actual == pytest.approx(expected)
-    assert actual["num_captions"] == actual["num_videos"] == 144
+    assert set(dual_softmax) == {f"dsl_{key}" for key in expected if not key.startswith("num_")}
+    assert actual["num_captions"] == actual["num_videos"] == 120
     assert evaluated["test_split"]["captions"] == reported["test_split"]["captions"]
     assert len(set(reported["test_split"]["captions"])) >= 100
 
@@ -128,3 +130,15 @@ def test_output_folder_loads_with_remote_code_in_a_fresh_process(uninterrupted):
     with torch.no_grad():
         expected = model(**processor(text=captions, videos=videos, return_tensors="pt")).logits_per_text
     torch.testing.assert_close(torch.tensor(fresh["logits"]), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_mixed_precision_gradient_checkpointing_and_accumulation_run(uninterrupted):
+    workdir = uninterrupted
+    run_training("--data_dir", "data", "--output_dir", "bf16", "--mixed_precision", "bf16", "--gradient_checkpointing",
+                 "--gradient_accumulation_steps", "2", "--num_train_epochs", "1", "--checkpointing_steps", "no",
+                 cwd=workdir)
+    results = json.loads((workdir / "bf16" / "results.json").read_text())
+    metrics = results["runs"]["clip2video"]["metrics"]
+    assert metrics["num_captions"] == 120 and 0 <= metrics["t2v_R1"] <= 100 and metrics["t2v_MeanR"] >= 1
+    assert not (workdir / "bf16" / "checkpoints").exists()

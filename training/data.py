@@ -39,7 +39,7 @@ class DistinctCaptionBatchSampler:
     """Batches of `batch_size` indices whose captions are all different, in an order drawn from `sampler`.
 
     InfoNCE takes every other caption of a batch as a negative. When two pairs of a batch share a caption (the
-    synthetic set has 144 captions for thousands of clips: a random batch of 128 has ~40 such twins; MSVD repeats
+    synthetic set has 120 captions for thousands of clips: a random batch of 128 has ~50 such twins; MSVD repeats
     common sentences) each caption is pushed away from a video it describes exactly. Walking the shuffled order, each
     index goes to the oldest open batch without its caption; full batches are yielded. Exactly
     `len(sampler) // batch_size` batches per epoch: left-over indices fill the last batches, duplicates only then.
