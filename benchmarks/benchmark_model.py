@@ -21,14 +21,17 @@ import torch
 from modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
 
 
-def median_seconds(fn, repeats):
-    fn()  # warm-up: oneDNN builds its kernels on the first call
-    times = []
+def interleaved_medians(candidates: dict, repeats: int) -> dict:
+    """Median seconds of each candidate, timed in turns so that a busy machine slows them alike."""
+    for fn in candidates.values():
+        fn()  # warm-up: oneDNN builds its kernels on the first call
+    times = {name: [] for name in candidates}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(runs), runs) for name, runs in times.items()}
 
 
 def main():
@@ -50,29 +53,31 @@ def main():
 
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"batch: {args.videos} videos x {args.frames} frames, 224 px, ViT-B/32 + TDB + temporal transformer + TAB")
-    precisions = {
-        "float32": contextlib.nullcontext,
-        "bf16 autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+
+    def encoder(context):
+        def encode():
+            with context():
+                return model.get_video_features(pixels, mask)
+
+        return encode
+
+    candidates = {
+        "float32": encoder(contextlib.nullcontext),
+        "bf16 autocast": encoder(lambda: torch.autocast("cpu", dtype=torch.bfloat16)),
     }
-    medians, scores = {}, {}
+    if args.authors_code:
+        sys.path.insert(0, args.authors_code)
+        from modules.module_clip import CLIP  # the authors' copy of OpenAI CLIP
+
+        authors = CLIP(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12).float().eval()
+        candidates["authors fp32 (encode_image only)"] = lambda: authors.encode_image(pixels.flatten(0, 1))
     with torch.inference_mode():
+        medians = interleaved_medians(candidates, args.repeats)
         text = model.get_text_features(input_ids, torch.ones_like(input_ids))
-        for name, context in precisions.items():
-            def encode():
-                with context():
-                    return model.get_video_features(pixels, mask)
-
-            medians[name], times = median_seconds(encode, args.repeats)
-            scores[name] = model.logit_scale.exp() * text @ encode().T
-            print(f"{name:14s} get_video_features: {medians[name]:.2f} s per batch (runs: {', '.join(f'{t:.2f}' for t in times)})")
-        if args.authors_code:
-            sys.path.insert(0, args.authors_code)
-            from modules.module_clip import CLIP  # the authors' OpenAI-CLIP copy
-
-            authors = CLIP(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12).float().eval()
-            frames = pixels.flatten(0, 1)
-            medians["authors"], times = median_seconds(lambda: authors.encode_image(frames), args.repeats)
-            print(f"{'authors fp32':14s} encode_image only:  {medians['authors']:.2f} s per batch (runs: {', '.join(f'{t:.2f}' for t in times)})")
+        scores = {name: model.logit_scale.exp() * text @ candidates[name]().T for name in ("float32", "bf16 autocast")}
+    for name, (median, runs) in medians.items():
+        print(f"{name:32s} {median:6.2f} s per batch (runs: {', '.join(f'{t:.2f}' for t in runs)})")
+    medians = {name: median for name, (median, _) in medians.items()}
     deviation = ((scores["bf16 autocast"] - scores["float32"]).abs().max() / scores["float32"].abs().max()).item()
     print(
         f"bf16 autocast: {medians['float32'] / medians['bf16 autocast']:.2f}x faster than float32; scores within "
