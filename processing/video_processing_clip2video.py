@@ -20,7 +20,7 @@ class CLIP2VideoVideoProcessorKwargs(VideosKwargs, total=False):
     """
     sampling_fps (`float`, *optional*, defaults to `self.sampling_fps`):
         Frames per second kept from the video, at most 5 (the rate the authors extract frames at). 2.5 for MSR-VTT
-        and MSVD (the authors' `feature_framerate=2`), 5 for VATEX (`feature_framerate=1`).
+        (the authors' `feature_framerate=2`), 5 for MSVD and VATEX (`feature_framerate=1` in their test scripts).
     max_frames (`int`, *optional*, defaults to `self.max_frames`):
         At most this many frames per video, picked uniformly when more are sampled.
     random_frame_jitter (`bool`, *optional*, defaults to `self.random_frame_jitter`):
