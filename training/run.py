@@ -311,8 +311,8 @@ class EvaluationData:
     """The eval split as separate caption and video loaders (each video embedded once, whatever its caption count)."""
 
     def __init__(self, accelerator, evaluation, collator, batch_size, num_workers):
-        video_ids, video_paths, caption_video_index = group_by_video(evaluation)
-        self.video_ids, self.captions, self.caption_video_index = video_ids, list(evaluation["caption"]), caption_video_index
+        _, video_paths, self.caption_video_index = group_by_video(evaluation)
+        self.captions = list(evaluation["caption"])
         self.text_loader = accelerator.prepare_data_loader(
             DataLoader(self.captions, batch_size=batch_size, collate_fn=self._tokenize)
         )
@@ -328,9 +328,6 @@ class EvaluationData:
     def _videos(self, paths):
         pixel_values_videos, video_mask = self.collator.videos(paths)
         return {"pixel_values_videos": pixel_values_videos, "video_mask": video_mask}
-
-    def metadata(self):
-        return {"video_ids": self.video_ids, "captions": self.captions, "caption_video_index": self.caption_video_index}
 
 
 @torch.no_grad()
