@@ -137,8 +137,9 @@ def test_mixed_precision_gradient_checkpointing_and_accumulation_run(uninterrupt
     workdir = uninterrupted
     run_training("--data_dir", "data", "--output_dir", "bf16", "--mixed_precision", "bf16", "--gradient_checkpointing",
                  "--gradient_accumulation_steps", "2", "--num_train_epochs", "1", "--checkpointing_steps", "no",
-                 cwd=workdir)
+                 "--report_to", "tensorboard", cwd=workdir)
     results = json.loads((workdir / "bf16" / "results.json").read_text())
     metrics = results["runs"]["clip2video"]["metrics"]
     assert metrics["num_captions"] == 120 and 0 <= metrics["t2v_R1"] <= 100 and metrics["t2v_MeanR"] >= 1
     assert not (workdir / "bf16" / "checkpoints").exists()
+    assert list((workdir / "bf16" / "logs" / "clip2video").glob("events.out.tfevents.*"))

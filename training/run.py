@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import ProjectConfiguration
 from accelerate.utils import is_tensorboard_available, is_trackio_available, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
@@ -352,9 +353,11 @@ def evaluate(accelerator, model: CLIP2VideoModel, data: EvaluationData, dual_sof
 
 
 def train_and_evaluate(
-    args, accelerator, progress, train, evaluation, processor, frame_cache, architecture, output_dir, checkpointing
+    args, accelerator, progress, train, evaluation, processor, frame_cache, architecture, output_dir, checkpointing,
+    log_prefix="",
 ):
-    """Trains (unless --eval_only) one model and returns (model, final metrics, timings)."""
+    """Trains (unless --eval_only) one model and returns (model, final metrics, timings). Tracker values are logged
+    under `log_prefix` (the baseline's curves must not overwrite the main model's)."""
     accelerator.free_memory()  # forget the models, optimizers and loaders of a previous run in this process
     set_seed(args.seed)
     timings = {}
@@ -440,8 +443,9 @@ def train_and_evaluate(
             progress.optimizer_steps += 1
             progress_bar.update(1)
             progress_bar.set_postfix(loss=f"{loss.item():.3f}", epoch=progress.epoch)
-            accelerator.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
-                             "train/logit_scale": model.logit_scale.exp().item()}, step=progress.optimizer_steps)
+            accelerator.log({f"{log_prefix}train/loss": loss.item(), f"{log_prefix}train/lr": scheduler.get_last_lr()[0],
+                             f"{log_prefix}train/logit_scale": model.logit_scale.exp().item()},
+                            step=progress.optimizer_steps)
             if checkpointing.isdigit() and progress.optimizer_steps % int(checkpointing) == 0:
                 save_checkpoint(accelerator, output_dir, progress)
             if progress.optimizer_steps >= total_steps:
@@ -453,7 +457,8 @@ def train_and_evaluate(
         started = time.perf_counter()
         metrics = evaluate(accelerator, model, evaluation_data, args.dual_softmax)
         evaluation_seconds += time.perf_counter() - started
-        accelerator.log({f"eval/{name}": value for name, value in metrics.items()}, step=progress.optimizer_steps)
+        accelerator.log({f"{log_prefix}eval/{name}": value for name, value in metrics.items()},
+                        step=progress.optimizer_steps)
         accelerator.print(
             f"epoch {progress.epoch}: text-to-video R@1 {metrics['t2v_R1']:.1f}, video-to-text R@1 {metrics['v2t_R1']:.1f}"
         )
@@ -501,7 +506,7 @@ def main(argv=None):
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if report_to == "none" else report_to,
-        project_dir=str(output_dir),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         # The data loader yields the global batch and each process takes its equal slice: the same pairs meet in
         # one contrastive loss whatever the number of processes.
         dataloader_config=DataLoaderConfiguration(split_batches=True),
@@ -546,6 +551,7 @@ def main(argv=None):
         _, baseline_metrics, baseline_timings = train_and_evaluate(
             args, accelerator, progress, train, evaluation, processor, frame_cache, "mean_pooling", output_dir,
             checkpointing="no",  # a comparison, not a model to resume or publish
+            log_prefix="mean_pooling/",
         )
         runs["mean_pooling"] = {"metrics": baseline_metrics, "timings": baseline_timings}
 
