@@ -37,16 +37,24 @@ def _first_of_batch(value):
     return value[0] if isinstance(value, list) else value
 
 
-class _SavesItsProcessor:
-    """`Pipeline.save_pretrained` writes the model, the pipeline's code and `custom_pipelines` (this task only) but
-    not a multimodal processor: without it the folder could not be loaded back."""
+class _ThroughTheProcessor:
+    """Both pipelines work through the checkpoint's one multimodal processor: the pipeline machinery loads it (and no
+    separate tokenizer or video processor), and `save_pretrained` saves it too. (`Pipeline.save_pretrained` writes the
+    model, the pipeline's code and `custom_pipelines`, this task only, but not a multimodal processor: without it the
+    folder could not be loaded back.)"""
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
 
     def save_pretrained(self, save_directory, **kwargs):
         super().save_pretrained(save_directory, **kwargs)
         self.processor.save_pretrained(save_directory)
 
 
-class CLIP2VideoZeroShotVideoClassificationPipeline(_SavesItsProcessor, Pipeline):
+class CLIP2VideoZeroShotVideoClassificationPipeline(_ThroughTheProcessor, Pipeline):
     r"""
     Zero-shot video classification: scores a video against free-form labels, each turned into a caption with
     `hypothesis_template` (`"a video of {}."`), as CLIP does for images. Scores are the softmax over the labels of
@@ -57,12 +65,6 @@ class CLIP2VideoZeroShotVideoClassificationPipeline(_SavesItsProcessor, Pipeline
     pass. Returns, per video, `[{"label": str, "score": float}, ...]` sorted by decreasing score (`top_k` keeps the
     first k).
     """
-
-    _load_processor = True
-    _load_tokenizer = False
-    _load_image_processor = False
-    _load_video_processor = False
-    _load_feature_extractor = False
 
     def __call__(self, videos, candidate_labels=None, **kwargs):
         """Classify `videos` (one, or a list) into `candidate_labels` (a list of strings, or one comma-separated
@@ -115,7 +117,7 @@ class CLIP2VideoZeroShotVideoClassificationPipeline(_SavesItsProcessor, Pipeline
         return [{"label": label, "score": score} for score, label in ranked]
 
 
-class CLIP2VideoTextToVideoRetrievalPipeline(_SavesItsProcessor, ChunkPipeline):
+class CLIP2VideoTextToVideoRetrievalPipeline(_ThroughTheProcessor, ChunkPipeline):
     r"""
     Text-to-video retrieval: ranks videos for a text query by the model's `logits_per_text` (the scaled similarity
     `logit_scale.exp() * text_embeds @ video_embeds.T`; higher is better, comparable across videos for one query).
@@ -127,12 +129,6 @@ class CLIP2VideoTextToVideoRetrievalPipeline(_SavesItsProcessor, ChunkPipeline):
     the model saw (empty for frames given without a frame rate). Videos are decoded again for every query: to search
     a fixed collection with many queries, index it once (`apps/search`).
     """
-
-    _load_processor = True
-    _load_tokenizer = False
-    _load_image_processor = False
-    _load_video_processor = False
-    _load_feature_extractor = False
 
     def __call__(self, text, videos=None, **kwargs):
         return super().__call__(text, videos=videos, **kwargs)
