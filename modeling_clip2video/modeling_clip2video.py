@@ -320,7 +320,8 @@ class CLIP2VideoModel(CLIPModel):
         def copy_layers(prefix: str, target_layers: nn.ModuleList):
             for index, layer in enumerate(target_layers):
                 if index >= len(text_layers):
-                    logger.warning(f"{prefix}.{index} has no text layer to start from; it keeps its random init.")
+                    if any(key.startswith(f"{prefix}.{index}.") for key in missing_keys):
+                        logger.warning(f"{prefix}.{index} has no text layer to start from; it keeps its random init.")
                     continue
                 for name, value in text_layers[index].state_dict().items():
                     copies[f"{prefix}.{index}.{name}"] = value
@@ -423,8 +424,9 @@ class CLIP2VideoModel(CLIPModel):
             empty = torch.nonzero(frame_counts == 0).flatten().tolist()
             raise ValueError(f"Videos {empty} of the batch have no real frame in video_mask.")
         positions = torch.arange(num_frames, device=video_mask.device)
-        if (video_mask != (positions < frame_counts.unsqueeze(1))).any():
-            rows = torch.nonzero((video_mask != (positions < frame_counts.unsqueeze(1))).any(dim=1)).flatten()
+        not_prefix = (video_mask != (positions < frame_counts.unsqueeze(1))).any(dim=1)
+        if not_prefix.any():
+            rows = torch.nonzero(not_prefix).flatten()
             raise ValueError(
                 f"video_mask rows {rows.tolist()} have padding before a real frame: real frames must come first."
             )
