@@ -347,6 +347,32 @@ def test_seeking_and_skipping_decode_the_same_pixels_as_a_full_decode(videos, na
         np.testing.assert_array_equal(frame, full[round(timestamp, 6)])
 
 
+def test_the_reused_rgb_converter_follows_each_files_size_and_thread(tmp_path):
+    # The RGB converter is kept per thread across files; files of other sizes and pixel formats, read in turn and
+    # from two threads at once, must still give exactly what a fresh conversion of each frame gives.
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [
+        write_video(tmp_path / "small.mp4", 10, 5, width=64, height=48),
+        write_video(tmp_path / "large.mp4", 10, 5, width=320, height=240),
+        write_video(tmp_path / "mpeg4.avi", 10, 5, codec="mpeg4", width=96, height=64),
+    ]
+
+    def read(path):
+        return read_video_frames(path, lambda table: list(range(len(table.times)))).frames
+
+    expected = {}
+    for path in paths:
+        with av.open(path) as container:
+            expected[path] = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    order = paths * 3
+    with ThreadPoolExecutor(2) as pool:
+        for path, frames in zip(order + order, [read(path) for path in order] + list(pool.map(read, order))):
+            assert len(frames) == len(expected[path])
+            for frame, reference in zip(frames, expected[path]):
+                np.testing.assert_array_equal(frame, reference)
+
+
 def test_batch_of_mixed_lengths_and_sizes_is_padded_with_zeros(videos, tmp_path):
     odd = write_video(tmp_path / "odd.mp4", 30, 30, width=98, height=62)
     processor = CLIP2VideoVideoProcessor(size={"shortest_edge": 32}, crop_size=32)
