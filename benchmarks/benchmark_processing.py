@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import av
+from av.video.reformatter import VideoReformatter
 import numpy as np
 import torch
 from PIL import Image
@@ -78,8 +79,9 @@ def run_decode_all(processor, path):
         container.seek(0)
         stream.thread_type = "AUTO"
         frames = []
+        to_rgb = VideoReformatter()  # one scaler for all frames, as the processor does
         for index, frame in enumerate(container.decode(stream)):
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = to_rgb.reformat(frame, format="rgb24").to_ndarray()
             if index in chosen:
                 frames.append(rgb)
     frames = np.stack(frames)

@@ -73,3 +73,29 @@ def test_collator_tokenises_like_the_processor(tmp_path, processor):
     torch.testing.assert_close(batch["input_ids"], reference["input_ids"][:, :width])
     torch.testing.assert_close(batch["attention_mask"], reference["attention_mask"][:, :width])
     assert batch["pixel_values_videos"].shape == (2, 4, 3, 16, 16) and batch["video_mask"].dtype == torch.int64
+
+
+def test_training_jitter_is_seeded_by_pair_and_epoch_only(tmp_path, processor):
+    # 40 s at 2 fps, each frame a distinct grey level: 100 images kept at 2.5 fps, 4 picked, inner picks jitter by up
+    # to 16 images (the authors jitter only when half the gap between picks exceeds 2).
+    frames = np.repeat(np.arange(0, 240, 3, dtype=np.uint8)[:, None, None, None], 16, axis=1).repeat(16, 2).repeat(3, 3)
+    path = tmp_path / "grey_ramp.mp4"
+    write_mp4(path, frames, 2)
+    rows = [{"video": str(path), "caption": f"caption {i}"} for i in range(6)]
+    fixed = VideoTextCollator(processor, max_text_length=32)(rows)["pixel_values_videos"]
+    jittering = VideoTextCollator(processor, max_text_length=32, random_frame_jitter=True, jitter_seed=7)
+
+    first = jittering(rows)["pixel_values_videos"]
+    torch.manual_seed(0)  # neither the global random state nor the batch's order or make-up plays a part
+    again = jittering(rows[::-1])["pixel_values_videos"].flip(0)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    torch.testing.assert_close(jittering(rows[2:3])["pixel_values_videos"], first[2:3], rtol=0, atol=0)
+
+    # First and last frames stay; inner frames move for some pairs, differently in another epoch.
+    torch.testing.assert_close(first[:, [0, -1]], fixed[:, [0, -1]], rtol=0, atol=0)
+    assert not torch.equal(first[:, 1:-1], fixed[:, 1:-1])
+    jittering.epoch = 1
+    assert not torch.equal(jittering(rows)["pixel_values_videos"], first)
+
+    with pytest.raises(ValueError, match="random_frame_jitter needs decoding from files"):
+        VideoTextCollator(processor, max_text_length=32, frame_cache=object(), random_frame_jitter=True)

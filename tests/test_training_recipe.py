@@ -21,6 +21,15 @@ def test_real_data_defaults_are_the_clip4clip_recipe():
         parse_args(["--dataset", "msrvtt", "--model_name_or_path", "m"])  # no annotation / video folders
 
 
+def test_training_frames_jitter_when_decoded_from_files_only():
+    real = ["--dataset", "msrvtt", "--annotations_dir", "a", "--videos_dir", "v", "--model_name_or_path", "m"]
+    assert parse_args(real).random_frame_jitter is True
+    assert parse_args([*real, "--cache_frames"]).random_frame_jitter is False
+    assert parse_args([]).random_frame_jitter is False  # synthetic data: frames cached
+    with pytest.raises(SystemExit):
+        parse_args([*real, "--cache_frames", "--random_frame_jitter"])
+
+
 def test_parameter_groups():
     model = CLIP2VideoModel(small_synthetic_config(8, "clip2video"))
     groups = parameter_groups(model, learning_rate=1e-4, clip_learning_rate_scale=1e-3, weight_decay=0.2)

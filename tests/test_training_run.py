@@ -143,3 +143,18 @@ def test_mixed_precision_gradient_checkpointing_and_accumulation_run(uninterrupt
     assert metrics["num_captions"] == 120 and 0 <= metrics["t2v_R1"] <= 100 and metrics["t2v_MeanR"] >= 1
     assert not (workdir / "bf16" / "checkpoints").exists()
     assert list((workdir / "bf16" / "logs" / "clip2video").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_own_videos_decoded_in_workers_with_training_jitter(uninterrupted):
+    # The real-data path from a checkpoint: no frame cache, videos decoded in two DataLoader workers, training
+    # frames jittered.
+    workdir = uninterrupted
+    run_training("--dataset", "videofolder", "--train_dir", "data/train", "--eval_dir", "data/test",
+                 "--model_name_or_path", "uninterrupted",
+                 "--output_dir", "from_files", "--num_workers", "2", "--num_train_epochs", "2",
+                 "--checkpointing_steps", "no", cwd=workdir)
+    results = json.loads((workdir / "from_files" / "results.json").read_text())
+    assert results["args"]["random_frame_jitter"] is True and results["args"]["cache_frames"] is False
+    metrics = results["runs"]["clip2video"]["metrics"]
+    assert metrics["num_captions"] == 120 and 0 <= metrics["t2v_R1"] <= 100

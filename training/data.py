@@ -139,12 +139,30 @@ class FrameCache:
 class VideoTextCollator:
     """Rows of a loader's Dataset (`video`, `caption`) -> the model's inputs. Captions are tokenised once each and
     remembered (a split repeats them across epochs); frames come from the `FrameCache` when one is given, otherwise
-    the processor decodes the files here, inside the DataLoader worker."""
+    the processor decodes the files here, inside the DataLoader worker.
 
-    def __init__(self, processor, max_text_length: int, frame_cache: FrameCache | None = None):
+    With `random_frame_jitter` (training from files, as the authors' loaders do) each inner sampled frame moves at
+    random within its interval. The draw is seeded by `(jitter_seed, epoch, video, caption)` only, not by which
+    worker decodes the pair or what it decoded before, so a resumed run sees the same frames as an uninterrupted one.
+    Set `epoch` before each epoch's DataLoader iterator is created (workers take a copy of the collator then).
+    """
+
+    def __init__(
+        self,
+        processor,
+        max_text_length: int,
+        frame_cache: FrameCache | None = None,
+        random_frame_jitter: bool = False,
+        jitter_seed: int = 0,
+    ):
+        if random_frame_jitter and frame_cache is not None:
+            raise ValueError("random_frame_jitter needs decoding from files; cached frames are sampled once, without it")
         self.processor = processor
         self.max_text_length = max_text_length
         self.frame_cache = frame_cache
+        self.random_frame_jitter = random_frame_jitter
+        self.jitter_seed = jitter_seed
+        self.epoch = 0
         self._tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,9 +186,26 @@ class VideoTextCollator:
         features = self.processor.video_processor(videos=paths, return_tensors="pt")
         return features["pixel_values_videos"], features["video_mask"]
 
+    def jittered_videos(self, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like `videos`, with each pair's frames drawn with its own seed (see the class docstring)."""
+        pixel_values, masks = [], []
+        for row in rows:
+            key = f"{self.jitter_seed}\0{self.epoch}\0{row['video']}\0{row['caption']}".encode()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+                features = self.processor.video_processor(
+                    videos=[row["video"]], random_frame_jitter=True, pad_to_max_frames=True, return_tensors="pt"
+                )
+            pixel_values.append(features["pixel_values_videos"])
+            masks.append(features["video_mask"])
+        return torch.cat(pixel_values), torch.cat(masks)
+
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask = self.tokenize([row["caption"] for row in rows])
-        pixel_values_videos, video_mask = self.videos([row["video"] for row in rows])
+        if self.random_frame_jitter:
+            pixel_values_videos, video_mask = self.jittered_videos(rows)
+        else:
+            pixel_values_videos, video_mask = self.videos([row["video"] for row in rows])
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,

@@ -18,6 +18,7 @@ distinct queries and candidates.
 import csv
 import json
 import shutil
+import threading
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -104,17 +105,32 @@ def render_clip(colour: str, shape: str, motion: str, rng: np.random.Generator, 
     return frames
 
 
+_converters = threading.local()
+
+
+def _yuv_converter():
+    """One RGB-to-YUV converter per thread, reused for every frame of every clip: letting the encoder convert sets up
+    a new FFmpeg scaler per frame, which costs more than encoding a 32x32 frame."""
+    from av.video.reformatter import VideoReformatter
+
+    if not hasattr(_converters, "to_yuv"):
+        _converters.to_yuv = VideoReformatter()
+    return _converters.to_yuv
+
+
 def write_mp4(path: Path, frames: np.ndarray, frames_per_second: float):
     """Encode uint8 [T, H, W, 3] RGB frames as H.264 with PyAV."""
     import av
 
+    to_yuv = _yuv_converter()
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=Fraction(frames_per_second).limit_denominator(1000))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv444p"  # no chroma subsampling: 32 px clips keep their colours
         stream.options = {"crf": "10", "preset": "veryfast"}
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            yuv = to_yuv.reformat(av.VideoFrame.from_ndarray(frame, format="rgb24"), format="yuv444p")
+            for packet in stream.encode(yuv):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
