@@ -156,7 +156,9 @@ class VideoTextCollator:
         jitter_seed: int = 0,
     ):
         if random_frame_jitter and frame_cache is not None:
-            raise ValueError("random_frame_jitter needs decoding from files; cached frames are sampled once, without it")
+            raise ValueError(
+                "random_frame_jitter needs decoding from files; cached frames are sampled once, without it"
+            )
         self.processor = processor
         self.max_text_length = max_text_length
         self.frame_cache = frame_cache

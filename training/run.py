@@ -377,11 +377,6 @@ def train_and_evaluate(
     collator = VideoTextCollator(processor, args.max_text_length, frame_cache)
     num_workers = args.num_workers if args.num_workers is not None else (0 if frame_cache else os.cpu_count() or 1)
     evaluation_data = EvaluationData(accelerator, evaluation, collator, args.eval_batch_size, num_workers)
-    train_collator = collator
-    if args.random_frame_jitter:
-        train_collator = VideoTextCollator(
-            processor, args.max_text_length, random_frame_jitter=True, jitter_seed=args.seed
-        )
 
     micro_batch_size = args.global_batch_size // args.gradient_accumulation_steps
     if args.global_batch_size % (args.gradient_accumulation_steps * accelerator.num_processes):
@@ -405,6 +400,11 @@ def train_and_evaluate(
         batching = dict(batch_sampler=DistinctCaptionBatchSampler(train["caption"], micro_batch_size, sampler))
     else:
         batching = dict(batch_size=micro_batch_size, sampler=sampler, drop_last=True)
+    train_collator = collator
+    if args.random_frame_jitter:  # training frames only; evaluation samples the fixed ones
+        train_collator = VideoTextCollator(
+            processor, args.max_text_length, random_frame_jitter=True, jitter_seed=args.seed
+        )
     # Workers are started anew each epoch (not persistent) so that they copy the collator with that epoch's number.
     train_loader = DataLoader(train, collate_fn=train_collator, num_workers=num_workers, **batching)
     optimizer = torch.optim.AdamW(
