@@ -163,10 +163,8 @@ def _pyav_rgb(frame) -> np.ndarray:
     `frame.to_ndarray(format="rgb24")` sets up a new FFmpeg scaler for every frame, which costs milliseconds (35 times
     the conversion of a 32x32 frame). One reformatter per thread keeps its scaler while the frame size and format stay
     the same; the pixels are identical."""
-    from av.video.reformatter import VideoReformatter
-
     if not hasattr(_converters, "reformatter"):
-        _converters.reformatter = VideoReformatter()
+        _converters.reformatter = _import_pyav().video.reformatter.VideoReformatter()
     rgb = _converters.reformatter.reformat(frame, format="rgb24").to_ndarray()
     return upright(rgb, getattr(frame, "rotation", 0) or 0)
 
