@@ -1,7 +1,7 @@
 """What every published CLIP2Video folder carries besides the model and processor: the pipelines and the
 Inference Endpoints handler.
 
-    from apps.publishing import add_pipelines_and_handler
+    from clip2video.apps.publishing import add_pipelines_and_handler
 
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -11,7 +11,7 @@ Inference Endpoints handler.
 import shutil
 from pathlib import Path
 
-from pipelines import add_custom_pipelines
+from clip2video.pipelines import add_custom_pipelines
 
 
 ENDPOINT_DIR = Path(__file__).resolve().parent / "endpoint"

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
+from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
 
 
 def interleaved_medians(candidates: dict, repeats: int) -> dict:

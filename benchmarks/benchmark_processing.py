@@ -36,8 +36,8 @@ from torchvision import transforms
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from processing import CLIP2VideoVideoProcessor  # noqa: E402
-from processing.frame_sampling_clip2video import select_source_frames  # noqa: E402
+from clip2video.processing import CLIP2VideoVideoProcessor  # noqa: E402
+from clip2video.processing.frame_sampling_clip2video import select_source_frames  # noqa: E402
 
 
 VIDEOS = {  # name: (width, height, seconds)

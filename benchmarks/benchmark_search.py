@@ -4,7 +4,7 @@
     python benchmarks/benchmark_search.py --num_videos 20 --vectors 10000
 
 1. Indexing: writes `--num_videos` synthetic videos (`--video_seconds` long, 320x240 at 30 fps, H.264, like MSR-VTT
-   clips), then times `python -m apps.search.index_videos` (model loading included) on them with a model of the
+   clips), then times `python -m clip2video.apps.search.index_videos` (model loading included) on them with a model of the
    paper's size (CLIP ViT-B/32 towers, TDB, temporal transformer, TAB; randomly initialised: the cost does not depend
    on the weights) or `--model`, with the paper's sampling (2.5 fps, at most 12 frames, 224 px).
 2. Search: random unit vectors of the retrieval embedding's size (1024 = 2 x 512 with TAB) stand in for `--vectors`
@@ -28,9 +28,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from apps.search.video_index import exact_top_k  # noqa: E402
-from modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel  # noqa: E402
-from processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer  # noqa: E402
+from clip2video.apps.search.video_index import exact_top_k  # noqa: E402
+from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel  # noqa: E402
+from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer  # noqa: E402
 
 
 def parse_args():
@@ -87,7 +87,7 @@ def benchmark_indexing(args, workdir: Path):
     if args.num_processes > 1:
         command += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(args.num_processes),
                     "--num_machines", "1", "--mixed_precision", "no"]
-    command += ["-m", "apps.search.index_videos", "--model", model, "--videos", str(videos),
+    command += ["-m", "clip2video.apps.search.index_videos", "--model", model, "--videos", str(videos),
                 "--index_dir", str(workdir / "index")]
     environment = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()

@@ -1,6 +1,6 @@
 """Convert a checkpoint released by the CLIP2Video authors into a CLIP2Video folder for transformers.
 
-    python -m modeling_clip2video.convert_original_checkpoint --checkpoint pytorch_model.bin.2 --output_dir clip2video-msrvtt
+    python -m clip2video.modeling_clip2video.convert_original_checkpoint --checkpoint pytorch_model.bin.2 --output_dir clip2video-msrvtt
 
 The authors' files (`pytorch_model.bin.N`) hold OpenAI CLIP under `clip.*` plus the temporal modules
 (`frame_position_embeddings`, `transformerClip`, `type_position_embeddings`, `frame2t_attention` or

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling_clip2video import CLIP2VideoModel
-from modeling_clip2video.convert_original_checkpoint import ConversionError, convert_original_checkpoint
+from clip2video.modeling_clip2video import CLIP2VideoModel
+from clip2video.modeling_clip2video.convert_original_checkpoint import ConversionError, convert_original_checkpoint
 from original_clip2video import original_logits, random_original_checkpoint
 from tiny_models import END, START, text_inputs
 
@@ -70,7 +70,7 @@ def test_cli_converts_a_released_size_checkpoint_with_the_msrvtt_defaults(tmp_pa
     checkpoint = tmp_path / "pytorch_model.bin.2"
     torch.save(state_dict, checkpoint)
     result = subprocess.run(
-        [sys.executable, "-m", "modeling_clip2video.convert_original_checkpoint",
+        [sys.executable, "-m", "clip2video.modeling_clip2video.convert_original_checkpoint",
          "--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "out")],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
@@ -142,7 +142,7 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
     state_dict = random_original_checkpoint(cross_num_hidden_layers=2)
     torch.save(state_dict, tmp_path / "ckpt.bin")
     result = subprocess.run(
-        [sys.executable, "-m", "modeling_clip2video.convert_original_checkpoint", "--checkpoint", str(tmp_path / "ckpt.bin"),
+        [sys.executable, "-m", "clip2video.modeling_clip2video.convert_original_checkpoint", "--checkpoint", str(tmp_path / "ckpt.bin"),
          "--output_dir", str(tmp_path / "out"), "--sim_type", "meanP"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )

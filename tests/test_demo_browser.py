@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling_clip2video import CLIP2VideoModel
+from clip2video.modeling_clip2video import CLIP2VideoModel
 from tiny_checkpoint import COLOURS, save_tiny_checkpoint, tiny_processor, write_video
 
 

@@ -11,7 +11,7 @@ import threading
 import pytest
 import torch
 
-from modeling_clip2video import CLIP2VideoModel
+from clip2video.modeling_clip2video import CLIP2VideoModel
 from tiny_checkpoint import run_without_repo, save_tiny_checkpoint, tiny_processor, write_video
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import CLIPModel
 
-from modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
+from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
 from tiny_models import VARIANTS, run_isolated, text_inputs, tiny_clip_config, tiny_config, video_inputs
 
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import pipeline
 
-import pipelines  # noqa: F401  registers the tasks in this process
-from pipelines import RETRIEVAL_TASK, ZERO_SHOT_TASK
+from clip2video import pipelines  # noqa: F401  registers the tasks in this process
+from clip2video.pipelines import RETRIEVAL_TASK, ZERO_SHOT_TASK
 from tiny_checkpoint import run_without_repo, save_tiny_checkpoint, tiny_processor, write_video, write_videos
 
-from modeling_clip2video import CLIP2VideoModel
+from clip2video.modeling_clip2video import CLIP2VideoModel
 
 
 LABELS = ["a red square", "a green square", "a blue square"]

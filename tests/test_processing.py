@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from processing import CLIP2VideoVideoProcessor
-from processing.frame_sampling_clip2video import ffmpeg_cfr_frame_indices, select_source_frames, uniform_positions
-from processing.video_decoding_clip2video import read_video_frames
+from clip2video.processing import CLIP2VideoVideoProcessor
+from clip2video.processing.frame_sampling_clip2video import ffmpeg_cfr_frame_indices, select_source_frames, uniform_positions
+from clip2video.processing.video_decoding_clip2video import read_video_frames
 
 
 WIDTH, HEIGHT = 64, 48

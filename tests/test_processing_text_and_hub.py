@@ -9,7 +9,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from test_processing import write_video
 from tiny_models import run_isolated
 
-from processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
+from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
 
 
 START, END = 49406, 49407
@@ -119,7 +119,7 @@ def test_remote_code_needs_only_torch_torchvision_numpy_and_transformers():
 
     from transformers.dynamic_module_utils import get_imports
 
-    import processing
+    from clip2video import processing
 
     allowed = {"numpy", "torch", "torchvision", "transformers"} | set(sys.stdlib_module_names)
     for name in ("processing_clip2video", "video_processing_clip2video", "frame_sampling_clip2video",
@@ -203,7 +203,7 @@ def test_round_trip_in_a_fresh_process(processor, tmp_path, next_to_model_config
 
 @pytest.mark.slow
 def test_processor_and_model_saved_together_run_end_to_end(processor, tmp_path):
-    from modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
+    from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
 
     width = 64
     config = CLIP2VideoConfig(

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from apps.search import VideoIndex
-from apps.search.query_videos import search_texts
-from apps.search.video_index import exact_top_k
-from modeling_clip2video import CLIP2VideoModel
+from clip2video.apps.search import VideoIndex
+from clip2video.apps.search.query_videos import search_texts
+from clip2video.apps.search.video_index import exact_top_k
+from clip2video.modeling_clip2video import CLIP2VideoModel
 from tiny_checkpoint import COLOURS, save_tiny_checkpoint, tiny_processor, write_video
 
 
@@ -26,7 +26,7 @@ QUERIES = ["a red square slides to the right", "green", "a blue box on grey", "a
 
 def run_indexer(*args, launcher=(), env=None) -> str:
     command = [*launcher] if launcher else [sys.executable]
-    command += ["-m", "apps.search.index_videos", *map(str, args)]
+    command += ["-m", "clip2video.apps.search.index_videos", *map(str, args)]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})}
     result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
-from training.data import DistinctCaptionBatchSampler, EpochShuffleSampler, FrameCache, VideoTextCollator
-from training.synthetic import write_mp4
+from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
+from clip2video.training.data import DistinctCaptionBatchSampler, EpochShuffleSampler, FrameCache, VideoTextCollator
+from clip2video.training.synthetic import write_mp4
 
 
 def test_shuffle_depends_on_seed_and_epoch_only():

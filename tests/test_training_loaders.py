@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from training.loaders import (
+from clip2video.training.loaders import (
     BadRowsError,
     BadRowsSkipped,
     group_by_video,
@@ -17,7 +17,7 @@ from training.loaders import (
     load_vatex,
     load_video_folder,
 )
-from training.synthetic import write_mp4
+from clip2video.training.synthetic import write_mp4
 
 
 def make_videos(folder, names):

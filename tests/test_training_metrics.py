@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.metrics.video_text_retrieval.video_text_retrieval import (
+from clip2video.training.metrics.video_text_retrieval.video_text_retrieval import (
     compute_retrieval_metrics,
     text_to_video_ranks,
     video_to_text_ranks,

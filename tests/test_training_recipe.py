@@ -2,8 +2,8 @@
 
 import pytest
 
-from modeling_clip2video import CLIP2VideoModel
-from training.run import PAPER_RECIPE, parameter_groups, parse_args, small_synthetic_config
+from clip2video.modeling_clip2video import CLIP2VideoModel
+from clip2video.training.run import PAPER_RECIPE, parameter_groups, parse_args, small_synthetic_config
 
 
 def test_real_data_defaults_are_the_clip4clip_recipe():

@@ -119,8 +119,8 @@ def test_output_folder_loads_with_remote_code_in_a_fresh_process(uninterrupted):
     assert fresh["class"] == "CLIP2VideoModel" and fresh["frames"] == [3, 4, 3, 32, 32]
 
     # The same scores from this project's own classes: the weights saved, and the processor run.py trains with.
-    from modeling_clip2video import CLIP2VideoModel
-    from processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
+    from clip2video.modeling_clip2video import CLIP2VideoModel
+    from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
 
     model = CLIP2VideoModel.from_pretrained(folder).eval()
     video_processor = CLIP2VideoVideoProcessor(

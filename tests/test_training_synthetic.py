@@ -7,8 +7,8 @@ import av
 import numpy as np
 import pytest
 
-from training.loaders import load_video_folder
-from training.synthetic import COLOURS, SyntheticConfig, generate_synthetic_dataset, render_clip
+from clip2video.training.loaders import load_video_folder
+from clip2video.training.synthetic import COLOURS, SyntheticConfig, generate_synthetic_dataset, render_clip
 
 
 @pytest.mark.parametrize("pair", [("moves left", "moves right"), ("moves up", "moves down"), ("grows", "shrinks")])

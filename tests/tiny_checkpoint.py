@@ -8,8 +8,8 @@ import av
 import numpy as np
 import torch
 
-from modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
-from processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
+from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
+from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
 
 IMAGE_SIZE = 32
 MAX_FRAMES = 4
@@ -44,7 +44,7 @@ def save_tiny_checkpoint(folder: Path, with_apps: bool = True, seed: int = 0) ->
     CLIP2VideoModel(tiny_config()).eval().save_pretrained(folder)
     tiny_processor().save_pretrained(folder)
     if with_apps:
-        from apps.publishing import add_pipelines_and_handler
+        from clip2video.apps.publishing import add_pipelines_and_handler
 
         add_pipelines_and_handler(folder)
     return Path(folder)

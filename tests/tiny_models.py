@@ -8,7 +8,7 @@ import textwrap
 import torch
 from transformers import CLIPConfig
 
-from modeling_clip2video import CLIP2VideoConfig
+from clip2video.modeling_clip2video import CLIP2VideoConfig
 
 WIDTH = 128  # two heads of 64, as the authors derive heads from width
 IMAGE_SIZE = 32

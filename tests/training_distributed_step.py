@@ -13,9 +13,9 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from torch.utils.data import DataLoader
 
-from modeling_clip2video import CLIP2VideoModel
-from training.contrastive import ContrastiveEmbedder, global_contrastive_loss
-from training.run import small_synthetic_config
+from clip2video.modeling_clip2video import CLIP2VideoModel
+from clip2video.training.contrastive import ContrastiveEmbedder, global_contrastive_loss
+from clip2video.training.run import small_synthetic_config
 
 GLOBAL_BATCH = 8
 NUM_FRAMES = 4

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 from transformers.utils import ModelOutput
 
-from modeling_clip2video.modeling_clip2video import (
+from clip2video.modeling_clip2video.modeling_clip2video import (
     CLIP2VideoTextOutput,
     CLIP2VideoVideoOutput,
     contrastive_loss,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from apps.publishing import add_pipelines_and_handler
+from clip2video.apps.publishing import add_pipelines_and_handler
 
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
 TABLE_METRICS = (

@@ -34,14 +34,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
-from modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
-from processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
-from training.contrastive import ContrastiveEmbedder, global_contrastive_loss
-from training.data import DistinctCaptionBatchSampler, EpochShuffleSampler, FrameCache, VideoTextCollator
-from training.loaders import group_by_video, load_lsmdc, load_msrvtt, load_msvd, load_vatex, load_video_folder
-from training.metrics.video_text_retrieval.video_text_retrieval import compute_retrieval_metrics
-from training.publish import print_results_table, write_publishable_folder
-from training.synthetic import SyntheticConfig, generate_synthetic_dataset
+from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
+from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
+from clip2video.training.contrastive import ContrastiveEmbedder, global_contrastive_loss
+from clip2video.training.data import DistinctCaptionBatchSampler, EpochShuffleSampler, FrameCache, VideoTextCollator
+from clip2video.training.loaders import group_by_video, load_lsmdc, load_msrvtt, load_msvd, load_vatex, load_video_folder
+from clip2video.training.metrics.video_text_retrieval.video_text_retrieval import compute_retrieval_metrics
+from clip2video.training.publish import print_results_table, write_publishable_folder
+from clip2video.training.synthetic import SyntheticConfig, generate_synthetic_dataset
 
 # The recipe of CLIP4Clip, which CLIP2Video's authors trained with (their README and scripts): Adam(0.9, 0.98, 1e-6)
 # with decoupled weight decay 0.2, learning rate 1e-4 for the new modules and 1e-4 * 1e-3 for CLIP's weights, 10%

@@ -1,9 +1,9 @@
 """Index a folder of videos for text search with a CLIP2Video checkpoint.
 
-    python -m apps.search.index_videos --model outputs/clip2video-synthetic --videos my_videos --index_dir my_index
+    python -m clip2video.apps.search.index_videos --model outputs/clip2video-synthetic --videos my_videos --index_dir my_index
 
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \\
-        -m apps.search.index_videos --model outputs/clip2video-synthetic --videos my_videos --index_dir my_index
+        -m clip2video.apps.search.index_videos --model outputs/clip2video-synthetic --videos my_videos --index_dir my_index
 
 Every video under `--videos` (recursively) is decoded as the checkpoint's processor samples it and embedded by the
 model. Each process handles its share of the videos and writes what it finished every `--save_every` videos to

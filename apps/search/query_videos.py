@@ -1,6 +1,6 @@
 """Search an indexed video collection with text.
 
-    python -m apps.search.query_videos --index_dir my_index "a man is playing the guitar" --top_k 5
+    python -m clip2video.apps.search.query_videos --index_dir my_index "a man is playing the guitar" --top_k 5
 
 prints, for each query, the best videos with the model's score (`logits_per_text`: higher is better) and the moment
 (the sampled frame) that matches the words best. `--json` prints the same as JSON. The model defaults to the one the
