@@ -57,7 +57,7 @@ def main():
     def encoder(context):
         def encode():
             with context():
-                return model.get_video_features(pixels, mask)
+                return model.get_video_features(pixels, mask).pooler_output
 
         return encode
 
@@ -73,7 +73,7 @@ def main():
         candidates["authors fp32 (encode_image only)"] = lambda: authors.encode_image(pixels.flatten(0, 1))
     with torch.inference_mode():
         medians = interleaved_medians(candidates, args.repeats)
-        text = model.get_text_features(input_ids, torch.ones_like(input_ids))
+        text = model.get_text_features(input_ids, torch.ones_like(input_ids)).pooler_output
         scores = {name: model.logit_scale.exp() * text @ candidates[name]().T for name in ("float32", "bf16 autocast")}
     for name, (median, runs) in medians.items():
         print(f"{name:32s} {median:6.2f} s per batch (runs: {', '.join(f'{t:.2f}' for t in runs)})")

@@ -25,7 +25,10 @@ from transformers import CLIPModel, CLIPTextConfig
 from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
-from transformers.utils import ModelOutput, logging
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, logging
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_clip2video import CLIP2VideoConfig
 
@@ -57,6 +60,11 @@ class CLIP2VideoOutput(ModelOutput):
         Scaled cosine similarity of the Temporal Alignment Block's embeddings.
     frame_embeds (`torch.Tensor` of shape `(video_batch_size, num_frames, projection_dim)`):
         The projected CLIP embedding of every frame, zeros where `video_mask` is 0.
+    text_model_output ([`CLIP2VideoTextOutput`]):
+        The output of [`CLIP2VideoModel.get_text_features`] (the text tower's hidden states and attentions when
+        `output_hidden_states` / `output_attentions` are passed).
+    vision_model_output ([`CLIP2VideoVideoOutput`]):
+        The output of [`CLIP2VideoModel.get_video_features`] (likewise for the vision tower).
     """
 
     loss: torch.Tensor | None = None
@@ -67,13 +75,30 @@ class CLIP2VideoOutput(ModelOutput):
     global_logits_per_text: torch.Tensor | None = None
     aligned_logits_per_text: torch.Tensor | None = None
     frame_embeds: torch.Tensor | None = None
+    text_model_output: "CLIP2VideoTextOutput | None" = None
+    vision_model_output: "CLIP2VideoVideoOutput | None" = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(value.to_tuple() if isinstance(value, ModelOutput) else value for value in self.values())
 
 
 @dataclass
-class CLIP2VideoTextOutput(ModelOutput):
+class CLIP2VideoTextOutput(BaseModelOutputWithPooling):
     r"""
-    The two caption embeddings CLIP2Video scores with (see [`CLIP2VideoModel.encode_text`]).
+    The caption embeddings of [`CLIP2VideoModel.get_text_features`], as transformers' `CLIPModel` returns them, with
+    the two parts CLIP2Video scores with.
 
+    last_hidden_state (`torch.Tensor` of shape `(batch_size, tokens, text_hidden_size)`):
+        The text tower's last layer.
+    pooler_output (`torch.Tensor` of shape `(batch_size, embedding_dim)`):
+        The L2-normalised retrieval embedding: `global_embeds`, or with the Temporal Alignment Block
+        `[sqrt(w) * global_embeds, sqrt(1 - w) * aligned_embeds]` (`embedding_dim = 2 * projection_dim`,
+        `w = global_similarity_weight`), such that `logit_scale.exp() * text.pooler_output @ video.pooler_output.T`
+        is `logits_per_text`.
+    hidden_states (`tuple(torch.Tensor)`, returned with `output_hidden_states=True`):
+        The text tower's embeddings and the output of each of its layers.
+    attentions (`tuple(torch.Tensor)`, returned with `output_attentions=True`):
+        The text tower's attention weights, one tensor per layer.
     global_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`):
         The projected end-token embedding, L2-normalised.
     aligned_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`, with the Temporal Alignment Block only):
@@ -85,21 +110,33 @@ class CLIP2VideoTextOutput(ModelOutput):
 
 
 @dataclass
-class CLIP2VideoVideoOutput(ModelOutput):
+class CLIP2VideoVideoOutput(BaseModelOutputWithPooling):
     r"""
-    The two video embeddings CLIP2Video scores with (see [`CLIP2VideoModel.encode_video`]).
+    The video embeddings of [`CLIP2VideoModel.get_video_features`], in the form transformers' `CLIPModel` returns
+    image embeddings, with the parts CLIP2Video scores with and the per-frame embeddings.
 
+    last_hidden_state (`torch.Tensor` of shape `(num_real_frames, 1 + patches, vision_hidden_size)`):
+        The vision tower's last layer for the real frames (padded frames never enter the tower), video by video.
+    pooler_output (`torch.Tensor` of shape `(batch_size, embedding_dim)`):
+        The L2-normalised retrieval embedding, matching [`CLIP2VideoTextOutput`]'s `pooler_output`.
+    hidden_states (`tuple(torch.Tensor)`, returned with `output_hidden_states=True`):
+        The vision tower's embeddings and the output of each of its layers, for the real frames.
+    attentions (`tuple(torch.Tensor)`, returned with `output_attentions=True`):
+        The vision tower's attention weights, one tensor per layer, for the real frames.
     global_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`):
         The temporally pooled video embedding, L2-normalised.
     aligned_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`, with the Temporal Alignment Block only):
         The Temporal Alignment Block's aggregate of the frame tokens, L2-normalised.
     frame_embeds (`torch.Tensor` of shape `(batch_size, num_frames, projection_dim)`):
-        The projected CLIP embedding of every frame, zeros at padding.
+        The projected CLIP embedding of every frame (not normalised), zeros at padding.
+    video_mask (`torch.BoolTensor` of shape `(batch_size, num_frames)`):
+        True for the real frames.
     """
 
     global_embeds: torch.Tensor | None = None
     aligned_embeds: torch.Tensor | None = None
     frame_embeds: torch.Tensor | None = None
+    video_mask: torch.Tensor | None = None
 
 
 def _outside_autocast(method):
@@ -364,9 +401,22 @@ class CLIP2VideoModel(CLIPModel):
     def _head_dtype(self) -> torch.dtype:
         return self.logit_scale.dtype
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> CLIP2VideoTextOutput:
-        """The global and aligned caption embeddings, separately (training gathers them across processes).
-        `input_ids`, `attention_mask`: (batch, tokens); padding must have attention mask 0."""
+    @can_return_tuple
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> CLIP2VideoTextOutput | tuple:
+        r"""
+        The caption embeddings: `pooler_output` is the L2-normalised retrieval embedding (see
+        [`CLIP2VideoTextOutput`]); `global_embeds` and `aligned_embeds` are its two parts, which training gathers
+        across processes.
+
+        input_ids (`torch.LongTensor` of shape `(batch_size, tokens)`): CLIP token ids, start and end tokens included.
+        attention_mask (`torch.Tensor` of shape `(batch_size, tokens)`): 1 for real tokens, 0 for padding.
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, tokens), got {tuple(input_ids.shape)}.")
         if attention_mask is None:
@@ -376,16 +426,28 @@ class CLIP2VideoModel(CLIPModel):
                 f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids "
                 f"{tuple(input_ids.shape)}."
             )
-        text_outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        text_outputs = self.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **kwargs
+        )
         word_tokens = None
         if self.config.use_temporal_alignment_block:
             word_tokens = self.text_projection(text_outputs.last_hidden_state)
-        return self._text_head(self.text_projection(text_outputs.pooler_output), word_tokens, attention_mask)
+        global_embeds, aligned_embeds = self._text_head(
+            self.text_projection(text_outputs.pooler_output), word_tokens, attention_mask
+        )
+        return CLIP2VideoTextOutput(
+            last_hidden_state=text_outputs.last_hidden_state,
+            pooler_output=self._retrieval_embeds(global_embeds, aligned_embeds),
+            hidden_states=text_outputs.hidden_states,
+            attentions=text_outputs.attentions,
+            global_embeds=global_embeds,
+            aligned_embeds=aligned_embeds,
+        )
 
     @_outside_autocast
     def _text_head(
         self, pooled: torch.Tensor, word_tokens: torch.Tensor | None, attention_mask: torch.Tensor
-    ) -> CLIP2VideoTextOutput:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         head_dtype = self._head_dtype()
         aligned_embeds = None
         if word_tokens is not None:
@@ -393,7 +455,7 @@ class CLIP2VideoModel(CLIPModel):
             word_mask = attention_mask.bool().clone()
             word_mask[:, 0] = False
             aligned_embeds = self.temporal_alignment_block.aggregate(word_tokens.to(head_dtype), word_mask)
-        return CLIP2VideoTextOutput(global_embeds=F.normalize(pooled.to(head_dtype), dim=-1), aligned_embeds=aligned_embeds)
+        return F.normalize(pooled.to(head_dtype), dim=-1), aligned_embeds
 
     # ----------------------------------------------------------------------------------------------------------
     # Video
@@ -436,15 +498,17 @@ class CLIP2VideoModel(CLIPModel):
             )
         return pixel_values_videos, video_mask
 
-    def get_frame_features(self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
-        """Projected CLIP embeddings of the real frames: (batch, frames, projection_dim), zeros at padding. Padded
-        frames are not passed through the vision tower."""
+    def _frame_features(
+        self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
+        """Projected CLIP embeddings of the real frames, (batch, frames, projection_dim) with zeros at padding, and
+        the vision tower's output for the real frames. Padded frames are not passed through the vision tower."""
         real_frames = pixel_values_videos[video_mask]
-        vision_outputs = self.vision_model(pixel_values=real_frames, return_dict=True)
+        vision_outputs = self.vision_model(pixel_values=real_frames, return_dict=True, **kwargs)
         real_embeds = self.visual_projection(vision_outputs.pooler_output)
         frame_embeds = real_embeds.new_zeros(*video_mask.shape, real_embeds.shape[-1])
         frame_embeds[video_mask] = real_embeds
-        return frame_embeds
+        return frame_embeds, vision_outputs
 
     def _global_video_embeds(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         num_frames = frames.shape[1]
@@ -474,21 +538,44 @@ class CLIP2VideoModel(CLIPModel):
             token_mask = torch.cat([frame_mask, sparse_mask], dim=1)
         return block.aggregate(tokens, token_mask)
 
-    def encode_video(
-        self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor | None = None
-    ) -> CLIP2VideoVideoOutput:
-        """The global and aligned video embeddings and the frame embeddings. `pixel_values_videos`: (batch, frames,
-        3, height, width); `video_mask`: (batch, frames), 1 for real frames (which come first), 0 for padding."""
+    @can_return_tuple
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> CLIP2VideoVideoOutput | tuple:
+        r"""
+        The video embeddings: `pooler_output` is the L2-normalised retrieval embedding matching
+        [`get_text_features`]; `global_embeds` and `aligned_embeds` are its two parts; `frame_embeds` holds every
+        frame's projected CLIP embedding (see [`CLIP2VideoVideoOutput`]).
+
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, frames, 3, height, width)`): CLIP-normalised
+            frames, zero-padded.
+        video_mask (`torch.Tensor` of shape `(batch_size, frames)`): 1 for real frames (which come first), 0 for
+            padding; all frames are real when omitted.
+        """
         pixel_values_videos, video_mask = self._check_video_inputs(pixel_values_videos, video_mask)
-        return self._video_head(self.get_frame_features(pixel_values_videos, video_mask), video_mask)
+        frames, vision_outputs = self._frame_features(pixel_values_videos, video_mask, **kwargs)
+        frames, global_embeds, aligned_embeds = self._video_head(frames, video_mask)
+        return CLIP2VideoVideoOutput(
+            last_hidden_state=vision_outputs.last_hidden_state,
+            pooler_output=self._retrieval_embeds(global_embeds, aligned_embeds),
+            hidden_states=vision_outputs.hidden_states,
+            attentions=vision_outputs.attentions,
+            global_embeds=global_embeds,
+            aligned_embeds=aligned_embeds,
+            frame_embeds=frames,
+            video_mask=video_mask,
+        )
 
     @_outside_autocast
-    def _video_head(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> CLIP2VideoVideoOutput:
+    def _video_head(
+        self, frames: torch.Tensor, frame_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         frames = frames.to(self._head_dtype())
         aligned = self._aligned_video_embeds(frames, frame_mask) if self.config.use_temporal_alignment_block else None
-        return CLIP2VideoVideoOutput(
-            global_embeds=self._global_video_embeds(frames, frame_mask), aligned_embeds=aligned, frame_embeds=frames
-        )
+        return frames, self._global_video_embeds(frames, frame_mask), aligned
 
     # ----------------------------------------------------------------------------------------------------------
     # Retrieval embeddings and forward
@@ -502,25 +589,10 @@ class CLIP2VideoModel(CLIPModel):
         weight = self.config.global_similarity_weight
         return torch.cat([math.sqrt(weight) * global_embeds, math.sqrt(1.0 - weight) * aligned_embeds], dim=-1)
 
-    def get_text_features(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
-    ) -> torch.Tensor:
-        """L2-normalised caption embeddings, (batch, projection_dim), or (batch, 2 * projection_dim) with the
-        Temporal Alignment Block, such that `logit_scale.exp() * text @ video.T` is `logits_per_text`."""
-        encoding = self.encode_text(input_ids, attention_mask)
-        return self._retrieval_embeds(encoding.global_embeds, encoding.aligned_embeds)
-
-    def get_video_features(
-        self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor | None = None, **kwargs: Any
-    ) -> torch.Tensor:
-        """L2-normalised video embeddings matching [`get_text_features`]. `pixel_values_videos`: (batch, frames,
-        3, height, width); `video_mask`: (batch, frames), 1 for real frames (which come first), 0 for padding."""
-        encoding = self.encode_video(pixel_values_videos, video_mask)
-        return self._retrieval_embeds(encoding.global_embeds, encoding.aligned_embeds)
-
     def get_image_features(self, *args, **kwargs):
         raise NotImplementedError("CLIP2Video embeds videos: use get_video_features (a single image is a 1-frame video).")
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -528,8 +600,8 @@ class CLIP2VideoModel(CLIPModel):
         pixel_values_videos: torch.FloatTensor | None = None,
         video_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
+        position_ids: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CLIP2VideoOutput | tuple:
         r"""
         input_ids (`torch.LongTensor` of shape `(text_batch_size, tokens)`): CLIP token ids, start and end tokens
@@ -542,10 +614,9 @@ class CLIP2VideoModel(CLIPModel):
         """
         if input_ids is None or pixel_values_videos is None:
             raise ValueError("forward needs both input_ids and pixel_values_videos.")
-        text = self.encode_text(input_ids, attention_mask)
-        video = self.encode_video(pixel_values_videos, video_mask)
-        output = self._score(text, video, return_loss=bool(return_loss))
-        return output if return_dict is not False else output.to_tuple()
+        text = self.get_text_features(input_ids, attention_mask, position_ids=position_ids, return_dict=True, **kwargs)
+        video = self.get_video_features(pixel_values_videos, video_mask, return_dict=True, **kwargs)
+        return self._score(text, video, return_loss=bool(return_loss))
 
     @_outside_autocast
     def _score(self, text: CLIP2VideoTextOutput, video: CLIP2VideoVideoOutput, return_loss: bool) -> CLIP2VideoOutput:
@@ -563,11 +634,13 @@ class CLIP2VideoModel(CLIPModel):
             loss=loss,
             logits_per_text=logits_per_text,
             logits_per_video=logits_per_text.t(),
-            text_embeds=self._retrieval_embeds(text.global_embeds, text.aligned_embeds),
-            video_embeds=self._retrieval_embeds(video.global_embeds, video.aligned_embeds),
+            text_embeds=text.pooler_output,
+            video_embeds=video.pooler_output,
             global_logits_per_text=global_logits,
             aligned_logits_per_text=aligned_logits,
             frame_embeds=video.frame_embeds,
+            text_model_output=text,
+            vision_model_output=video,
         )
 
 

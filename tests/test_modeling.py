@@ -71,15 +71,15 @@ def test_video_embedding_ignores_padding_and_batch_composition(variant):
     model = build(variant)
     pixels, mask = video_inputs(batch=3, frames=7, real_frames=[7, 4, 1])
     with torch.no_grad():
-        batched = model.get_video_features(pixels, mask)
+        batched = model.get_video_features(pixels, mask).pooler_output
         for row, count in enumerate([7, 4, 1]):
-            alone = model.get_video_features(pixels[row : row + 1, :count], mask[row : row + 1, :count])
+            alone = model.get_video_features(pixels[row : row + 1, :count], mask[row : row + 1, :count]).pooler_output
             torch.testing.assert_close(batched[row : row + 1], alone, rtol=1e-5, atol=1e-6)
         # Same video, more padding, different neighbours.
         longer = torch.cat([pixels[1:2], torch.zeros(1, 5, *pixels.shape[2:])], dim=1)
         longer_mask = torch.cat([mask[1:2], torch.zeros(1, 5, dtype=torch.long)], dim=1)
         other = torch.randn(1, 12, *pixels.shape[2:])
-        regrouped = model.get_video_features(torch.cat([other, longer]), torch.cat([torch.ones(1, 12, dtype=torch.long), longer_mask]))
+        regrouped = model.get_video_features(torch.cat([other, longer]), torch.cat([torch.ones(1, 12, dtype=torch.long), longer_mask])).pooler_output
     torch.testing.assert_close(regrouped[1], batched[1], rtol=1e-5, atol=1e-6)
 
 
@@ -144,8 +144,8 @@ def test_text_and_video_features_reproduce_the_logits(variant):
     pixels, mask = video_inputs(batch=4, real_frames=[6, 5, 2, 1])
     with torch.no_grad():
         outputs = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=pixels, video_mask=mask)
-        text = model.get_text_features(input_ids, attention_mask)
-        video = model.get_video_features(pixels, mask)
+        text = model.get_text_features(input_ids, attention_mask).pooler_output
+        video = model.get_video_features(pixels, mask).pooler_output
     torch.testing.assert_close(text.norm(dim=-1), torch.ones(3))
     torch.testing.assert_close(video.norm(dim=-1), torch.ones(4))
     expected_width = 2 * model.config.projection_dim if model.config.use_temporal_alignment_block else model.config.projection_dim
@@ -167,8 +167,8 @@ def test_text_padding_does_not_change_text_embeddings():
     model = build("tab_tdb")
     input_ids, attention_mask = text_inputs(lengths=(8, 5))
     with torch.no_grad():
-        padded = model.get_text_features(input_ids, attention_mask)
-        short = model.get_text_features(input_ids[1:, :5], attention_mask[1:, :5])
+        padded = model.get_text_features(input_ids, attention_mask).pooler_output
+        short = model.get_text_features(input_ids[1:, :5], attention_mask[1:, :5]).pooler_output
     torch.testing.assert_close(padded[1:], short, rtol=1e-5, atol=1e-6)
 
 
@@ -354,7 +354,7 @@ def test_autocast_keeps_the_heads_in_float32():
         full = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=pixels, video_mask=mask)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             mixed = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=pixels, video_mask=mask)
-            video = model.get_video_features(pixels, mask)
+            video = model.get_video_features(pixels, mask).pooler_output
     assert mixed.logits_per_text.dtype == torch.float32 and video.dtype == torch.float32
     assert not torch.equal(mixed.logits_per_text, full.logits_per_text)  # the towers did run in bf16
     torch.testing.assert_close(mixed.logits_per_text, full.logits_per_text, rtol=1e-2, atol=1e-2 * full.logits_per_text.abs().max().item())

@@ -98,7 +98,7 @@ def test_output_folder_loads_with_remote_code_in_a_fresh_process(uninterrupted):
     # Fresh interpreter, outside the repository, this project's packages unimportable, no network.
     code = f"""
         import sys
-        for name in ("modeling_clip2video", "processing", "training"):
+        for name in ("clip2video", "modeling_clip2video", "processing", "training"):
             sys.modules[name] = None
         import json, torch
         from transformers import AutoModel, AutoProcessor

@@ -84,7 +84,7 @@ def video_inputs(batch=3, frames=6, seed=1, real_frames=None):
 def run_isolated(code: str, cwd, timeout=300) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh interpreter where this repository's packages cannot be imported (even when installed
     in editable mode), with a private Hugging Face cache and no network."""
-    blocker = "import sys\nfor _name in ('modeling_clip2video', 'processing', 'training'):\n    sys.modules[_name] = None\n"
+    blocker = "import sys\nfor _name in ('clip2video', 'modeling_clip2video', 'processing', 'training', 'pipelines', 'apps'):\n    sys.modules[_name] = None\n"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HOME=str(cwd / "hf_home"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     result = subprocess.run(

@@ -72,8 +72,8 @@ class ContrastiveEmbedder(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, pixel_values_videos, video_mask) -> PairEmbeddings:
-        text = self.model.encode_text(input_ids, attention_mask)
-        video = self.model.encode_video(pixel_values_videos, video_mask)
+        text = self.model.get_text_features(input_ids, attention_mask, return_dict=True)
+        video = self.model.get_video_features(pixel_values_videos, video_mask, return_dict=True)
         return PairEmbeddings(
             text_global=text.global_embeds,
             video_global=video.global_embeds,

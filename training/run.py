@@ -345,10 +345,10 @@ class EvaluationData:
 def evaluate(accelerator, model: CLIP2VideoModel, data: EvaluationData, dual_softmax: bool) -> dict:
     model.eval()
     text_embeds = torch.cat(
-        [accelerator.gather_for_metrics(model.get_text_features(**batch)) for batch in data.text_loader]
+        [accelerator.gather_for_metrics(model.get_text_features(**batch).pooler_output) for batch in data.text_loader]
     )
     video_embeds = torch.cat(
-        [accelerator.gather_for_metrics(model.get_video_features(**batch)) for batch in data.video_loader]
+        [accelerator.gather_for_metrics(model.get_video_features(**batch).pooler_output) for batch in data.video_loader]
     )
     similarity = (model.logit_scale.exp() * text_embeds.float() @ video_embeds.float().t()).cpu().numpy()
     metrics = compute_retrieval_metrics(similarity, data.caption_video_index)
