@@ -7,17 +7,119 @@ for and installed. All backend imports are inside `try` blocks so that the remot
 """
 
 import bisect
+import dataclasses
 import io
+import math
 import os
+import re
+import stat
 import threading
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
+from .url_fetching_clip2video import fetch_url
+
 
 VIDEO_BACKENDS = ("pyav", "torchcodec", "decord")
+
+# Environment variable of every `DecodeLimits` field: `CLIP2VIDEO_` + the field name in capitals.
+ENV_PREFIX = "CLIP2VIDEO_"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Resources one video may take, checked before the work they bound starts.
+
+    The defaults fit short clips (what CLIP2Video is trained and evaluated on) with room for full-length 4K videos of
+    up to an hour. Raise a limit per call (`DecodeLimits.from_env(max_input_bytes=2**31)`, or the processor argument of
+    the same name) or for a whole process with the environment variable `CLIP2VIDEO_<FIELD NAME IN CAPITALS>`, e.g.
+    `CLIP2VIDEO_MAX_INPUT_BYTES=2147483648`.
+
+    Attributes:
+        max_input_bytes (`int`, defaults to 256 MiB): size of a file, URL body, bytes or file-like object.
+        max_frame_pixels (`int`, defaults to 4096 * 4096): width * height of a frame, read from the stream header
+            before anything is decoded (and enforced by the decoder for frames that change size mid-stream).
+        max_duration_seconds (`float`, defaults to 4 hours): the longest video, and the largest span of timestamps
+            (a file whose two frames are 10^9 s apart is refused here).
+        max_source_frames (`int`, defaults to 1,000,000): the most frames a video may have; their timestamps are what
+            frame sampling maps to the authors' 5 fps grid (about 4.6 hours at 60 fps).
+        url_timeout_seconds (`float`, defaults to 10): connect timeout and longest wait for any byte of a URL.
+        allow_private_urls (`bool`, defaults to `False`): let URLs reach loopback, private, link-local, multicast and
+            other non-public addresses. Only for trusted, local use: a server that fetches URLs its clients send must
+            keep this off, or a client can make it request internal services.
+        max_download_seconds (`float`, defaults to 120): the whole download of a URL, redirects included (a server
+            that sends one byte every few seconds never trips `url_timeout_seconds`).
+    """
+
+    max_input_bytes: int = 256 * 2**20
+    max_frame_pixels: int = 4096 * 4096
+    max_duration_seconds: float = 4 * 3600.0
+    max_source_frames: int = 1_000_000
+    url_timeout_seconds: float = 10.0
+    allow_private_urls: bool = False
+    max_download_seconds: float = 120.0
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type in (bool, "bool"):
+                if not isinstance(value, bool):
+                    raise ValueError(f"DecodeLimits.{field.name} must be True or False, got {value!r}.")
+            elif field.type in (int, "int"):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"DecodeLimits.{field.name} must be a positive integer, got {value!r}.")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"DecodeLimits.{field.name} must be a positive finite number, got {value!r}.")
+
+    @classmethod
+    def from_env(cls, **overrides) -> "DecodeLimits":
+        """The defaults, replaced by the `CLIP2VIDEO_*` environment variables that are set, replaced by the
+        `overrides` that are not `None`.
+
+        Raises:
+            `ValueError`: an unknown override, or a value (from the environment or an override) of the wrong type or
+                out of range; the message names the variable or field.
+        """
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = set(overrides) - set(fields)
+        if unknown:
+            raise ValueError(f"Unknown decode limits {sorted(unknown)}; known: {sorted(fields)}.")
+        values = {}
+        for name, field in fields.items():
+            variable = ENV_PREFIX + name.upper()
+            text = os.environ.get(variable)
+            if text is None or not text.strip():
+                continue
+            text = text.strip()
+            try:
+                if field.type in (bool, "bool"):
+                    if text.lower() not in _TRUE + _FALSE:
+                        raise ValueError
+                    values[name] = text.lower() in _TRUE
+                elif field.type in (int, "int"):
+                    values[name] = int(text)
+                else:
+                    values[name] = float(text)
+                cls(**{name: values[name]})  # validates this one value
+            except ValueError:
+                kind = {"bool": "boolean (1/0, true/false)", "int": "positive integer"}.get(
+                    field.type.__name__, "positive finite number"
+                )
+                raise ValueError(f"Environment variable {variable}={text!r} must be a {kind}.") from None
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values)
+
+
+def limit_error(name: str, what: str, value, field: str, limit) -> ValueError:
+    """The error for an input over one of the `DecodeLimits`: names the input, the limit and how to raise it."""
+    return ValueError(
+        f"Cannot read video {name}: {what} {value} exceeds the limit of {limit} (`{field}`); if the input is trusted, "
+        f"raise it with the processor argument `{field}=...` or the environment variable {ENV_PREFIX}{field.upper()}."
+    )
 
 
 @dataclass
@@ -50,42 +152,123 @@ class DecodedFrames:
 
 
 FrameSelector = Callable[[FrameTable], list[int]]
+VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+
+# `scheme://` at the start of a string: a URL, never a local path.
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_MAX_NAME_LENGTH = 200
 
 
 def is_url(video: str) -> bool:
     return video.startswith(("http://", "https://"))
 
 
-def read_video_frames(video: str | os.PathLike, select_frames: FrameSelector, backend: str = "pyav") -> DecodedFrames:
-    """Decode the frames `select_frames` picks from the timing of a video file or URL.
+def describe_video(video) -> str:
+    """How error messages name a video: its path or URL (shortened if very long), `<bytes of length N>` for bytes,
+    the `.name` of a file object or `<TypeName object>`."""
+    if isinstance(video, (str, os.PathLike)):
+        name = os.fsdecode(os.fspath(video))
+    elif isinstance(video, (bytes, bytearray, memoryview)):
+        return f"<{type(video).__name__} of length {memoryview(video).nbytes}>"
+    else:
+        name = getattr(video, "name", None)
+        name = os.fsdecode(name) if isinstance(name, (str, bytes)) else f"<{type(video).__name__} object>"
+    if len(name) > _MAX_NAME_LENGTH:
+        name = name[: _MAX_NAME_LENGTH - 3] + "..."
+    return name
+
+
+def read_video_frames(
+    video: VideoSource,
+    select_frames: FrameSelector,
+    backend: str = "pyav",
+    limits: DecodeLimits | None = None,
+) -> DecodedFrames:
+    """Decode the frames `select_frames` picks from the timing of a video, within `limits`.
 
     Args:
-        video (`str` or `os.PathLike`): local path, or `http(s)://` URL (downloaded to memory first).
+        video (`str`, `os.PathLike`, `bytes`, `bytearray`, `memoryview` or a binary file object): a local path, an
+            `http(s)://` URL (fetched into memory by `url_fetching_clip2video.fetch_url`: timeouts, size cap,
+            redirects and addresses checked), the bytes of a video file, or a readable binary file object.
         select_frames (`Callable[[FrameTable], list[int]]`): returns increasing indices into the frame table.
         backend (`str`, *optional*, defaults to `"pyav"`): one of `"pyav"`, `"torchcodec"`, `"decord"`.
+        limits (`DecodeLimits`, *optional*): defaults to `DecodeLimits.from_env()`.
 
     Raises:
         `FileNotFoundError`: the path does not exist.
-        `ValueError`: the file is not a video, is truncated or corrupt, or none of its frames can be decoded; the
-            message names the file and the reason.
+        `ValueError`: the input is over a limit, is not a video, is truncated or corrupt, none of its frames can be
+            decoded, or the URL cannot be fetched; the message names the input and the reason (and for a limit, how
+            to raise it).
     """
     if backend not in VIDEO_BACKENDS:
         raise ValueError(f"Unknown video backend {backend!r}; choose one of {', '.join(VIDEO_BACKENDS)}.")
-    name = os.fspath(video)
-    if is_url(name):
-        with urllib.request.urlopen(name) as response:
-            source = io.BytesIO(response.read())
-    else:
-        if not os.path.isfile(name):
-            raise FileNotFoundError(f"Video file not found: {name}")
-        if os.path.getsize(name) == 0:
-            raise ValueError(f"Cannot read video {name}: the file is empty.")
-        source = name
+    if limits is None:
+        limits = DecodeLimits.from_env()
+    elif not isinstance(limits, DecodeLimits):
+        raise ValueError(f"`limits` must be a DecodeLimits, got {type(limits).__name__}.")
+    name = describe_video(video)
+    source = _bounded_source(video, name, limits)
     reader = {"pyav": _read_with_pyav, "torchcodec": _read_with_torchcodec, "decord": _read_with_decord}[backend]
-    decoded = reader(source, name, select_frames)
+    decoded = reader(source, name, select_frames, limits)
     if not decoded.frames:
         raise ValueError(f"Cannot read video {name}: no decodable frame.")
     return decoded
+
+
+def _bounded_source(video, name: str, limits: DecodeLimits) -> str | io.BytesIO:
+    """A path to a regular file or the input's bytes in memory, within `limits.max_input_bytes`."""
+    if isinstance(video, (str, os.PathLike)):
+        path = os.fsdecode(os.fspath(video))
+        if is_url(path):
+            content = fetch_url(
+                path,
+                max_bytes=limits.max_input_bytes,
+                timeout=limits.url_timeout_seconds,
+                total_timeout=limits.max_download_seconds,
+                allow_private=limits.allow_private_urls,
+            )
+            return _in_memory(content, name, limits)
+        if _URL_SCHEME.match(path):
+            raise ValueError(f"Cannot read video {name}: only http:// and https:// URLs can be fetched.")
+        if "\0" in path:
+            raise ValueError(f"Cannot read video {name}: a path cannot contain a NUL character.")
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"Video file not found: {name}") from None
+        except OSError as error:
+            raise ValueError(f"Cannot read video {name}: {error.strerror or error}.") from None
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError(f"Cannot read video {name}: not a regular file.")
+        if status.st_size == 0:
+            raise ValueError(f"Cannot read video {name}: the file is empty.")
+        if status.st_size > limits.max_input_bytes:
+            raise limit_error(name, "its size in bytes", status.st_size, "max_input_bytes", limits.max_input_bytes)
+        return path
+    if isinstance(video, (bytes, bytearray, memoryview)):
+        return _in_memory(bytes(video) if not isinstance(video, bytes) else video, name, limits)
+    if callable(getattr(video, "read", None)):
+        try:
+            # One byte more than the limit tells an input at the limit from one over it.
+            content = video.read(limits.max_input_bytes + 1)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"Cannot read video {name}: {error}.") from None
+        if not isinstance(content, (bytes, bytearray)):
+            raise ValueError(f"Cannot read video {name}: the file object must be opened in binary mode.")
+        return _in_memory(bytes(content), name, limits)
+    raise ValueError(
+        f"Cannot read video {name}: expected a path, an http(s) URL, bytes or a binary file object, got "
+        f"{type(video).__name__}."
+    )
+
+
+def _in_memory(content: bytes, name: str, limits: DecodeLimits) -> io.BytesIO:
+    if not content:
+        raise ValueError(f"Cannot read video {name}: it is empty.")
+    if len(content) > limits.max_input_bytes:
+        message = "its size in bytes (at least)" if len(content) == limits.max_input_bytes + 1 else "its size in bytes"
+        raise limit_error(name, message, len(content), "max_input_bytes", limits.max_input_bytes)
+    return io.BytesIO(content)
 
 
 def _unreadable(name: str, error: Exception | None = None) -> ValueError:
@@ -109,22 +292,29 @@ def _import_pyav():
     return av
 
 
-def _read_with_pyav(source, name: str, select_frames: FrameSelector) -> DecodedFrames:
+def _read_with_pyav(source, name: str, select_frames: FrameSelector, limits: DecodeLimits) -> DecodedFrames:
     av = _import_pyav()
     try:
-        container = av.open(source)
+        return _read_with_pyav_unguarded(av, source, name, select_frames, limits)
     except av.FFmpegError as error:
+        # Includes `av.error.MemoryError`: FFmpeg refusing an allocation is a property of the input.
         raise _unreadable(name, error) from error
-    with container:
+
+
+def _read_with_pyav_unguarded(av, source, name: str, select_frames: FrameSelector, limits: DecodeLimits):
+    with av.open(source, metadata_errors="ignore") as container:
         if not container.streams.video:
             raise ValueError(f"Cannot read video {name}: it has no video stream.")
         stream = container.streams.video[0]
+        _check_pyav_header(container, stream, name, limits)
         # Frame and slice threads: decoding is most of the time spent here.
         stream.thread_type = "AUTO"
+        # The decoder itself refuses larger frames, also when the size changes after the header.
+        stream.codec_context.options = {"max_pixels": str(limits.max_frame_pixels)}
         time_base = stream.time_base
         start = _pyav_start_pts(container, stream)
 
-        packets = _pyav_packet_index(container, stream, name)
+        packets = _pyav_packet_index(container, stream, name, limits)
         if not packets:
             raise ValueError(f"Cannot read video {name}: its video stream has no frames.")
         if stream.frames and len(packets) < stream.frames:
@@ -137,8 +327,9 @@ def _read_with_pyav(source, name: str, select_frames: FrameSelector) -> DecodedF
             # stream's rate. Such streams cannot seek either, so they are decoded in one pass.
             fps = float(stream.guessed_rate or stream.average_rate or 25)
             times = [index / fps for index in range(len(packets))]
+            _check_time_span(times, name, limits)
             chosen = select_frames(FrameTable(times=times, durations=[None] * len(times), average_fps=fps))
-            frames = _pyav_decode_in_order(source, chosen, name)
+            frames = _pyav_decode_in_order(av, source, chosen, name, limits)
             return DecodedFrames(frames=frames, timestamps=[times[i] for i in chosen])
         packets.sort()
         frame_pts = [pts for pts, _, _ in packets]
@@ -149,20 +340,60 @@ def _read_with_pyav(source, name: str, select_frames: FrameSelector) -> DecodedF
             durations=[float(duration * time_base) if duration else None for _, duration, _ in packets],
             average_fps=average_fps,
         )
+        _check_time_span(table.times, name, limits)
         chosen = select_frames(table)
-        frames = _pyav_decode_at(container, stream, [frame_pts[i] for i in chosen], keyframe_pts, name)
+        frames = _pyav_decode_at(av, container, stream, [frame_pts[i] for i in chosen], keyframe_pts, name, limits)
         return DecodedFrames(frames=frames, timestamps=[table.times[i] for i in chosen])
+
+
+def _check_pyav_header(container, stream, name: str, limits: DecodeLimits) -> None:
+    """Refuse, from the container and stream headers alone, a video over the limits."""
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width <= 0 or height <= 0:
+        raise ValueError(f"Cannot read video {name}: its frames have no size ({width}x{height}).")
+    _check_frame_size(width, height, name, limits)
+    if stream.frames and stream.frames > limits.max_source_frames:
+        raise limit_error(name, "its frame count", stream.frames, "max_source_frames", limits.max_source_frames)
+    durations = []
+    if container.duration:
+        durations.append(container.duration / 1_000_000)
+    if stream.duration and stream.time_base:
+        durations.append(float(stream.duration * stream.time_base))
+    for seconds in durations:
+        if seconds > limits.max_duration_seconds:
+            message = "its duration in seconds"
+            raise limit_error(name, message, round(seconds, 3), "max_duration_seconds", limits.max_duration_seconds)
+
+
+def _check_frame_size(width: int, height: int, name: str, limits: DecodeLimits) -> None:
+    if width * height > limits.max_frame_pixels:
+        what = f"its frame size {width}x{height} in pixels"
+        raise limit_error(name, what, width * height, "max_frame_pixels", limits.max_frame_pixels)
+
+
+def _check_time_span(times: list[float], name: str, limits: DecodeLimits) -> None:
+    """Timestamps must be finite and span at most `max_duration_seconds` (frames 10^9 s apart would otherwise
+    describe a video of 5 * 10^9 images at 5 fps)."""
+    first, last = min(times), max(times)
+    if not (math.isfinite(first) and math.isfinite(last)):
+        raise ValueError(f"Cannot read video {name}: its frame timestamps are not finite.")
+    if last - first > limits.max_duration_seconds:
+        what = "the span of its frame timestamps in seconds"
+        raise limit_error(name, what, round(last - first, 3), "max_duration_seconds", limits.max_duration_seconds)
 
 
 _converters = threading.local()
 
 
-def _pyav_rgb(frame) -> np.ndarray:
+def _pyav_rgb(frame, name: str, limits: DecodeLimits) -> np.ndarray:
     """The frame as upright RGB uint8 `(height, width, 3)`.
 
     `frame.to_ndarray(format="rgb24")` sets up a new FFmpeg scaler for every frame, which costs milliseconds (35 times
     the conversion of a 32x32 frame). One reformatter per thread keeps its scaler while the frame size and format stay
     the same; the pixels are identical."""
+    if frame.width <= 0 or frame.height <= 0:
+        raise ValueError(f"Cannot decode video {name}: a frame has no size ({frame.width}x{frame.height}).")
+    _check_frame_size(frame.width, frame.height, name, limits)
     if not hasattr(_converters, "reformatter"):
         _converters.reformatter = _import_pyav().video.reformatter.VideoReformatter()
     rgb = _converters.reformatter.reformat(frame, format="rgb24").to_ndarray()
@@ -176,14 +407,17 @@ def _pyav_start_pts(container, stream) -> int:
     return stream.start_time or 0
 
 
-def _pyav_packet_index(container, stream, name: str) -> list[tuple[int | None, int, bool]]:
-    """(pts, duration, is_keyframe) of every video packet, read without decoding."""
+def _pyav_packet_index(container, stream, name: str, limits: DecodeLimits) -> list[tuple[int | None, int, bool]]:
+    """(pts, duration, is_keyframe) of every video packet, read without decoding, at most `max_source_frames`."""
     av = _import_pyav()
 
     index = []
     try:
         for packet in container.demux(stream):
             if packet.size:
+                if len(index) == limits.max_source_frames:
+                    what = "its frame count (at least)"
+                    raise limit_error(name, what, len(index) + 1, "max_source_frames", limits.max_source_frames)
                 index.append((packet.pts, packet.duration, packet.is_keyframe))
     except av.FFmpegError as error:
         message = f"Cannot read video {name}: truncated or corrupt after {len(index)} frames ({error})."
@@ -191,18 +425,19 @@ def _pyav_packet_index(container, stream, name: str) -> list[tuple[int | None, i
     return index
 
 
-def _pyav_decode_in_order(source, chosen: list[int], name: str) -> list[np.ndarray]:
+def _pyav_decode_in_order(av, source, chosen: list[int], name: str, limits: DecodeLimits) -> list[np.ndarray]:
     """Decode a video without timestamps from its start, converting the frames at the chosen positions."""
-    av = _import_pyav()
     if isinstance(source, io.BytesIO):
         source.seek(0)
     wanted = set(chosen)
     frames = []
     try:
-        with av.open(source) as container:
-            for position, frame in enumerate(container.decode(video=0)):
+        with av.open(source, metadata_errors="ignore") as container:
+            stream = container.streams.video[0]
+            stream.codec_context.options = {"max_pixels": str(limits.max_frame_pixels)}
+            for position, frame in enumerate(container.decode(stream)):
                 if position in wanted:
-                    frames.append(_pyav_rgb(frame))
+                    frames.append(_pyav_rgb(frame, name, limits))
                 if len(frames) == len(wanted):
                     break
     except av.FFmpegError as error:
@@ -213,12 +448,14 @@ def _pyav_decode_in_order(source, chosen: list[int], name: str) -> list[np.ndarr
 
 
 def _fps_from_pts(frame_pts: list[int], time_base) -> float:
-    if len(frame_pts) < 2:
+    if len(frame_pts) < 2 or frame_pts[-1] == frame_pts[0]:
         return 1.0
     return float((len(frame_pts) - 1) / ((frame_pts[-1] - frame_pts[0]) * time_base))
 
 
-def _pyav_decode_at(container, stream, wanted_pts: list[int], keyframe_pts: list[int], name: str) -> list[np.ndarray]:
+def _pyav_decode_at(
+    av, container, stream, wanted_pts: list[int], keyframe_pts: list[int], name: str, limits: DecodeLimits
+) -> list[np.ndarray]:
     """Decode the frames with the given (increasing) pts, and as few others as possible.
 
     Before each wanted frame we jump to the last keyframe before it when that keyframe lies beyond the last decoded
@@ -226,7 +463,6 @@ def _pyav_decode_at(container, stream, wanted_pts: list[int], keyframe_pts: list
     no other frame refers to (most B-frames) are skipped by the decoder unless wanted, and the frames that are decoded
     only as references are never converted to RGB.
     """
-    av = _import_pyav()
     wanted = set(wanted_pts)
     codec = stream.codec_context
 
@@ -260,11 +496,11 @@ def _pyav_decode_at(container, stream, wanted_pts: list[int], keyframe_pts: list
                 f"Cannot decode video {name}: the frame at {seconds:.3f} s listed in the container is missing; "
                 "the file is truncated or corrupt."
             )
-        frames.append(_pyav_rgb(frame))
+        frames.append(_pyav_rgb(frame, name, limits))
     return frames
 
 
-def _read_with_torchcodec(source, name: str, select_frames: FrameSelector) -> DecodedFrames:
+def _read_with_torchcodec(source, name: str, select_frames: FrameSelector, limits: DecodeLimits) -> DecodedFrames:
     try:
         from torchcodec.decoders import VideoDecoder
     except ImportError as error:
@@ -276,10 +512,18 @@ def _read_with_torchcodec(source, name: str, select_frames: FrameSelector) -> De
     except (RuntimeError, ValueError) as error:  # torchcodec raises both
         raise _unreadable(name, error) from error
     metadata = decoder.metadata
+    width, height = metadata.width or 0, metadata.height or 0
+    if width <= 0 or height <= 0:
+        raise ValueError(f"Cannot read video {name}: its frames have no size ({width}x{height}).")
+    _check_frame_size(width, height, name, limits)
     num_frames = metadata.num_frames or 0
     if num_frames == 0:
         raise ValueError(f"Cannot read video {name}: its video stream has no frames.")
-    average_fps = float(metadata.average_fps)
+    if num_frames > limits.max_source_frames:
+        raise limit_error(name, "its frame count", num_frames, "max_source_frames", limits.max_source_frames)
+    average_fps = float(metadata.average_fps or 0)
+    if not 0 < average_fps < math.inf:
+        raise ValueError(f"Cannot read video {name}: its average frame rate {average_fps} is not positive.")
     # torchcodec exposes no per-frame timestamps without decoding: frames are taken as evenly spaced (exact for
     # constant frame rate videos).
     begin = float(metadata.begin_stream_seconds or 0.0)
@@ -288,6 +532,7 @@ def _read_with_torchcodec(source, name: str, select_frames: FrameSelector) -> De
         durations=[1 / average_fps] * num_frames,
         average_fps=average_fps,
     )
+    _check_time_span(table.times, name, limits)
     chosen = select_frames(table)
     try:
         batch = decoder.get_frames_at(indices=chosen)
@@ -297,7 +542,7 @@ def _read_with_torchcodec(source, name: str, select_frames: FrameSelector) -> De
     return DecodedFrames(frames=frames, timestamps=[float(t) for t in batch.pts_seconds])
 
 
-def _read_with_decord(source, name: str, select_frames: FrameSelector) -> DecodedFrames:
+def _read_with_decord(source, name: str, select_frames: FrameSelector, limits: DecodeLimits) -> DecodedFrames:
     try:
         import decord
     except ImportError as error:
@@ -306,6 +551,8 @@ def _read_with_decord(source, name: str, select_frames: FrameSelector) -> Decode
     try:
         reader = decord.VideoReader(source, ctx=decord.cpu(0))
         num_frames = len(reader)
+        if num_frames > limits.max_source_frames:
+            raise limit_error(name, "its frame count", num_frames, "max_source_frames", limits.max_source_frames)
         start_end = reader.get_frame_timestamp(np.arange(num_frames)) if num_frames else np.zeros((0, 2))
     except RuntimeError as error:  # decord.DECORDError and decord's own RuntimeErrors
         raise _unreadable(name, error) from error
@@ -314,11 +561,17 @@ def _read_with_decord(source, name: str, select_frames: FrameSelector) -> Decode
     # decord opens some non-video files as one frame at an absurd time instead of failing.
     if not np.all(np.isfinite(start_end)) or start_end.max() > 1e7:
         raise _unreadable(name)
+    # decord exposes the frame size only through a decoded frame (it decodes the first one when opening anyway).
+    height, width = reader.next().shape[:2]
+    if width <= 0 or height <= 0:
+        raise ValueError(f"Cannot read video {name}: its frames have no size ({width}x{height}).")
+    _check_frame_size(width, height, name, limits)
     table = FrameTable(
         times=[float(start) for start, _ in start_end],
         durations=[float(end - start) for start, end in start_end],
         average_fps=float(reader.get_avg_fps()),
     )
+    _check_time_span(table.times, name, limits)
     chosen = select_frames(table)
     try:
         frames = list(reader.get_batch(chosen).asnumpy())

@@ -465,7 +465,9 @@ def test_rotation_matches_ffmpeg_autorotate(tmp_path):
     assert np.abs(ours - from_ffmpeg).mean() < 3
 
 
-def test_http_url_gives_the_same_output_as_the_path(videos, small_processor):
+def test_http_url_gives_the_same_output_as_the_path(videos, small_processor, monkeypatch):
+    # The server is on loopback, which URLs may reach only when the deployment opts in (trusted local use).
+    monkeypatch.setenv("CLIP2VIDEO_ALLOW_PRIVATE_URLS", "1")
     folder = Path(videos["30fps_1s"]).parent
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
