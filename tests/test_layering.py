@@ -1,0 +1,50 @@
+"""The layering rule (see tools/import_graph.py): remote code imports only torch, transformers, the standard
+library and its own folder; no folder imports a higher layer; training never imports apps."""
+
+import sys
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import import_graph  # noqa: E402
+
+
+def test_the_repository_follows_the_layering_rule():
+    assert import_graph.violations() == []
+    assert "apps" not in import_graph.folder_edges().get("training", set())
+
+
+def write(root: Path, relative: str, code: str):
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(code), encoding="utf-8")
+
+
+def test_each_kind_of_violation_is_found(tmp_path):
+    write(tmp_path, "modeling_clip2video/modeling.py", """
+        import torch
+        import av  # module level, not a transformers dependency
+        from clip2video.processing import CLIP2VideoProcessor  # the other remote-code folder
+        from .configuration import Config  # own folder: fine
+        try:
+            import decord  # optional: fine
+        except ImportError:
+            decord = None
+    """)
+    write(tmp_path, "processing/video.py", """
+        import numpy as np
+        def decode():
+            import av  # inside a function: fine
+    """)
+    write(tmp_path, "training/run.py", "from clip2video.apps.publishing import publish\n")
+    write(tmp_path, "pipelines/pipeline_clip2video.py", "from clip2video.pipelines import helpers\n")
+    write(tmp_path, "apps/search/index.py", "import processing\nfrom clip2video.training import run\n")
+    found = "\n".join(import_graph.violations(tmp_path))
+    assert "modeling_clip2video/modeling.py: remote code imports 'av' at module level" in found
+    assert "modeling_clip2video/modeling.py: remote code imports another project folder ('clip2video.processing')" in found
+    assert "'decord'" not in found and "Config" not in found and "processing/video.py" not in found
+    assert "training/run.py: imports 'clip2video.apps.publishing', a higher layer (apps above training)" in found
+    assert "pipelines/pipeline_clip2video.py: is copied alone into checkpoints but imports 'clip2video.pipelines'" in found
+    assert "apps/search/index.py: imports 'processing' by its bare folder name" in found
+    assert "apps/search/index.py: imports 'clip2video.training'" not in found  # apps may use training
+    assert len(found.splitlines()) == 5
