@@ -48,3 +48,14 @@ def test_each_kind_of_violation_is_found(tmp_path):
     assert "apps/search/index.py: imports 'processing' by its bare folder name" in found
     assert "apps/search/index.py: imports 'clip2video.training'" not in found  # apps may use training
     assert len(found.splitlines()) == 5
+
+
+def test_the_architecture_page_shows_the_current_graph():
+    import subprocess
+
+    printed = subprocess.run(
+        [sys.executable, str(Path(import_graph.__file__))], capture_output=True, text=True, check=True
+    ).stdout
+    graph = "\n".join(line for line in printed.splitlines() if not line.endswith("violations"))
+    page = (import_graph.REPOSITORY / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert graph in page, "docs/architecture.md shows an old import graph: paste `python tools/import_graph.py`"
