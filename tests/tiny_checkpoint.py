@@ -44,7 +44,7 @@ def save_tiny_checkpoint(folder: Path, with_apps: bool = True, seed: int = 0) ->
     CLIP2VideoModel(tiny_config()).eval().save_pretrained(folder)
     tiny_processor().save_pretrained(folder)
     if with_apps:
-        from clip2video.apps.publishing import add_pipelines_and_handler
+        from clip2video.pipelines.publishing import add_pipelines_and_handler
 
         add_pipelines_and_handler(folder)
     return Path(folder)

@@ -7,6 +7,7 @@ gradients, training on N processes of B pairs computes the loss and gradients of
 (`accelerator.gather` carries no gradient: with it the other processes' videos would be constant negatives.)
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -63,15 +64,35 @@ class PairEmbeddings(ModelOutput):
     logit_scale: torch.Tensor | None = None  # log of the inverse temperature, a scalar
 
 
+# CLIP's bound on the inverse temperature (100).
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
 class ContrastiveEmbedder(nn.Module):
-    """Wraps a `CLIP2VideoModel` so that the module DDP runs returns the embeddings the loss needs, and the loss
-    itself is computed after the all-gather. (DDP only synchronises gradients of modules run through its forward.)"""
+    """Wraps a `CLIP2VideoModel` so that the module DDP / FSDP / DeepSpeed runs returns the embeddings the loss needs,
+    and the loss itself is computed after the all-gather. (DDP only synchronises gradients of modules run through its
+    forward, and FSDP only gathers sharded parameters there: evaluation goes through it too.)
+
+    Given captions and videos: the `PairEmbeddings` of training. Given only captions, or only videos: `(retrieval
+    embeddings [batch, dim], logit_scale)` for evaluation (`pooler_output` of `get_text_features` /
+    `get_video_features`, whose dot product times `logit_scale.exp()` is the model's score).
+    """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        # FSDP's auto-wrap policy reads the split boundaries from the module it is given.
+        self._no_split_modules = list(getattr(model, "_no_split_modules", None) or [])
 
-    def forward(self, input_ids, attention_mask, pixel_values_videos, video_mask) -> PairEmbeddings:
+    def forward(self, input_ids=None, attention_mask=None, pixel_values_videos=None, video_mask=None):
+        # The loss sees the clamped scale whatever the wrapper does to the parameter (see `clamp_logit_scale`).
+        logit_scale = self.model.logit_scale.clamp(max=MAX_LOGIT_SCALE)
+        if pixel_values_videos is None:
+            text = self.model.get_text_features(input_ids, attention_mask, return_dict=True)
+            return text.pooler_output, logit_scale.detach()
+        if input_ids is None:
+            video = self.model.get_video_features(pixel_values_videos, video_mask, return_dict=True)
+            return video.pooler_output, logit_scale.detach()
         text = self.model.get_text_features(input_ids, attention_mask, return_dict=True)
         video = self.model.get_video_features(pixel_values_videos, video_mask, return_dict=True)
         return PairEmbeddings(
@@ -79,7 +100,7 @@ class ContrastiveEmbedder(nn.Module):
             video_global=video.global_embeds,
             text_aligned=text.aligned_embeds,
             video_aligned=video.aligned_embeds,
-            logit_scale=self.model.logit_scale,
+            logit_scale=logit_scale,
         )
 
 

@@ -5,22 +5,34 @@ embedded synthetic data: decoding runs at about 200 clips/s on one core, trainin
 decoded, processed frames can be computed once and kept in a memory-mapped float16 file (`FrameCache`).
 """
 
+import collections
+import concurrent.futures
+import copy
 import hashlib
+import itertools
 import json
 import os
+import random
+import tempfile
+import warnings
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+from clip2video.training.loaders import as_video
 
 
 class EpochShuffleSampler(Sampler[int]):
     """A permutation of the dataset drawn from `(seed, epoch)` only: the same order on every process and after a
     resume, whatever happened to the global random state."""
 
-    def __init__(self, num_samples: int, seed: int):
-        self.num_samples = num_samples
+    def __init__(self, num_samples: int, seed: int, indices: list[int] | None = None):
+        self.indices = list(range(num_samples)) if indices is None else list(indices)
+        self.num_samples = len(self.indices)
         self.seed = seed
         self.epoch = 0
 
@@ -29,7 +41,7 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+        return iter([self.indices[i] for i in torch.randperm(self.num_samples, generator=generator).tolist()])
 
     def __len__(self):
         return self.num_samples
@@ -73,42 +85,118 @@ class DistinctCaptionBatchSampler:
             yield leftovers[start : start + self.batch_size]
 
 
+# Videos ----------------------------------------------------------------------------------------------------------
+
+
+def video_key(video) -> str:
+    """A stable name for a video value (a path, or a `{"path", "bytes"}` dict of `datasets.Video(decode=False)`):
+    its path, or for embedded bytes a digest of them (webdataset and parquet rows may name no file)."""
+    video = as_video(video)
+    if video["bytes"]:
+        return f"bytes:{hashlib.sha256(video['bytes']).hexdigest()[:32]}:{video['path'] or ''}"
+    return video["path"]
+
+
+def video_name(video) -> str:
+    """How a video is named in logs and results.json: its path (or file name inside a shard)."""
+    video = as_video(video)
+    return video["path"] or video_key(video)
+
+
+@contextmanager
+def local_video_file(video):
+    """A local path for a video value: the file itself, or a temporary copy of its embedded bytes (removed after)."""
+    video = as_video(video)
+    if not video["bytes"]:
+        yield video["path"]
+        return
+    suffix = os.path.splitext(video["path"] or "")[1] or ".mp4"
+    with tempfile.NamedTemporaryFile(suffix=suffix, prefix="clip2video_") as file:
+        file.write(video["bytes"])
+        file.flush()
+        yield file.name
+
+
+def decode_video(processor, video, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(pixel_values_videos [1, T, 3, H, W], video_mask [1, T])` of one video value, frames padded to `max_frames`.
+    Raises what the processor raises for a missing or undecodable file (the message names the video)."""
+    with local_video_file(video) as path:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"video file not found: {path}")
+        features = processor.video_processor(videos=[path], pad_to_max_frames=True, return_tensors="pt", **kwargs)
+    return features["pixel_values_videos"], features["video_mask"]
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line saying why a video was not used."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text[:300]}"
+
+
 def _decode_chunk(args):
-    """Processed frames of a few videos per call: the video processor's per-call overhead is shared."""
-    processor, paths = args
-    features = processor.video_processor(videos=paths, return_tensors="pt")
-    return list(zip(features["pixel_values_videos"].to(torch.float16).numpy(), features["video_mask"].numpy()))
+    """Processed frames of a few videos per call: the video processor's per-call overhead is shared. A chunk that
+    fails is decoded video by video, so that only the bad videos are marked (frames None, the reason)."""
+    processor, videos = args
+    try:
+        with ExitStack() as stack:
+            paths = [stack.enter_context(local_video_file(video)) for video in videos]
+            features = processor.video_processor(videos=paths, pad_to_max_frames=True, return_tensors="pt")
+        return [
+            (frames, mask, None)
+            for frames, mask in zip(
+                features["pixel_values_videos"].to(torch.float16).numpy(), features["video_mask"].numpy()
+            )
+        ]
+    except Exception:  # noqa: BLE001 - find the bad ones below
+        pass
+    decoded = []
+    for video in videos:
+        try:
+            frames, mask = decode_video(processor, video)
+            decoded.append((frames[0].to(torch.float16).numpy(), mask[0].numpy(), None))
+        except Exception as error:  # noqa: BLE001 - any failure of one video makes it a bad video, not a dead run
+            decoded.append((None, None, failure_reason(error)))
+    return decoded
 
 
 class FrameCache:
-    """The processed frames `[T, 3, H, W]` (float16) and frame masks `[T]` of a fixed list of videos.
+    """The processed frames `[T, 3, H, W]` (float16) and frame masks `[T]` of a fixed list of videos, and the
+    videos that could not be decoded (`bad`: video key -> reason).
 
-    Stored in `<cache_dir>/<key>.frames.npy` and `.masks.npy`, the key hashing the video paths, their sizes and
-    modification times and the video processor's configuration, so a change to any of them decodes again.
+    Stored in `<cache_dir>/<key>.frames.npy`, `.masks.npy` and `.bad.json`, the key hashing the videos (paths,
+    sizes and modification times, or digests of embedded bytes) and the video processor's configuration, so a change
+    to any of them decodes again.
     """
 
-    def __init__(self, video_paths: list[str], frames: np.ndarray, masks: np.ndarray):
-        self.position = {path: index for index, path in enumerate(video_paths)}
-        self.frames, self.masks = frames, masks
+    def __init__(self, keys: list[str], frames: np.ndarray, masks: np.ndarray, bad: dict[str, str]):
+        self.position = {key: index for index, key in enumerate(keys)}
+        self.frames, self.masks, self.bad = frames, masks, bad
 
     @staticmethod
-    def key(video_paths: list[str], video_processor) -> str:
+    def key(videos: list, video_processor) -> str:
         digest = hashlib.sha256(json.dumps(video_processor.to_dict(), sort_keys=True, default=str).encode())
-        for path in video_paths:
-            stat = os.stat(path)
-            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        for video in videos:
+            key = video_key(video)
+            try:
+                stat = os.stat(key)
+                digest.update(f"{key}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            except OSError:  # embedded bytes (the key is their digest) or a missing file
+                digest.update(f"{key}\0missing\n".encode())
         return digest.hexdigest()[:24]
 
     @classmethod
-    def load_or_build(cls, video_paths: list[str], processor, cache_dir: str | Path, num_workers: int = 0, build: bool = True):
+    def load_or_build(cls, videos: list, processor, cache_dir: str | Path, num_workers: int = 0, build: bool = True):
         """Decodes every video once (in `num_workers` processes) unless the cache for exactly these inputs exists.
         With `build=False` only loads (the other processes of a distributed run wait for the main one)."""
+        videos = [as_video(video) for video in videos]
+        keys = [video_key(video) for video in videos]
         cache_dir = Path(cache_dir)
-        key = cls.key(video_paths, processor.video_processor)
+        key = cls.key(videos, processor.video_processor)
         frames_path, masks_path = cache_dir / f"{key}.frames.npy", cache_dir / f"{key}.masks.npy"
+        bad_path = cache_dir / f"{key}.bad.json"
         if not masks_path.is_file() and build:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            jobs = [(processor, video_paths[start : start + 32]) for start in range(0, len(video_paths), 32)]
+            jobs = [(processor, videos[start : start + 32]) for start in range(0, len(videos), 32)]
             if num_workers > 0:
                 import multiprocessing
 
@@ -116,22 +204,31 @@ class FrameCache:
                     decoded = [video for chunk in pool.imap(_decode_chunk, jobs) for video in chunk]
             else:
                 decoded = [video for job in jobs for video in _decode_chunk(job)]
-            max_frames = max(mask.shape[0] for _, mask in decoded)
+            good = [(frames, mask) for frames, mask, _ in decoded if frames is not None]
+            if not good:
+                reasons = sorted({reason for _, _, reason in decoded})[:5]
+                raise ValueError(f"none of the {len(videos)} videos could be decoded; for example: {reasons}")
+            max_frames = max(mask.shape[0] for _, mask in good)
+            frame_shape = good[0][0].shape[1:]
             frames = np.lib.format.open_memmap(
-                frames_path, mode="w+", dtype=np.float16, shape=(len(decoded), max_frames, *decoded[0][0].shape[1:])
+                frames_path, mode="w+", dtype=np.float16, shape=(len(decoded), max_frames, *frame_shape)
             )
             masks = np.zeros((len(decoded), max_frames), dtype=np.int64)
-            for index, (video_frames, video_mask) in enumerate(decoded):
-                frames[index, : video_frames.shape[0]] = video_frames
-                masks[index, : video_mask.shape[0]] = video_mask
+            for index, (video_frames, video_mask, _) in enumerate(decoded):
+                if video_frames is not None:
+                    frames[index, : video_frames.shape[0]] = video_frames
+                    masks[index, : video_mask.shape[0]] = video_mask
             frames.flush()
             del frames
+            bad = {keys[index]: reason for index, (_, _, reason) in enumerate(decoded) if reason is not None}
+            bad_path.write_text(json.dumps(bad))
             np.save(masks_path, masks)  # written last: its presence marks a complete cache
-        return cls(video_paths, np.load(frames_path, mmap_mode="r"), np.load(masks_path))
+        bad = json.loads(bad_path.read_text()) if bad_path.is_file() else {}
+        return cls(keys, np.load(frames_path, mmap_mode="r"), np.load(masks_path), bad)
 
-    def __call__(self, paths: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, videos: list) -> tuple[torch.Tensor, torch.Tensor]:
         """`(pixel_values_videos [B, T, 3, H, W] float32, video_mask [B, T] int64)` for these videos."""
-        indices = [self.position[path] for path in paths]
+        indices = [self.position[video_key(video)] for video in videos]
         frames = torch.from_numpy(np.ascontiguousarray(self.frames[indices])).float()
         return frames, torch.from_numpy(self.masks[indices])
 
@@ -139,13 +236,22 @@ class FrameCache:
 class VideoTextCollator:
     """Rows of a loader's Dataset (`video`, `caption`) -> the model's inputs. Captions are tokenised once each and
     remembered (a split repeats them across epochs); frames come from the `FrameCache` when one is given, otherwise
-    the processor decodes the files here, inside the DataLoader worker.
+    the processor decodes the files (or embedded bytes) here, inside the DataLoader worker.
+
+    A video that cannot be decoded (missing, truncated, not a video) does not end the run. With `dataset` given (the
+    training set; rows then carry their `index`), the pair is replaced by another pair of `dataset`, drawn from a
+    sequence seeded by `(jitter_seed, epoch, index)` only among `candidates` (the indices not known to be bad), so
+    the replacement is the same on every process and after a resume; the batch stays full. Without `dataset` (a
+    streamed batch is refilled by its reader; evaluation drops the video) the row is marked invalid. Either way the
+    batch reports `bad_videos`: `[(video name, reason), ...]`, and `valid`, a `[B]` bool tensor.
 
     With `random_frame_jitter` (training from files, as the authors' loaders do) each inner sampled frame moves at
     random within its interval. The draw is seeded by `(jitter_seed, epoch, video, caption)` only, not by which
     worker decodes the pair or what it decoded before, so a resumed run sees the same frames as an uninterrupted one.
     Set `epoch` before each epoch's DataLoader iterator is created (workers take a copy of the collator then).
     """
+
+    max_replacements = 32
 
     def __init__(
         self,
@@ -154,6 +260,8 @@ class VideoTextCollator:
         frame_cache: FrameCache | None = None,
         random_frame_jitter: bool = False,
         jitter_seed: int = 0,
+        dataset=None,
+        candidates: list[int] | None = None,
     ):
         if random_frame_jitter and frame_cache is not None:
             raise ValueError(
@@ -164,8 +272,11 @@ class VideoTextCollator:
         self.frame_cache = frame_cache
         self.random_frame_jitter = random_frame_jitter
         self.jitter_seed = jitter_seed
+        self.dataset = dataset
+        self.candidates = candidates if candidates is not None or dataset is None else list(range(len(dataset)))
         self.epoch = 0
         self._tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._known_bad: dict[str, str] = dict(frame_cache.bad) if frame_cache is not None else {}
 
     def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         new = [caption for caption in dict.fromkeys(captions) if caption not in self._tokens]
@@ -182,35 +293,186 @@ class VideoTextCollator:
             input_ids[row, : ids.shape[0]], attention_mask[row, : mask.shape[0]] = ids, mask
         return input_ids, attention_mask
 
-    def videos(self, paths: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def video(self, row: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frames of one row's video `([1, T, 3, H, W], [1, T])`; raises when it cannot be decoded."""
+        key = video_key(row["video"])
+        if key in self._known_bad:
+            raise ValueError(self._known_bad[key])
         if self.frame_cache is not None:
-            return self.frame_cache(paths)
-        features = self.processor.video_processor(videos=paths, return_tensors="pt")
-        return features["pixel_values_videos"], features["video_mask"]
-
-    def jittered_videos(self, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Like `videos`, with each pair's frames drawn with its own seed (see the class docstring)."""
-        pixel_values, masks = [], []
-        for row in rows:
-            key = f"{self.jitter_seed}\0{self.epoch}\0{row['video']}\0{row['caption']}".encode()
+            return self.frame_cache([row["video"]])
+        try:
+            if not self.random_frame_jitter:
+                return decode_video(self.processor, row["video"])
+            seed_key = f"{self.jitter_seed}\0{self.epoch}\0{key}\0{row['caption']}".encode()
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
-                features = self.processor.video_processor(
-                    videos=[row["video"]], random_frame_jitter=True, pad_to_max_frames=True, return_tensors="pt"
-                )
-            pixel_values.append(features["pixel_values_videos"])
-            masks.append(features["video_mask"])
-        return torch.cat(pixel_values), torch.cat(masks)
+                torch.manual_seed(int.from_bytes(hashlib.sha256(seed_key).digest()[:8], "little"))
+                return decode_video(self.processor, row["video"], random_frame_jitter=True)
+        except Exception as error:  # noqa: BLE001 - one bad video must not end the run
+            self._known_bad[key] = failure_reason(error)
+            raise
 
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+    def _replacements(self, index: int):
+        generator = random.Random(f"{self.jitter_seed}/{self.epoch}/{index}")
+        for _ in range(self.max_replacements):
+            candidate = self.candidates[generator.randrange(len(self.candidates))]
+            yield candidate, self.dataset[candidate]
+
+    def __call__(self, rows: list[dict]) -> dict:
+        rows = list(rows)
+        pixel_values, masks, valid, bad_videos = [], [], [], []
+        for position, row in enumerate(rows):
+            replacements = None
+            while True:
+                try:
+                    frames, mask = self.video(row)
+                    valid.append(True)
+                    break
+                except Exception as error:  # noqa: BLE001 - one bad video must not end the run
+                    reason = self._known_bad.get(video_key(row["video"])) or failure_reason(error)
+                    bad_videos.append((video_name(row["video"]), reason))
+                    if self.dataset is None or "index" not in row:
+                        frames = mask = None
+                        valid.append(False)
+                        break
+                    replacements = replacements or self._replacements(row["index"])
+                    try:
+                        _, replacement = next(replacements)
+                    except StopIteration:
+                        raise RuntimeError(
+                            f"{self.max_replacements} replacements in a row for a bad video could not be decoded "
+                            "either: the training data looks broken wholesale"
+                        ) from error
+                    row = rows[position] = {**replacement, "index": row["index"]}
+            pixel_values.append(frames)
+            masks.append(mask)
+        reference = next((frames for frames in pixel_values if frames is not None), None)
+        if reference is None:  # no video of this batch decodes: zeros, all invalid
+            reference_mask = torch.zeros(1, self.processor.video_processor.max_frames, dtype=torch.int64)
+            size = self.processor.video_processor.crop_size
+            height, width = (size["height"], size["width"]) if isinstance(size, dict) else (size.height, size.width)
+            reference = torch.zeros(1, reference_mask.shape[1], 3, height, width)
+        for position, frames in enumerate(pixel_values):
+            if frames is None:
+                pixel_values[position] = torch.zeros_like(reference)
+                masks[position] = torch.zeros(reference.shape[:2], dtype=torch.int64)
         input_ids, attention_mask = self.tokenize([row["caption"] for row in rows])
-        if self.random_frame_jitter:
-            pixel_values_videos, video_mask = self.jittered_videos(rows)
-        else:
-            pixel_values_videos, video_mask = self.videos([row["video"] for row in rows])
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "pixel_values_videos": pixel_values_videos,
-            "video_mask": video_mask,
+            "pixel_values_videos": torch.cat(pixel_values),
+            "video_mask": torch.cat(masks),
+            "valid": torch.tensor(valid),
+            "bad_videos": bad_videos,
         }
+
+
+class IndexedRows(torch.utils.data.Dataset):
+    """The rows of a `datasets.Dataset`, each with its `index` (which the collator's replacements are seeded by)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[index], "index": index}
+
+
+class StreamingBatches:
+    """Full batches of decoded pairs read from a `datasets.IterableDataset`, resumable exactly.
+
+    The stream (this process's shards) is read in blocks of `block_size` rows; each block is shuffled with a
+    generator seeded by `(seed, epoch, block number)` and the shard order changes every epoch (`set_epoch`). The
+    state of a batch is the dataset's own `state_dict()` at the start of its block, the block number and how many
+    rows of the block were consumed: a resume reloads that state, reads the block again, shuffles it identically
+    and skips the consumed rows, so it yields exactly the batches an uninterrupted run would. (datasets' own shuffle
+    buffer loses its content on resume; a block is re-read instead, at most `block_size` rows.)
+
+    Videos are decoded by `collator` in `num_threads` threads, a bounded number of rows ahead. A row whose video
+    cannot be decoded is skipped and the next row of the stream takes its place, so each batch is full; the bad
+    videos of a batch are in its `bad_videos`. The epoch ends when fewer than `batch_size` rows are left.
+    """
+
+    def __init__(self, dataset, batch_size: int, collator, seed: int, block_size: int = 1000, num_threads: int = 1):
+        self.dataset, self.batch_size, self.collator = dataset, batch_size, collator
+        self.seed, self.block_size, self.num_threads = seed, block_size, max(1, num_threads)
+        self.state = {"epoch": 0, "block": 0, "block_state": None, "position": 0}
+
+    def state_dict(self) -> dict:
+        return copy.deepcopy(self.state)
+
+    def load_state_dict(self, state: dict):
+        self.state = copy.deepcopy(state)
+
+    def _ordered_rows(self):
+        """(row, state after it) in this epoch's order, from the saved state on."""
+        epoch, block, block_state, skip = (self.state[key] for key in ("epoch", "block", "block_state", "position"))
+        dataset = self.dataset.shuffle(seed=self.seed, buffer_size=1)  # shard order only; rows are shuffled by block
+        dataset.set_epoch(epoch)
+        if block_state is not None:
+            with warnings.catch_warnings():  # "a shuffle buffer without its content": a 1-row buffer is empty
+                warnings.simplefilter("ignore")
+                logging_level = datasets.logging.get_verbosity()
+                datasets.logging.set_verbosity_error()
+                try:
+                    dataset.load_state_dict(block_state)
+                finally:
+                    datasets.logging.set_verbosity(logging_level)
+        rows = iter(dataset)
+        while True:
+            rows_in_block = list(itertools.islice(rows, self.block_size))
+            if not rows_in_block:
+                return
+            next_state = dataset.state_dict()
+            order = np.random.default_rng([self.seed, epoch, block]).permutation(len(rows_in_block))
+            for position in range(skip, len(rows_in_block)):
+                state = {"epoch": epoch, "block": block, "block_state": block_state, "position": position + 1}
+                yield rows_in_block[order[position]], state
+            block, block_state, skip = block + 1, next_state, 0
+
+    def _decode(self, row: dict):
+        """The frames of a row, or why it cannot be decoded (run in a thread; the tokenizer is not)."""
+        try:
+            return self.collator.video(row)
+        except Exception as error:  # noqa: BLE001 - one bad video must not end the run
+            return failure_reason(error)
+
+    def __iter__(self):
+        """Yields `(batch, state)`; `state` is what `load_state_dict` takes to continue after this batch. At the end
+        of the epoch the state moves to the start of the next one."""
+        self.collator.epoch = self.state["epoch"]  # the training jitter's seed
+        with concurrent.futures.ThreadPoolExecutor(self.num_threads) as executor:
+            pending = collections.deque()
+            rows = self._ordered_rows()
+            lookahead = max(2 * self.batch_size, 2 * self.num_threads)
+            batch_rows, frames, masks, bad_videos = [], [], [], []
+            while True:
+                while len(pending) < lookahead:
+                    row, state = next(rows, (None, None))
+                    if row is None:
+                        break
+                    pending.append((row, state, executor.submit(self._decode, row)))
+                if not pending:
+                    break
+                row, state, future = pending.popleft()
+                decoded = future.result()
+                if isinstance(decoded, str):
+                    bad_videos.append((video_name(row["video"]), decoded))
+                    continue
+                batch_rows.append(row)
+                frames.append(decoded[0])
+                masks.append(decoded[1])
+                if len(batch_rows) == self.batch_size:
+                    input_ids, attention_mask = self.collator.tokenize([row["caption"] for row in batch_rows])
+                    batch = {
+                        "input_ids": input_ids, "attention_mask": attention_mask,
+                        "pixel_values_videos": torch.cat(frames), "video_mask": torch.cat(masks),
+                        "bad_videos": bad_videos,
+                    }
+                    self.state = state
+                    yield batch, self.state_dict()
+                    batch_rows, frames, masks, bad_videos = [], [], [], []
+            for _, _, future in pending:
+                future.cancel()
+        self.state = {"epoch": self.state["epoch"] + 1, "block": 0, "block_state": None, "position": 0}

@@ -1,9 +1,11 @@
-"""Video-text retrieval datasets as `datasets.Dataset`s of (video_id, video path, caption) rows.
+"""Video-text retrieval datasets as `datasets.Dataset`s of (video_id, video, caption) rows.
 
 Every loader returns one row per caption (the training unit of CLIP4Clip / CLIP2Video; a video with 20 captions gives
-20 rows). The videos stay on disk: the `video` column holds absolute paths, decoded later by the processor inside the
-DataLoader workers. `group_by_video` turns a test split into the (videos, captions, caption -> video) layout the
-retrieval metrics need.
+20 rows). The `video` column is a `datasets.Video(decode=False)` feature: each value is a `{"path", "bytes"}` dict,
+decoded later by this project's video processor (PyAV) inside the DataLoader workers, so torchcodec is never
+needed. `group_by_video` turns a test split into the (videos, captions, caption -> video) layout the retrieval metrics
+need. `load_hub_dataset` gives the same three columns for any dataset `datasets.load_dataset` reads: a Hub id, a local
+`videofolder`, parquet / arrow with embedded video bytes, or `webdataset` tar shards, streamed or not.
 
 Annotation formats (the files published with CLIP4Clip / CLIP2Video):
 
@@ -18,29 +20,38 @@ Annotation formats (the files published with CLIP4Clip / CLIP2Video):
 - LSMDC 2016: tab-separated `LSMDC16_annos_training.csv`, `LSMDC16_annos_val.csv`,
   `LSMDC16_challenge_1000_publictect.csv` with `clip_id, start_aligned, end_aligned, start_extracted, end_extracted,
   sentence`; clips live in per-movie sub-folders.
-- Your own videos: a folder with a `metadata.csv` or `metadata.jsonl` whose rows name a video file relative to the
-  folder (`file_name`, the `videofolder` convention, or `video`) and a `caption`; several captions per video are
-  several rows, or a JSON list in `metadata.jsonl`.
+- Your own videos: the layout of `datasets`' `videofolder`, a folder with a `metadata.csv` or `metadata.jsonl`
+  whose rows name a video file relative to the folder (`file_name`) and give a `caption`; several captions per video
+  are several rows, or a JSON list in `metadata.jsonl`.
 
 Videos of the published sets are found by file name stem anywhere under `videos_dir` (any extension), since
 MSR-VTT, MSVD, VATEX and LSMDC ship as .mp4, .avi, .webm or nested folders.
 
-Bad rows (video file missing, empty caption, malformed line or record) are all counted first. With
-`on_bad_row="error"` (default) a `BadRowsError` lists them; with `on_bad_row="skip"` they are left out and a
-`BadRowsSkipped` warning carries the same list. Nothing is dropped silently.
+Bad rows (malformed line or record, wrong number of CSV fields, empty caption, a repeated id or row) are all counted
+first. With `on_bad_row="error"` (default) a `BadRowsError` lists every one of them; with `on_bad_row="skip"` they
+are left out and a `BadRowsSkipped` warning carries the same list. A file that cannot be read at all (not UTF-8,
+not JSON, the wrong JSON shape) raises `AnnotationFileError` naming the file and the line. A video file that is
+missing is not a bad row: the row is kept (its `path` points where the video was expected) and the training run
+counts it among its bad videos, as it does for a file that exists but does not decode. Nothing is dropped silently.
 """
 
 import csv
+import io
 import json
 import os
 import pickle
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 
 ON_BAD_ROW_CHOICES = ("error", "skip")
+VIDEO_FEATURE = datasets.Video(decode=False)
+FEATURES = datasets.Features(
+    {"video_id": datasets.Value("string"), "video": VIDEO_FEATURE, "caption": datasets.Value("string")}
+)
 
 
 @dataclass(frozen=True)
@@ -52,26 +63,30 @@ class BadRow:
         return f"{self.where}: {self.reason}"
 
 
+class AnnotationFileError(ValueError):
+    """An annotation file that cannot be read at all: not UTF-8, not valid JSON, or JSON of the wrong shape."""
+
+
 class BadRowsError(ValueError):
     def __init__(self, dataset_name: str, bad_rows: list[BadRow]):
         self.bad_rows = bad_rows
-        super().__init__(_describe_bad_rows(dataset_name, bad_rows) + ' (pass on_bad_row="skip" to leave them out)')
+        super().__init__(_describe_bad_rows(dataset_name, bad_rows) + '\n(pass on_bad_row="skip" to leave them out)')
 
 
 class BadRowsSkipped(UserWarning):
     def __init__(self, dataset_name: str, bad_rows: list[BadRow]):
         self.bad_rows = bad_rows
-        super().__init__(_describe_bad_rows(dataset_name, bad_rows) + " were skipped")
+        super().__init__(_describe_bad_rows(dataset_name, bad_rows) + "\nwere skipped")
 
 
-def _describe_bad_rows(dataset_name: str, bad_rows: list[BadRow], shown: int = 5) -> str:
+def _describe_bad_rows(dataset_name: str, bad_rows: list[BadRow]) -> str:
+    """A count per reason, then every bad row on its own line."""
     reasons = {}
     for row in bad_rows:
-        reasons[row.reason.split(":")[0]] = reasons.get(row.reason.split(":")[0], 0) + 1
+        kind = row.reason.split(":")[0].split(" for ")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
     counts = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
-    examples = "; ".join(str(row) for row in bad_rows[:shown])
-    more = f"; ... {len(bad_rows) - shown} more" if len(bad_rows) > shown else ""
-    return f"{dataset_name}: {len(bad_rows)} bad rows ({counts}): {examples}{more}"
+    return f"{dataset_name}: {len(bad_rows)} bad rows ({counts}):\n" + "\n".join(f"  {row}" for row in bad_rows)
 
 
 class _RowCollector:
@@ -84,20 +99,23 @@ class _RowCollector:
         self.on_bad_row = on_bad_row
         self.rows = {"video_id": [], "video": [], "caption": []}
         self.bad_rows: list[BadRow] = []
+        self._seen: dict[tuple[str, str], str] = {}
 
     def bad(self, where: str, reason: str):
         self.bad_rows.append(BadRow(where, reason))
 
-    def add(self, where: str, video_id: str, video_path: str | None, caption):
+    def add(self, where: str, video_id: str, video_path: str | os.PathLike, caption):
+        """A row; `video_path` is where the video is, or would be when it is missing."""
         if not isinstance(caption, str):
             self.bad(where, f"malformed caption: expected a string, got {type(caption).__name__}")
         elif not caption.strip():
             self.bad(where, f"empty caption for video {video_id!r}")
-        elif video_path is None or not os.path.isfile(video_path):
-            self.bad(where, f"missing video file for {video_id!r}" + (f" ({video_path})" if video_path else ""))
+        elif (video_id, caption.strip()) in self._seen:
+            self.bad(where, f"repeated row: video {video_id!r} with the same caption as {self._seen[video_id, caption.strip()]}")
         else:
+            self._seen[video_id, caption.strip()] = where
             self.rows["video_id"].append(video_id)
-            self.rows["video"].append(str(Path(video_path).resolve()))
+            self.rows["video"].append({"path": str(Path(video_path).resolve()), "bytes": None})
             self.rows["caption"].append(caption.strip())
 
     def build(self) -> datasets.Dataset:
@@ -105,12 +123,9 @@ class _RowCollector:
             if self.on_bad_row == "error":
                 raise BadRowsError(self.dataset_name, self.bad_rows)
             warnings.warn(BadRowsSkipped(self.dataset_name, self.bad_rows), stacklevel=3)
-        features = datasets.Features(
-            {"video_id": datasets.Value("string"), "video": datasets.Value("string"), "caption": datasets.Value("string")}
-        )
         description = f"{self.dataset_name}; {len(self.bad_rows)} bad rows skipped" if self.bad_rows else self.dataset_name
         return datasets.Dataset.from_dict(
-            self.rows, info=datasets.DatasetInfo(description=description, features=features)
+            self.rows, features=FEATURES, info=datasets.DatasetInfo(description=description, features=FEATURES)
         )
 
 
@@ -127,19 +142,91 @@ def index_videos(videos_dir: str | os.PathLike) -> dict[str, str]:
     return index
 
 
-def _read_id_list(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as file:
-        return [line.strip() for line in file if line.strip()]
+def _video_path(videos: dict[str, str], videos_dir: str | os.PathLike, video_id: str) -> str:
+    """The indexed file of `video_id`, or where it was expected (`videos_dir/<video_id>`) when it is missing."""
+    return videos.get(video_id) or os.path.join(videos_dir, video_id)
 
 
-def _read_csv(path: Path, required_columns: tuple[str, ...]) -> list[tuple[int, dict]]:
-    """(line number, row) pairs; a missing header column is an error for the whole file."""
-    with open(path, newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        missing = [column for column in required_columns if column not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; header is {reader.fieldnames}")
-        return [(reader.line_num, row) for row in reader]
+def read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of an annotation file (a byte-order mark is dropped); an `AnnotationFileError` naming the
+    file, line and byte when it is not UTF-8."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise AnnotationFileError(
+            f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start}); "
+            "convert the file to UTF-8"
+        ) from None
+
+
+def read_json(path: str | os.PathLike, expected: type, description: str):
+    """The JSON value of `path`, which must be a `expected` (dict or list): else an `AnnotationFileError` naming the
+    file, the line and column of a syntax error, or the shape it should have (`description`)."""
+    text = read_text(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise AnnotationFileError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from None
+    if not isinstance(value, expected):
+        raise AnnotationFileError(f"{path}: expected {description}, got a JSON {type(value).__name__}")
+    return value
+
+
+def _read_id_list(path: Path, collector: "_RowCollector") -> list[str]:
+    """The ids of a split list, one a line; a repeated id is a bad row (the first is kept)."""
+    ids, first_line = [], {}
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        video_id = line.strip()
+        if not video_id:
+            continue
+        if video_id in first_line:
+            collector.bad(f"{path.name}:{number}", f"repeated video id {video_id!r} (first at line {first_line[video_id]})")
+            continue
+        first_line[video_id] = number
+        ids.append(video_id)
+    return ids
+
+
+def _read_csv(path: Path, required_columns: tuple[str, ...], collector: "_RowCollector", delimiter: str = ",") -> list[tuple[int, dict]]:
+    """(line number, row) pairs of a CSV file with a header, fields quoted as the csv module (RFC 4180) does: a
+    quoted caption with commas is one field. A row with more or fewer fields than the header (an unquoted comma in
+    a caption, a cut line) is a bad row. A missing header column is an error for the whole file."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    try:
+        header = [name.strip() for name in next(reader)]
+    except StopIteration:
+        raise AnnotationFileError(f"{path}: empty file, expected a header with {list(required_columns)}") from None
+    except csv.Error as error:
+        raise AnnotationFileError(f"{path}:1: malformed CSV header ({error})") from None
+    missing = [column for column in required_columns if column not in header]
+    if missing:
+        raise AnnotationFileError(f"{path}: missing column(s) {missing}; header is {header}")
+    rows = []
+    while True:
+        line = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            collector.bad(f"{path.name}:{line}", f"malformed CSV row: {error}")
+            continue
+        if not fields or fields == [""]:
+            continue
+        if len(fields) != len(header):
+            collector.bad(
+                f"{path.name}:{line}",
+                f"malformed CSV row: {len(fields)} fields, the header has {len(header)} (quote a caption that "
+                'contains the delimiter: "a, b")',
+            )
+            continue
+        rows.append((line, dict(zip(header, fields))))
+    return rows
 
 
 # MSR-VTT ---------------------------------------------------------------------------------------------------------
@@ -167,38 +254,47 @@ def load_msrvtt(
     collector = _RowCollector(f"MSR-VTT {split} ({split_file})", on_bad_row)
 
     if split == "test_1k_a":
-        for line, row in _read_csv(split_file, ("video_id", "sentence")):
-            video_id = (row["video_id"] or "").strip()
-            if not video_id or row["sentence"] is None:
-                collector.bad(f"{split_file.name}:{line}", "malformed row: missing video_id or sentence")
-                continue
-            collector.add(f"{split_file.name}:{line}", video_id, videos.get(video_id), row["sentence"])
+        first_line = {}
+        for line, row in _read_csv(split_file, ("video_id", "sentence"), collector):
+            video_id, where = row["video_id"].strip(), f"{split_file.name}:{line}"
+            if not video_id:
+                collector.bad(where, "malformed row: empty video_id")
+            elif video_id in first_line:  # 1k-A pairs each test video with one sentence
+                collector.bad(where, f"repeated video id {video_id!r} (first at line {first_line[video_id]})")
+            else:
+                first_line[video_id] = line
+                collector.add(where, video_id, _video_path(videos, videos_dir, video_id), row["sentence"])
         return collector.build()
 
-    video_ids = []
-    for line, row in _read_csv(split_file, ("video_id",)):
-        video_id = (row["video_id"] or "").strip()
-        if video_id:
-            video_ids.append(video_id)
-        else:
+    video_ids, first_line = [], {}
+    for line, row in _read_csv(split_file, ("video_id",), collector):
+        video_id = row["video_id"].strip()
+        if not video_id:
             collector.bad(f"{split_file.name}:{line}", "malformed row: empty video_id")
+        elif video_id in first_line:
+            collector.bad(f"{split_file.name}:{line}", f"repeated video id {video_id!r} (first at line {first_line[video_id]})")
+        else:
+            first_line[video_id] = line
+            video_ids.append(video_id)
     json_path = annotations_dir / "MSRVTT_data.json"
-    with open(json_path, encoding="utf-8") as file:
-        sentences = json.load(file)["sentences"]
+    data = read_json(json_path, dict, 'an object with a "sentences" list')
+    sentences = data.get("sentences")
+    if not isinstance(sentences, list):
+        raise AnnotationFileError(f"{json_path}: expected a \"sentences\" list, got {type(sentences).__name__}")
     captions_by_video = {video_id: [] for video_id in video_ids}
     for position, sentence in enumerate(sentences):
         video_id = sentence.get("video_id") if isinstance(sentence, dict) else None
-        if video_id is not None and video_id not in captions_by_video:
+        if isinstance(video_id, str) and video_id not in captions_by_video:
             continue  # another split's caption
-        if video_id is None or "caption" not in sentence:
+        if not isinstance(video_id, str) or "caption" not in sentence:
             collector.bad(f"{json_path.name}:sentences[{position}]", "malformed record: needs video_id and caption")
             continue
         captions_by_video[video_id].append((position, sentence["caption"]))
     for video_id in video_ids:
         if not captions_by_video[video_id]:
-            collector.bad(f"{split_file.name}:{video_id}", f"malformed: no caption for video {video_id!r} in {json_path.name}")
+            collector.bad(f"{split_file.name}:{first_line[video_id]}", f"malformed: no caption for video {video_id!r} in {json_path.name}")
         for position, caption in captions_by_video[video_id]:
-            collector.add(f"{json_path.name}:sentences[{position}]", video_id, videos.get(video_id), caption)
+            collector.add(f"{json_path.name}:sentences[{position}]", video_id, _video_path(videos, videos_dir, video_id), caption)
     return collector.build()
 
 
@@ -220,19 +316,25 @@ def load_msvd(
         raise ValueError(f"unknown MSVD split {split!r}; choose from ['train', 'val', 'test']")
     annotations_dir = Path(annotations_dir)
     list_path = annotations_dir / f"{split}_list.txt"
-    with open(annotations_dir / "raw-captions.pkl", "rb") as file:
-        captions = _PlainDataUnpickler(file).load()
+    captions_path = annotations_dir / "raw-captions.pkl"
+    with open(captions_path, "rb") as file:
+        try:
+            captions = _PlainDataUnpickler(file).load()
+        except (EOFError, ValueError, TypeError, IndexError) as error:
+            raise AnnotationFileError(f"{captions_path}: not a readable pickle ({error})") from None
+    if not isinstance(captions, dict):
+        raise AnnotationFileError(f"{captions_path}: expected a dict of video id -> captions, got {type(captions).__name__}")
     videos = index_videos(videos_dir)
     collector = _RowCollector(f"MSVD {split} ({list_path})", on_bad_row)
-    for video_id in _read_id_list(list_path):
-        if video_id not in captions:
-            collector.bad(f"{list_path.name}:{video_id}", f"malformed: no caption for video {video_id!r} in raw-captions.pkl")
+    for video_id in _read_id_list(list_path, collector):
+        if not isinstance(captions.get(video_id), list):
+            collector.bad(f"{list_path.name}:{video_id}", f"malformed: no caption list for video {video_id!r} in raw-captions.pkl")
             continue
         for number, caption in enumerate(captions[video_id]):
             # Captions are stored tokenised (a list of words); the authors join them with spaces.
             if isinstance(caption, list) and all(isinstance(word, str) for word in caption):
                 caption = " ".join(caption)
-            collector.add(f"raw-captions.pkl:{video_id}[{number}]", video_id, videos.get(video_id), caption)
+            collector.add(f"raw-captions.pkl:{video_id}[{number}]", video_id, _video_path(videos, videos_dir, video_id), caption)
     return collector.build()
 
 
@@ -255,17 +357,16 @@ def load_vatex(
         raise ValueError(f"unknown VATEX split {split!r}; choose from {list(VATEX_SPLIT_FILES)}")
     annotations_dir = Path(annotations_dir)
     list_path = annotations_dir / VATEX_SPLIT_FILES[split]
-    with open(annotations_dir / "vatex_data.json", encoding="utf-8") as file:
-        annotations = json.load(file)
+    annotations = read_json(annotations_dir / "vatex_data.json", dict, 'an object {video_id: {"enCap": [...]}}')
     videos = index_videos(videos_dir)
     collector = _RowCollector(f"VATEX {split} ({list_path})", on_bad_row)
-    for video_id in _read_id_list(list_path):
+    for video_id in _read_id_list(list_path, collector):
         record = annotations.get(video_id)
         if not isinstance(record, dict) or not isinstance(record.get("enCap"), list):
             collector.bad(f"vatex_data.json:{video_id}", f"malformed: no enCap list for video {video_id!r}")
             continue
         for number, caption in enumerate(record["enCap"]):
-            collector.add(f"vatex_data.json:{video_id}.enCap[{number}]", video_id, videos.get(video_id), caption)
+            collector.add(f"vatex_data.json:{video_id}.enCap[{number}]", video_id, _video_path(videos, videos_dir, video_id), caption)
     return collector.build()
 
 
@@ -282,24 +383,23 @@ def load_lsmdc(
     annotations_dir: str | os.PathLike, videos_dir: str | os.PathLike, split: str, on_bad_row: str = "error"
 ) -> datasets.Dataset:
     """LSMDC 2016 (`split` "train", "val" or "test", the 1,000-clip challenge test). A clip id can appear on several
-    lines (several sentences); the test file has one sentence per clip."""
+    lines (several sentences); the test file has one sentence per clip. The file has no header and no quoting: each
+    line is exactly six tab-separated fields."""
     if split not in LSMDC_SPLIT_FILES:
         raise ValueError(f"unknown LSMDC split {split!r}; choose from {list(LSMDC_SPLIT_FILES)}")
     annotation_path = Path(annotations_dir) / LSMDC_SPLIT_FILES[split]
     videos = index_videos(videos_dir)
     collector = _RowCollector(f"LSMDC {split} ({annotation_path})", on_bad_row)
-    with open(annotation_path, encoding="utf-8") as file:
-        for line_number, line in enumerate(file, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            where = f"{annotation_path.name}:{line_number}"
-            if len(fields) != 6:
-                collector.bad(where, f"malformed line: expected 6 tab-separated fields, got {len(fields)}")
-                continue
-            clip_id, sentence = fields[0].strip(), fields[5]
-            collector.add(where, clip_id, videos.get(clip_id), sentence)
+    for line_number, line in enumerate(read_text(annotation_path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        where = f"{annotation_path.name}:{line_number}"
+        if len(fields) != 6:
+            collector.bad(where, f"malformed line: expected 6 tab-separated fields, got {len(fields)}")
+            continue
+        clip_id, sentence = fields[0].strip(), fields[5]
+        collector.add(where, clip_id, _video_path(videos, videos_dir, clip_id), sentence)
     return collector.build()
 
 
@@ -311,11 +411,14 @@ METADATA_FILE_NAMES = ("metadata.csv", "metadata.jsonl")
 def load_video_folder(
     folder: str | os.PathLike, metadata_file: str | os.PathLike | None = None, on_bad_row: str = "error"
 ) -> datasets.Dataset:
-    """Videos in `folder` described by `metadata.csv` or `metadata.jsonl` (or `metadata_file`).
+    """Videos in `folder` laid out as `datasets`' `videofolder`, described by `metadata.csv` or `metadata.jsonl` (or
+    `metadata_file`), with the rows checked (see the module docstring).
 
-    Each row names a video relative to the metadata file's folder, in a `file_name` column (the `videofolder`
-    convention of `datasets`) or a `video` column, and gives a `caption`. A video with several captions has several
-    rows, or in JSON Lines a list of captions. The `video_id` column is the file name as written in the metadata.
+    Each row names a video relative to the metadata file's folder in a `file_name` column and gives a `caption`. A
+    video with several captions has several rows, or in JSON Lines a list of captions. The `video_id` column is the
+    file name as written in the metadata. The rows are those `datasets.load_dataset("videofolder",
+    data_dir=folder)` reads (plus `video_id`, and one row per caption), with the video column undecoded; use
+    `load_hub_dataset("videofolder", data_dir=folder)` for datasets' own builder without these checks.
     """
     folder = Path(folder)
     if metadata_file is None:
@@ -330,56 +433,179 @@ def load_video_folder(
     collector = _RowCollector(f"video folder {folder} ({metadata_file.name})", on_bad_row)
 
     if metadata_file.suffix == ".csv":
-        with open(metadata_file, newline="", encoding="utf-8") as file:
-            reader = csv.DictReader(file)
-            fieldnames = reader.fieldnames or []
-            video_column = "file_name" if "file_name" in fieldnames else "video"
-            if video_column not in fieldnames or "caption" not in fieldnames:
-                raise ValueError(f"{metadata_file}: needs a file_name (or video) and a caption column; header is {fieldnames}")
-            records = [(reader.line_num, row.get(video_column), row.get("caption")) for row in reader]
+        records = [
+            (line, row["file_name"], row["caption"])
+            for line, row in _read_csv(metadata_file, ("file_name", "caption"), collector)
+        ]
     elif metadata_file.suffix == ".jsonl":
         records = []
-        with open(metadata_file, encoding="utf-8") as file:
-            for line_number, line in enumerate(file, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    collector.bad(f"{metadata_file.name}:{line_number}", f"malformed line: {error}")
-                    continue
-                if not isinstance(record, dict):
-                    collector.bad(f"{metadata_file.name}:{line_number}", "malformed line: not a JSON object")
-                    continue
-                video = record.get("file_name", record.get("video"))
-                records.append((line_number, video, record.get("caption")))
+        for line_number, line in enumerate(read_text(metadata_file).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                collector.bad(f"{metadata_file.name}:{line_number}", f"malformed line: {error}")
+                continue
+            if not isinstance(record, dict):
+                collector.bad(f"{metadata_file.name}:{line_number}", "malformed line: not a JSON object")
+                continue
+            records.append((line_number, record.get("file_name"), record.get("caption")))
     else:
         raise ValueError(f"{metadata_file}: metadata must be .csv or .jsonl")
 
+    resolved_base = base.resolve()
     for line_number, video, caption in records:
         where = f"{metadata_file.name}:{line_number}"
         if not isinstance(video, str) or not video.strip() or caption is None:
-            collector.bad(where, "malformed row: needs a video file name and a caption")
+            collector.bad(where, "malformed row: needs a file_name and a caption")
+            continue
+        path = (base / video.strip()).resolve()
+        if resolved_base not in path.parents:
+            collector.bad(where, f"malformed row: file_name {video!r} points outside {base}")
             continue
         captions = caption if isinstance(caption, list) else [caption]
         if not captions:
             collector.bad(where, f"empty caption for video {video!r}: empty list")
         for single_caption in captions:
-            collector.add(where, video, str(base / video), single_caption)
+            collector.add(where, video.strip(), path, single_caption)
     return collector.build()
 
 
-def group_by_video(dataset: datasets.Dataset) -> tuple[list[str], list[str], list[int]]:
-    """(video ids, video paths, caption -> video index) of a split, videos in order of first appearance.
+# Any dataset datasets can load -------------------------------------------------------------------------------------
+
+VIDEO_COLUMN_CANDIDATES = ("video", "mp4", "avi", "webm", "mkv", "mov", "video_path", "file_name")
+CAPTION_COLUMN_CANDIDATES = ("caption", "captions", "text", "txt", "sentence", "sentences", "enCap", "json.caption")
+ID_COLUMN_CANDIDATES = ("video_id", "videoid", "__key__", "id", "key")
+
+
+def _column_value(row: dict, column: str):
+    """`row[column]`, where `json.caption` reaches into a JSON object column (webdataset's `.json` files)."""
+    if column in row:
+        return row[column]
+    head, _, rest = column.partition(".")
+    value = row.get(head)
+    if isinstance(value, (bytes, str)):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value.get(rest) if isinstance(value, dict) and rest else None
+
+
+def _pick_column(features: datasets.Features | None, given: str | None, candidates: tuple[str, ...], what: str, flag: str, wanted_type=None) -> str:
+    names = list(features or {})
+    if given:
+        if features is not None and given.split(".")[0] not in names:
+            raise ValueError(f"{flag} {given!r}: no such column; the dataset has {names}")
+        return given
+    if wanted_type is not None:
+        typed = [name for name, feature in (features or {}).items() if isinstance(feature, wanted_type)]
+        if typed:
+            return typed[0]
+    for candidate in candidates:
+        if candidate.split(".")[0] in names:
+            return candidate
+    raise ValueError(f"no {what} column found among {names}: pass {flag}")
+
+
+def load_hub_dataset(
+    path: str,
+    name: str | None = None,
+    *,
+    split: str = "train",
+    data_files=None,
+    data_dir: str | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    streaming: bool = False,
+    video_column: str | None = None,
+    caption_column: str | None = None,
+    id_column: str | None = None,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Any dataset `datasets.load_dataset(path, name, ...)` reads, as (video_id, video, caption) rows.
+
+    `path` is a Hub dataset id or a builder (`videofolder`, `parquet`, `arrow`, `webdataset`, ...) with `data_files`
+    or `data_dir`. The columns are found by type and name unless given: the video is the first `Video` feature (or
+    `video`, `mp4`, ... holding `{"path", "bytes"}` or a path string), the caption `caption`, `text`, `txt`, ...
+    (`json.caption` reads a key of webdataset's `.json` files; a list of captions gives one row each), the id
+    `video_id`, `__key__`, ... or else the video's path. Rows without a caption or a video are left out with a
+    warning (streamed: counted as they go by, in `skipped_rows` of the dataset's `info.description`). The video is
+    cast to `Video(decode=False)`: frames are decoded by this project's processor, never by torchcodec.
+    """
+    dataset = datasets.load_dataset(
+        path, name, split=split, data_files=data_files, data_dir=data_dir, revision=revision, token=token,
+        streaming=streaming,
+    )
+    features = dataset.features
+    video_column = _pick_column(features, video_column, VIDEO_COLUMN_CANDIDATES, "video", "--video_column", datasets.Video)
+    caption_column = _pick_column(features, caption_column, CAPTION_COLUMN_CANDIDATES, "caption", "--caption_column")
+    try:
+        id_column = _pick_column(features, id_column, ID_COLUMN_CANDIDATES, "id", "--id_column")
+    except ValueError:
+        id_column = None
+    if features is not None and isinstance(features.get(video_column), datasets.Video):
+        dataset = dataset.cast_column(video_column, VIDEO_FEATURE)
+    where = f"{path}{'/' + name if name else ''} {split}"
+
+    def to_rows(batch: dict) -> dict:
+        rows = {"video_id": [], "video": [], "caption": []}
+        size = len(next(iter(batch.values())))
+        for index in range(size):
+            row = {column: values[index] for column, values in batch.items()}
+            video = row.get(video_column)
+            if isinstance(video, str):
+                video = {"path": video, "bytes": None}
+            if not isinstance(video, dict) or not (video.get("bytes") or video.get("path")):
+                continue
+            captions = _column_value(row, caption_column)
+            captions = captions if isinstance(captions, list) else [captions]
+            if isinstance(captions, list) and captions and isinstance(captions[0], bytes):
+                captions = [caption.decode("utf-8", "replace") for caption in captions]
+            video_id = _column_value(row, id_column) if id_column else None
+            video_id = str(video_id) if video_id not in (None, "") else (video.get("path") or "")
+            for caption in captions:
+                if isinstance(caption, bytes):
+                    caption = caption.decode("utf-8", "replace")
+                if isinstance(caption, str) and caption.strip():
+                    rows["video_id"].append(video_id)
+                    rows["video"].append({"path": video.get("path"), "bytes": video.get("bytes")})
+                    rows["caption"].append(caption.strip())
+        return rows
+
+    columns = list(features) if features is not None else None
+    if streaming:
+        return dataset.map(to_rows, batched=True, batch_size=64, remove_columns=columns, features=FEATURES)
+    before = len(dataset)
+    rows = dataset.map(to_rows, batched=True, remove_columns=columns, features=FEATURES, desc=f"rows of {where}")
+    if len(rows) == 0:
+        raise ValueError(f"{where}: no row with a video and a non-empty caption (columns {video_column!r}, {caption_column!r})")
+    if len(rows) < before and not isinstance(features.get(caption_column), datasets.Sequence):
+        warnings.warn(f"{where}: {before - len(rows)} of {before} rows without a video or a non-empty caption were left out")
+    return rows
+
+
+def group_by_video(dataset: datasets.Dataset) -> tuple[list[str], list[dict], list[int]]:
+    """(video ids, videos, caption -> video index) of a split, videos (their `{"path", "bytes"}` values) in order of
+    first appearance.
 
     The retrieval metrics rank, for caption i, all videos and look for video `caption_video_index[i]`.
     """
-    video_ids, video_paths, position = [], [], {}
+    video_ids, videos, position = [], [], {}
     caption_video_index = []
-    for video_id, video_path in zip(dataset["video_id"], dataset["video"]):
+    for video_id, video in zip(dataset["video_id"], dataset["video"]):
         if video_id not in position:
             position[video_id] = len(video_ids)
             video_ids.append(video_id)
-            video_paths.append(video_path)
+            videos.append(as_video(video))
         caption_video_index.append(position[video_id])
-    return video_ids, video_paths, caption_video_index
+    return video_ids, videos, caption_video_index
+
+
+def as_video(value) -> dict:
+    """A `{"path", "bytes"}` dict from what a video column holds (that dict, or a path string)."""
+    if isinstance(value, (str, os.PathLike)):
+        return {"path": os.fspath(value), "bytes": None}
+    if isinstance(value, dict) and (value.get("path") or value.get("bytes")):
+        return {"path": value.get("path"), "bytes": value.get("bytes")}
+    raise ValueError(f"not a video: expected a path or a {{'path', 'bytes'}} dict, got {type(value).__name__}")

@@ -12,12 +12,25 @@ On a published dataset the defaults are the recipe of the paper's code base (CLI
     accelerate launch training/run.py --dataset msrvtt --annotations_dir msrvtt_data --videos_dir MSRVTT/videos \\
         --model_name_or_path openai/clip-vit-base-patch32 --output_dir outputs/clip2video-msrvtt9k
 
+Any dataset `datasets.load_dataset` reads (a Hub id, a local `videofolder`, parquet with video bytes, webdataset
+shards), streamed or not:
+
+    accelerate launch training/run.py --dataset_name webdataset --data_files "train=shards/train-*.tar" \\
+        "test=shards/test-*.tar" --caption_column txt --streaming --max_train_steps 5000 \\
+        --model_name_or_path openai/clip-vit-base-patch32 --output_dir outputs/clip2video-shards
+
 Evaluate any CLIP2Video checkpoint (e.g. one converted from the authors' release) without training:
 
     accelerate launch training/run.py --eval_only --model_name_or_path converted/msrvtt9k --dataset msrvtt ...
+
+Every flag is checked before any work starts. A run owns its `--output_dir`: a folder holding another run's files is
+refused unless `--overwrite_output_dir`, or `--resume_from_checkpoint` of a run with the same training arguments.
+Videos that cannot be decoded are skipped (training: replaced in their batch; evaluation: left out and counted) and
+listed in `results.json`, up to `--max_bad_videos`. See docs/training.md.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -25,10 +38,11 @@ import shutil
 import time
 from pathlib import Path
 
+import datasets
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import ProjectConfiguration
-from accelerate.utils import is_tensorboard_available, is_trackio_available, set_seed
+from accelerate.utils import ProjectConfiguration, gather_object, send_to_device, set_seed
+from accelerate.utils import is_tensorboard_available, is_trackio_available
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -36,11 +50,28 @@ from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
 from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
 from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
-from clip2video.training.contrastive import ContrastiveEmbedder, global_contrastive_loss
-from clip2video.training.data import DistinctCaptionBatchSampler, EpochShuffleSampler, FrameCache, VideoTextCollator
-from clip2video.training.loaders import group_by_video, load_lsmdc, load_msrvtt, load_msvd, load_vatex, load_video_folder
+from clip2video.training.contrastive import MAX_LOGIT_SCALE, ContrastiveEmbedder, global_contrastive_loss
+from clip2video.training.data import (
+    DistinctCaptionBatchSampler,
+    EpochShuffleSampler,
+    FrameCache,
+    IndexedRows,
+    StreamingBatches,
+    VideoTextCollator,
+    video_key,
+    video_name,
+)
+from clip2video.training.loaders import (
+    group_by_video,
+    load_hub_dataset,
+    load_lsmdc,
+    load_msrvtt,
+    load_msvd,
+    load_vatex,
+    load_video_folder,
+)
 from clip2video.training.metrics.video_text_retrieval.video_text_retrieval import compute_retrieval_metrics
-from clip2video.training.publish import print_results_table, write_publishable_folder
+from clip2video.training.publish import prepare_hub_repo, print_results_table, push_folder, write_publishable_folder
 from clip2video.training.synthetic import SyntheticConfig, generate_synthetic_dataset
 
 # The recipe of CLIP4Clip, which CLIP2Video's authors trained with (their README and scripts): Adam(0.9, 0.98, 1e-6)
@@ -82,6 +113,7 @@ DEFAULT_SPLITS = {
     "msvd": ("train", "test"),
     "vatex": ("train", "test"),
     "lsmdc": ("train", "test"),
+    "hub": ("train", "test"),
 }
 PUBLISHED_LOADERS = {"msrvtt": load_msrvtt, "msvd": load_msvd, "vatex": load_vatex, "lsmdc": load_lsmdc}
 # Temporal modules per architecture; `clip2video` keeps the configuration's (the paper's) defaults.
@@ -95,75 +127,193 @@ ARCHITECTURES = {
     ),
 }
 CLIP_PARAMETER_PREFIXES = ("text_model.", "vision_model.", "text_projection.", "visual_projection.", "logit_scale")
-MAX_LOGIT_SCALE = math.log(100.0)
+TRACKERS = ("auto", "all", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "aim",
+            "swanlab", "none")
+# Flags that change how a run is carried out, not what it trains: a checkpoint may be resumed with other values.
+OPERATIONAL_FLAGS = {
+    "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "eval_only", "num_workers", "cpu_threads",
+    "report_to", "checkpointing_steps", "eval_batch_size", "dual_softmax", "max_bad_videos", "push_to_hub",
+    "hub_model_id", "hub_token", "hub_private", "hub_revision", "hub_create_pr", "data_dir", "videos_dir",
+    "annotations_dir", "train_dir", "eval_dir", "data_files", "eval_split", "max_eval_samples",
+}
+SECRET_FLAGS = ("hub_token",)
 
 
-def parse_args(argv=None):
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _float_in(low: float, high: float, low_open: bool = False, high_open: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        too_high = value >= high if high_open else value > high
+        if not math.isfinite(value) or too_low or too_high:
+            interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _checkpointing_steps(text: str) -> str:
+    if text in ("epoch", "no"):
+        return text
+    try:
+        if int(text) >= 1:
+            return str(int(text))
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f'expected "epoch", "no" or a positive number of optimizer steps, got {text!r}')
+
+
+def _bad_video_cap(text: str) -> float:
+    """An absolute count (an integer >= 0) or a fraction of the videos (a number in [0, 1))."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0 or (value >= 1 and value != int(value)):
+        raise argparse.ArgumentTypeError(
+            f"expected a count (an integer >= 0, e.g. 20) or a fraction of the videos (e.g. 0.01), got {text!r}"
+        )
+    return value
+
+
+def _cpu_threads(text: str) -> str:
+    if text == "auto":
+        return text
+    return str(_positive_int(text))
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="synthetic", choices=["synthetic", "videofolder", *PUBLISHED_LOADERS])
     data.add_argument("--data_dir", default="outputs/data/synthetic", help="Where the synthetic data is generated.")
-    data.add_argument("--num_synthetic_train_clips", type=int, default=SyntheticConfig.num_train_clips)
+    data.add_argument("--num_synthetic_train_clips", type=_positive_int, default=SyntheticConfig.num_train_clips)
     data.add_argument("--annotations_dir", help="Annotation files of a published dataset (msrvtt, msvd, vatex, lsmdc).")
     data.add_argument("--videos_dir", help="Video files of a published dataset (searched recursively by file name).")
-    data.add_argument("--train_split", help="Loader split name; defaults per dataset, e.g. msrvtt: train_9k.")
-    data.add_argument("--eval_split", help="Loader split name; defaults per dataset, e.g. msrvtt: test_1k_a.")
+    data.add_argument("--train_split", help="Split name; defaults per dataset, e.g. msrvtt: train_9k, --dataset_name: "
+                      "train.")
+    data.add_argument("--eval_split", help="Split name; defaults per dataset, e.g. msrvtt: test_1k_a, --dataset_name: "
+                      "test.")
     data.add_argument("--train_dir", help="videofolder: folder with metadata.csv / metadata.jsonl for training.")
     data.add_argument("--eval_dir", help="videofolder: folder with metadata.csv / metadata.jsonl for evaluation.")
-    data.add_argument("--on_bad_row", default="error", choices=["error", "skip"])
+    data.add_argument("--on_bad_row", default="error", choices=["error", "skip"],
+                      help="Malformed annotation rows: stop with the list (default) or leave them out.")
+    data.add_argument("--dataset_name", help="Any dataset datasets.load_dataset reads: a Hub id (user/name) or a "
+                      "builder (videofolder, parquet, arrow, webdataset) with --data_files or --dataset_dir.")
+    data.add_argument("--dataset_config", help="The dataset's configuration name.")
+    data.add_argument("--dataset_dir", help="data_dir passed to load_dataset (e.g. a videofolder folder).")
+    data.add_argument("--data_files", nargs="+", help='Files or globs, as "split=pattern" (e.g. '
+                      '"train=shards/train-*.tar" "test=shards/test-*.tar") or plain patterns for the train split.')
+    data.add_argument("--dataset_revision", help="Branch, tag or commit of a Hub dataset.")
+    data.add_argument("--video_column", help="Default: the first Video column, or video / mp4 / ...")
+    data.add_argument("--caption_column", help="Default: caption, text, txt, sentence, ... (json.caption reads a key "
+                      "of webdataset .json files); a list of captions gives one pair each.")
+    data.add_argument("--id_column", help="Default: video_id, __key__, id, ... or else the video's path.")
+    data.add_argument("--streaming", action="store_true", help="Train from an IterableDataset (--dataset_name only): "
+                      "shards split across processes, no length needed (--max_train_steps sets it), exact resume.")
+    data.add_argument("--shuffle_block_size", type=_positive_int, default=1000,
+                      help="--streaming: rows read and shuffled together (a resume re-reads at most one block).")
+    data.add_argument("--max_eval_samples", type=_positive_int, help="Evaluate on the first N test pairs only.")
     data.add_argument("--cache_frames", action=argparse.BooleanOptionalAction, default=None,
                       help="Decode every video once and keep the processed frames (default: on for synthetic data).")
     data.add_argument("--random_frame_jitter", action=argparse.BooleanOptionalAction, default=None,
                       help="Move each inner training frame at random within its sampling interval, as the authors' "
                       "loaders do (default: on unless --cache_frames, which samples every video once). "
                       "Evaluation always samples the fixed frames.")
-    data.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (default: 0 with cached "
-                      "frames, else the number of CPUs).")
+    data.add_argument("--num_workers", type=_non_negative_int, default=None, help="DataLoader workers (default: 0 "
+                      "with cached frames, else the number of CPUs); decoding threads with --streaming.")
+    data.add_argument("--max_bad_videos", type=_bad_video_cap, default=0.05, help="Videos that cannot be decoded "
+                      "are skipped and listed; more than this many (an integer) or this fraction of the videos "
+                      "(a number below 1) ends the run with an error. Default: 0.05.")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", help="A CLIP checkpoint (Hub id or folder) to start from, or a "
                        "CLIP2Video checkpoint. Default: a small CLIP2Video from scratch (synthetic data only).")
     model.add_argument("--architecture", choices=list(ARCHITECTURES), help="Temporal modules; default: the "
                        "checkpoint's own, or the paper's full model when starting from CLIP.")
-    model.add_argument("--num_frames", type=int)
-    model.add_argument("--max_text_length", type=int)
+    model.add_argument("--num_frames", type=_positive_int)
+    model.add_argument("--max_text_length", type=_positive_int)
     model.add_argument("--gradient_checkpointing", action="store_true")
 
     optim = parser.add_argument_group("optimisation (defaults: the paper's recipe, or the synthetic one)")
-    optim.add_argument("--learning_rate", type=float)
-    optim.add_argument("--clip_learning_rate_scale", type=float, help="CLIP's weights learn at this times the rate.")
-    optim.add_argument("--weight_decay", type=float)
-    optim.add_argument("--warmup_proportion", type=float)
-    optim.add_argument("--num_train_epochs", type=int)
-    optim.add_argument("--max_train_steps", type=int, help="Stop after this many optimizer steps.")
-    optim.add_argument("--global_batch_size", type=int, help="Pairs per optimizer step, over all processes.")
-    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--learning_rate", type=_float_in(0, 1, low_open=True))
+    optim.add_argument("--clip_learning_rate_scale", type=_float_in(0, 1), help="CLIP's weights learn at this "
+                       "times the rate.")
+    optim.add_argument("--weight_decay", type=_float_in(0, 1))
+    optim.add_argument("--warmup_proportion", type=_float_in(0, 1))
+    optim.add_argument("--num_train_epochs", type=_non_negative_int, help="0 only with --eval_only.")
+    optim.add_argument("--max_train_steps", type=_positive_int, help="Stop after this many optimizer steps (needed "
+                       "with --streaming).")
+    optim.add_argument("--global_batch_size", type=_positive_int, help="Pairs per optimizer step, over all "
+                       "processes.")
+    optim.add_argument("--gradient_accumulation_steps", type=_positive_int, default=1)
     optim.add_argument("--distinct_captions_in_batch", action=argparse.BooleanOptionalAction, default=None,
                        help="Never put two pairs with the same caption in one batch (they would be each other's "
                        "negatives); default: on for synthetic data (120 captions), off for real data as in the paper.")
-    optim.add_argument("--max_grad_norm", type=float)
+    optim.add_argument("--max_grad_norm", type=_float_in(0, math.inf, high_open=True), help="0: no clipping.")
     optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="Default: accelerate's config.")
-    optim.add_argument("--seed", type=int, default=42)
-    optim.add_argument("--cpu_threads", default="auto", help='Torch threads per process on CPU. "auto": the '
-                       "machine's cores shared among the local processes (`accelerate launch` otherwise sets 1).")
+    optim.add_argument("--seed", type=_non_negative_int, default=42)
+    optim.add_argument("--cpu_threads", type=_cpu_threads, default="auto", help='Torch threads per process on CPU. '
+                       '"auto": the machine\'s cores shared among the local processes (`accelerate launch` otherwise '
+                       "sets 1).")
 
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", default="outputs/clip2video-synthetic")
-    run.add_argument("--checkpointing_steps", default="epoch", help='"epoch", a number of optimizer steps, or "no".')
-    run.add_argument("--resume_from_checkpoint", help='A checkpoint folder, or "latest" in output_dir/checkpoints.')
+    run.add_argument("--overwrite_output_dir", action="store_true", help="Clear --output_dir when it holds another "
+                     "run's files (otherwise the run is refused).")
+    run.add_argument("--checkpointing_steps", type=_checkpointing_steps, default="epoch",
+                     help='"epoch", a positive number of optimizer steps, or "no".')
+    run.add_argument("--resume_from_checkpoint", help='A checkpoint folder, or "latest" in output_dir/checkpoints; '
+                     "it must come from a run with the same training arguments.")
     run.add_argument("--eval_only", action="store_true", help="Evaluate --model_name_or_path (or the resumed "
                      "checkpoint) and write results.json, without training.")
-    run.add_argument("--eval_batch_size", type=int)
+    run.add_argument("--eval_batch_size", type=_positive_int)
     run.add_argument("--dual_softmax", action="store_true", help="Also report inference-time dual softmax (DSL) "
                      "metrics, labelled dsl_; they use all test queries at once.")
     run.add_argument("--mean_pooling_baseline", action=argparse.BooleanOptionalAction, default=None,
                      help="Also train a mean-pooling model with the same budget (default: on for synthetic data).")
-    run.add_argument("--report_to", default="auto", choices=["auto", "tensorboard", "trackio", "none"],
-                     help="auto: TensorBoard if installed, else trackio if installed, else none.")
-    run.add_argument("--push_to_hub", action="store_true")
+    run.add_argument("--report_to", default="auto", choices=TRACKERS, help="Any tracker accelerate supports, or all "
+                     "installed ones; auto: TensorBoard if installed, else trackio if installed, else none.")
+    run.add_argument("--push_to_hub", action="store_true", help="Create the repository (and check write access) at "
+                     "the start; push the published folder, results.json included, at the end.")
     run.add_argument("--hub_model_id", help="Repository on the Hub, e.g. user/clip2video-msrvtt9k.")
+    run.add_argument("--hub_token", help="Default: the saved token (`hf auth login`) or HF_TOKEN.")
+    run.add_argument("--hub_private", action=argparse.BooleanOptionalAction, default=None,
+                     help="Create the repository private (default: the Hub's default).")
+    run.add_argument("--hub_revision", help="Branch to push to (created if needed); default: main.")
+    run.add_argument("--hub_create_pr", action="store_true", help="Open a pull request instead of pushing directly.")
+    return parser
 
+
+def parse_args(argv=None):
+    """Parses and checks every flag, before any work: a wrong value stops here with what to pass instead."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.dataset_name:
+        args.dataset = "hub"
     recipe = SYNTHETIC_RECIPE if args.dataset == "synthetic" else PAPER_RECIPE
     for name, value in recipe.items():
         if getattr(args, name) is None:
@@ -174,14 +324,65 @@ def parse_args(argv=None):
         parser.error(f"--dataset {args.dataset} needs --annotations_dir and --videos_dir")
     if args.dataset == "videofolder" and not (args.eval_dir and (args.train_dir or args.eval_only)):
         parser.error("--dataset videofolder needs --train_dir and --eval_dir")
+    if args.data_files and not args.dataset_name:
+        parser.error("--data_files needs --dataset_name (e.g. webdataset, parquet, videofolder)")
+    if args.streaming:
+        if not args.dataset_name:
+            parser.error("--streaming reads a dataset through datasets.load_dataset: pass --dataset_name")
+        if not args.max_train_steps and not args.eval_only:
+            parser.error("--streaming has no length: pass --max_train_steps")
+        if args.cache_frames:
+            parser.error("--streaming decodes as it reads: use --no-cache_frames")
+        args.distinct_captions_in_batch = False  # blocks are shuffled as read; batches are not planned ahead
+    if args.num_train_epochs == 0 and not args.eval_only:
+        parser.error("--num_train_epochs 0 trains nothing: pass a positive number of epochs, or --eval_only to "
+                     "evaluate a model")
+    if args.global_batch_size % args.gradient_accumulation_steps:
+        parser.error(f"--global_batch_size {args.global_batch_size} must be a multiple of "
+                     f"--gradient_accumulation_steps {args.gradient_accumulation_steps}")
+    if args.eval_only and not (args.model_name_or_path or args.resume_from_checkpoint) and args.dataset != "synthetic":
+        parser.error("--eval_only needs --model_name_or_path or --resume_from_checkpoint")
+    if args.resume_from_checkpoint and args.resume_from_checkpoint != "latest":
+        if not Path(args.resume_from_checkpoint).is_dir():
+            parser.error(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no such folder (or pass latest)")
     if args.random_frame_jitter is None:
         args.random_frame_jitter = not args.cache_frames
     if args.random_frame_jitter and args.cache_frames:
         parser.error("--random_frame_jitter draws new frames every epoch; cached frames are drawn once: use "
                      "--no-cache_frames or --no-random_frame_jitter")
-    if args.push_to_hub and not args.hub_model_id:
-        parser.error("--push_to_hub needs --hub_model_id")
+    if (args.hub_model_id or args.hub_revision or args.hub_create_pr or args.hub_private is not None) and not args.push_to_hub:
+        parser.error("--hub_model_id / --hub_revision / --hub_create_pr / --hub_private take effect with --push_to_hub")
+    if args.push_to_hub:
+        if not args.hub_model_id:
+            parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/clip2video-msrvtt9k)")
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(args.hub_model_id)
+        except HFValidationError as error:
+            parser.error(f"--hub_model_id {args.hub_model_id!r}: {error}")
+        if "/" not in args.hub_model_id:
+            parser.error(f"--hub_model_id {args.hub_model_id!r}: give the namespace, e.g. your-name/{args.hub_model_id}")
+    if args.report_to not in ("auto", "none", "all"):
+        import accelerate.utils as accelerate_utils
+
+        available = getattr(accelerate_utils, f"is_{args.report_to}_available", None)
+        if available is not None and not available():
+            parser.error(f"--report_to {args.report_to}: its package is not installed; install it or pass "
+                         "--report_to none")
     return args
+
+
+def public_args(args) -> dict:
+    """The arguments as recorded in results.json, checkpoints and trackers: secrets left out."""
+    return {name: ("<redacted>" if name in SECRET_FLAGS and value else value) for name, value in vars(args).items()}
+
+
+def run_fingerprint(args) -> dict:
+    """What a checkpoint must share with the run resuming it: every argument that changes what is trained."""
+    trained = {name: value for name, value in sorted(vars(args).items()) if name not in OPERATIONAL_FLAGS}
+    digest = hashlib.sha256(json.dumps(trained, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"fingerprint": digest, "arguments": trained}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,8 +390,21 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _data_files(patterns: list[str] | None):
+    """`["train=a/*.tar", "test=b/*.tar"]` -> `{"train": [...], "test": [...]}`; plain patterns are the train split."""
+    if not patterns:
+        return None
+    files: dict[str, list[str]] = {}
+    for pattern in patterns:
+        split, separator, rest = pattern.partition("=")
+        if not separator or "/" in split or not split:
+            split, rest = "train", pattern
+        files.setdefault(split, []).append(rest)
+    return files
+
+
 def load_splits(args, accelerator):
-    """(train Dataset or None, eval Dataset, description of the eval split for results.json)."""
+    """(train Dataset / IterableDataset or None, eval Dataset, description of the eval split for results.json)."""
     if args.dataset == "synthetic":
         config = SyntheticConfig(num_train_clips=args.num_synthetic_train_clips, num_frames=args.num_frames)
         with accelerator.main_process_first():
@@ -203,6 +417,21 @@ def load_splits(args, accelerator):
         train = None if args.eval_only else load_video_folder(args.train_dir, on_bad_row=args.on_bad_row)
         evaluation = load_video_folder(args.eval_dir, on_bad_row=args.on_bad_row)
         source = {"dataset": "videofolder", "eval_dir": args.eval_dir}
+    elif args.dataset == "hub":
+        train_split = args.train_split or DEFAULT_SPLITS["hub"][0]
+        eval_split = args.eval_split or DEFAULT_SPLITS["hub"][1]
+        common = dict(
+            name=args.dataset_config, data_files=_data_files(args.data_files), data_dir=args.dataset_dir,
+            revision=args.dataset_revision, token=args.hub_token, video_column=args.video_column,
+            caption_column=args.caption_column, id_column=args.id_column,
+        )
+        with accelerator.main_process_first():  # the main process downloads and prepares; the others read the cache
+            train = None
+            if not args.eval_only:
+                train = load_hub_dataset(args.dataset_name, split=train_split, streaming=args.streaming, **common)
+            evaluation = load_hub_dataset(args.dataset_name, split=eval_split, **common)
+        source = {"dataset": "hub", "dataset_name": args.dataset_name, "config": args.dataset_config,
+                  "split": eval_split}
     else:
         load = PUBLISHED_LOADERS[args.dataset]
         train_split = args.train_split or DEFAULT_SPLITS[args.dataset][0]
@@ -210,16 +439,81 @@ def load_splits(args, accelerator):
         train = None if args.eval_only else load(args.annotations_dir, args.videos_dir, train_split, args.on_bad_row)
         evaluation = load(args.annotations_dir, args.videos_dir, eval_split, args.on_bad_row)
         source = {"dataset": args.dataset, "split": eval_split, "annotations_dir": args.annotations_dir}
+    if args.max_eval_samples:
+        evaluation = evaluation.select(range(min(args.max_eval_samples, len(evaluation))))
     return train, evaluation, source
 
 
+def missing_videos(dataset: datasets.Dataset) -> dict[str, str]:
+    """Video key -> reason for the local files a split names that do not exist (checked once, before training)."""
+    missing = {}
+    table = dataset.select_columns(["video"]).with_format("arrow")
+    for start in range(0, len(dataset), 10_000):
+        column = table[start : start + 10_000].column("video").combine_chunks()
+        for path, no_bytes in zip(column.field("path").to_pylist(), column.field("bytes").is_null().to_pylist()):
+            if no_bytes and path and "://" not in path and not os.path.isfile(path):
+                missing[path] = "FileNotFoundError: video file not found"
+    return missing
+
+
 def build_frame_cache(args, accelerator, processor, datasets_to_cache):
-    paths = sorted({path for dataset in datasets_to_cache if dataset is not None for path in dataset["video"]})
+    videos = {}
+    for dataset in datasets_to_cache:
+        if dataset is not None:
+            for video in dataset["video"]:
+                videos.setdefault(video_key(video), video)
     cache_dir = Path(args.data_dir if args.dataset == "synthetic" else args.output_dir) / "frame_cache"
     with accelerator.main_process_first():
         return FrameCache.load_or_build(
-            paths, processor, cache_dir, num_workers=os.cpu_count() or 1, build=accelerator.is_main_process
+            [videos[key] for key in sorted(videos)], processor, cache_dir, num_workers=os.cpu_count() or 1,
+            build=accelerator.is_main_process,
         )
+
+
+class BadVideos:
+    """The videos a run could not use, with the reason, and the cap that ends the run when there are too many.
+
+    `cap`: an absolute count (>= 1 or 0) or a fraction (< 1) of `total` videos (for a stream, of the rows read).
+    Every process meets its own share of the videos: `check` sums the counts over processes (every process reaches
+    the same decision, so none is left waiting in a collective)."""
+
+    def __init__(self, split: str, cap: float, total: int | None):
+        self.split, self.cap, self.total = split, cap, total
+        self.videos: dict[str, str] = {}
+        self.known_at_start = 0  # found before training, the same on every process
+        self.rows_read = 0
+
+    def add(self, bad_videos, known_at_start: bool = False):
+        for name, reason in bad_videos:
+            if name not in self.videos:
+                self.videos[name] = reason
+                self.known_at_start += known_at_start
+
+    def limit(self, total: int) -> float:
+        return self.cap if self.cap >= 1 or self.cap == 0 else self.cap * total
+
+    def check(self, accelerator, collective: bool = True):
+        """Raises when there are more bad videos than the cap allows. `collective`: every process calls it at the
+        same point (training steps), and the counts met by each process are summed."""
+        count = len(self.videos) - self.known_at_start
+        if collective and accelerator.num_processes > 1:
+            count = int(accelerator.reduce(torch.tensor([count], device=accelerator.device), "sum").item())
+        count += self.known_at_start
+        total = self.total or max(self.rows_read, 1)
+        if count > self.limit(total):
+            examples = "\n".join(f"  {name}: {reason}" for name, reason in list(self.videos.items())[:20])
+            raise RuntimeError(
+                f"{count} {self.split} videos could not be decoded, more than --max_bad_videos {self.cap:g} allows "
+                f"(of {total} videos): the data looks broken wholesale. Some of them:\n{examples}\nFix or remove "
+                "them, or raise --max_bad_videos."
+            )
+
+    def gathered(self, accelerator) -> dict[str, str]:
+        """Every process's bad videos (a collective: call on every process)."""
+        merged = {}
+        for part in gather_object([self.videos]) if accelerator.num_processes > 1 else [self.videos]:
+            merged.update(part)
+        return dict(sorted(merged.items()))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -299,17 +593,20 @@ def parameter_groups(model: nn.Module, learning_rate: float, clip_learning_rate_
 
 
 class TrainingProgress:
-    """Where training stands; saved in every checkpoint so a resume continues with the same data order."""
+    """Where training stands; saved in every checkpoint so a resume continues with the same data order. With
+    --streaming, `stream_states` holds every process's `StreamingBatches` state."""
 
     def __init__(self):
         self.epoch = 0
         self.batches_done_in_epoch = 0
         self.optimizer_steps = 0
+        self.stream_states = None
 
     def state_dict(self):
         return dict(vars(self))
 
     def load_state_dict(self, state):
+        self.__init__()
         vars(self).update(state)
 
 
@@ -319,42 +616,67 @@ class TrainingProgress:
 
 
 class EvaluationData:
-    """The eval split as separate caption and video loaders (each video embedded once, whatever its caption count)."""
+    """The eval split as separate caption and video loaders (each video embedded once, whatever its caption count).
+    Videos known to be missing are not decoded; they, and those that fail to decode, are left out of the metrics."""
 
-    def __init__(self, accelerator, evaluation, collator, batch_size, num_workers):
-        _, video_paths, self.caption_video_index = group_by_video(evaluation)
+    def __init__(self, accelerator, evaluation, collator, batch_size, num_workers, known_bad: dict[str, str]):
+        self.video_ids, self.videos, self.caption_video_index = group_by_video(evaluation)
         self.captions = list(evaluation["caption"])
+        self.collator = collator
+        self.known_bad = known_bad
         self.text_loader = accelerator.prepare_data_loader(
             DataLoader(self.captions, batch_size=batch_size, collate_fn=self._tokenize)
         )
+        rows = [{"video": video, "caption": ""} for video in self.videos]
         self.video_loader = accelerator.prepare_data_loader(
-            DataLoader(video_paths, batch_size=batch_size, collate_fn=self._videos, num_workers=num_workers)
+            DataLoader(rows, batch_size=batch_size, collate_fn=self._videos, num_workers=num_workers)
         )
-        self.collator = collator
 
     def _tokenize(self, captions):
         input_ids, attention_mask = self.collator.tokenize(captions)
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
-    def _videos(self, paths):
-        pixel_values_videos, video_mask = self.collator.videos(paths)
-        return {"pixel_values_videos": pixel_values_videos, "video_mask": video_mask}
+    def _videos(self, rows):
+        self.collator._known_bad.update(self.known_bad)
+        return self.collator(rows)
 
 
 @torch.no_grad()
-def evaluate(accelerator, model: CLIP2VideoModel, data: EvaluationData, dual_softmax: bool) -> dict:
-    model.eval()
-    text_embeds = torch.cat(
-        [accelerator.gather_for_metrics(model.get_text_features(**batch).pooler_output) for batch in data.text_loader]
-    )
-    video_embeds = torch.cat(
-        [accelerator.gather_for_metrics(model.get_video_features(**batch).pooler_output) for batch in data.video_loader]
-    )
-    similarity = (model.logit_scale.exp() * text_embeds.float() @ video_embeds.float().t()).cpu().numpy()
-    metrics = compute_retrieval_metrics(similarity, data.caption_video_index)
+def evaluate(accelerator, embedder, data: EvaluationData, dual_softmax: bool) -> tuple[dict, dict[str, str]]:
+    """Retrieval metrics through the prepared module (sharded parameters are gathered by its forward), and the
+    videos left out. A left-out video takes its captions with it: R@k is over the videos that could be decoded,
+    and `num_dropped_videos` / `num_dropped_captions` say how many were not."""
+    embedder.eval()
+    text_embeds, logit_scale = [], None
+    for batch in data.text_loader:
+        embeds, logit_scale = embedder(**batch)
+        text_embeds.append(accelerator.gather_for_metrics(embeds))
+    video_embeds, valid, bad_videos = [], [], {}
+    for batch in data.video_loader:
+        for name, reason in batch.pop("bad_videos"):
+            bad_videos.setdefault(name, reason)
+        valid.append(accelerator.gather_for_metrics(batch.pop("valid")))
+        embeds, logit_scale = embedder(pixel_values_videos=batch["pixel_values_videos"], video_mask=batch["video_mask"])
+        video_embeds.append(accelerator.gather_for_metrics(embeds))
+    if accelerator.num_processes > 1:
+        bad_videos = {name: reason for part in gather_object([bad_videos]) for name, reason in part.items()}
+    valid = torch.cat(valid).cpu()
+    if not valid.any():
+        raise RuntimeError(f"none of the {len(valid)} test videos could be decoded, e.g. {next(iter(bad_videos.items()), '')}")
+    kept_videos = valid.nonzero().flatten()
+    new_position = torch.full((len(valid),), -1, dtype=torch.long)
+    new_position[kept_videos] = torch.arange(len(kept_videos))
+    caption_video = new_position[torch.tensor(data.caption_video_index)]
+    kept_captions = (caption_video >= 0).nonzero().flatten()
+    text = torch.cat(text_embeds).float().cpu()[kept_captions]
+    videos = torch.cat(video_embeds).float().cpu()[kept_videos]
+    similarity = (logit_scale.float().exp().cpu() * text @ videos.t()).numpy()
+    index = caption_video[kept_captions].tolist()
+    metrics = compute_retrieval_metrics(similarity, index)
     if dual_softmax:
-        metrics.update(compute_retrieval_metrics(similarity, data.caption_video_index, dual_softmax=True))
-    return metrics
+        metrics.update(compute_retrieval_metrics(similarity, index, dual_softmax=True))
+    metrics.update(num_dropped_videos=int((~valid).sum()), num_dropped_captions=len(data.captions) - len(kept_captions))
+    return metrics, dict(sorted(bad_videos.items()))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -362,12 +684,42 @@ def evaluate(accelerator, model: CLIP2VideoModel, data: EvaluationData, dual_sof
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def fill_deepspeed_batch_sizes(accelerator, micro_batch_size: int, args):
+    """DeepSpeed's `"auto"` batch sizes are read by accelerate from the data loader's `batch_size`, which a batch
+    sampler (or a stream) does not have: fill them from the run's own numbers."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    config = plugin.deepspeed_config
+    per_device = micro_batch_size // accelerator.num_processes
+    values = {
+        "train_micro_batch_size_per_gpu": per_device,
+        "train_batch_size": args.global_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "gradient_clipping": args.max_grad_norm or 0.0,
+    }
+    for name, value in values.items():
+        if config.get(name, "auto") == "auto":
+            config[name] = value
+
+
+def clamp_logit_scale(embedder: nn.Module):
+    """CLIP's bound on the temperature, applied in place to the prepared module's own parameter (a DTensor shard
+    under FSDP2, a view under FSDP with original parameters: clamping elementwise is right for every piece). The
+    loss also clamps in the forward, which covers wrappers that hide the parameter."""
+    with torch.no_grad():
+        for name, parameter in embedder.named_parameters():
+            if name.endswith("logit_scale"):
+                parameter.clamp_(max=MAX_LOGIT_SCALE)
+
+
 def train_and_evaluate(
     args, accelerator, progress, train, evaluation, processor, frame_cache, architecture, output_dir, checkpointing,
-    log_prefix="",
+    train_bad: BadVideos, eval_known_bad: dict[str, str], fingerprint: dict, log_prefix="",
 ):
-    """Trains (unless --eval_only) one model and returns (model, final metrics, timings). Tracker values are logged
-    under `log_prefix` (the baseline's curves must not overwrite the main model's)."""
+    """Trains (unless --eval_only) one model and returns (embedder, final metrics, evaluation's bad videos,
+    timings). Tracker values are logged under `log_prefix` (the baseline's curves must not overwrite the main
+    model's)."""
     accelerator.free_memory()  # forget the models, optimizers and loaders of a previous run in this process
     set_seed(args.seed)
     timings = {}
@@ -376,74 +728,106 @@ def train_and_evaluate(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     collator = VideoTextCollator(processor, args.max_text_length, frame_cache)
     num_workers = args.num_workers if args.num_workers is not None else (0 if frame_cache else os.cpu_count() or 1)
-    evaluation_data = EvaluationData(accelerator, evaluation, collator, args.eval_batch_size, num_workers)
+    evaluation_data = EvaluationData(accelerator, evaluation, collator, args.eval_batch_size, num_workers,
+                                     eval_known_bad)
 
     micro_batch_size = args.global_batch_size // args.gradient_accumulation_steps
-    if args.global_batch_size % (args.gradient_accumulation_steps * accelerator.num_processes):
-        raise ValueError(
-            f"--global_batch_size {args.global_batch_size} must split evenly into {args.gradient_accumulation_steps} "
-            f"accumulation steps on {accelerator.num_processes} processes (equal batches on every process)."
-        )
     embedder = ContrastiveEmbedder(model)
+    fill_deepspeed_batch_sizes(accelerator, micro_batch_size, args)
 
     if args.eval_only:
         embedder = accelerator.prepare(embedder)
         if args.resume_from_checkpoint:
             accelerator.load_state(resolve_checkpoint(args.resume_from_checkpoint, output_dir))
         started = time.perf_counter()
-        metrics = evaluate(accelerator, accelerator.unwrap_model(embedder).model, evaluation_data, args.dual_softmax)
+        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax)
         timings["evaluation_seconds"] = time.perf_counter() - started
-        return accelerator.unwrap_model(embedder).model, metrics, timings
+        return embedder, metrics, eval_bad, timings
 
-    sampler = EpochShuffleSampler(len(train), args.seed)
-    if args.distinct_captions_in_batch:
-        batching = dict(batch_sampler=DistinctCaptionBatchSampler(train["caption"], micro_batch_size, sampler))
-    else:
-        batching = dict(batch_size=micro_batch_size, sampler=sampler, drop_last=True)
-    train_collator = collator
-    if args.random_frame_jitter:  # training frames only; evaluation samples the fixed ones
-        train_collator = VideoTextCollator(
-            processor, args.max_text_length, random_frame_jitter=True, jitter_seed=args.seed
-        )
-    # Workers are started anew each epoch (not persistent) so that they copy the collator with that epoch's number.
-    train_loader = DataLoader(train, collate_fn=train_collator, num_workers=num_workers, **batching)
+    train_collator = VideoTextCollator(
+        processor, args.max_text_length, frame_cache, random_frame_jitter=args.random_frame_jitter,
+        jitter_seed=args.seed, dataset=None if args.streaming else train,
+        candidates=None if args.streaming else train_candidates(train, train_bad),
+    )
+    train_collator._known_bad.update(train_bad.videos)
     optimizer = torch.optim.AdamW(
         parameter_groups(model, args.learning_rate, args.clip_learning_rate_scale, args.weight_decay),
         betas=(0.9, 0.98), eps=1e-6,
     )
-    steps_per_epoch = len(train_loader) // args.gradient_accumulation_steps
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train)} training pairs make no batch of {args.global_batch_size}")
-    total_steps = steps_per_epoch * args.num_train_epochs
-    if args.max_train_steps:
-        total_steps = min(total_steps, args.max_train_steps)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_proportion * total_steps), total_steps)
-    embedder, optimizer, train_loader, scheduler = accelerator.prepare(embedder, optimizer, train_loader, scheduler)
+    if args.streaming:
+        from datasets.distributed import split_dataset_by_node
+
+        local_batch = micro_batch_size // accelerator.num_processes
+        stream = StreamingBatches(
+            split_dataset_by_node(train, accelerator.process_index, accelerator.num_processes), local_batch,
+            train_collator, args.seed, block_size=args.shuffle_block_size,
+            num_threads=args.num_workers if args.num_workers else os.cpu_count() or 1,
+        )
+        total_steps = args.max_train_steps
+        steps_per_epoch = None
+        train_loader = None
+        scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_proportion * total_steps), total_steps)
+        embedder, optimizer, scheduler = accelerator.prepare(embedder, optimizer, scheduler)
+    else:
+        sampler = EpochShuffleSampler(len(train), args.seed, indices=train_collator.candidates)
+        if args.distinct_captions_in_batch:
+            batching = dict(batch_sampler=DistinctCaptionBatchSampler(train["caption"], micro_batch_size, sampler))
+        else:
+            batching = dict(batch_size=micro_batch_size, sampler=sampler, drop_last=True)
+        # Workers are started anew each epoch (not persistent) so that they copy the collator with that epoch's number.
+        train_loader = DataLoader(IndexedRows(train), collate_fn=train_collator, num_workers=num_workers, **batching)
+        steps_per_epoch = len(train_loader) // args.gradient_accumulation_steps
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"{len(sampler)} usable training pairs make no batch of {args.global_batch_size}: lower "
+                "--global_batch_size"
+            )
+        total_steps = steps_per_epoch * args.num_train_epochs
+        if args.max_train_steps:
+            total_steps = min(total_steps, args.max_train_steps)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_proportion * total_steps), total_steps)
+        embedder, optimizer, train_loader, scheduler = accelerator.prepare(embedder, optimizer, train_loader, scheduler)
 
     if args.resume_from_checkpoint:
         checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
         accelerator.load_state(checkpoint)
         accelerator.print(f"Resumed from {checkpoint}: epoch {progress.epoch}, step {progress.optimizer_steps}")
+        if args.streaming:
+            states = progress.stream_states
+            if not states or len(states) != accelerator.num_processes:
+                raise ValueError(
+                    f"{checkpoint} was saved by {len(states or [])} processes reading their own shards; resume a "
+                    f"stream with the same number of processes (this run has {accelerator.num_processes})"
+                )
+            stream.load_state_dict(states[accelerator.process_index])
 
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    num_epochs = math.ceil(total_steps / steps_per_epoch) if steps_per_epoch else math.inf
     weight = model.config.global_similarity_weight if model.config.use_temporal_alignment_block else 1.0
     progress_bar = tqdm(
         total=total_steps, initial=progress.optimizer_steps, disable=not accelerator.is_local_main_process,
         desc=f"training {architecture or 'clip2video'}",
     )
-    metrics = None
+    metrics = eval_bad = None
     training_seconds = evaluation_seconds = 0.0
     started = time.perf_counter()
     while progress.epoch < num_epochs and progress.optimizer_steps < total_steps:
         embedder.train()
-        train_loader.set_epoch(progress.epoch)
-        train_collator.epoch = progress.epoch
-        batches = train_loader
-        if progress.batches_done_in_epoch:
-            batches = accelerator.skip_first_batches(train_loader, progress.batches_done_in_epoch)
+        if args.streaming:
+            batches = streamed_batches(accelerator, stream, progress)
+        else:
+            train_loader.set_epoch(progress.epoch)
+            train_collator.epoch = progress.epoch
+            batches = train_loader
+            if progress.batches_done_in_epoch:
+                batches = accelerator.skip_first_batches(train_loader, progress.batches_done_in_epoch)
+        epoch_finished = True
         for batch in batches:
+            new_bad = batch.pop("bad_videos")
+            batch.pop("valid", None)
+            train_bad.add(new_bad)
             with accelerator.accumulate(embedder):
-                loss = global_contrastive_loss(embedder(**batch), weight)
+                embeddings = embedder(**batch)
+                loss = global_contrastive_loss(embeddings, weight)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(embedder.parameters(), args.max_grad_norm)
@@ -453,48 +837,83 @@ def train_and_evaluate(
             progress.batches_done_in_epoch += 1
             if not accelerator.sync_gradients:
                 continue
-            with torch.no_grad():
-                model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+            clamp_logit_scale(embedder)
             progress.optimizer_steps += 1
+            train_bad.check(accelerator)
             progress_bar.update(1)
             progress_bar.set_postfix(loss=f"{loss.item():.3f}", epoch=progress.epoch)
             accelerator.log({f"{log_prefix}train/loss": loss.item(), f"{log_prefix}train/lr": scheduler.get_last_lr()[0],
-                             f"{log_prefix}train/logit_scale": model.logit_scale.exp().item()},
+                             f"{log_prefix}train/logit_scale": embeddings.logit_scale.detach().float().exp().item(),
+                             f"{log_prefix}train/bad_videos": len(train_bad.videos)},
                             step=progress.optimizer_steps)
             if checkpointing.isdigit() and progress.optimizer_steps % int(checkpointing) == 0:
-                save_checkpoint(accelerator, output_dir, progress)
+                save_checkpoint(accelerator, output_dir, progress, fingerprint, stream if args.streaming else None)
             if progress.optimizer_steps >= total_steps:
+                epoch_finished = progress.batches_done_in_epoch >= (len(train_loader) if train_loader else math.inf)
                 break
-        if progress.batches_done_in_epoch >= len(train_loader) or progress.optimizer_steps >= total_steps:
+        if epoch_finished or progress.optimizer_steps >= total_steps:
             progress.epoch += 1
             progress.batches_done_in_epoch = 0
         training_seconds += time.perf_counter() - started
         started = time.perf_counter()
-        metrics = evaluate(accelerator, model, evaluation_data, args.dual_softmax)
+        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax)
         evaluation_seconds += time.perf_counter() - started
         accelerator.log({f"{log_prefix}eval/{name}": value for name, value in metrics.items()},
                         step=progress.optimizer_steps)
         accelerator.print(
-            f"epoch {progress.epoch}: text-to-video R@1 {metrics['t2v_R1']:.1f}, video-to-text R@1 {metrics['v2t_R1']:.1f}"
+            f"epoch {progress.epoch}: text-to-video R@1 {metrics['t2v_R1']:.1f}, video-to-text R@1 "
+            f"{metrics['v2t_R1']:.1f}" + (f" ({metrics['num_dropped_videos']} test videos left out)"
+                                          if metrics["num_dropped_videos"] else "")
         )
         if checkpointing == "epoch":
-            save_checkpoint(accelerator, output_dir, progress)
+            save_checkpoint(accelerator, output_dir, progress, fingerprint, stream if args.streaming else None)
         started = time.perf_counter()
     progress_bar.close()
     if metrics is None:  # resumed from the very end: nothing left to train
-        metrics = evaluate(accelerator, model, evaluation_data, args.dual_softmax)
+        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax)
     timings.update(training_seconds=training_seconds, evaluation_seconds=evaluation_seconds)
-    return accelerator.unwrap_model(embedder).model, metrics, timings
+    return embedder, metrics, eval_bad, timings
 
 
-def save_checkpoint(accelerator, output_dir: Path, progress: TrainingProgress):
-    """`accelerator.save_state` into `checkpoints/step_<n>`, written under another name and renamed when complete,
-    so a run killed while saving never leaves a half-written latest checkpoint."""
+def train_candidates(train: datasets.Dataset, train_bad: BadVideos) -> list[int]:
+    """The training rows whose video is not known to be bad (missing, or failed when the frames were cached)."""
+    if not train_bad.videos:
+        return list(range(len(train)))
+    return [index for index, video in enumerate(train["video"]) if video_name(video) not in train_bad.videos
+            and video_key(video) not in train_bad.videos]
+
+
+def streamed_batches(accelerator, stream: StreamingBatches, progress: TrainingProgress):
+    """This process's streamed batches, on the device, for as long as every process has one (processes read
+    different shards and may run out at different times; all end the epoch together)."""
+    batches = iter(stream)
+    while True:
+        item = next(batches, None)
+        has_batch = torch.tensor([0 if item is None else 1], device=accelerator.device)
+        if accelerator.num_processes > 1:
+            has_batch = accelerator.reduce(has_batch, "min")
+        if not int(has_batch.item()):
+            batches.close()
+            stream.state = {"epoch": progress.epoch + 1, "block": 0, "block_state": None, "position": 0}
+            return
+        batch, _ = item
+        bad_videos = batch.pop("bad_videos")
+        batch = send_to_device(batch, accelerator.device)
+        batch["bad_videos"] = bad_videos
+        yield batch
+
+
+def save_checkpoint(accelerator, output_dir: Path, progress: TrainingProgress, fingerprint: dict, stream=None):
+    """`accelerator.save_state` into `checkpoints/step_<n>` with the run's fingerprint in `run.json`, written under
+    another name and renamed when complete, so a run killed while saving never leaves a half-written checkpoint."""
+    if stream is not None:
+        progress.stream_states = gather_object([stream.state_dict()]) if accelerator.num_processes > 1 else [stream.state_dict()]
     final = output_dir / "checkpoints" / f"step_{progress.optimizer_steps:08d}"
     partial = final.with_name(final.name + ".partial")
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        (partial / "run.json").write_text(json.dumps(fingerprint, indent=2, default=str))
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -508,6 +927,70 @@ def resolve_checkpoint(checkpoint: str, output_dir: Path) -> str:
     if not candidates:
         raise FileNotFoundError(f"no checkpoint in {output_dir / 'checkpoints'}")
     return str(candidates[-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The output folder
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def claim_output_dir(args, accelerator, fingerprint: dict):
+    """One run per output folder: a folder with another run's files is refused, unless --overwrite_output_dir
+    (cleared) or --resume_from_checkpoint of a checkpoint whose run fingerprint matches this run's arguments."""
+    output_dir = Path(args.output_dir)
+    occupied = output_dir.is_dir() and any(output_dir.iterdir())
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"--output_dir {output_dir} is a file")
+    if occupied and not args.overwrite_output_dir:
+        if args.resume_from_checkpoint:
+            check_resumable(resolve_checkpoint(args.resume_from_checkpoint, output_dir), fingerprint)
+        elif args.eval_only and not (output_dir / "checkpoints").exists() and not (output_dir / "model.safetensors").exists():
+            pass  # an earlier evaluation's results only
+        else:
+            contents = sorted(entry.name for entry in output_dir.iterdir())[:8]
+            raise FileExistsError(
+                f"--output_dir {output_dir} already holds another run's files ({', '.join(contents)}). Pass "
+                "--overwrite_output_dir to clear it, --resume_from_checkpoint latest to continue that run, or "
+                "choose another --output_dir."
+            )
+    elif args.resume_from_checkpoint and args.resume_from_checkpoint != "latest":
+        check_resumable(args.resume_from_checkpoint, fingerprint)
+    elif args.resume_from_checkpoint:
+        resolve_checkpoint("latest", output_dir)  # a clear error when there is none
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if occupied and args.overwrite_output_dir:
+            for entry in output_dir.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "run.json").write_text(json.dumps(fingerprint, indent=2, default=str))
+    accelerator.wait_for_everyone()
+
+
+def check_resumable(checkpoint: str, fingerprint: dict):
+    recorded_path = Path(checkpoint) / "run.json"
+    if not recorded_path.is_file():
+        raise ValueError(
+            f"{checkpoint} has no run.json: it was not written by training/run.py (or by an older version), so it "
+            "cannot be checked against this run's arguments. Start a new run in another --output_dir."
+        )
+    recorded = json.loads(recorded_path.read_text())
+    if recorded.get("fingerprint") == fingerprint["fingerprint"]:
+        return
+    theirs, ours = recorded.get("arguments", {}), fingerprint["arguments"]
+    differences = [
+        f"--{name} {theirs.get(name)!r} there, {ours.get(name)!r} here"
+        for name in sorted(set(theirs) | set(ours)) if theirs.get(name) != ours.get(name)
+    ]
+    raise ValueError(
+        f"{checkpoint} belongs to a run with other training arguments: {'; '.join(differences)}. Resume with the "
+        "same arguments, or start a new run (--overwrite_output_dir, or another --output_dir)."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def main(argv=None):
@@ -526,71 +1009,125 @@ def main(argv=None):
         # one contrastive loss whatever the number of processes.
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
+    if args.global_batch_size % (args.gradient_accumulation_steps * accelerator.num_processes):
+        raise ValueError(
+            f"--global_batch_size {args.global_batch_size} must split evenly into {args.gradient_accumulation_steps} "
+            f"accumulation steps on {accelerator.num_processes} processes (equal batches on every process): pass a "
+            f"multiple of {args.gradient_accumulation_steps * accelerator.num_processes}"
+        )
     if accelerator.device.type == "cpu":
         threads = args.cpu_threads
         if threads == "auto":
             local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
             threads = max(1, len(os.sched_getaffinity(0)) // local_processes)
         torch.set_num_threads(int(threads))
+
+    # Everything that can fail without training fails first: the output folder, the Hub repository, the data.
+    fingerprint = run_fingerprint(args)
+    claim_output_dir(args, accelerator, fingerprint)
+    hub_api = None
+    if args.push_to_hub and accelerator.is_main_process:
+        hub_api = prepare_hub_repo(args.hub_model_id, token=args.hub_token, private=args.hub_private,
+                                   revision=args.hub_revision, create_pr=args.hub_create_pr)
+    accelerator.wait_for_everyone()
     if report_to != "none":
-        accelerator.init_trackers("clip2video", config={k: v for k, v in vars(args).items() if v is not None})
+        accelerator.init_trackers("clip2video", config={k: v for k, v in public_args(args).items() if v is not None})
 
     started = time.perf_counter()
     train, evaluation, eval_source = load_splits(args, accelerator)
     timings = {"data_seconds": time.perf_counter() - started}
     first_model_config = (
         small_synthetic_config(args.num_frames, "clip2video") if args.model_name_or_path is None
-        else CLIP2VideoConfig.from_pretrained(args.model_name_or_path)
+        else CLIP2VideoConfig.from_pretrained(args.model_name_or_path, token=args.hub_token)
     )
     processor = build_processor(args, first_model_config)
+    streaming = isinstance(train, datasets.IterableDataset)
+    train_bad = BadVideos("training", args.max_bad_videos,
+                          None if train is None or streaming else len(set(train["video_id"])))
+    eval_bad_known = missing_videos(evaluation)
+    if train is not None and not streaming:
+        train_bad.add(missing_videos(train).items(), known_at_start=True)
     frame_cache = None
     if args.cache_frames:
         started = time.perf_counter()
         frame_cache = build_frame_cache(args, accelerator, processor, [train, evaluation])
         timings["frame_cache_seconds"] = time.perf_counter() - started
+        eval_keys = {video_key(video) for video in group_by_video(evaluation)[1]}
+        eval_bad_known.update({key: reason for key, reason in frame_cache.bad.items() if key in eval_keys})
+        if train is not None:
+            train_keys = {video_key(video) for video in train["video"]}
+            train_bad.add(((key, reason) for key, reason in frame_cache.bad.items() if key in train_keys),
+                          known_at_start=True)
+    if train is not None and not streaming:
+        train_bad.check(accelerator, collective=False)
     accelerator.print(
-        f"{eval_source['dataset']}: {0 if train is None else len(train)} training pairs, {len(evaluation)} test "
+        f"{eval_source.get('dataset_name') or eval_source['dataset']}: "
+        f"{'a stream of' if streaming else 0 if train is None else len(train)} training pairs, {len(evaluation)} test "
         f"captions of {len(set(evaluation['video_id']))} videos"
+        + (f"; {len(train_bad.videos)} training and {len(eval_bad_known)} test videos missing or undecodable, left out"
+           if train_bad.videos or eval_bad_known else "")
     )
 
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress)
-    model, metrics, model_timings = train_and_evaluate(
+    embedder, metrics, eval_bad, model_timings = train_and_evaluate(
         args, accelerator, progress, train, evaluation, processor, frame_cache, args.architecture, output_dir,
-        args.checkpointing_steps,
+        args.checkpointing_steps, train_bad, eval_bad_known, fingerprint,
     )
     timings.update(model_timings)
     runs = {args.architecture or "clip2video": {"metrics": metrics, "timings": model_timings}}
+    # The final weights, gathered from every process (FSDP shards them): a collective, so before the main-only part.
+    state_dict = accelerator.get_state_dict(embedder)
+    model = accelerator.unwrap_model(embedder).model
     if args.mean_pooling_baseline and not args.eval_only:
         progress.__init__()
-        _, baseline_metrics, baseline_timings = train_and_evaluate(
+        _, baseline_metrics, _, baseline_timings = train_and_evaluate(
             args, accelerator, progress, train, evaluation, processor, frame_cache, "mean_pooling", output_dir,
             checkpointing="no",  # a comparison, not a model to resume or publish
-            log_prefix="mean_pooling/",
+            train_bad=BadVideos("training", args.max_bad_videos, train_bad.total), eval_known_bad=eval_bad_known,
+            fingerprint=fingerprint, log_prefix="mean_pooling/",
         )
         runs["mean_pooling"] = {"metrics": baseline_metrics, "timings": baseline_timings}
+    training_bad_videos = train_bad.gathered(accelerator)
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         started = time.perf_counter()
+        video_ids, videos, caption_video_index = group_by_video(evaluation)
         evaluation_data = {
             **eval_source,
-            **{key: value for key, value in zip(("video_ids", "video_paths", "caption_video_index"), group_by_video(evaluation))},
+            "video_ids": video_ids,
+            "video_paths": [video["path"] for video in videos],
+            "caption_video_index": caption_video_index,
             "captions": list(evaluation["caption"]),
         }
         results = {
             "model": args.model_name_or_path or "small CLIP2Video from scratch",
+            "base_model": args.model_name_or_path if args.model_name_or_path and not os.path.isdir(args.model_name_or_path) else None,
             "runs": runs,
             "test_split": evaluation_data,
-            "args": vars(args),
+            "bad_videos": {
+                "training": [{"video": name, "reason": reason} for name, reason in training_bad_videos.items()],
+                "evaluation": [{"video": name, "reason": reason} for name, reason in eval_bad.items()],
+            },
+            "args": public_args(args),
+            "run_fingerprint": fingerprint["fingerprint"],
         }
-        write_publishable_folder(output_dir, model, processor, results, push_to_hub=args.push_to_hub,
-                                 hub_model_id=args.hub_model_id)
-        timings["saving_seconds"] = time.perf_counter() - started
+        for split, bad in results["bad_videos"].items():
+            for entry in bad[:50]:
+                print(f"bad {split} video, skipped: {entry['video']}: {entry['reason']}")
+            if len(bad) > 50:
+                print(f"... and {len(bad) - 50} more {split} videos: see results.json")
+        unwrapped_state = {name.removeprefix("model."): tensor for name, tensor in state_dict.items()}
         timings["total_seconds"] = time.perf_counter() - job_started
         results["timings"] = timings
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        write_publishable_folder(output_dir, model, processor, results, state_dict=unwrapped_state)
+        timings["saving_seconds"] = time.perf_counter() - started
         print_results_table(runs, eval_source, timings)
+        if hub_api is not None:
+            commit = push_folder(hub_api, args.hub_model_id, output_dir, revision=args.hub_revision,
+                                 create_pr=args.hub_create_pr)
+            print(f"pushed to {getattr(commit, 'pr_url', None) or getattr(commit, 'commit_url', commit)}")
     accelerator.end_training()
 
 
