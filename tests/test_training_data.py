@@ -53,12 +53,12 @@ def test_frame_cache_matches_decoding_and_rebuilds_on_change(tmp_path, processor
     torch.testing.assert_close(frames, direct["pixel_values_videos"].flip(0), atol=2e-3, rtol=2e-3)  # float16
     assert mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
 
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert len(list((tmp_path / "cache").iterdir())) == 3 and cache.bad == {}
     FrameCache.load_or_build(paths, processor, tmp_path / "cache")  # cache hit: nothing new
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert len(list((tmp_path / "cache").iterdir())) == 3
     write_mp4(tmp_path / "clip1.mp4", rng.integers(0, 255, size=(3, 16, 16, 3), dtype=np.uint8), 2.5)
     FrameCache.load_or_build(paths, processor, tmp_path / "cache")  # a changed file is decoded again
-    assert len(list((tmp_path / "cache").iterdir())) == 4
+    assert len(list((tmp_path / "cache").iterdir())) == 6
 
 
 def test_collator_tokenises_like_the_processor(tmp_path, processor):
