@@ -1,7 +1,11 @@
-"""Video processor for CLIP2Video: from video files or frames to `pixel_values_videos` and `video_mask`."""
+"""Video processor for CLIP2Video: from videos in every form transformers and `datasets` produce to
+`pixel_values_videos` and `video_mask`."""
 
+import dataclasses
 import math
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,53 +17,103 @@ from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from .frame_sampling_clip2video import FRAME_EXTRACTION_FPS, select_source_frames, uniform_positions
-from .video_decoding_clip2video import VIDEO_BACKENDS, FrameTable, read_video_frames
+from .video_decoding_clip2video import (
+    VIDEO_BACKENDS,
+    DecodedFrames,
+    DecodeLimits,
+    FrameTable,
+    describe_video,
+    limit_error,
+    read_video_frames,
+)
+
+
+# A string with one of these endings is a frame image, not a video: a list of them is one video.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+_DECODE_LIMIT_FIELDS = tuple(field.name for field in dataclasses.fields(DecodeLimits))
 
 
 class CLIP2VideoVideoProcessorKwargs(VideosKwargs, total=False):
     """
-    sampling_fps (`float`, *optional*, defaults to `self.sampling_fps`):
+    num_frames (`int`, *optional*, defaults to `self.num_frames`, 12):
+        At most this many frames per video (the authors' `max_frames`), picked uniformly when more are sampled. With
+        `do_sample_frames=False`, a video with more frames is an error.
+    fps (`float`, *optional*, defaults to `self.fps`, 2.5):
         Frames per second kept from the video, at most 5 (the rate the authors extract frames at). 2.5 for MSR-VTT
         (the authors' `feature_framerate=2`), 5 for MSVD and VATEX (`feature_framerate=1` in their test scripts).
-    max_frames (`int`, *optional*, defaults to `self.max_frames`):
-        At most this many frames per video, picked uniformly when more are sampled.
     random_frame_jitter (`bool`, *optional*, defaults to `self.random_frame_jitter`):
         Training-time augmentation of the authors: move every inner pick randomly within its interval.
     pad_to_max_frames (`bool`, *optional*, defaults to `self.pad_to_max_frames`):
-        Pad the time axis to `max_frames`; otherwise to the longest video of the batch.
+        Pad the time axis to `num_frames`; otherwise to the longest video of the batch.
     return_timestamps (`bool`, *optional*, defaults to `self.return_timestamps`):
         Also return `video_timestamps [batch, frames]`: the time in seconds of every sampled frame, NaN for padding.
     video_backend (`str`, *optional*, defaults to `self.video_backend`):
-        Decoder for video files: `"pyav"`, `"torchcodec"` or `"decord"`.
+        Decoder for encoded videos: `"pyav"`, `"torchcodec"` or `"decord"`.
+    max_input_bytes, max_frame_pixels, max_duration_seconds, max_source_frames, url_timeout_seconds,
+    allow_private_urls, max_download_seconds (*optional*):
+        Override the matching field of `DecodeLimits` (whose defaults and `CLIP2VIDEO_*` environment variables apply
+        otherwise) for this call or, given at construction, for this processor.
     """
 
-    sampling_fps: float | int | None
-    max_frames: int | None
     random_frame_jitter: bool | None
     pad_to_max_frames: bool | None
     return_timestamps: bool | None
     video_backend: str | None
+    max_input_bytes: int | None
+    max_frame_pixels: int | None
+    max_duration_seconds: int | float | None
+    max_source_frames: int | None
+    url_timeout_seconds: int | float | None
+    allow_private_urls: bool | None
+    max_download_seconds: int | float | None
 
 
-# Inputs of `VideosKwargs` that this processor replaces with its own, clearer ones.
-_REPLACED_KWARGS = {"fps": "sampling_fps", "num_frames": "max_frames", "do_sample_frames": "sampling_fps/max_frames"}
+# Earlier names of `num_frames` and `fps`, still accepted at construction so that saved folders keep loading.
+_CONSTRUCTION_ALIASES = {"max_frames": "num_frames", "sampling_fps": "fps"}
+
+
+@dataclass
+class _Video:
+    """One video between the base class's hooks: frames given directly (`frames`, with the indices already chosen)
+    or an encoded source decoded in `_preprocess`, where the call's decode limits and backend are known. `metadata`
+    is the object `return_metadata=True` returns; encoded videos fill it in when decoded."""
+
+    metadata: VideoMetadata
+    index: int
+    frames: Any = None
+    image_paths: list | None = None
+    encoded: Any = None
+    sample: bool = True
+    indices: list[int] | None = None
+    timestamps: list[float] | None = None
+    input_data_format: Any = None
+    device: Any = None
 
 
 class CLIP2VideoVideoProcessor(BaseVideoProcessor):
     r"""
     Turns videos into the inputs of `CLIP2VideoModel`, sampling frames as the CLIP2Video authors do.
 
-    Frame sampling. The authors extract JPEG frames with `ffmpeg -r 5`, keep `floor(n * sampling_fps / 5)` of the `n`
-    images uniformly (`np.linspace` rounded down) and, when more than `max_frames` remain, `max_frames` of them
-    uniformly. This processor picks the same source frames from the video's own timestamps (packet times, time base
-    and average rate, never an assumed frame rate; see `frame_sampling_clip2video`) and decodes only those. It
-    differs from the authors' pipeline in two documented ways: a video never yields the same frame twice (ffmpeg
-    repeats frames of videos slower than 5 fps), and a video too short to keep any image still yields its first frame.
+    Frame sampling (`do_sample_frames=True`, the default). The authors extract JPEG frames with `ffmpeg -r 5`, keep
+    `floor(n * fps / 5)` of the `n` images uniformly (`np.linspace` rounded down) and, when more than `num_frames`
+    remain, `num_frames` of them uniformly. This processor picks the same source frames from the video's own timestamps
+    (packet times, time base and average rate, never an assumed frame rate; see `frame_sampling_clip2video`) and
+    decodes only those. It differs from the authors' pipeline in two documented ways: a video never yields the same
+    frame twice (ffmpeg repeats frames of videos slower than 5 fps), and a video too short to keep any image still
+    yields its first frame. Frames given directly are sampled the same way from `video_metadata`'s `fps` (or
+    `total_num_frames / duration`); without a frame rate they are taken as already extracted: all kept, reduced
+    uniformly to `num_frames` if more. With `do_sample_frames=False` every frame is used, and a video with more than
+    `num_frames` frames is an error (an encoded video's frame count is checked before anything is decoded).
 
-    Videos can be file paths, `http(s)` URLs, arrays or tensors of frames `(frames, height, width, channels)` or
-    `(frames, channels, height, width)` (uint8, 1, 3 or 4 channels), or lists of PIL images; one video or a batch.
-    Frames given directly are taken as already extracted: all of them are kept, reduced uniformly to `max_frames` if
-    more, unless `video_metadata` gives their frame rate (`{"fps": 30}`), in which case they are sampled like a file.
+    Inputs: one video or a batch (a list) of videos, each one of
+        - a path, an `http(s)` URL, `bytes` or a binary file object of an encoded video, or the `{"path", "bytes"}`
+          dict of a `datasets.Video(decode=False)` column;
+        - a `torchcodec` `VideoDecoder` (what `datasets.Video()` decodes to);
+        - frames: an array or tensor `(frames, height, width, channels)` or `(frames, channels, height, width)`,
+          uint8 or floating point in [0, 1], 1, 3 or 4 channels (a 5D array is a batch), or a list of PIL images or of
+          2D / 3D arrays;
+        - a list of frame image paths (JPEG, PNG, ...; the authors' pre-extracted frames). A flat list of image paths
+          is one video; a batch of such videos is a list of lists.
 
     Each frame is then prepared as in CLIP: RGB (grey repeated, alpha dropped like `PIL.Image.convert("RGB")`),
     shortest edge resized to 224 with bicubic resampling, centre crop 224, scaled to [0, 1] and normalised with the
@@ -70,11 +124,15 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
         - `video_mask` (`[batch, frames]` int64): 1 for real frames (which come first), 0 for padding.
         - `video_timestamps` (`[batch, frames]` float64, with `return_timestamps=True`): seconds, NaN for padding and
           for frames given without a frame rate.
+        - `video_metadata` (with `return_metadata=True`): one `VideoMetadata` per video (`fps`, `total_num_frames`,
+          `duration`, `width`, `height` of the source and `frames_indices` of the chosen frames).
 
     Raises:
-        `FileNotFoundError`: a video path does not exist.
-        `ValueError`: a file is not a video, is truncated or corrupt, or has no decodable frame (the message names the
-            file and the reason), or frames have an unsupported shape or dtype.
+        `FileNotFoundError`: a video path or frame image does not exist.
+        `TypeError`: an unknown keyword argument (the base class's validation).
+        `ValueError`: a file is not a video, is truncated or corrupt, is over a `DecodeLimits` limit, or has no
+            decodable frame (the message names the input and the reason), frames have an unsupported shape or dtype,
+            or an option is out of range.
     """
 
     resample = PILImageResampling.BICUBIC
@@ -88,8 +146,9 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
     do_rescale = True
     do_normalize = True
     do_convert_rgb = True
-    sampling_fps = FRAME_EXTRACTION_FPS / 2
-    max_frames = 12
+    do_sample_frames = True
+    num_frames = 12
+    fps = FRAME_EXTRACTION_FPS / 2
     random_frame_jitter = False
     pad_to_max_frames = True
     return_timestamps = False
@@ -98,49 +157,145 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
     model_input_names = ["pixel_values_videos", "video_mask"]
 
     def __init__(self, **kwargs: Unpack[CLIP2VideoVideoProcessorKwargs]):
+        for old_name, name in _CONSTRUCTION_ALIASES.items():
+            if old_name in kwargs:
+                value = kwargs.pop(old_name)
+                if value is not None and kwargs.get(name) is not None and kwargs[name] != value:
+                    raise ValueError(f"Got {old_name}={value!r} and {name}={kwargs[name]!r}; `{old_name}` is `{name}`.")
+                if value is not None:
+                    kwargs[name] = value
         super().__init__(**kwargs)
+        _check_sampling_options(self.num_frames, self.fps)
+        _check_backend(self.video_backend)
 
-    def preprocess(self, videos, **kwargs: Unpack[CLIP2VideoVideoProcessorKwargs]) -> BatchFeature:
-        for name, replacement in _REPLACED_KWARGS.items():
-            if kwargs.get(name) is not None:
-                raise ValueError(f"{type(self).__name__} does not use `{name}`; set `{replacement}` instead.")
-        for name in self.valid_kwargs.__annotations__:
-            kwargs.setdefault(name, getattr(self, name, None))
-        sampling_fps, max_frames = kwargs["sampling_fps"], kwargs["max_frames"]
-        if not 0 < sampling_fps <= FRAME_EXTRACTION_FPS:
-            raise ValueError(f"`sampling_fps` must be in (0, {FRAME_EXTRACTION_FPS}], got {sampling_fps}.")
-        if not isinstance(max_frames, int) or max_frames < 1:
-            raise ValueError(f"`max_frames` must be a positive integer, got {max_frames}.")
-        if kwargs["video_backend"] not in VIDEO_BACKENDS:
-            backends = ", ".join(VIDEO_BACKENDS)
-            raise ValueError(f"`video_backend` must be one of {backends}, got {kwargs['video_backend']!r}.")
-        if kwargs["data_format"] not in (None, "channels_first"):
-            raise ValueError("`pixel_values_videos` are always channels first.")
+    # ----------------------------------------------------------------------------------------------------------
+    # Hooks of `BaseVideoProcessor.preprocess`: which frames, decoded how, prepared how.
+    # ----------------------------------------------------------------------------------------------------------
 
-        videos = _as_video_list(videos)
-        metadata = _as_metadata_list(kwargs["video_metadata"], len(videos))
+    def sample_frames(
+        self,
+        metadata: VideoMetadata,
+        num_frames: int | None = None,
+        fps: int | float | None = None,
+        random_frame_jitter: bool | None = None,
+        **kwargs,
+    ) -> np.ndarray:
+        """Indices of the frames kept among `metadata.total_num_frames` frames given directly: with `metadata.fps`,
+        the authors' rule on those frames' times (`i / fps`), as for a file; without it the frames are taken as
+        already extracted, all kept and reduced uniformly to `num_frames`.
+
+        Args:
+            metadata (`VideoMetadata`): `total_num_frames` and, if known, `fps` of the given frames.
+            num_frames (`int`, *optional*, defaults to `self.num_frames`): at most this many frames.
+            fps (`float`, *optional*, defaults to `self.fps`): frames per second kept, in (0, 5].
+            random_frame_jitter (`bool`, *optional*, defaults to `self.random_frame_jitter`): the training jitter.
+
+        Returns:
+            `np.ndarray`: increasing int64 indices.
+        """
+        num_frames = self.num_frames if num_frames is None else num_frames
+        fps = self.fps if fps is None else fps
+        jitter = self.random_frame_jitter if random_frame_jitter is None else random_frame_jitter
+        total = metadata.total_num_frames
+        if metadata.fps:
+            rate = float(metadata.fps)
+            table = FrameTable([i / rate for i in range(total)], [1 / rate] * total, rate)
+            return np.asarray(_select(table, num_frames, fps, jitter), dtype=np.int64)
+        _check_sampling_options(num_frames, fps)
+        return uniform_positions(total, FRAME_EXTRACTION_FPS, num_frames, jitter)
+
+    def _decode_and_sample_videos(
+        self,
+        videos,
+        video_metadata: VideoMetadata | dict | list | None,
+        do_sample_frames: bool | None = None,
+        sample_indices_fn=None,
+    ) -> tuple[list[_Video], list[VideoMetadata]]:
+        """Splits the input into videos and chooses the frames of those given as frames or image paths (nothing is
+        decoded yet: encoded videos are decoded in `_preprocess`, under the call's `DecodeLimits`)."""
+        inputs = _as_video_list(videos)
+        entries = _as_metadata_list(video_metadata, len(inputs))
+        prepared = []
+        for index, (video, entry) in enumerate(zip(inputs, entries)):
+            if _is_encoded_video(video):
+                if entry is not None:
+                    raise ValueError(
+                        f"Video {index} ({_describe(video)}) is an encoded video whose frame rate and timestamps are "
+                        "read from the file: `video_metadata` is only for videos given as frames (pass None for it)."
+                    )
+                metadata = VideoMetadata(total_num_frames=0)
+                prepared.append(_Video(metadata=metadata, index=index, encoded=video, sample=bool(do_sample_frames)))
+                continue
+            image_paths = list(video) if _is_image_path_list(video) else None
+            if image_paths is None and len(video) == 0:
+                raise ValueError(f"Video {index} has no frames.")
+            metadata = _frames_metadata(entry, len(video), index)
+            if do_sample_frames:
+                indices = [int(i) for i in sample_indices_fn(metadata=metadata)]
+            else:
+                indices = list(range(len(video)))
+            metadata.frames_indices = indices
+            timestamps = [i / metadata.fps for i in indices] if metadata.fps else [math.nan] * len(indices)
+            prepared.append(
+                _Video(
+                    metadata=metadata,
+                    index=index,
+                    frames=None if image_paths is not None else video,
+                    image_paths=image_paths,
+                    indices=indices,
+                    timestamps=timestamps,
+                )
+            )
+        return prepared, [video.metadata for video in prepared]
+
+    def _prepare_input_videos(
+        self, videos: list[_Video], do_convert_rgb: bool | None = None, input_data_format=None, device=None
+    ) -> list[_Video]:
+        # Frames are always converted to RGB (the model reads three channels); decoding waits for `_preprocess`.
+        for video in videos:
+            video.input_data_format, video.device = input_data_format, device
+        return videos
+
+    def _preprocess(
+        self,
+        videos: list[_Video],
+        num_frames: int,
+        fps: float,
+        random_frame_jitter: bool,
+        pad_to_max_frames: bool,
+        return_timestamps: bool,
+        video_backend: str,
+        return_tensors=None,
+        **kwargs,
+    ) -> BatchFeature:
+        _check_sampling_options(num_frames, fps)
+        _check_backend(video_backend)
+        limits = DecodeLimits.from_env(**{name: kwargs.pop(name, None) for name in _DECODE_LIMIT_FIELDS})
+        # Every frame count is checked before the first video is decoded.
+        for video in videos:
+            if video.indices is not None and len(video.indices) > num_frames:
+                raise _too_many_frames(video.index, len(video.indices), num_frames)
+
         clips, timestamps = [], []
-        for video, video_metadata in zip(videos, metadata):
-            frames, frame_times = self._sample_video(video, video_metadata, kwargs)
-            if kwargs["device"] is not None:
-                frames = frames.to(kwargs["device"])
+        for video in videos:
+            if video.encoded is not None:
+                decoded = self._decode(video, num_frames, fps, random_frame_jitter, video_backend, limits)
+                frames = torch.from_numpy(np.stack(decoded.frames)).permute(0, 3, 1, 2)
+                frame_times = decoded.timestamps
+            elif video.image_paths is not None:
+                chosen = [video.image_paths[i] for i in video.indices]
+                frames = _frames_to_uint8_rgb([_read_image(path, limits) for path in chosen])
+                frame_times = video.timestamps
+            else:
+                frames = _frames_to_uint8_rgb(_take(video.frames, video.indices), video.input_data_format)
+                frame_times = video.timestamps
+            if video.device is not None:
+                frames = frames.to(video.device)
             clips.append(frames)
             timestamps.append(frame_times)
 
-        image_kwargs = self._standardize_kwargs(
-            **{
-                name: kwargs[name]
-                for name in (
-                    "size", "crop_size", "default_to_square", "image_mean", "image_std", "do_resize", "resample",
-                    "do_center_crop", "do_rescale", "rescale_factor", "do_normalize",
-                )
-            }
-        )
-        self._validate_preprocess_kwargs(**image_kwargs)
-        image_kwargs.pop("pad_size")
-        processed = self._preprocess(videos=clips, return_tensors=None, **image_kwargs)["pixel_values_videos"]
-
-        num_slots = max_frames if kwargs["pad_to_max_frames"] else max(len(clip) for clip in processed)
+        processed = super()._preprocess(videos=clips, return_tensors=None, **kwargs)["pixel_values_videos"]
+        num_slots = num_frames if pad_to_max_frames else max(len(clip) for clip in processed)
         first = processed[0]
         pixel_values_videos = first.new_zeros((len(processed), num_slots, *first.shape[1:]), dtype=torch.float32)
         video_mask = torch.zeros((len(processed), num_slots), dtype=torch.int64)
@@ -153,51 +308,97 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
             pixel_values_videos[index, : len(clip)] = clip
             video_mask[index, : len(clip)] = 1
         data = {"pixel_values_videos": pixel_values_videos, "video_mask": video_mask}
-        if kwargs["return_timestamps"]:
+        if return_timestamps:
             video_timestamps = torch.full((len(processed), num_slots), math.nan, dtype=torch.float64)
             for index, frame_times in enumerate(timestamps):
                 video_timestamps[index, : len(frame_times)] = torch.tensor(frame_times, dtype=torch.float64)
             data["video_timestamps"] = video_timestamps
-        return BatchFeature(data=data, tensor_type=kwargs["return_tensors"])
+        return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _sample_video(self, video, metadata, kwargs) -> tuple[torch.Tensor, list[float]]:
-        """Sampled frames of one video as a uint8 `[frames, 3, height, width]` tensor, and their times in seconds.
-
-        The training jitter draws from torch's global generator, which `torch.manual_seed` and every DataLoader
-        worker seed.
-        """
+    def _decode(
+        self, video: _Video, num_frames: int, fps: float, jitter: bool, backend: str, limits: DecodeLimits
+    ) -> DecodedFrames:
+        """Decodes the frames of an encoded video that the sampling rule (or, without sampling, every frame) picks,
+        and fills in its metadata. The training jitter draws from torch's global generator, which
+        `torch.manual_seed` and every DataLoader worker seed."""
+        picked = {}
 
         def select(table: FrameTable) -> list[int]:
-            return select_source_frames(
-                table.times,
-                table.durations,
-                table.average_fps,
-                sampling_fps=kwargs["sampling_fps"],
-                max_frames=kwargs["max_frames"],
-                random_jitter=kwargs["random_frame_jitter"],
-            )
+            if video.sample:
+                indices = _select(table, num_frames, fps, jitter)
+            elif len(table.times) > num_frames:
+                raise _too_many_frames(video.index, len(table.times), num_frames, _describe(video.encoded))
+            else:
+                indices = list(range(len(table.times)))
+            picked.update(table=table, indices=indices)
+            return indices
 
-        if isinstance(video, (str, os.PathLike)):
-            decoded = read_video_frames(video, select, backend=kwargs["video_backend"])
-            # Stacked channels-last, the layout torch's uint8 antialiased resize is fastest with.
-            frames = torch.from_numpy(np.stack(decoded.frames)).permute(0, 3, 1, 2)
-            return frames, decoded.timestamps
-
-        frames = _frames_to_uint8_rgb(video, kwargs["input_data_format"])
-        fps = metadata.get("fps") if metadata is not None else None
-        if fps:
-            num_frames = len(frames)
-            chosen = select(FrameTable([i / fps for i in range(num_frames)], [1 / fps] * num_frames, float(fps)))
-            return frames[chosen], [i / fps for i in chosen]
-        # Frames given without their rate are taken as already extracted: keep all, reduced to `max_frames`.
-        chosen = uniform_positions(
-            len(frames), FRAME_EXTRACTION_FPS, kwargs["max_frames"], kwargs["random_frame_jitter"]
+        source = video.encoded
+        if isinstance(source, dict):
+            source = _dict_source(source, video.index)
+        if _is_torchcodec_decoder(source):
+            backend = "torchcodec"
+            decoded = _read_torchcodec_decoder(source, select, limits)
+        else:
+            decoded = read_video_frames(source, select, backend=backend, limits=limits)
+        table = picked["table"]
+        last_duration = table.durations[-1] or 1 / table.average_fps
+        height, width = decoded.frames[0].shape[:2]
+        video.metadata.update(
+            {
+                "total_num_frames": len(table.times),
+                "fps": table.average_fps,
+                "duration": table.times[-1] - table.times[0] + last_duration,
+                "height": height,
+                "width": width,
+                "video_backend": backend,
+                "frames_indices": picked["indices"],
+            }
         )
-        return frames[torch.from_numpy(chosen)], [math.nan] * len(chosen)
+        return decoded
 
     def center_crop(self, image: torch.Tensor, size: SizeDict, **kwargs) -> torch.Tensor:
         # torchvision's CenterCrop (the authors' transform) rounds the offset to the nearest pixel.
         return tvF.center_crop(image, [size.height, size.width])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sampling options
+
+
+def _check_sampling_options(num_frames, fps) -> None:
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"`num_frames` must be a positive integer, got {num_frames!r}.")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= FRAME_EXTRACTION_FPS:
+        raise ValueError(f"`fps` must be in (0, {FRAME_EXTRACTION_FPS}], got {fps!r}.")
+
+
+def _check_backend(backend) -> None:
+    if backend not in VIDEO_BACKENDS:
+        raise ValueError(f"`video_backend` must be one of {', '.join(VIDEO_BACKENDS)}, got {backend!r}.")
+
+
+def _select(table: FrameTable, num_frames: int, fps: float, jitter: bool) -> list[int]:
+    _check_sampling_options(num_frames, fps)
+    return select_source_frames(
+        table.times, table.durations, table.average_fps, sampling_fps=fps, max_frames=num_frames, random_jitter=jitter
+    )
+
+
+def _too_many_frames(index: int, count: int, num_frames: int, name: str | None = None) -> ValueError:
+    what = f"Video {index}" + (f" ({name})" if name else "")
+    return ValueError(
+        f"{what} has {count} frames but `num_frames` is {num_frames}: with `do_sample_frames=False` every frame is "
+        "used. Sample them (`do_sample_frames=True`) or raise `num_frames`."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Input forms
+
+
+def _is_pil_image(item) -> bool:
+    return type(item).__module__.startswith("PIL.")
 
 
 def _is_frame(item) -> bool:
@@ -206,14 +407,46 @@ def _is_frame(item) -> bool:
     return isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim in (2, 3)
 
 
-def _is_pil_image(item) -> bool:
-    return type(item).__module__.startswith("PIL.")
+def _is_torchcodec_decoder(item) -> bool:
+    return type(item).__module__.startswith("torchcodec.") and hasattr(item, "get_frames_at")
+
+
+def _is_image_path(item) -> bool:
+    return isinstance(item, (str, os.PathLike)) and os.fsdecode(os.fspath(item)).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _is_image_path_list(item) -> bool:
+    return isinstance(item, (list, tuple)) and len(item) > 0 and all(_is_image_path(path) for path in item)
+
+
+def _is_encoded_video(item) -> bool:
+    """A video still to be decoded: a path or URL, bytes, a binary file object, a `datasets.Video(decode=False)`
+    dict, or a torchcodec decoder."""
+    if isinstance(item, (str, os.PathLike)):
+        return not _is_image_path(item)
+    if isinstance(item, (bytes, bytearray, memoryview)) or _is_torchcodec_decoder(item):
+        return True
+    if isinstance(item, dict):
+        return set(item) <= {"path", "bytes"} and bool(item)
+    return callable(getattr(item, "read", None))
+
+
+def _describe(video) -> str:
+    if isinstance(video, dict):
+        return describe_video(video.get("path") or video.get("bytes") or "<empty dict>")
+    return describe_video(video)
 
 
 def _as_video_list(videos) -> list:
-    """One entry per video: a path or URL, a 4D array or tensor, or a list of frames."""
-    if isinstance(videos, (str, os.PathLike)) or _is_pil_image(videos):
-        return [videos if not _is_pil_image(videos) else [videos]]
+    """One entry per video: an encoded video, a 4D array or tensor, a list of frames or a list of image paths."""
+    if _is_encoded_video(videos) or _is_image_path_list(videos):
+        return [videos]
+    if _is_image_path(videos):
+        raise ValueError(
+            f"{describe_video(videos)} is an image; a video given as frame images is a list of their paths."
+        )
+    if _is_pil_image(videos):
+        return [[videos]]
     if isinstance(videos, (np.ndarray, torch.Tensor)):
         if videos.ndim == 5:
             return list(videos)
@@ -228,23 +461,132 @@ def _as_video_list(videos) -> list:
         if all(_is_frame(item) for item in videos):
             return [list(videos)]
         for index, item in enumerate(videos):
-            if not (isinstance(item, (str, os.PathLike, list, tuple)) or (hasattr(item, "ndim") and item.ndim == 4)):
+            if _is_image_path(item):
                 raise ValueError(
-                    f"Video {index} of the batch is a {type(item).__name__}; expected a path or URL, a 4D array or "
-                    "tensor of frames, or a list of frames."
+                    f"Video {index} of the batch is the image {describe_video(item)}: a video given as frame images "
+                    "is a list of their paths (a batch of such videos is a list of lists), never one image per video."
+                )
+            is_frames = isinstance(item, (list, tuple)) and (
+                _is_image_path_list(item) or (len(item) > 0 and all(_is_frame(frame) for frame in item))
+            )
+            is_array = isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 4
+            if not (_is_encoded_video(item) or is_frames or is_array):
+                raise ValueError(
+                    f"Video {index} of the batch is a {type(item).__name__}; expected a path or URL, bytes, a binary "
+                    "file object, a {'path', 'bytes'} dict, a torchcodec decoder, a 4D array or tensor of frames, a "
+                    "list of frames or a list of frame image paths."
                 )
         return list(videos)
     raise ValueError(f"Unsupported video input of type {type(videos).__name__}.")
 
 
 def _as_metadata_list(video_metadata, num_videos: int) -> list:
+    """One metadata dict (or None) per video; a nested list (one list per sample, as transformers allows) is
+    flattened."""
     if video_metadata is None:
         return [None] * num_videos
     if isinstance(video_metadata, (dict, VideoMetadata)):
         video_metadata = [video_metadata]
+    if video_metadata and all(isinstance(entry, (list, tuple)) for entry in video_metadata):
+        video_metadata = [entry for entries in video_metadata for entry in entries]
     if len(video_metadata) != num_videos:
         raise ValueError(f"Got {num_videos} videos but {len(video_metadata)} `video_metadata` entries.")
-    return [dict(metadata) if metadata is not None else None for metadata in video_metadata]
+    return [dict(entry) if entry is not None else None for entry in video_metadata]
+
+
+def _frames_metadata(entry: dict | None, count: int, index: int) -> VideoMetadata:
+    """The metadata of a video of `count` given frames: the frame rate is `entry["fps"]`, or
+    `total_num_frames / duration`, or unknown."""
+    entry = {key: value for key, value in (entry or {}).items() if value is not None}
+    total = entry.get("total_num_frames", count)
+    if total != count:
+        raise ValueError(f"Video {index} has {count} frames but its `video_metadata` says total_num_frames={total}.")
+    fps = entry.get("fps")
+    if fps is None and entry.get("duration"):
+        fps = count / entry["duration"]
+    if fps is not None and not (isinstance(fps, (int, float)) and 0 < fps < math.inf):
+        raise ValueError(f"Video {index}: `video_metadata` fps must be a positive number, got {fps!r}.")
+    duration = count / fps if fps else entry.get("duration")
+    return VideoMetadata(total_num_frames=count, fps=fps, duration=duration, video_backend=None)
+
+
+def _dict_source(video: dict, index: int):
+    """The bytes (preferred, as `datasets` decodes) or the path of a `datasets.Video(decode=False)` value."""
+    if video.get("bytes") is not None:
+        return video["bytes"]
+    if video.get("path") is not None:
+        return video["path"]
+    raise ValueError(f"Video {index} is a {{'path', 'bytes'}} dict with neither a path nor bytes.")
+
+
+def _take(frames, indices: list[int]):
+    if isinstance(frames, (list, tuple)):
+        return [frames[i] for i in indices]
+    return frames[torch.as_tensor(indices)] if isinstance(frames, torch.Tensor) else frames[np.asarray(indices)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _read_image(path, limits: DecodeLimits) -> np.ndarray:
+    """A frame image as RGB uint8 `(height, width, 3)`, its size checked against `limits` before it is decoded."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as error:
+        raise ImportError("Reading frame images needs Pillow: `pip install pillow`.") from error
+    name = describe_video(path)
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Frame image not found: {name}") from None
+    if size > limits.max_input_bytes:
+        raise limit_error(name, "its size in bytes", size, "max_input_bytes", limits.max_input_bytes)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > limits.max_frame_pixels:
+                what = f"its size {width}x{height} in pixels"
+                raise limit_error(name, what, width * height, "max_frame_pixels", limits.max_frame_pixels)
+            return np.array(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        raise ValueError(f"Cannot read frame image {name}: {error}") from None
+
+
+def _read_torchcodec_decoder(decoder, select_frames, limits: DecodeLimits) -> DecodedFrames:
+    """The chosen frames of a torchcodec `VideoDecoder` (what `datasets.Video()` yields), from its metadata's frame
+    count and average rate, within `limits`."""
+    name = f"<{type(decoder).__name__} object>"
+    metadata = decoder.metadata
+    width, height = metadata.width or 0, metadata.height or 0
+    if width * height > limits.max_frame_pixels:
+        raise limit_error(name, f"its frame size {width}x{height} in pixels", width * height, "max_frame_pixels",
+                          limits.max_frame_pixels)
+    num_frames = metadata.num_frames or 0
+    average_fps = float(metadata.average_fps or 0)
+    if num_frames == 0 or not 0 < average_fps < math.inf:
+        raise ValueError(f"Cannot read video {name}: no frames or no frame rate in its metadata.")
+    if num_frames > limits.max_source_frames:
+        raise limit_error(name, "its frame count", num_frames, "max_source_frames", limits.max_source_frames)
+    if num_frames / average_fps > limits.max_duration_seconds:
+        duration = round(num_frames / average_fps, 3)
+        raise limit_error(name, "its duration in seconds", duration, "max_duration_seconds", limits.max_duration_seconds)
+    begin = float(getattr(metadata, "begin_stream_seconds", None) or 0.0)
+    table = FrameTable(
+        times=[begin + index / average_fps for index in range(num_frames)],
+        durations=[1 / average_fps] * num_frames,
+        average_fps=average_fps,
+    )
+    batch = decoder.get_frames_at(indices=select_frames(table))
+    data = batch.data
+    if data.shape[1] in (1, 3) and tuple(data.shape[2:]) == (height, width):
+        data = data.permute(0, 2, 3, 1)  # the decoder's default "NCHW" order
+    frames = [frame.numpy() for frame in data]
+    return DecodedFrames(frames=frames, timestamps=[float(t) for t in batch.pts_seconds])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Frames given directly
 
 
 def _frames_to_uint8_rgb(video, input_data_format=None) -> torch.Tensor:
@@ -280,10 +622,19 @@ def _frame_to_rgb_hwc(frame, input_data_format=None) -> torch.Tensor:
 
 
 def _as_uint8_tensor(array) -> torch.Tensor:
+    """uint8 frames as they are; floating point frames in [0, 1] (decoded frames divided by 255) back to uint8, so
+    they give the pixels of the uint8 frames exactly."""
     tensor = torch.as_tensor(array)
-    if tensor.dtype != torch.uint8:
-        raise ValueError(f"Video frames must be uint8 (0-255), got {tensor.dtype}.")
-    return tensor
+    if tensor.dtype == torch.uint8:
+        return tensor
+    if tensor.is_floating_point():
+        if tensor.numel() and not (torch.isfinite(tensor).all() and tensor.min() >= 0 and tensor.max() <= 1):
+            raise ValueError(
+                f"Floating point video frames must lie in [0, 1], got values in [{tensor.min().item()}, "
+                f"{tensor.max().item()}]; pass uint8 frames for 0-255 values."
+            )
+        return (tensor.float() * 255).round_().to(torch.uint8)
+    raise ValueError(f"Video frames must be uint8 (0-255) or floating point in [0, 1], got {tensor.dtype}.")
 
 
 def _rgb_channels(frames: torch.Tensor) -> torch.Tensor:

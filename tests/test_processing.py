@@ -299,7 +299,7 @@ def natural_frames(num_frames, height, width, seed=0):
 
 def test_defaults_are_the_papers():
     processor = CLIP2VideoVideoProcessor()
-    assert processor.sampling_fps == 2.5 and processor.max_frames == 12 and not processor.random_frame_jitter
+    assert processor.fps == 2.5 and processor.num_frames == 12 and not processor.random_frame_jitter
     assert processor.size.shortest_edge == 224 and (processor.crop_size.height, processor.crop_size.width) == (224, 224)
     assert tuple(processor.image_mean) == CLIP_MEAN and tuple(processor.image_std) == CLIP_STD
     assert processor.resample == 3  # bicubic
@@ -557,7 +557,8 @@ def test_no_decodable_frame(small_processor, videos, tmp_path):
 @pytest.mark.parametrize(
     "video, message",
     [
-        (np.zeros((2, 8, 8, 3), np.float32), "must be uint8"),
+        (np.full((2, 8, 8, 3), 255.0, np.float32), "must lie in \\[0, 1\\]"),
+        (np.zeros((2, 8, 8, 3), np.int16), "must be uint8"),
         (np.zeros((2, 8, 8, 2), np.uint8), "1 \\(grey\\), 3 \\(RGB\\) or 4 \\(RGBA\\) channels"),
         (np.zeros((2, 2, 8, 8, 3, 1), np.uint8), "4 dimensions"),
         ([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)], "same size"),
@@ -572,10 +573,7 @@ def test_bad_frames(small_processor, video, message):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"sampling_fps": 6}, "`sampling_fps` must be in \\(0, 5\\]"),
-        ({"max_frames": 0}, "`max_frames` must be a positive integer"),
-        ({"fps": 2}, "does not use `fps`; set `sampling_fps`"),
-        ({"num_frames": 8}, "does not use `num_frames`; set `max_frames`"),
+        ({"fps": 6}, "`fps` must be in \\(0, 5\\]"),
         ({"video_backend": "opencv"}, "`video_backend` must be one of pyav, torchcodec, decord"),
     ],
 )
