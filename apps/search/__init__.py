@@ -1,6 +1,7 @@
-"""Text search over a video collection: `index_videos` builds the index, `query_videos` searches it."""
+"""Text search over a video collection: `index_videos` builds the index, `query_videos` searches it, `VideoIndex`
+opens one from Python."""
 
-from .video_index import SearchHit, VideoIndex
+from .video_index import IndexDamagedError, ModelMismatchError, SearchHit, SearchParameters, VideoIndex
 
 
-__all__ = ["SearchHit", "VideoIndex"]
+__all__ = ["IndexDamagedError", "ModelMismatchError", "SearchHit", "SearchParameters", "VideoIndex"]

@@ -5,36 +5,43 @@
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \\
         -m clip2video.apps.search.index_videos --model outputs/clip2video-synthetic --videos my_videos --index_dir my_index
 
-Every video under `--videos` (recursively) is decoded as the checkpoint's processor samples it and embedded by the
-model. Each process handles its share of the videos and writes what it finished every `--save_every` videos to
-`<index_dir>/parts/`; a second run skips the videos already there (same path, size and modification time), so an
-interrupted run resumes where it stopped, and a folder that grew is indexed incrementally. Files that cannot be read
-are skipped, listed in `<index_dir>/unreadable.json` with the reason, and retried on the next run. At the end the main
-process gathers the parts into a `datasets` table (`<index_dir>/videos`), builds the vector index
-(`<index_dir>/embedding.faiss` when `faiss` is installed) and writes `<index_dir>/index.json`.
+Every video under `--videos` (recursively) is decoded as the checkpoint's processor samples it, in `--num_workers`
+worker processes while the model embeds the previous batch; `--batch_size` videos go through the vision tower
+together. Each process writes what it finished every `--save_every` videos to `<index_dir>/parts/`; a second run
+skips the videos already indexed (same path, size and modification time, read before decoding and checked again
+after), so an interrupted run resumes where it stopped and a folder that grew is indexed incrementally. Files that
+cannot be read are skipped, listed in `<index_dir>/unreadable.json` with the reason, and retried on the next run.
+
+At the end the main process writes a new generation of the index (table, memory-mapped embeddings and frames, the
+vector index) under temporary names and switches `index.json` to it atomically: a crash never leaves a broken index.
+`--index_type auto` searches exactly up to `--approximate_above` videos and builds an IVF index (8-bit scalar
+quantised, re-ranked exactly) above. One indexer at a time per index folder: a second one exits with a message
+(or waits, with `--wait_for_lock`). `--rebuild` repairs a damaged index: it keeps what verifies and re-indexes the rest.
 """
 
 import argparse
 import json
 import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 
-import datasets
+import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor
 
-from .video_index import (
-    EMBEDDING_COLUMN, FAISS_FILE, FEATURES, METADATA_FILE, TABLE_DIR, faiss_available, list_videos,
+from .index_build import (
+    PARTS_DIR, IndexLock, Part, VectorIndexOptions, commit, current_keys, file_key, load_parts, open_current,
+    write_part,
 )
+from .video_index import APPROXIMATE_ABOVE, INDEX_TYPES, IndexDamagedError, list_videos, model_fingerprint
 
 
-PARTS_DIR = "parts"
 UNREADABLE_FILE = "unreadable.json"
+# A file still changing after this many reads is reported, not indexed (a later run picks it up).
+READ_ATTEMPTS = 3
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,30 +52,72 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=8, help="videos per forward pass")
     parser.add_argument("--save_every", type=int, default=64, help="videos per part written to disk (resume points)")
     parser.add_argument(
+        "--num_workers", type=int, default=None,
+        help="decoding worker processes per indexing process (default: half the CPUs of a process, 1 to 8; 0 decodes "
+        "in the indexing process itself)",
+    )
+    parser.add_argument(
         "--cpu_threads", type=int, default=None,
         help="torch threads per process on CPU (default: the CPUs available divided by the local processes)",
     )
+    parser.add_argument("--index_type", choices=INDEX_TYPES, default="auto", help="vector index (default: auto)")
+    parser.add_argument(
+        "--approximate_above", type=int, default=APPROXIMATE_ABOVE,
+        help=f"with --index_type auto, videos above which the index is approximate (default {APPROXIMATE_ABOVE})",
+    )
+    parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default: about sqrt(videos))")
+    parser.add_argument("--nprobe", type=int, default=None, help="IVF lists searched by default (default: nlist/16)")
+    parser.add_argument("--hnsw_m", type=int, default=32, help="HNSW links per vector")
+    parser.add_argument("--ef_search", type=int, default=256, help="HNSW default search breadth")
+    parser.add_argument(
+        "--embedding_dtype", choices=("auto", "float16", "float32"), default="auto",
+        help="stored embeddings (auto: float16 for approximate indexes when its measured error bound is < 1e-3)",
+    )
+    parser.add_argument("--rebuild", action="store_true", help="repair: verify the index, keep what is intact")
+    parser.add_argument("--wait_for_lock", action="store_true", help="wait for another indexer of --index_dir")
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.save_every < 1:
-        parser.error("--batch_size and --save_every must be at least 1.")
+    for name in ("batch_size", "save_every", "approximate_above", "hnsw_m", "ef_search"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1.")
+    for name in ("nlist", "nprobe", "cpu_threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1.")
+    if args.num_workers is not None and args.num_workers < 0:
+        parser.error("--num_workers must be at least 0.")
     return args
 
 
-def file_key(path: Path, root: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns
+class VideoFiles(torch.utils.data.Dataset):
+    """Decodes one video per item, in a DataLoader worker: `{"name", "key", "inputs"}`, or `{"name", "error"}` for
+    a file that cannot be read (one bad file costs only itself). The key (path, size, mtime) is read before decoding
+    and checked after, so an embedding is never stored under the key of a file that changed meanwhile."""
+
+    def __init__(self, paths: list[Path], root: Path, processor):
+        self.paths, self.root, self.processor = paths, root, processor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item: int) -> dict:
+        path = self.paths[item]
+        name = path.relative_to(self.root).as_posix()
+        for _ in range(READ_ATTEMPTS):
+            try:
+                before = file_key(path, self.root)
+                inputs = self.processor(videos=[str(path)], return_tensors="pt", return_timestamps=True)
+                after = file_key(path, self.root)
+            except Exception as error:  # any decoding failure of this file: reported, never the end of the run
+                return {"name": name, "error": f"{type(error).__name__}: {error}"}
+            if before == after:
+                return {"name": name, "key": before, "inputs": {key: inputs[key] for key in inputs}}
+        return {"name": name, "error": f"{path} kept changing while it was read; it is indexed on a later run"}
 
 
-def finished_keys(parts_dir: Path) -> set[tuple[str, int, int]]:
-    """(path, size, mtime_ns) of every video in the parts written so far."""
-    files = sorted(parts_dir.glob("*.parquet"))
-    if not files:
-        return set()
-    table = datasets.Dataset.from_parquet([str(f) for f in files], features=FEATURES, keep_in_memory=True)
-    return set(zip(table["path"], table["size"], table["mtime_ns"]))
+def _one_item(items):
+    return items
 
 
-def stack_videos(decoded: list) -> dict[str, torch.Tensor]:
+def stack_videos(decoded: list[dict]) -> dict[str, torch.Tensor]:
     """Videos processed one by one, as one batch: the time axis padded to the longest (zeros, mask 0, NaN times)."""
     num_frames = max(item["video_mask"].shape[1] for item in decoded)
 
@@ -76,8 +125,7 @@ def stack_videos(decoded: list) -> dict[str, torch.Tensor]:
         missing = num_frames - tensor.shape[1]
         if missing == 0:
             return tensor
-        padding = tensor.new_full((tensor.shape[0], missing, *tensor.shape[2:]), value)
-        return torch.cat([tensor, padding], dim=1)
+        return torch.cat([tensor, tensor.new_full((tensor.shape[0], missing, *tensor.shape[2:]), value)], dim=1)
 
     return {
         "pixel_values_videos": torch.cat([pad(item["pixel_values_videos"], 0) for item in decoded]),
@@ -87,152 +135,182 @@ def stack_videos(decoded: list) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def embed_videos(model, placeholder_text: dict, videos: dict[str, torch.Tensor]) -> dict[str, list]:
-    """Retrieval embeddings, normalised frame embeddings and frame times of a batch of processed videos."""
-    # `forward` returns both the retrieval embeddings and the frame embeddings from one pass through the vision
-    # tower; the placeholder caption costs one short pass through the text tower.
-    output = model(
-        input_ids=placeholder_text["input_ids"].to(model.device),
-        attention_mask=placeholder_text["attention_mask"].to(model.device),
+def embed_videos(model, videos: dict[str, torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(retrieval embedding `[embedding_dim]`, normalised frame embeddings `[frames, projection_dim]`, frame times
+    `[frames]`) of each video of a batch, from one pass of all its frames through the vision tower."""
+    output = model.get_video_features(
         pixel_values_videos=videos["pixel_values_videos"].to(model.device, model.dtype),
         video_mask=videos["video_mask"].to(model.device),
     )
-    frame_embeddings = torch.nn.functional.normalize(output.frame_embeds.float(), dim=-1).cpu()
-    counts = videos["video_mask"].sum(dim=1).tolist()
-    return {
-        "embedding": output.video_embeds.float().cpu().tolist(),
-        "frame_embeddings": [frame_embeddings[i, :count].tolist() for i, count in enumerate(counts)],
-        "frame_times": [videos["video_timestamps"][i, :count].tolist() for i, count in enumerate(counts)],
-    }
+    embeddings = output.pooler_output.float().cpu().numpy()
+    frames = torch.nn.functional.normalize(output.frame_embeds.float(), dim=-1).cpu().numpy()
+    counts = output.video_mask.sum(dim=1).tolist()
+    times = videos["video_timestamps"].numpy()
+    return [(embeddings[i], frames[i, :count], times[i, :count]) for i, count in enumerate(counts)]
 
 
-def index_share(model, processor, pending, root: Path, parts_dir: Path, args, show_progress: bool, process_index: int):
-    """Embeds this process's share of the pending videos; returns the unreadable ones as {path: reason}."""
-    placeholder_text = processor(text=[""], return_tensors="pt")
-    unreadable = {}
-    records = {name: [] for name in FEATURES}
-    batch_paths, batch_videos = [], []
+def index_share(model, dataset: VideoFiles, args, model_hash: str, parts_dir: Path, process_index: int, show_progress):
+    """Embeds this process's share of the pending videos, writing a part every `save_every` videos. Returns
+    ({unreadable video: reason}, videos embedded, seconds)."""
+    num_workers = args.num_workers
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        collate_fn=_one_item,
+        num_workers=num_workers,
+        # Enough decoded videos queued for the next batch while the model embeds this one.
+        prefetch_factor=max(2, -(-args.batch_size // num_workers)) if num_workers else None,
+        persistent_workers=False,
+    )
+    unreadable, part, batch = {}, Part(), []
+    embedded = 0
 
     def run_batch():
-        if batch_paths:
-            embedded = embed_videos(model, placeholder_text, stack_videos(batch_videos))
-            for path in batch_paths:
-                for key, value in zip(("path", "size", "mtime_ns"), file_key(path, root)):
-                    records[key].append(value)
-            for key, values in embedded.items():
-                records[key].extend(values)
-        batch_paths.clear()
-        batch_videos.clear()
+        nonlocal embedded
+        if batch:
+            for item, (embedding, frames, times) in zip(batch, embed_videos(model, stack_videos([i["inputs"] for i in batch]))):
+                part.add(item["key"], embedding, frames, times)
+            embedded += len(batch)
+            batch.clear()
 
-    def save_part():
-        if records["path"]:
-            part = parts_dir / f"part-{process_index:03d}-{uuid.uuid4().hex[:12]}.parquet"
-            temporary = part.with_suffix(".tmp")
-            datasets.Dataset.from_dict(records, features=FEATURES).to_parquet(str(temporary))
-            os.replace(temporary, part)
-            for values in records.values():
-                values.clear()
-
-    for count, path in enumerate(tqdm(pending, desc="Indexing videos", unit="video", disable=not show_progress), 1):
-        try:
-            # One video at a time through the processor: an unreadable file costs only itself.
-            batch_videos.append(
-                processor.video_processor([str(path)], return_tensors="pt", return_timestamps=True)
-            )
-            batch_paths.append(path)
-        except (FileNotFoundError, ValueError) as error:
-            unreadable[path.relative_to(root).as_posix()] = str(error)
-        if len(batch_paths) == args.batch_size:
+    started = time.perf_counter()
+    for item in tqdm(loader, desc="Indexing videos", unit="video", disable=not show_progress):
+        if "error" in item:
+            unreadable[item["name"]] = item["error"]
+            continue
+        batch.append(item)
+        if len(batch) == args.batch_size:
             run_batch()
-        if count % args.save_every == 0:
-            run_batch()
-            save_part()
+        if len(part) >= args.save_every:
+            write_part(parts_dir, part, model_hash, process_index)
+            part = Part()
     run_batch()
-    save_part()
-    return unreadable
+    write_part(parts_dir, part, model_hash, process_index)
+    return unreadable, embedded, time.perf_counter() - started
 
 
-def gather_table(parts_dir: Path, root: Path) -> datasets.Dataset:
-    """All parts as one table sorted by path, keeping for each video present on disk its latest embedding."""
-    files = sorted(parts_dir.glob("*.parquet"))
-    if not files:
-        return datasets.Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
-    table = datasets.Dataset.from_parquet([str(f) for f in files], features=FEATURES)
-    current = {}
-    for row, (name, size, mtime_ns) in enumerate(zip(table["path"], table["size"], table["mtime_ns"])):
-        path = root / name
-        if path.is_file() and file_key(path, root) == (name, size, mtime_ns):
-            current[name] = row
-    return table.select([current[name] for name in sorted(current)])
+def prepare(index_dir: Path, root: Path, model_hash: str, embedding_dim: int, projection_dim: int, rebuild: bool):
+    """Main process: the generation to build on, the valid parts (others quarantined) and the videos to index."""
+    current, note = open_current(index_dir, model_hash, rebuild)
+    parts, quarantined = load_parts(index_dir, model_hash, embedding_dim, projection_dim)
+    done = current_keys(current)
+    for part in parts:
+        done.update(zip(part.paths, part.sizes.tolist(), part.mtimes_ns.tolist()))
+    videos = list_videos(root)
+    pending = []
+    for path in videos:
+        try:
+            if file_key(path, root) not in done:
+                pending.append(path)
+        except OSError:
+            pass  # vanished since it was listed
+    return current, parts, quarantined, note, videos, pending
+
+
+def write_json(path: Path, value) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    datasets.disable_progress_bars()  # one progress bar: the videos
     # Without a GPU (or other accelerator) the processes must be CPU ones to join a gloo group under
     # `accelerate launch --multi_gpu`; otherwise each would index everything on its own.
     accelerator = Accelerator(cpu=not torch.accelerator.is_available())
+    cpus = len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
     if accelerator.device.type == "cpu":
-        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-        torch.set_num_threads(args.cpu_threads or max(1, len(os.sched_getaffinity(0)) // local_processes))
+        torch.set_num_threads(args.cpu_threads or max(1, cpus))
+    if args.num_workers is None:
+        args.num_workers = max(1, min(8, cpus // 2))
     root = Path(args.videos).resolve()
     if not root.is_dir():
         raise SystemExit(f"--videos {args.videos} is not a folder.")
     index_dir = Path(args.index_dir)
     parts_dir = index_dir / PARTS_DIR
+
+    lock, refusal = None, None
     if accelerator.is_main_process:
-        parts_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
+        try:
+            lock = IndexLock(index_dir, wait=args.wait_for_lock).__enter__()
+        except SystemExit as error:
+            refusal = str(error)
+    try:
+        [refusal] = broadcast_object_list([refusal])
+        if refusal:
+            raise SystemExit(refusal)
+        started = time.perf_counter()
+        model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval().to(accelerator.device)
+        processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+        fingerprint = model_fingerprint(model)
+        fingerprint["name"] = args.model
+        projection_dim = model.config.projection_dim
+        embedding_dim = projection_dim * (2 if model.config.use_temporal_alignment_block else 1)
 
-    started = time.perf_counter()
-    videos = list_videos(root)
-    done = finished_keys(parts_dir)
-    pending = [path for path in videos if file_key(path, root) not in done]
-    share = pending[accelerator.process_index :: accelerator.num_processes]
-    accelerator.print(
-        f"{len(videos)} videos under {root}: {len(videos) - len(pending)} already indexed, {len(pending)} to index "
-        f"on {accelerator.num_processes} process(es)."
-    )
+        plan = None
+        if accelerator.is_main_process:
+            parts_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                current, parts, quarantined, note, videos, pending = prepare(
+                    index_dir, root, fingerprint["hash"], embedding_dim, projection_dim, args.rebuild
+                )
+                plan = {"pending": [str(p) for p in pending], "count": len(videos)}
+            except (IndexDamagedError, SystemExit) as error:
+                plan = {"error": str(error)}
+        [plan] = broadcast_object_list([plan])
+        if "error" in plan:
+            raise SystemExit(plan["error"])
+        if accelerator.is_main_process:
+            for name, reason in quarantined.items():
+                print(f"Quarantined the damaged part {name} ({reason}); its videos are indexed again.")
+            if note:
+                print(f"Note: {note}.")
+        pending = [Path(p) for p in plan["pending"]]
+        share = pending[accelerator.process_index :: accelerator.num_processes]
+        accelerator.print(
+            f"{plan['count']} videos under {root}: {plan['count'] - len(pending)} already indexed, {len(pending)} to "
+            f"index on {accelerator.num_processes} process(es)."
+        )
+        unreadable, embedded, seconds = index_share(
+            model, VideoFiles(share, root, processor), args, fingerprint["hash"], parts_dir, accelerator.process_index,
+            accelerator.is_local_main_process,
+        )
+        write_json(parts_dir / f"unreadable-{accelerator.process_index:03d}.json", unreadable)
+        print(
+            f"process {accelerator.process_index}: embedded {embedded} videos in {seconds:.1f} s "
+            f"({embedded / max(seconds, 1e-9):.2f} videos/s, decoding included)"
+        )
+        accelerator.wait_for_everyone()
 
-    model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval().to(accelerator.device)
-    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-    unreadable = index_share(
-        model, processor, share, root, parts_dir, args, accelerator.is_local_main_process, accelerator.process_index
-    )
-    (parts_dir / f"unreadable-{accelerator.process_index:03d}.json").write_text(json.dumps(unreadable, indent=1))
-    accelerator.wait_for_everyone()
-
-    if accelerator.is_main_process:
-        unreadable = {}
-        for report in sorted(parts_dir.glob("unreadable-*.json")):
-            unreadable.update(json.loads(report.read_text()))
-            report.unlink()
-        table = gather_table(parts_dir, root)
-        table_dir = index_dir / TABLE_DIR
-        if table_dir.exists():
-            shutil.rmtree(table_dir)
-        (index_dir / FAISS_FILE).unlink(missing_ok=True)
-        table.save_to_disk(str(table_dir))
-        if faiss_available() and len(table):
-            import faiss
-
-            table.add_faiss_index(EMBEDDING_COLUMN, metric_type=faiss.METRIC_INNER_PRODUCT)
-            table.save_faiss_index(EMBEDDING_COLUMN, str(index_dir / FAISS_FILE))
-        metadata = {
-            "model": args.model,
-            "video_root": str(root),
-            "num_videos": len(table),
-            "embedding_dim": len(table[0][EMBEDDING_COLUMN]) if len(table) else None,
-            "projection_dim": model.config.projection_dim,
-            "vector_index": "faiss IndexFlatIP" if (index_dir / FAISS_FILE).is_file() else "exact (numpy)",
-        }
-        (index_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        (index_dir / UNREADABLE_FILE).write_text(json.dumps(unreadable, indent=1) + "\n")
-        print(f"Indexed {len(table)} videos into {index_dir} in {time.perf_counter() - started:.1f} s.")
-        if unreadable:
-            print(f"Skipped {len(unreadable)} unreadable file(s), listed in {index_dir / UNREADABLE_FILE}:")
-            for name, reason in sorted(unreadable.items()):
-                print(f"  {name}: {reason}")
+        if accelerator.is_main_process:
+            unreadable = {}
+            for report in sorted(parts_dir.glob("unreadable-*.json")):
+                unreadable.update(json.loads(report.read_text()))
+                report.unlink()
+            # Parts of every process, read again: the other processes wrote theirs meanwhile.
+            new_parts, more_quarantined = load_parts(index_dir, fingerprint["hash"], embedding_dim, projection_dim)
+            for name, reason in more_quarantined.items():
+                print(f"Quarantined the damaged part {name} ({reason}); its videos are indexed on the next run.")
+            options = VectorIndexOptions(
+                index_type=args.index_type, approximate_above=args.approximate_above, nlist=args.nlist,
+                nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_search=args.ef_search, embedding_dtype=args.embedding_dtype,
+            )
+            metadata = commit(
+                index_dir, root, current, new_parts, fingerprint, model.logit_scale.exp().item(), embedding_dim,
+                projection_dim, options,
+            )
+            write_json(index_dir / UNREADABLE_FILE, unreadable)
+            print(
+                f"Indexed {metadata['num_videos']} videos into {index_dir} ({metadata['vector_index']['type']} search, "
+                f"{metadata['embedding_dtype']} embeddings) in {time.perf_counter() - started:.1f} s."
+            )
+            if unreadable:
+                print(f"Skipped {len(unreadable)} unreadable file(s), listed in {index_dir / UNREADABLE_FILE}:")
+                for name, reason in sorted(unreadable.items()):
+                    print(f"  {name}: {reason}")
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
     accelerator.end_training()
 
 

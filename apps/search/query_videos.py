@@ -4,7 +4,8 @@
 
 prints, for each query, the best videos with the model's score (`logits_per_text`: higher is better) and the moment
 (the sampled frame) that matches the words best. `--json` prints the same as JSON. The model defaults to the one the
-index was built with (`index.json`); it must be that model, the embeddings are only comparable within one model.
+index was built with (`index.json`); another model is refused (its embeddings are not comparable) unless `--force`.
+Approximate indexes take `--candidates`, `--nprobe` (IVF) and `--ef_search` (HNSW); `--exact` scans everything.
 """
 
 import argparse
@@ -15,7 +16,14 @@ from dataclasses import asdict
 import torch
 from transformers import AutoModel, AutoProcessor
 
-from .video_index import SearchHit, VideoIndex
+from .video_index import DEFAULT_CANDIDATES, IndexDamagedError, ModelMismatchError, SearchHit, SearchParameters, VideoIndex
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -23,21 +31,43 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("queries", nargs="+", help="one or more text queries")
     parser.add_argument("--index_dir", required=True, help="folder written by apps.search.index_videos")
     parser.add_argument("--model", default=None, help="checkpoint (default: the one the index was built with)")
-    parser.add_argument("--top_k", type=int, default=5)
+    parser.add_argument("--top_k", type=positive_int, default=5, help="videos per query (default 5)")
+    parser.add_argument("--exact", action="store_true", help="scan every embedding, even with an approximate index")
+    parser.add_argument(
+        "--candidates", type=positive_int, default=DEFAULT_CANDIDATES,
+        help=f"approximate indexes: videos re-scored exactly per query (default {DEFAULT_CANDIDATES})",
+    )
+    parser.add_argument("--nprobe", type=positive_int, default=None, help="IVF lists searched (default: the index's)")
+    parser.add_argument("--ef_search", type=positive_int, default=None, help="HNSW search breadth (default: the index's)")
+    parser.add_argument("--force", action="store_true", help="search with a model other than the index's")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
 
 
 @torch.no_grad()
-def search_texts(index: VideoIndex, model, processor, queries: list[str], top_k: int) -> list[list[SearchHit]]:
-    """The `top_k` videos of the index for each query, best first."""
+def search_texts(
+    index: VideoIndex,
+    model,
+    processor,
+    queries: list[str],
+    top_k: int,
+    parameters: SearchParameters | None = None,
+    force: bool = False,
+) -> list[list[SearchHit]]:
+    """The `top_k` videos of the index for each query, best first. Raises `ModelMismatchError` if `model` is not the
+    index's (unless `force`)."""
+    index.check_model(model, force=force)
     text_inputs = processor(text=queries, return_tensors="pt")
-    text_embeddings = model.get_text_features(
+    text = model.get_text_features(
         input_ids=text_inputs["input_ids"].to(model.device),
         attention_mask=text_inputs["attention_mask"].to(model.device),
     )
-    logit_scale = model.logit_scale.exp().item()
-    return [index.search(embedding, logit_scale, top_k) for embedding in text_embeddings.float().cpu().numpy()]
+    return index.search(
+        text.pooler_output.float().cpu().numpy(),
+        top_k,
+        moment_embeddings=text.global_embeds.float().cpu().numpy(),
+        parameters=parameters,
+    )
 
 
 def format_hits(query: str, hits: list[SearchHit]) -> str:
@@ -50,11 +80,20 @@ def format_hits(query: str, hits: list[SearchHit]) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    index = VideoIndex(args.index_dir)
-    model_name = args.model or index.metadata["model"]
+    try:
+        index = VideoIndex(args.index_dir)
+    except (FileNotFoundError, IndexDamagedError) as error:
+        raise SystemExit(str(error)) from None
+    model_name = args.model or index.metadata["model"]["name"]
     model = AutoModel.from_pretrained(model_name, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_name, trust_remote_code=True)
-    results = search_texts(index, model, processor, args.queries, args.top_k)
+    parameters = SearchParameters(
+        exact=True if args.exact else None, candidates=args.candidates, nprobe=args.nprobe, ef_search=args.ef_search
+    )
+    try:
+        results = search_texts(index, model, processor, args.queries, args.top_k, parameters, force=args.force)
+    except (ModelMismatchError, IndexDamagedError) as error:
+        raise SystemExit(str(error)) from None
     if args.json:
         print(json.dumps([{"query": q, "hits": [asdict(h) for h in hits]} for q, hits in zip(args.queries, results)]))
     else:

@@ -1,40 +1,70 @@
-"""A searchable video collection: one `datasets` row per video (its retrieval embedding, its frames' CLIP embeddings
-and their timestamps) and a vector index over the retrieval embeddings.
+"""A searchable video collection on disk, and the search over it.
+
+An index folder holds one *generation* of files, all named after the generation, plus `index.json`, which names the
+current generation and is the only file ever replaced in place:
+
+    index.json                        metadata: model fingerprint, widths, logit scale, vector index, file sizes
+    videos-<gen>.arrow                one row per video: path (relative), size, mtime_ns, frame_start, frame_count
+    embeddings-<gen>.npy              (videos, embedding_dim) retrieval embeddings, float16 or float32, memory-mapped
+    frames-<gen>.npy                  (frames, projection_dim) L2-normalised frame embeddings, float16, memory-mapped
+    frame_times-<gen>.npy             (frames,) seconds of each sampled frame, float64
+    vectors-<gen>.faiss               the approximate FAISS index over the embeddings (absent for `exact`)
+
+A new generation is written under temporary names, renamed, and only then does `index.json` point to it (atomic
+`os.replace`); the files of the old generation are removed last. A crash at any point leaves an index that loads.
 
 The score of a video for a text is the model's own `logits_per_text`: `logit_scale.exp() * text @ video`, with the
-L2-normalised embeddings of `get_text_features` / `get_video_features`. The search is exact (FAISS `IndexFlatIP`
-when `faiss` is installed, a matrix product otherwise), so the ranking is the model's ranking.
+`pooler_output` embeddings of `get_text_features` / `get_video_features`. The `exact` index scans every stored
+embedding; the approximate ones (FAISS IVF or HNSW over 8-bit scalar-quantised vectors) only propose `candidates`
+videos, which are then re-scored exactly from the stored embeddings: returned scores are the model's and the order
+among returned hits is exact. Only the candidates' recall is approximate (measured in `benchmarks/benchmark_search.py`).
 
 The best-matching moment of a hit is its sampled frame whose CLIP embedding is closest to the caption's global
-embedding (the first `projection_dim` values of the text embedding, normalised): where in the video the words match
-best, at the frame rate the model samples.
+embedding (`get_text_features(...).global_embeds`).
 """
 
+import hashlib
 import json
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import datasets
 import numpy as np
+import pyarrow as pa
 
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".ogv",
 )
-FEATURES = datasets.Features(
-    {
-        "path": datasets.Value("string"),  # relative to the indexed folder
-        "size": datasets.Value("int64"),
-        "mtime_ns": datasets.Value("int64"),
-        "embedding": datasets.Sequence(datasets.Value("float32")),
-        "frame_embeddings": datasets.Sequence(datasets.Sequence(datasets.Value("float32"))),
-        "frame_times": datasets.Sequence(datasets.Value("float64")),
-    }
-)
-TABLE_DIR = "videos"
-FAISS_FILE = "embedding.faiss"
 METADATA_FILE = "index.json"
-EMBEDDING_COLUMN = "embedding"
+FORMAT_VERSION = 2
+INDEX_TYPES = ("auto", "exact", "ivf", "hnsw")
+# Below this many videos `auto` scans exactly (10^5 x 1024 float32: ~20 ms a query); above it, IVF.
+APPROXIMATE_ABOVE = 100_000
+# Largest tolerated error of a re-ranked cosine similarity from float16 storage (scores err by at most this times
+# logit_scale, i.e. 1e-3 of the largest possible score); measured per index as max ||v - float16(v)||.
+FLOAT16_TOLERANCE = 1e-3
+DEFAULT_CANDIDATES = 256
+_SCAN_ROWS = 65_536  # rows per chunk of an exact scan: bounded memory at any index size
+TABLE_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("frame_start", pa.int64()),
+        ("frame_count", pa.int32()),
+    ]
+)
+
+
+class IndexDamagedError(RuntimeError):
+    """A file of the index cannot be used; the message names it and says how to rebuild."""
+
+
+class ModelMismatchError(ValueError):
+    """The model given is not the one the index was built with."""
 
 
 def faiss_available() -> bool:
@@ -56,15 +86,61 @@ def list_videos(folder: Path) -> list[Path]:
     )
 
 
+def repair_command(index_dir: Path, metadata: dict | None = None) -> str:
+    model = (metadata or {}).get("model", {}).get("name") if isinstance((metadata or {}).get("model"), dict) else None
+    videos = (metadata or {}).get("video_root")
+    return (
+        f"python -m clip2video.apps.search.index_videos --model {model or '<checkpoint>'} "
+        f"--videos {videos or '<videos folder>'} --index_dir {index_dir} --rebuild"
+    )
+
+
+def damaged(path: Path, reason: str, index_dir: Path, metadata: dict | None = None) -> IndexDamagedError:
+    return IndexDamagedError(
+        f"{path} is damaged ({reason}). The videos are intact; rebuild the index from its parts and videos with:\n"
+        f"    {repair_command(index_dir, metadata)}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model fingerprint
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def model_fingerprint(model) -> dict[str, Any]:
+    """Name, embedding width and a hash of the config and of every weight (as float32) of a CLIP2Video model: two
+    models with the same width but other weights give other embeddings, which an index must not mix."""
+    import torch
+
+    config = model.config.to_dict()
+    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_attn_implementation"):
+        config.pop(volatile, None)
+    digest = hashlib.blake2b(json.dumps(config, sort_keys=True, default=str).encode(), digest_size=16)
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return {
+        "name": str(getattr(model, "name_or_path", "") or model.config.name_or_path or type(model).__name__),
+        "hash": digest.hexdigest(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Search results
+# ----------------------------------------------------------------------------------------------------------------
+
+
 @dataclass
 class SearchHit:
     """One video found for a query.
 
     Attributes:
-        path (`str`): the video, relative to the indexed folder.
+        path (`str`): the video, relative to the indexed folder (`VideoIndex.video_root`).
         score (`float`): the model's `logits_per_text` for the query and this video.
         moment_seconds (`float`): time of the sampled frame that matches the query best (NaN if unknown).
-        moment_similarity (`float`): cosine similarity of that frame's CLIP embedding and the query's.
+        moment_similarity (`float`): cosine similarity of that frame's CLIP embedding and the query's (NaN without
+            `moment_embeddings`).
     """
 
     path: str
@@ -73,79 +149,340 @@ class SearchHit:
     moment_similarity: float
 
 
-class VideoIndex:
-    """A folder written by `apps.search.index_videos`: the table, the FAISS index and `index.json`."""
+@dataclass
+class SearchParameters:
+    """How a query is answered. `exact`: scan every embedding (None: the index's own type decides).
+    `candidates`: videos the approximate index proposes for exact re-scoring (at least `k`). `nprobe`: IVF lists
+    visited. `ef_search`: HNSW search breadth."""
 
-    def __init__(self, index_dir: str | Path):
+    exact: bool | None = None
+    candidates: int = DEFAULT_CANDIDATES
+    nprobe: int | None = None
+    ef_search: int | None = None
+
+
+def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact maximum inner product search over `embeddings` (rows, dim; a memory map is read in chunks, float16 is
+    computed in float32): inner products and row indices `[queries, min(k, rows)]`, best first, ties by lower row."""
+    queries = np.ascontiguousarray(queries, np.float32)
+    k = min(k, len(embeddings))
+    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+    best_rows = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, len(embeddings), _SCAN_ROWS):
+        chunk = np.asarray(embeddings[start : start + _SCAN_ROWS], np.float32)
+        chunk_scores = queries @ chunk.T
+        chunk_rows = np.broadcast_to(np.arange(start, start + len(chunk)), chunk_scores.shape)
+        scores = np.concatenate([best_scores, chunk_scores], axis=1)
+        rows = np.concatenate([best_rows, chunk_rows], axis=1)
+        if scores.shape[1] > k:
+            # Everything at least as good as the k-th score, then sorted: ties at the k-th place go to lower rows.
+            kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+            kept = [_sorted(s[s >= t][None], r[s >= t][None]) for s, r, t in zip(scores, rows, kth)]
+            scores = np.concatenate([s[:, :k] for s, _ in kept])
+            rows = np.concatenate([r[:, :k] for _, r in kept])
+        best_scores, best_rows = scores, rows
+    return _sorted(best_scores, best_rows)
+
+
+def _sorted(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((rows, -scores), axis=1)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The index
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class VideoIndex:
+    """A folder written by `apps.search.index_videos`, opened for search. Embeddings and frames stay on disk
+    (memory-mapped); only the FAISS index (8 bits per dimension) and the table are read into memory.
+
+    Args:
+        index_dir: the index folder.
+        verify: also check every file against the checksum recorded when it was written (reads them all).
+        load_vectors: read the FAISS index (the indexer, which rebuilds it, does not need it).
+
+    Raises:
+        FileNotFoundError: no index in `index_dir`.
+        IndexDamagedError: a file is missing, truncated, unreadable or inconsistent; the message names it.
+    """
+
+    def __init__(self, index_dir: str | Path, verify: bool = False, load_vectors: bool = True):
         self.index_dir = Path(index_dir)
         metadata_file = self.index_dir / METADATA_FILE
         if not metadata_file.is_file():
             raise FileNotFoundError(f"{self.index_dir} is not a video index (no {METADATA_FILE}); build it first.")
-        self.metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
-        self.table = datasets.load_from_disk(str(self.index_dir / TABLE_DIR))
-        self.uses_faiss = faiss_available() and (self.index_dir / FAISS_FILE).is_file()
-        if self.uses_faiss:
-            self.table.load_faiss_index(EMBEDDING_COLUMN, str(self.index_dir / FAISS_FILE))
-            self._embeddings = None
-        else:
-            self._embeddings = embedding_matrix(self.table)
+        self.metadata = read_metadata(self.index_dir)
+        files = self.metadata["files"]
+        self._check_files(verify, load_vectors)
+        num_videos, dim = self.metadata["num_videos"], self.metadata["embedding_dim"]
+        self.table = self._open(files["table"], read_table)
+        self.embeddings = self._open(files["embeddings"], np.load, mmap_mode="r")
+        self.frames = self._open(files["frames"], np.load, mmap_mode="r")
+        self.frame_times = self._open(files["frame_times"], np.load, mmap_mode="r")
+        num_frames = self.metadata["num_frames"]
+        expected = {
+            "table": (self.table.num_rows, num_videos),
+            "embeddings": (self.embeddings.shape, (num_videos, dim)),
+            "frames": (self.frames.shape, (num_frames, self.metadata["projection_dim"])),
+            "frame_times": (self.frame_times.shape, (num_frames,)),
+        }
+        for key, (found, wanted) in expected.items():
+            if found != wanted:
+                raise self._damaged(files[key], f"holds {found} rows/shape, index.json says {wanted}")
+        if self.table.schema != TABLE_SCHEMA:
+            raise self._damaged(files["table"], f"unexpected columns {self.table.schema.names}")
+        self.paths: list[str] = self.table.column("path").to_pylist()
+        self._frame_start = self.table.column("frame_start").to_numpy()
+        self._frame_count = self.table.column("frame_count").to_numpy()
+        if num_videos and (
+            self._frame_start.min() < 0 or (self._frame_start + self._frame_count).max() > num_frames
+        ):
+            raise self._damaged(files["table"], "frame ranges outside the frames file")
+        self.vectors = None
+        if files.get("vectors") and load_vectors:
+            import faiss
+
+            self.vectors = self._open(files["vectors"], lambda path: faiss.read_index(str(path)))
+            if self.vectors.ntotal != num_videos or self.vectors.d != dim:
+                raise self._damaged(
+                    files["vectors"], f"holds {self.vectors.ntotal} vectors of {self.vectors.d}, expected {num_videos} of {dim}"
+                )
+
+    # -- loading ----------------------------------------------------------------------------------------------
+
+    def _damaged(self, name: str, reason: str) -> IndexDamagedError:
+        return damaged(self.index_dir / name, reason, self.index_dir, self.metadata)
+
+    def _open(self, name: str, reader, **kwargs):
+        try:
+            return reader(self.index_dir / name, **kwargs)
+        except Exception as error:  # each reader has its own errors (ValueError, ArrowInvalid, RuntimeError, ...)
+            raise self._damaged(name, f"{type(error).__name__}: {error}") from error
+
+    def _check_files(self, verify: bool, load_vectors: bool) -> None:
+        for key, name in self.metadata["files"].items():
+            if not name or (key == "vectors" and not load_vectors):
+                continue
+            path = self.index_dir / name
+            if not path.is_file():
+                raise self._damaged(name, "missing")
+            record = self.metadata["checksums"].get(name, {})
+            if path.stat().st_size != record.get("size"):
+                raise self._damaged(name, f"{path.stat().st_size} bytes, {record.get('size')} when written")
+            if verify and file_checksum(path) != record.get("blake2b"):
+                raise self._damaged(name, "contents differ from the checksum recorded when it was written")
+
+    # -- properties -----------------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self.table)
+        return self.metadata["num_videos"]
 
     @property
     def video_root(self) -> Path:
         return Path(self.metadata["video_root"])
 
-    def nearest(self, text_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inner products and row indices of the `k` best videos for each text: two `[texts, k]` arrays, best first
-        (fewer than `k` columns when the index is smaller)."""
-        queries = np.ascontiguousarray(np.atleast_2d(text_embeddings), dtype=np.float32)
-        k = min(k, len(self.table))
+    @property
+    def logit_scale(self) -> float:
+        """`model.logit_scale.exp()` of the model the index was built with."""
+        return float(self.metadata["logit_scale"])
+
+    @property
+    def index_type(self) -> str:
+        return self.metadata["vector_index"]["type"]
+
+    def check_model(self, model, force: bool = False) -> None:
+        """Raises `ModelMismatchError` unless `model` is the model the index was built with (same weights and
+        config), or `force` (then only the embedding width must agree)."""
+        built_with = self.metadata["model"]
+        if not force:
+            given = model_fingerprint(model)
+            if given["hash"] != built_with["hash"]:
+                raise ModelMismatchError(
+                    f"{self.index_dir} was built with the model {built_with['name']!r} (fingerprint "
+                    f"{built_with['hash'][:12]}), not with {given['name']!r} (fingerprint {given['hash'][:12]}): its "
+                    "embeddings are not comparable. Query with the model the index was built with, rebuild the index "
+                    "with this model (--rebuild), or pass force=True / --force to search anyway."
+                )
+        dim = getattr(model.config, "projection_dim", None)
+        widths = (dim, 2 * dim) if dim else ()
+        if widths and self.metadata["embedding_dim"] not in widths:
+            raise ModelMismatchError(
+                f"{self.index_dir} stores {self.metadata['embedding_dim']}-dimensional embeddings, the model gives {widths}."
+            )
+
+    # -- search -------------------------------------------------------------------------------------------------
+
+    def nearest(
+        self, text_embeddings: np.ndarray, k: int, parameters: SearchParameters | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (`logits_per_text`) and rows of the `k` best videos for each text: two `[texts, min(k, videos)]`
+        arrays, best first, ties by lower row. `text_embeddings`: `[texts, embedding_dim]` (`pooler_output`)."""
+        parameters = parameters or SearchParameters()
+        queries = self._check_queries(text_embeddings)
+        _check_k(k, "k")
+        k = min(k, len(self))
         if k == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        if self.uses_faiss:
-            results = self.table.search_batch(EMBEDDING_COLUMN, queries, k=k)
-            return np.asarray(results.total_scores, np.float32), np.asarray(results.total_indices, np.int64)
-        return exact_top_k(self._embeddings, queries, k)
+        exact = self.index_type == "exact" if parameters.exact is None else parameters.exact
+        if exact:
+            inner, rows = exact_top_k(self.embeddings, queries, k)
+            return self.logit_scale * inner, rows
+        if self.vectors is None:
+            raise ValueError(f"{self.index_dir} has no approximate index ({self.index_type}); search it exactly.")
+        _check_k(parameters.candidates, "candidates")
+        candidates = min(max(k, parameters.candidates), len(self))
+        self._configure(parameters)
+        _, proposed = self.vectors.search(queries, candidates)
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        best_rows = np.zeros((len(queries), k), np.int64)
+        for query_index, rows in enumerate(proposed):
+            rows = np.unique(rows[rows >= 0])  # sorted: sequential reads of the memory map
+            if len(rows) < k:  # the probed lists held fewer videos than asked: answer this text exactly
+                inner, found = exact_top_k(self.embeddings, queries[query_index : query_index + 1], k)
+                scores[query_index], best_rows[query_index] = inner[0], found[0]
+                continue
+            stored = np.asarray(self.embeddings[rows], np.float32)
+            self._check_rows(stored, rows)
+            inner, order = _sorted((stored @ queries[query_index])[None], rows[None])
+            scores[query_index], best_rows[query_index] = inner[0, :k], order[0, :k]
+        return self.logit_scale * scores, best_rows
 
-    def search(self, text_embedding: np.ndarray, logit_scale: float, k: int = 10) -> list[SearchHit]:
-        """The `k` best videos for one text embedding (from `get_text_features`), with their best moments."""
-        text_embedding = np.asarray(text_embedding, np.float32).reshape(-1)
-        inner_products, rows = self.nearest(text_embedding, k)
-        projection_dim = self.metadata["projection_dim"]
-        text_global = text_embedding[:projection_dim] / max(np.linalg.norm(text_embedding[:projection_dim]), 1e-12)
-        hits = []
-        for inner_product, row in zip(inner_products[0], rows[0]):
-            record = self.table[int(row)]
-            frames = np.asarray(record["frame_embeddings"], np.float32)
-            similarities = frames @ text_global
-            best = int(np.argmax(similarities))
-            hits.append(
-                SearchHit(
-                    path=record["path"],
-                    score=float(logit_scale * inner_product),
-                    moment_seconds=float(record["frame_times"][best]),
-                    moment_similarity=float(similarities[best]),
+    def search(
+        self,
+        text_embeddings: np.ndarray,
+        k: int = 10,
+        moment_embeddings: np.ndarray | None = None,
+        parameters: SearchParameters | None = None,
+    ) -> list[list[SearchHit]] | list[SearchHit]:
+        """The `k` best videos for each text, best first, with their best-matching moments.
+
+        Args:
+            text_embeddings: `[texts, embedding_dim]` or `[embedding_dim]`: `get_text_features(...).pooler_output`.
+            k: videos per text, at least 1 (fewer when the index is smaller).
+            moment_embeddings: `[texts, projection_dim]`: `get_text_features(...).global_embeds`, to find each hit's
+                best frame; without them the moments are NaN.
+            parameters: exact or approximate search and its settings.
+
+        Returns:
+            One list of `SearchHit` per text (a single list for a 1-D `text_embeddings`).
+        """
+        single = np.ndim(text_embeddings) == 1
+        scores, rows = self.nearest(np.atleast_2d(text_embeddings), k, parameters)
+        if moment_embeddings is not None:
+            moment_embeddings = np.atleast_2d(np.asarray(moment_embeddings, np.float32))
+            if moment_embeddings.shape != (len(scores), self.metadata["projection_dim"]):
+                raise ValueError(
+                    f"moment_embeddings must have shape {(len(scores), self.metadata['projection_dim'])} "
+                    f"(get_text_features(...).global_embeds), got {moment_embeddings.shape}."
                 )
+            norms = np.linalg.norm(moment_embeddings, axis=1, keepdims=True)
+            moment_embeddings = moment_embeddings / np.maximum(norms, 1e-12)
+        results = []
+        for query_index in range(len(scores)):
+            hits = []
+            for score, row in zip(scores[query_index], rows[query_index]):
+                seconds = similarity = math.nan
+                if moment_embeddings is not None and self._frame_count[row] > 0:
+                    start, count = int(self._frame_start[row]), int(self._frame_count[row])
+                    similarities = np.asarray(self.frames[start : start + count], np.float32) @ moment_embeddings[query_index]
+                    best = int(np.argmax(similarities))
+                    seconds, similarity = float(self.frame_times[start + best]), float(similarities[best])
+                hits.append(SearchHit(self.paths[int(row)], float(score), seconds, similarity))
+            results.append(hits)
+        return results[0] if single else results
+
+    def _check_queries(self, text_embeddings) -> np.ndarray:
+        queries = np.ascontiguousarray(np.atleast_2d(np.asarray(text_embeddings, np.float32)))
+        dim = self.metadata["embedding_dim"]
+        if queries.ndim != 2 or queries.shape[1] != dim:
+            raise ValueError(
+                f"text embeddings must have shape (texts, {dim}) for {self.index_dir}, got {np.shape(text_embeddings)}: "
+                "was the index built with another model?"
             )
-        return hits
+        if not np.isfinite(queries).all():
+            raise ValueError("text embeddings contain NaN or infinite values.")
+        return queries
+
+    def _check_rows(self, stored: np.ndarray, rows: np.ndarray) -> None:
+        # Stored embeddings are unit vectors: a re-scored row that is not one is damage, never a score to return.
+        norms = np.linalg.norm(stored, axis=1)
+        bad = ~(np.abs(norms - 1) < 1e-2)
+        if bad.any():
+            raise self._damaged(
+                self.metadata["files"]["embeddings"], f"row {int(rows[bad][0])} is not a unit vector (norm {norms[bad][0]})"
+            )
+
+    def _configure(self, parameters: SearchParameters) -> None:
+        import faiss
+
+        settings = self.metadata["vector_index"]
+        if self.index_type == "ivf":
+            nprobe = parameters.nprobe or settings["nprobe"]
+            _check_k(nprobe, "nprobe")
+            faiss.extract_index_ivf(self.vectors).nprobe = nprobe
+        elif self.index_type == "hnsw":
+            ef_search = parameters.ef_search or settings["ef_search"]
+            _check_k(ef_search, "ef_search")
+            faiss.downcast_index(self.vectors).hnsw.efSearch = max(ef_search, parameters.candidates)
 
 
-def embedding_matrix(table: datasets.Dataset) -> np.ndarray:
-    if len(table) == 0:
-        return np.zeros((0, 0), np.float32)
-    return np.asarray(table.with_format("numpy")[EMBEDDING_COLUMN], dtype=np.float32)
+def _check_k(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
-def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact maximum inner product search: scores and indices `[queries, k]`, best first, ties by lower index."""
-    scores = queries @ embeddings.T
-    if k < scores.shape[1]:
-        candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        candidates = np.tile(np.arange(scores.shape[1]), (len(queries), 1))
-    candidate_scores = np.take_along_axis(scores, candidates, axis=1)
-    order = np.lexsort((candidates, -candidate_scores), axis=1)
-    indices = np.take_along_axis(candidates, order, axis=1)
-    return np.take_along_axis(scores, indices, axis=1), indices
+# ----------------------------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def read_table(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def file_checksum(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_metadata(index_dir: Path) -> dict:
+    """`index.json`, checked: an unreadable or incomplete one raises `IndexDamagedError` naming it."""
+    path = index_dir / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise damaged(path, f"{type(error).__name__}: {error}", index_dir) from error
+    required = {
+        "format": int, "model": dict, "embedding_dim": int, "projection_dim": int, "logit_scale": float,
+        "num_videos": int, "num_frames": int, "video_root": str, "files": dict, "checksums": dict, "vector_index": dict,
+    }
+    for key, kind in required.items():
+        value = metadata.get(key) if isinstance(metadata, dict) else None
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise damaged(path, f"no valid {key!r}", index_dir, metadata if isinstance(metadata, dict) else None)
+    if metadata["format"] != FORMAT_VERSION:
+        raise damaged(path, f"format {metadata['format']}, this code reads format {FORMAT_VERSION}", index_dir, metadata)
+    files = metadata["files"]
+    for key in ("table", "embeddings", "frames", "frame_times"):
+        if not isinstance(files.get(key), str) or "/" in files[key] or files[key].startswith("."):
+            raise damaged(path, f"no valid file name for {key!r}", index_dir, metadata)
+    if files.get("vectors") is not None and (not isinstance(files["vectors"], str) or "/" in files["vectors"]):
+        raise damaged(path, "no valid file name for 'vectors'", index_dir, metadata)
+    if metadata["vector_index"].get("type") not in ("exact", "ivf", "hnsw") or (
+        (metadata["vector_index"]["type"] == "exact") != (files.get("vectors") is None)
+    ):
+        raise damaged(path, "vector index type and files disagree", index_dir, metadata)
+    if not all(isinstance(key, str) and isinstance(model_key := metadata["model"].get(key), str) and model_key for key in ("name", "hash")):
+        raise damaged(path, "no valid model fingerprint", index_dir, metadata)
+    return metadata

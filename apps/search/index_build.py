@@ -1,0 +1,486 @@
+"""Writing a video index: resume parts, the lock, and the atomic commit of a new generation (see `video_index`).
+
+Parts are the indexer's resume points: each holds the embeddings of a few dozen videos, written atomically under a
+name that carries a checksum of its bytes, so a truncated or altered part is recognised, moved to `quarantine/` and
+its videos indexed again. A commit merges the current generation and the parts into a new generation, then removes
+the parts it merged: the folder holds one copy of each embedding plus the parts of an unfinished run.
+"""
+
+import errno
+import fcntl
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .video_index import (
+    APPROXIMATE_ABOVE, FLOAT16_TOLERANCE, FORMAT_VERSION, METADATA_FILE, TABLE_SCHEMA, IndexDamagedError, VideoIndex,
+    file_checksum, write_table,
+)
+
+
+PARTS_DIR = "parts"
+QUARANTINE_DIR = "quarantine"
+LOCK_FILE = ".lock"
+_CHUNK_ROWS = 65_536
+_GENERATION_FILES = ("videos-", "embeddings-", "frames-", "frame_times-", "vectors-")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lock
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class IndexLock:
+    """An exclusive `flock` on `<index_dir>/.lock` for the time of one indexing run. The kernel drops it when the
+    process ends, however it ends, so a crashed run never leaves a stale lock."""
+
+    def __init__(self, index_dir: Path, wait: bool = False):
+        self.path = Path(index_dir) / LOCK_FILE
+        self.wait = wait
+        self._file = None
+
+    def __enter__(self) -> "IndexLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+        except OSError as error:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise SystemExit(
+                    f"{self.path.parent} is being written by another indexer ({holder}). Wait for it to finish, or "
+                    "pass --wait_for_lock to start when it does."
+                ) from None
+            raise
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parts
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Part:
+    """Videos embedded by one indexer, in memory. `embeddings`: (videos, embedding_dim) float32; `frames`: (sum of
+    frame_counts, projection_dim) normalised frame embeddings; `frame_times`: (sum of frame_counts,) seconds."""
+
+    paths: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    mtimes_ns: list[int] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    frames: list[np.ndarray] = field(default_factory=list)
+    frame_times: list[np.ndarray] = field(default_factory=list)
+    name: str = ""
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def add(self, key: tuple[str, int, int], embedding: np.ndarray, frames: np.ndarray, times: np.ndarray) -> None:
+        for values, value in zip((self.paths, self.sizes, self.mtimes_ns), key):
+            values.append(value)
+        self.embeddings.append(np.asarray(embedding, np.float32))
+        self.frames.append(np.asarray(frames, np.float32))
+        self.frame_times.append(np.asarray(times, np.float64))
+
+    def keys(self) -> list[tuple[str, int, int]]:
+        return list(zip(self.paths, self.sizes, self.mtimes_ns))
+
+
+def write_part(parts_dir: Path, part: Part, model_hash: str, process_index: int) -> Path | None:
+    """Writes `part` atomically as `part-<time>-<process>-<checksum>.arrow`; returns its path (None if empty)."""
+    if not len(part):
+        return None
+    embeddings = np.stack(part.embeddings)
+    frames = np.concatenate(part.frames)
+    counts = np.array([len(f) for f in part.frames], np.int32)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    table = pa.table(
+        {
+            "path": pa.array(part.paths, pa.string()),
+            "size": pa.array(part.sizes, pa.int64()),
+            "mtime_ns": pa.array(part.mtimes_ns, pa.int64()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1]),
+            "frame_embeddings": pa.ListArray.from_arrays(
+                pa.array(offsets), pa.FixedSizeListArray.from_arrays(pa.array(frames.reshape(-1)), frames.shape[1])
+            ),
+            "frame_times": pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(part.frame_times))),
+        }
+    ).replace_schema_metadata({"model_hash": model_hash})
+    temporary = parts_dir / f".part-{uuid.uuid4().hex}.tmp"
+    write_table(temporary, table)
+    _fsync(temporary)
+    final = parts_dir / f"part-{time.time_ns():020d}-{process_index:03d}-{file_checksum(temporary)}.arrow"
+    os.replace(temporary, final)
+    return final
+
+
+@dataclass
+class LoadedPart:
+    name: str
+    paths: list[str]
+    sizes: np.ndarray
+    mtimes_ns: np.ndarray
+    embeddings: np.ndarray
+    frame_offsets: np.ndarray
+    frames: np.ndarray
+    frame_times: np.ndarray
+
+
+def read_part(path: Path, model_hash: str, embedding_dim: int | None, projection_dim: int) -> LoadedPart:
+    """A part, checked against its checksum, the model and the widths; raises `ValueError` saying what is wrong."""
+    checksum = path.stem.rsplit("-", 1)[-1]
+    if file_checksum(path) != checksum:
+        raise ValueError("contents differ from the checksum in its name (truncated or altered)")
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    if (table.schema.metadata or {}).get(b"model_hash", b"").decode() != model_hash:
+        raise ValueError("written with another model")
+    embedding = table.column("embedding").combine_chunks()
+    frame_lists = table.column("frame_embeddings").combine_chunks()
+    times = table.column("frame_times").combine_chunks()
+    dim = embedding.type.list_size
+    if embedding_dim is not None and dim != embedding_dim:
+        raise ValueError(f"embeddings of {dim} values, the index has {embedding_dim}")
+    embeddings = embedding.flatten().to_numpy().reshape(-1, dim)
+    frames = frame_lists.flatten().flatten().to_numpy().reshape(-1, projection_dim)
+    offsets = frame_lists.offsets.to_numpy().astype(np.int64)
+    if frame_lists.type.value_type.list_size != projection_dim or not np.array_equal(offsets, times.offsets.to_numpy()):
+        raise ValueError("frame embeddings and times disagree")
+    for name, values in (("embeddings", embeddings), ("frame embeddings", frames)):
+        if not np.isfinite(values).all() or not np.allclose(np.linalg.norm(values, axis=1), 1, atol=1e-3):
+            raise ValueError(f"{name} are not finite unit vectors")
+    return LoadedPart(
+        name=path.name,
+        paths=table.column("path").to_pylist(),
+        sizes=table.column("size").to_numpy(),
+        mtimes_ns=table.column("mtime_ns").to_numpy(),
+        embeddings=embeddings,
+        frame_offsets=offsets,
+        frames=frames,
+        frame_times=times.flatten().to_numpy(),
+    )
+
+
+def load_parts(
+    index_dir: Path, model_hash: str, embedding_dim: int | None, projection_dim: int
+) -> tuple[list[LoadedPart], dict[str, str]]:
+    """Every valid part, oldest first, and {quarantined part: reason}: an unusable part is moved to
+    `<index_dir>/quarantine/` (never deleted: it may be evidence) and its videos are indexed again."""
+    parts, quarantined = [], {}
+    for path in sorted((index_dir / PARTS_DIR).glob("part-*.arrow")):
+        try:
+            part = read_part(path, model_hash, embedding_dim, projection_dim)
+        except Exception as error:  # pyarrow raises its own errors (ArrowInvalid, OSError, ...) for damaged bytes
+            (index_dir / QUARANTINE_DIR).mkdir(exist_ok=True)
+            os.replace(path, index_dir / QUARANTINE_DIR / path.name)
+            quarantined[str(path)] = f"{type(error).__name__}: {error}"
+            continue
+        embedding_dim = embedding_dim or part.embeddings.shape[1]
+        parts.append(part)
+    for stale in (index_dir / PARTS_DIR).glob(".part-*.tmp"):  # an interrupted write
+        stale.unlink(missing_ok=True)
+    return parts, quarantined
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The current generation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def open_current(index_dir: Path, model_hash: str, rebuild: bool) -> tuple[VideoIndex | None, str | None]:
+    """The generation to build on, and a note when it was set aside. Without `rebuild`, a damaged generation or one
+    built by another model raises (naming the file and the repair); with `rebuild`, it is verified against its
+    checksums and kept only if intact and of this model."""
+    if not (index_dir / METADATA_FILE).exists():
+        return None, None
+    try:
+        current = VideoIndex(index_dir, verify=rebuild, load_vectors=False)
+    except IndexDamagedError as error:
+        if not rebuild:
+            raise
+        return None, f"set aside the damaged index ({error}); its videos are indexed again"
+    if current.metadata["model"]["hash"] != model_hash:
+        if not rebuild:
+            raise SystemExit(
+                f"{index_dir} was built with the model {current.metadata['model']['name']!r} "
+                f"(fingerprint {current.metadata['model']['hash'][:12]}), not this one: pass --rebuild to index its "
+                "videos again with this model, or choose another --index_dir."
+            )
+        return None, "the index was built with another model; its videos are indexed again"
+    return current, None
+
+
+def current_keys(current: VideoIndex | None) -> set[tuple[str, int, int]]:
+    if current is None:
+        return set()
+    table = current.table
+    return set(zip(table.column("path").to_pylist(), table.column("size").to_pylist(), table.column("mtime_ns").to_pylist()))
+
+
+def file_key(path: Path, root: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Commit
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VectorIndexOptions:
+    """`index_type`: auto (exact up to `approximate_above` videos, IVF above), exact, ivf or hnsw. `nlist`: IVF
+    lists (default about sqrt(videos), a power of two). `nprobe`: IVF lists searched by default. `hnsw_m`,
+    `ef_search`: HNSW links per vector and default search breadth. `embedding_dtype`: auto (float16 when its
+    measured error bound stays under 1e-3, float32 otherwise), float16 or float32."""
+
+    index_type: str = "auto"
+    approximate_above: int = APPROXIMATE_ABOVE
+    nlist: int | None = None
+    nprobe: int | None = None
+    hnsw_m: int = 32
+    ef_search: int = 256
+    embedding_dtype: str = "auto"
+
+
+def default_nlist(num_videos: int) -> int:
+    return int(2 ** round(math.log2(max(math.sqrt(num_videos), 16))))
+
+
+def commit(
+    index_dir: Path,
+    root: Path,
+    current: VideoIndex | None,
+    parts: list[LoadedPart],
+    model: dict,
+    logit_scale: float,
+    embedding_dim: int,
+    projection_dim: int,
+    options: VectorIndexOptions,
+    report: dict | None = None,
+) -> dict:
+    """Writes a new generation holding, for every video still on disk unchanged, its latest embedding (parts
+    override the current generation, later parts earlier ones); then points `index.json` to it and removes the old
+    generation and the merged parts. Returns the new metadata."""
+    sources = ([current] if current is not None else []) + parts
+    latest: dict[str, tuple[int, int, tuple[str, int, int]]] = {}
+    for source_index, source in enumerate(sources):
+        if isinstance(source, VideoIndex):
+            table = source.table
+            keys = zip(table.column("path").to_pylist(), table.column("size").to_pylist(), table.column("mtime_ns").to_pylist())
+        else:
+            keys = zip(source.paths, source.sizes.tolist(), source.mtimes_ns.tolist())
+        for row, key in enumerate(keys):
+            latest[key[0]] = (source_index, row, key)
+    selected = []
+    for name in sorted(latest):
+        source_index, row, key = latest[name]
+        path = root / name
+        try:
+            if path.is_file() and file_key(path, root) == key:
+                selected.append((name, key, source_index, row))
+        except OSError:
+            pass  # vanished meanwhile: left out like a deleted video
+
+    def embedding_rows(source, rows):
+        return np.asarray(source.embeddings[rows], np.float32)
+
+    def frame_ranges(source, row):
+        if isinstance(source, VideoIndex):
+            start = int(source._frame_start[row])
+            return source.frames, source.frame_times, start, start + int(source._frame_count[row])
+        return source.frames, source.frame_times, int(source.frame_offsets[row]), int(source.frame_offsets[row + 1])
+
+    num_videos = len(selected)
+    source_of = np.array([s for _, _, s, _ in selected], np.int64)
+    row_of = np.array([r for _, _, _, r in selected], np.int64)
+
+    def chunks():
+        for start in range(0, num_videos, _CHUNK_ROWS):
+            stop = min(start + _CHUNK_ROWS, num_videos)
+            block = np.empty((stop - start, embedding_dim), np.float32)
+            for source_index in np.unique(source_of[start:stop]):
+                mask = source_of[start:stop] == source_index
+                block[mask] = embedding_rows(sources[source_index], row_of[start:stop][mask])
+            yield start, block
+
+    # float16 storage error bound: for unit queries |q.v - q.float16(v)| <= ||v - float16(v)||.
+    float16_error = max([float(getattr(current, "metadata", {}).get("float16_error_bound", 0.0))] if current else [0.0])
+    for _, block in chunks():
+        float16_error = max(float16_error, float(np.linalg.norm(block - block.astype(np.float16), axis=1).max(initial=0)))
+    index_type = options.index_type
+    if index_type == "auto":
+        index_type = "exact" if num_videos <= options.approximate_above else "ivf"
+    if index_type != "exact" and num_videos == 0:
+        index_type = "exact"
+    dtype = options.embedding_dtype
+    if dtype == "auto":
+        # Exact indexes are small: keep float32, scores equal the model's to float precision.
+        dtype = "float16" if index_type != "exact" and float16_error <= FLOAT16_TOLERANCE else "float32"
+
+    generation = f"{time.time_ns():x}{uuid.uuid4().hex[:6]}"
+    names = {
+        "table": f"videos-{generation}.arrow",
+        "embeddings": f"embeddings-{generation}.npy",
+        "frames": f"frames-{generation}.npy",
+        "frame_times": f"frame_times-{generation}.npy",
+        "vectors": None if index_type == "exact" else f"vectors-{generation}.faiss",
+    }
+    remove_orphans(index_dir, keep=set(current.metadata["files"].values()) if current else set())
+
+    def temporary(key):
+        return index_dir / f".{names[key]}.tmp"
+
+    # Embeddings, written chunk by chunk into a memory map: one copy of the vectors at any time.
+    embeddings = np.lib.format.open_memmap(temporary("embeddings"), "w+", np.dtype(dtype), (num_videos, embedding_dim))
+    for start, block in chunks():
+        embeddings[start : start + len(block)] = block
+    embeddings.flush()
+    del embeddings
+
+    frame_counts = np.zeros(num_videos, np.int32)
+    for position, (_, _, source_index, row) in enumerate(selected):
+        _, _, begin, end = frame_ranges(sources[source_index], row)
+        frame_counts[position] = end - begin
+    frame_starts = np.concatenate([[0], np.cumsum(frame_counts, dtype=np.int64)])
+    num_frames = int(frame_starts[-1])
+    frames = np.lib.format.open_memmap(temporary("frames"), "w+", np.float16, (num_frames, projection_dim))
+    frame_times = np.lib.format.open_memmap(temporary("frame_times"), "w+", np.float64, (num_frames,))
+    for position, (_, _, source_index, row) in enumerate(selected):
+        source_frames, source_times, begin, end = frame_ranges(sources[source_index], row)
+        frames[frame_starts[position] : frame_starts[position + 1]] = source_frames[begin:end]
+        frame_times[frame_starts[position] : frame_starts[position + 1]] = source_times[begin:end]
+    frames.flush()
+    frame_times.flush()
+    del frames, frame_times
+
+    write_table(
+        temporary("table"),
+        pa.table(
+            {
+                "path": pa.array([name for name, *_ in selected], pa.string()),
+                "size": pa.array([key[1] for _, key, *_ in selected], pa.int64()),
+                "mtime_ns": pa.array([key[2] for _, key, *_ in selected], pa.int64()),
+                "frame_start": pa.array(frame_starts[:-1], pa.int64()),
+                "frame_count": pa.array(frame_counts, pa.int32()),
+            },
+            schema=TABLE_SCHEMA,
+        ),
+    )
+    settings = {"type": index_type}
+    if index_type != "exact":
+        stored = np.load(temporary("embeddings"), mmap_mode="r")
+        vectors, settings = build_vector_index(stored, index_type, options)
+        import faiss
+
+        faiss.write_index(vectors, str(temporary("vectors")))
+        del vectors, stored
+
+    # Every new file complete and on disk under its final name before index.json points to it.
+    checksums = {}
+    for key, name in names.items():
+        if name:
+            _fsync(temporary(key))
+            checksums[name] = {"size": temporary(key).stat().st_size, "blake2b": file_checksum(temporary(key))}
+            os.replace(temporary(key), index_dir / name)
+    metadata = {
+        "format": FORMAT_VERSION,
+        "model": model,
+        "embedding_dim": int(embedding_dim),
+        "projection_dim": int(projection_dim),
+        "logit_scale": float(logit_scale),
+        "num_videos": num_videos,
+        "num_frames": num_frames,
+        "video_root": str(root),
+        "embedding_dtype": dtype,
+        "float16_error_bound": float16_error,
+        "vector_index": settings,
+        "files": names,
+        "checksums": checksums,
+        "generation": generation,
+        **(report or {}),
+    }
+    metadata_temporary = index_dir / f".{METADATA_FILE}.{generation}.tmp"
+    metadata_temporary.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    _fsync(metadata_temporary)
+    os.replace(metadata_temporary, index_dir / METADATA_FILE)
+    _fsync_directory(index_dir)
+
+    # Only now is the old generation garbage.
+    remove_orphans(index_dir, keep=set(name for name in names.values() if name))
+    for part in parts:
+        (index_dir / PARTS_DIR / part.name).unlink(missing_ok=True)
+    return metadata
+
+
+def build_vector_index(embeddings: np.ndarray, index_type: str, options: VectorIndexOptions):
+    """A FAISS index over `embeddings` (rows, dim; a memory map), trained on a sample and filled chunk by chunk:
+    8-bit scalar-quantised vectors (a quarter of float32) under IVF lists or an HNSW graph."""
+    import faiss
+
+    num_videos, dim = embeddings.shape
+    rng = np.random.default_rng(0)
+    if index_type == "ivf":
+        nlist = min(options.nlist or default_nlist(num_videos), num_videos)
+        quantizer = faiss.IndexFlatIP(dim)
+        vectors = faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
+        vectors.cp.niter = 10
+        vectors.cp.max_points_per_centroid = 64
+        training_size = min(num_videos, 64 * nlist)
+        settings = {"type": "ivf", "nlist": nlist, "nprobe": options.nprobe or max(1, min(nlist, nlist // 16))}
+    elif index_type == "hnsw":
+        vectors = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        vectors.hnsw.efConstruction = 80
+        training_size = min(num_videos, 100_000)
+        settings = {"type": "hnsw", "m": options.hnsw_m, "ef_search": options.ef_search}
+    else:
+        raise ValueError(f"unknown approximate index type {index_type!r}")
+    sample = np.sort(rng.choice(num_videos, training_size, replace=False))
+    vectors.train(np.ascontiguousarray(embeddings[sample], np.float32))
+    for start in range(0, num_videos, _CHUNK_ROWS):
+        vectors.add(np.ascontiguousarray(embeddings[start : start + _CHUNK_ROWS], np.float32))
+    return vectors, settings
+
+
+def remove_orphans(index_dir: Path, keep: set[str]) -> None:
+    """Files of generations other than `keep` and temporary files of an interrupted commit."""
+    for path in index_dir.iterdir():
+        name = path.name
+        temporary = name.startswith(".") and name.endswith(".tmp")
+        if path.is_file() and (temporary or (name.startswith(_GENERATION_FILES) and name not in keep)):
+            path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
