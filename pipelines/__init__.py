@@ -14,6 +14,7 @@ from transformers import AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .pipeline_clip2video import (
+    HUB_VIDEO_CLASSIFICATION_TASK,
     RETRIEVAL_TASK,
     ZERO_SHOT_TASK,
     CLIP2VideoTextToVideoRetrievalPipeline,
@@ -34,6 +35,11 @@ def add_custom_pipelines(checkpoint_dir: str | Path) -> None:
     """Copy the pipelines' code into a saved checkpoint and list both tasks under `custom_pipelines` in its
     `config.json`, in the format `Pipeline.save_pretrained` writes (which can only record one pipeline at a time).
 
+    The zero-shot pipeline is listed a second time as `video-classification`: the Hub shows
+    `pipeline("video-classification", model=..., trust_remote_code=True)` for a card with that `pipeline_tag`, and a
+    checkpoint's `custom_pipelines` take precedence over transformers' own task of that name for this checkpoint only
+    (in this process the task is not re-registered, so transformers' `video-classification` stays untouched).
+
     Raises:
         `FileNotFoundError`: the folder has no `config.json` (save the model first).
     """
@@ -44,14 +50,16 @@ def add_custom_pipelines(checkpoint_dir: str | Path) -> None:
     source = Path(__file__).with_name("pipeline_clip2video.py")
     shutil.copyfile(source, checkpoint_dir / source.name)
     config = json.loads(config_file.read_text(encoding="utf-8"))
+    checkpoint_tasks = {**PIPELINE_CLASSES, HUB_VIDEO_CLASSIFICATION_TASK: PIPELINE_CLASSES[ZERO_SHOT_TASK]}
     config["custom_pipelines"] = {
         task: {"impl": f"{source.stem}.{pipeline_class.__name__}", "pt": ["AutoModel"], "type": "multimodal"}
-        for task, pipeline_class in PIPELINE_CLASSES.items()
+        for task, pipeline_class in checkpoint_tasks.items()
     }
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 __all__ = [
+    "HUB_VIDEO_CLASSIFICATION_TASK",
     "CLIP2VideoTextToVideoRetrievalPipeline",
     "CLIP2VideoZeroShotVideoClassificationPipeline",
     "RETRIEVAL_TASK",

@@ -13,9 +13,16 @@ pipelines under `custom_pipelines` in its `config.json`, so that anywhere
 
 work with only torch and transformers installed (plus PyAV to decode files). The model and the processor are the
 checkpoint's own (`AutoModel` / `AutoProcessor`), loaded by transformers' pipeline machinery; errors of the processor
-(missing file: `FileNotFoundError`, undecodable video: `ValueError`, both naming the input) reach the caller unchanged.
+(missing file: `FileNotFoundError`, undecodable video or a video over the decoding limits: `ValueError`, both naming
+the input) reach the caller unchanged.
+
+Arguments are checked before any video is decoded: empty or wrongly typed videos, labels and queries, generators
+(pass a list), a `hypothesis_template` without exactly one `{}`, a `top_k` that is not a positive integer and unknown
+arguments are `ValueError`s. `zero-shot-video-classification` is also registered as `video-classification`, the task
+the Hub shows for `pipeline_tag: video-classification`, so its snippet runs as shown.
 """
 
+import math
 import os
 
 import torch
@@ -23,18 +30,127 @@ from transformers.pipelines.base import ChunkPipeline, Pipeline
 
 
 ZERO_SHOT_TASK = "zero-shot-video-classification"
+# The Hub's snippet for a `pipeline_tag: video-classification` card calls this task name.
+HUB_VIDEO_CLASSIFICATION_TASK = "video-classification"
 RETRIEVAL_TASK = "text-to-video-retrieval"
 DEFAULT_HYPOTHESIS_TEMPLATE = "a video of {}."
+# Keyword arguments `pipeline()` hands every pipeline it builds (loading options, not call arguments).
+_PIPELINE_LOADING_KWARGS = {"local_files_only"}
+_SCORE_FUNCTIONS = ("softmax", "none")
 
 
 def _video_name(video) -> str | None:
-    """The path or URL of a video given as one, else None (frames have no name)."""
+    """The path or URL of a video given as one, else None (frames and bytes have no name)."""
     return os.fspath(video) if isinstance(video, (str, os.PathLike)) else None
 
 
 def _first_of_batch(value):
     """Inputs shared by every video of a batch are stored once per video; batching turns them into a list."""
     return value[0] if isinstance(value, list) else value
+
+
+def _is_one_video(video) -> bool:
+    """A path or URL, the bytes of a file, or one video's frames as a 4D array or tensor."""
+    if isinstance(video, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return True
+    return hasattr(video, "ndim") and hasattr(video, "shape") and video.ndim == 4
+
+
+def check_videos(videos, argument: str = "videos"):
+    """`videos` unchanged if it is one video or a non-empty list or tuple of videos; otherwise a `ValueError` naming
+    the problem (generators and other iterables, empty lists, empty strings, wrong types), raised before any work."""
+    if isinstance(videos, (list, tuple)):
+        if not videos:
+            raise ValueError(f"`{argument}` is an empty list: pass at least one video.")
+        named = [(f"`{argument}[{index}]`", video) for index, video in enumerate(videos)]
+    else:
+        named = [(f"`{argument}`", videos)]
+    for where, video in named:
+        if isinstance(video, str) and not video.strip():
+            raise ValueError(f"{where} is an empty string; expected a path or an http(s) URL.")
+        if not _is_one_video(video):
+            shape = f" of shape {tuple(video.shape)}" if hasattr(video, "shape") else ""
+            raise ValueError(
+                f"{where} is a {type(video).__name__}{shape}; expected a path or http(s) URL, the bytes of a video "
+                "file, or a 4D array or tensor of frames (frames, height, width, channels). Pass several videos as a "
+                "list (not a generator)."
+            )
+    return videos
+
+
+def check_labels(candidate_labels) -> list[str]:
+    """The labels as a list of non-empty strings (one comma-separated string is split), or a `ValueError`."""
+    if isinstance(candidate_labels, str):
+        candidate_labels = [label.strip() for label in candidate_labels.split(",")]
+    if not isinstance(candidate_labels, (list, tuple)) or not candidate_labels:
+        raise ValueError(
+            f"`candidate_labels` must be a non-empty list of strings (or one comma-separated string), got "
+            f"{_shown(candidate_labels)}."
+        )
+    for index, label in enumerate(candidate_labels):
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"`candidate_labels[{index}]` must be a non-empty string, got {_shown(label)}.")
+    return list(candidate_labels)
+
+
+def check_hypothesis_template(hypothesis_template) -> str:
+    """A template holding exactly one `{}` (filled by `str.replace`, never `str.format`: braces in labels or in the
+    template are plain text), or a `ValueError`."""
+    if not isinstance(hypothesis_template, str) or hypothesis_template.count("{}") != 1:
+        raise ValueError(
+            f"`hypothesis_template` must be a string with exactly one '{{}}' where the label goes, got "
+            f"{_shown(hypothesis_template)}."
+        )
+    return hypothesis_template
+
+
+def hypothesis_captions(labels: list[str], hypothesis_template: str) -> list[str]:
+    """The caption of every label: the template with its `{}` replaced by the label."""
+    return [hypothesis_template.replace("{}", label, 1) for label in labels]
+
+
+def check_top_k(top_k) -> int | None:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"`top_k` must be a positive integer (or None for all), got {_shown(top_k)}.")
+    return top_k
+
+
+def check_timeout(timeout) -> float | None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
+    ):
+        raise ValueError(f"`timeout` must be a positive number of seconds, got {_shown(timeout)}.")
+    return None if timeout is None else float(timeout)
+
+
+def rank_labels(logits: torch.Tensor, labels: list[str], top_k: int | None = None, function_to_apply="softmax"):
+    """`[{"label", "score"}, ...]` of one video, highest score first (ties keep the label order).
+
+    Args:
+        logits (`torch.Tensor` of shape `(num_labels,)`): the video's `logits_per_video` row.
+        function_to_apply (`str`): `"softmax"` (probabilities over the labels) or `"none"` (the scaled cosine
+            similarities themselves, comparable across calls).
+    """
+    logits = logits.reshape(-1).float()
+    scores = logits.softmax(dim=-1) if function_to_apply == "softmax" else logits
+    ranked = sorted(zip(scores.tolist(), range(len(labels))), key=lambda pair: (-pair[0], pair[1]))
+    return [{"label": labels[index], "score": score} for score, index in ranked[:top_k]]
+
+
+def _check_unknown(pipeline_name: str, kwargs: dict, known: list[str]) -> None:
+    unknown = sorted(set(kwargs) - _PIPELINE_LOADING_KWARGS)
+    if unknown:
+        raise ValueError(f"{pipeline_name} got unknown arguments {unknown}; it takes {', '.join(known)}.")
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _video_kwargs(timeout: float | None) -> dict:
+    # The processor's decode limits carry the URL timeout (`DecodeLimits.url_timeout_seconds`).
+    return {"url_timeout_seconds": timeout} if timeout is not None else {}
 
 
 class _ThroughTheProcessor:
@@ -58,36 +174,54 @@ class CLIP2VideoZeroShotVideoClassificationPipeline(_ThroughTheProcessor, Pipeli
     r"""
     Zero-shot video classification: scores a video against free-form labels, each turned into a caption with
     `hypothesis_template` (`"a video of {}."`), as CLIP does for images. Scores are the softmax over the labels of
-    the model's `logits_per_video`.
+    the model's `logits_per_video` (`function_to_apply="none"`: the logits themselves).
 
-    Call with one video or a list of videos (paths, `http(s)` URLs, or 4D arrays / tensors of frames
-    `(frames, height, width, channels)` uint8) and `candidate_labels`; `batch_size=N` runs N videos per forward
-    pass. Returns, per video, `[{"label": str, "score": float}, ...]` sorted by decreasing score (`top_k` keeps the
-    first k).
+    Call with one video or a list of videos (paths, `http(s)` URLs, bytes of video files, or 4D arrays / tensors of
+    frames `(frames, height, width, channels)` uint8) and `candidate_labels`; `batch_size=N` runs N videos per
+    forward pass; `timeout` (seconds) bounds the wait for a URL's server. Returns, per video,
+    `[{"label": str, "score": float}, ...]` sorted by decreasing score (`top_k` keeps the first k).
     """
+
+    _CALL_ARGUMENTS = ["candidate_labels", "hypothesis_template", "top_k", "timeout", "function_to_apply", "batch_size"]
 
     def __call__(self, videos, candidate_labels=None, **kwargs):
         """Classify `videos` (one, or a list) into `candidate_labels` (a list of strings, or one comma-separated
         string)."""
+        check_videos(videos)
+        check_labels(candidate_labels)
         return super().__call__(videos, candidate_labels=candidate_labels, **kwargs)
 
-    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, top_k=None, **loading_kwargs):
-        # `pipeline()` also hands over its own loading options (e.g. `local_files_only`): not ours to use.
+    def _sanitize_parameters(
+        self,
+        candidate_labels=None,
+        hypothesis_template=None,
+        top_k=None,
+        timeout=None,
+        function_to_apply=None,
+        **kwargs,
+    ):
+        _check_unknown(type(self).__name__, kwargs, self._CALL_ARGUMENTS)
         preprocess_params = {}
         if candidate_labels is not None:
-            preprocess_params["candidate_labels"] = candidate_labels
+            preprocess_params["candidate_labels"] = check_labels(candidate_labels)
         if hypothesis_template is not None:
-            preprocess_params["hypothesis_template"] = hypothesis_template
-        postprocess_params = {"top_k": top_k} if top_k is not None else {}
+            preprocess_params["hypothesis_template"] = check_hypothesis_template(hypothesis_template)
+        if timeout is not None:
+            preprocess_params["timeout"] = check_timeout(timeout)
+        postprocess_params = {}
+        if top_k is not None:
+            postprocess_params["top_k"] = check_top_k(top_k)
+        if function_to_apply is not None:
+            if function_to_apply not in _SCORE_FUNCTIONS:
+                raise ValueError(f"`function_to_apply` must be one of {_SCORE_FUNCTIONS}, got {_shown(function_to_apply)}.")
+            postprocess_params["function_to_apply"] = function_to_apply
         return preprocess_params, {}, postprocess_params
 
-    def preprocess(self, video, candidate_labels=None, hypothesis_template=DEFAULT_HYPOTHESIS_TEMPLATE):
-        labels = _label_list(candidate_labels)
-        if "{}" not in hypothesis_template:
-            raise ValueError(f"hypothesis_template must contain '{{}}' for the label, got {hypothesis_template!r}.")
-        captions = [hypothesis_template.format(label) for label in labels]
+    def preprocess(self, video, candidate_labels=None, hypothesis_template=DEFAULT_HYPOTHESIS_TEMPLATE, timeout=None):
+        labels = check_labels(candidate_labels)
+        captions = hypothesis_captions(labels, check_hypothesis_template(hypothesis_template))
         text_inputs = self.processor(text=captions, return_tensors="pt")
-        video_inputs = self.processor(videos=[video], return_tensors="pt")
+        video_inputs = self.processor(videos=[video], return_tensors="pt", **_video_kwargs(timeout))
         return {
             "pixel_values_videos": video_inputs["pixel_values_videos"],
             "video_mask": video_inputs["video_mask"],
@@ -108,13 +242,10 @@ class CLIP2VideoZeroShotVideoClassificationPipeline(_ThroughTheProcessor, Pipeli
         # The tensor comes first: batching reads the batch size from the first output.
         return {"logits": outputs.logits_per_video, "candidate_labels": [labels] * num_videos}
 
-    def postprocess(self, model_outputs, top_k=None):
+    def postprocess(self, model_outputs, top_k=None, function_to_apply="softmax"):
         labels = _one_label_list(model_outputs["candidate_labels"])
-        scores = model_outputs["logits"].reshape(-1, len(labels))[0].float().softmax(dim=-1).tolist()
-        ranked = sorted(zip(scores, labels), key=lambda pair: -pair[0])
-        if top_k is not None:
-            ranked = ranked[:top_k]
-        return [{"label": label, "score": score} for score, label in ranked]
+        logits = model_outputs["logits"].reshape(-1, len(labels))[0]
+        return rank_labels(logits, labels, top_k, function_to_apply)
 
 
 class CLIP2VideoTextToVideoRetrievalPipeline(_ThroughTheProcessor, ChunkPipeline):
@@ -123,31 +254,47 @@ class CLIP2VideoTextToVideoRetrievalPipeline(_ThroughTheProcessor, ChunkPipeline
     `logit_scale.exp() * text_embeds @ video_embeds.T`; higher is better, comparable across videos for one query).
 
     Call with the query (a string, or a list of strings for several queries over the same videos) and
-    `videos=[...]` (paths, `http(s)` URLs or 4D frame arrays); `batch_size=N` runs N videos per forward pass.
+    `videos=[...]` (paths, `http(s)` URLs, bytes of video files or 4D frame arrays); `batch_size=N` runs N videos per
+    forward pass; `timeout` (seconds) bounds the wait for a URL's server.
     Returns `[{"video": path or None, "index": int, "score": float, "timestamps": [seconds, ...]}, ...]` sorted by
     decreasing score (ties keep the input order; `top_k` keeps the first k). `timestamps` are the times of the frames
     the model saw (empty for frames given without a frame rate). Videos are decoded again for every query: to search
     a fixed collection with many queries, index it once (`apps/search`).
     """
 
-    def __call__(self, text, videos=None, **kwargs):
-        return super().__call__(text, videos=videos, **kwargs)
+    _CALL_ARGUMENTS = ["videos", "top_k", "timeout", "batch_size"]
 
-    def _sanitize_parameters(self, videos=None, top_k=None, **loading_kwargs):
-        # `pipeline()` also hands over its own loading options (e.g. `local_files_only`): not ours to use.
+    def __call__(self, text, videos=None, **kwargs):
+        queries = text if isinstance(text, (list, tuple)) else [text]
+        if isinstance(text, (list, tuple)) and not text:
+            raise ValueError("The query list is empty: pass a string, or a non-empty list of strings.")
+        for query in queries:
+            if not isinstance(query, str) or not query.strip():
+                raise ValueError(f"The query must be a non-empty string, got {_shown(query)}.")
+        if videos is None or not isinstance(videos, (list, tuple)) or not videos:
+            # One video's frames (an array) would otherwise be taken as a list of one-frame videos.
+            raise ValueError(f"Pass the videos to rank as a non-empty list: `videos=[...]`, got {_shown(videos)}.")
+        check_videos(list(videos))
+        return super().__call__(text, videos=list(videos), **kwargs)
+
+    def _sanitize_parameters(self, videos=None, top_k=None, timeout=None, **kwargs):
+        _check_unknown(type(self).__name__, kwargs, self._CALL_ARGUMENTS)
         preprocess_params = {"videos": videos} if videos is not None else {}
-        postprocess_params = {"top_k": top_k} if top_k is not None else {}
+        if timeout is not None:
+            preprocess_params["timeout"] = check_timeout(timeout)
+        postprocess_params = {"top_k": check_top_k(top_k)} if top_k is not None else {}
         return preprocess_params, {}, postprocess_params
 
-    def preprocess(self, text, videos=None):
+    def preprocess(self, text, videos=None, timeout=None):
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"The query must be a non-empty string, got {text!r}.")
-        if videos is None or isinstance(videos, (str, os.PathLike)) or hasattr(videos, "ndim") or len(videos) == 0:
-            # One video's frames (an array) would otherwise be taken as a list of one-frame videos.
+            raise ValueError(f"The query must be a non-empty string, got {_shown(text)}.")
+        if not isinstance(videos, list) or not videos:
             raise ValueError("Pass the videos to rank as a non-empty list: `videos=[...]`.")
         text_inputs = self.processor(text=[text], return_tensors="pt")
         for index, video in enumerate(videos):
-            video_inputs = self.processor(videos=[video], return_tensors="pt", return_timestamps=True)
+            video_inputs = self.processor(
+                videos=[video], return_tensors="pt", return_timestamps=True, **_video_kwargs(timeout)
+            )
             yield {
                 "input_ids": text_inputs["input_ids"],
                 "attention_mask": text_inputs["attention_mask"],
@@ -194,11 +341,3 @@ class CLIP2VideoTextToVideoRetrievalPipeline(_ThroughTheProcessor, ChunkPipeline
 def _one_label_list(labels: list) -> list[str]:
     """The labels of one video, from one list or from a list of them (one per video of a batch, all equal)."""
     return labels[0] if isinstance(labels[0], list) else labels
-
-
-def _label_list(candidate_labels) -> list[str]:
-    if isinstance(candidate_labels, str):
-        candidate_labels = [label.strip() for label in candidate_labels.split(",")]
-    if not candidate_labels or not all(isinstance(label, str) and label.strip() for label in candidate_labels):
-        raise ValueError(f"candidate_labels must be a non-empty list of non-empty strings, got {candidate_labels!r}.")
-    return list(candidate_labels)

@@ -1,11 +1,17 @@
-"""The Inference Endpoints handler, called as the service calls it: `EndpointHandler(path)` imported from a saved
-folder in a fresh process, then requests with real encoded video bytes (base64, data URI, raw bytes), a path and a
-URL, and malformed requests, which must get a clear error payload while the handler keeps serving."""
+"""The Inference Endpoints handler, called as the Hugging Face inference toolkit calls it: `handler.py` imported from
+a published folder in a fresh process (`spec_from_file_location`, the folder on `sys.path`), `EndpointHandler(path)`,
+then the JSON bodies of requests. The toolkit (v0.5.6, `webservice_starlette.predict`) answers a returned dict with 200
+and any exception with 400 and `{"error": str(exception)}`; the test records both and the exception's type, so that
+client errors (`RequestError`, a `ValueError`) and server failures (which must propagate unchanged) are told apart.
+Scores are checked against the model and processor run directly."""
 
 import base64
 import functools
 import http.server
+import importlib.util
 import json
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -18,37 +24,66 @@ from tiny_checkpoint import run_without_repo, save_tiny_checkpoint, tiny_process
 LABELS = ["cooking", "a red square", "playing guitar"]
 TEXTS = ["a red square moves right", "a dog runs on the beach"]
 
+# What the toolkit does with a request (its `predict`), plus the exception's type and the status a server that
+# distinguishes them (the handler's `RequestError.status_code`, else 500) would answer.
+TOOLKIT_CALL = """
+import importlib.util, json, os, sys
+def load_handler(model_dir):
+    sys.path.insert(0, model_dir)
+    spec = importlib.util.spec_from_file_location("handler.EndpointHandler", os.path.join(model_dir, "handler.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["handler.EndpointHandler"] = module
+    spec.loader.exec_module(module)
+    return module, module.EndpointHandler(model_dir)
+
+def toolkit_predict(handler, body):
+    try:
+        return {"status": 200, "body": handler(body)}
+    except Exception as error:
+        return {
+            "status": 400, "body": {"error": str(error)}, "type": type(error).__name__,
+            "client_error": isinstance(error, module.RequestError),
+            "own_status": getattr(error, "status_code", 500),
+        }
+"""
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("endpoint")
     save_tiny_checkpoint(folder / "checkpoint")
-    write_video(folder / "clip.mp4", (230, 20, 20), num_frames=30)
-    (folder / "corrupt.mp4").write_bytes((folder / "clip.mp4").read_bytes()[:400])
-    (folder / "notes.txt").write_text("not a video")
+    (folder / "served").mkdir()
+    write_video(folder / "served" / "clip.mp4", (230, 20, 20), num_frames=30)
+    (folder / "served" / "corrupt.mp4").write_bytes((folder / "served" / "clip.mp4").read_bytes()[:400])
+    (folder / "secret.mp4").write_bytes((folder / "served" / "clip.mp4").read_bytes())  # outside the root
+    (folder / "served" / "escape.mp4").symlink_to(folder / "secret.mp4")
     return folder
 
 
 @pytest.fixture(scope="module")
 def video_url(workdir):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(workdir))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(workdir / "served"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
     server.shutdown()
+    server.server_close()
 
 
-def test_handler_answers_and_errors_as_the_service_sees_them(workdir, video_url):
-    video_bytes = (workdir / "clip.mp4").read_bytes()
+def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url):
+    video_bytes = (workdir / "served" / "clip.mp4").read_bytes()
     encoded = base64.b64encode(video_bytes).decode()
+    corrupt = base64.b64encode(video_bytes[:400]).decode()
     good = {
         "labels_base64": {"inputs": {"video": encoded, "candidate_labels": LABELS}},
         "labels_in_parameters": {"inputs": encoded, "parameters": {"candidate_labels": LABELS}},
         "labels_data_uri": {"inputs": {"video": "data:video/mp4;base64," + encoded, "candidate_labels": LABELS}},
+        "labels_top_k": {"inputs": {"video": encoded, "candidate_labels": LABELS}, "parameters": {"top_k": 2}},
         "texts_path": {"inputs": {"video": "clip.mp4", "texts": TEXTS}, "parameters": {"return_embeddings": True}},
         "texts_url": {"inputs": {"video": video_url, "texts": TEXTS}},
         "embedding_only": {"inputs": {"video": encoded}, "parameters": {"return_embeddings": True}},
+        "several": {"inputs": {"videos": [encoded, corrupt, "clip.mp4", 3, "../secret.mp4"], "texts": TEXTS}},
     }
     bad = {
         "no_inputs": {"video": encoded},
@@ -60,28 +95,35 @@ def test_handler_answers_and_errors_as_the_service_sees_them(workdir, video_url)
         "labels_not_strings": {"inputs": {"video": encoded, "candidate_labels": [1, 2]}},
         "unknown_parameter": {"inputs": encoded, "parameters": {"candidate_labels": LABELS, "top": 3}},
         "bad_template": {"inputs": encoded, "parameters": {"candidate_labels": LABELS, "hypothesis_template": "x"}},
-        "not_base64": {"inputs": {"video": "missing.mp4", "texts": TEXTS}},
-        "corrupt_bytes": {"inputs": {"video": base64.b64encode(video_bytes[:400]).decode(), "texts": TEXTS}},
+        "format_template": {"inputs": encoded, "parameters": {"candidate_labels": LABELS, "hypothesis_template": "{}{}"}},
+        "negative_top_k": {"inputs": encoded, "parameters": {"candidate_labels": LABELS, "top_k": -1}},
+        "missing_path": {"inputs": {"video": "missing.mp4", "texts": TEXTS}},
+        "corrupt_bytes": {"inputs": {"video": corrupt, "texts": TEXTS}},
         "corrupt_path": {"inputs": {"video": "corrupt.mp4", "texts": TEXTS}},
-        "text_file": {"inputs": {"video": "notes.txt", "texts": TEXTS}},
         "video_not_string": {"inputs": {"video": 3, "texts": TEXTS}},
+        "empty_videos": {"inputs": {"videos": [], "texts": TEXTS}},
+        "too_many_videos": {"inputs": {"videos": [encoded] * 9, "texts": TEXTS}},
     }
     (workdir / "requests.json").write_text(json.dumps({**good, **bad}))
     run_without_repo(
-        f"""
-        import base64, json, sys
-        sys.path.insert(0, "checkpoint")
-        from handler import EndpointHandler
-
-        handler = EndpointHandler(path="checkpoint")
+        TOOLKIT_CALL
+        + textwrap.dedent(
+            """
+        os.environ["CLIP2VIDEO_ENDPOINT_VIDEO_ROOT"] = "served"
+        os.environ["CLIP2VIDEO_ALLOW_PRIVATE_URLS"] = "1"  # the test's video server is on loopback
+        module, handler = load_handler("checkpoint")
         requests = json.load(open("requests.json"))
-        answers = {{name: handler(request) for name, request in requests.items()}}
-        # Raw bytes, as the service passes a request sent with a video content type.
-        raw = open("clip.mp4", "rb").read()
-        answers["raw_bytes"] = handler({{"inputs": raw, "parameters": {{"texts": {TEXTS!r}}}}})
-        answers["empty_bytes"] = handler({{"inputs": b"", "parameters": {{"texts": {TEXTS!r}}}}})
+        answers = {name: toolkit_predict(handler, request) for name, request in requests.items()}
+        answers["empty_bytes"] = toolkit_predict(handler, {"inputs": b"", "parameters": {"texts": ["a"]}})
+
+        # A failure of the server itself (here: the model breaks) must not look like the client's fault.
+        def broken(*args, **kwargs):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        handler.model.forward = broken
+        answers["server_fault"] = toolkit_predict(handler, requests["labels_base64"])
         json.dump(answers, open("answers.json", "w"))
-        """,
+        """
+        ),
         cwd=workdir,
     )
     answers = json.loads((workdir / "answers.json").read_text())
@@ -89,48 +131,119 @@ def test_handler_answers_and_errors_as_the_service_sees_them(workdir, video_url)
     # Independent computation with the model and processor of the folder.
     model = CLIP2VideoModel.from_pretrained(workdir / "checkpoint").eval()
     processor = tiny_processor()
-    video = str(workdir / "clip.mp4")
+    video = str(workdir / "served" / "clip.mp4")
     with torch.no_grad():
         label_inputs = processor(text=[f"a video of {label}." for label in LABELS], videos=[video], return_tensors="pt")
         label_probabilities = model(**label_inputs).logits_per_video[0].softmax(dim=0)
-        text_inputs = processor(text=TEXTS, videos=[video], return_tensors="pt", return_timestamps=True)
-        output = model(**{key: value for key, value in text_inputs.items() if key != "video_timestamps"})
-    timestamps = text_inputs["video_timestamps"][0].tolist()
+        output = model(**processor(text=TEXTS, videos=[video], return_tensors="pt"))
 
+    for name in good:
+        assert answers[name]["status"] == 200, (name, answers[name])
     expected_labels = sorted(zip(LABELS, label_probabilities.tolist()), key=lambda pair: -pair[1])
     for name in ("labels_base64", "labels_in_parameters", "labels_data_uri"):
-        answer = answers[name]
+        answer = answers[name]["body"]
         assert [item["label"] for item in answer["labels"]] == [label for label, _ in expected_labels], name
         assert [item["score"] for item in answer["labels"]] == pytest.approx([p for _, p in expected_labels], abs=1e-5)
-        assert answer["timestamps"] == pytest.approx(timestamps)
-    for name in ("texts_path", "texts_url", "raw_bytes"):
-        answer = answers[name]
+    assert answers["labels_top_k"]["body"]["labels"] == answers["labels_base64"]["body"]["labels"][:2]
+    expected_scores = output.logits_per_text[:, 0].tolist()
+    for name in ("texts_path", "texts_url"):
+        answer = answers[name]["body"]
         assert [item["text"] for item in answer["scores"]] == TEXTS, name
-        expected_scores = output.logits_per_text[:, 0].tolist()
         assert [item["score"] for item in answer["scores"]] == pytest.approx(expected_scores, abs=1e-4)
-    embeddings = answers["texts_path"]
+    embeddings = answers["texts_path"]["body"]
     assert embeddings["video_embedding"] == pytest.approx(output.video_embeds[0].tolist(), abs=1e-5)
-    assert torch.tensor(embeddings["text_embeddings"]).shape == output.text_embeds.shape
-    assert answers["embedding_only"]["video_embedding"] == pytest.approx(embeddings["video_embedding"], abs=1e-5)
-    assert set(answers["embedding_only"]) == {"video_embedding", "timestamps"}
+    torch.testing.assert_close(torch.tensor(embeddings["text_embeddings"]), output.text_embeds, rtol=0, atol=1e-5)
+    assert answers["embedding_only"]["body"]["video_embedding"] == pytest.approx(embeddings["video_embedding"], abs=1e-5)
+    assert set(answers["embedding_only"]["body"]) == {"video_embedding"}
+
+    # Several videos: batched, each bad one reported in its place, the good ones answered.
+    results = answers["several"]["body"]["results"]
+    assert [set(result) for result in results] == [{"scores"}, {"error"}, {"scores"}, {"error"}, {"error"}]
+    for index in (0, 2):
+        assert [item["score"] for item in results[index]["scores"]] == pytest.approx(expected_scores, abs=1e-4)
+    assert "videos[1]" in results[1]["error"] and "truncated or corrupt" in results[1]["error"]
+    assert "videos[3]" in results[3]["error"] and "got int" in results[3]["error"]
+    assert "videos[4]" in results[4]["error"] and "folder this endpoint serves" in results[4]["error"]
 
     expected_errors = {
         "no_inputs": '"inputs"',
         "not_an_object": "JSON object",
-        "no_video": 'no "video"',
+        "no_video": '"video" or "videos"',
         "nothing_to_do": "return_embeddings",
         "labels_and_texts": "not both",
         "empty_labels": "candidate_labels",
-        "labels_not_strings": "candidate_labels",
+        "labels_not_strings": '"candidate_labels[0]" must be a non-empty string, got 1',
         "unknown_parameter": "Unknown parameters ['top']",
         "bad_template": "hypothesis_template",
-        "not_base64": "'missing.mp4' is neither an http(s) URL, an existing file on the endpoint, nor base64",
-        "corrupt_bytes": "Cannot read video the video sent in the request",
-        "corrupt_path": "Cannot read video corrupt.mp4",
-        "text_file": "Cannot read video notes.txt",
+        "format_template": "exactly one '{}'",
+        "negative_top_k": '"top_k" must be a positive integer',
+        "missing_path": "'missing.mp4' is neither base64, a data URI, an http(s) URL, nor a video file in the folder",
+        "corrupt_bytes": "Cannot read video video:",
+        "corrupt_path": "Cannot read video video ('corrupt.mp4')",
         "video_not_string": "got int",
-        "empty_bytes": "empty",
+        "empty_videos": "non-empty list",
+        "too_many_videos": "at most 8 per request",
+        "empty_bytes": '"video" is empty',
     }
     for name, fragment in expected_errors.items():
-        assert set(answers[name]) == {"error"}, (name, answers[name])
-        assert fragment in answers[name]["error"], (name, answers[name]["error"])
+        answer = answers[name]
+        assert answer["status"] == 400 and set(answer["body"]) == {"error"}, (name, answer)
+        assert fragment in answer["body"]["error"], (name, answer["body"]["error"])
+        assert answer["type"] == "RequestError" and answer["client_error"], (name, answer)
+        assert answer["own_status"] == (413 if name == "too_many_videos" else 400), (name, answer)
+    # The server's own failure propagates unchanged: a RuntimeError, not a client error (the toolkit still says 400).
+    fault = answers["server_fault"]
+    assert fault["type"] == "RuntimeError" and not fault["client_error"] and fault["own_status"] == 500, fault
+    assert "illegal memory access" in fault["body"]["error"]
+
+
+def load_handler_module(checkpoint):
+    """`handler.py` of a folder, imported as the toolkit imports it."""
+    sys.path.insert(0, str(checkpoint))
+    try:
+        spec = importlib.util.spec_from_file_location("handler.EndpointHandler", checkpoint / "handler.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(checkpoint))
+    return module
+
+
+def test_device_and_dtype_placement(workdir, monkeypatch):
+    module = load_handler_module(workdir / "checkpoint")
+    for variable in (module.DEVICE_VARIABLE, module.DTYPE_VARIABLE):
+        monkeypatch.delenv(variable, raising=False)
+    # The choice: CUDA (bfloat16) when the CUDA check says so, CPU (float32) otherwise; variables and arguments win.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert module.select_device_and_dtype() == (torch.device("cuda"), torch.bfloat16)
+    monkeypatch.setenv(module.DTYPE_VARIABLE, "float32")
+    assert module.select_device_and_dtype() == (torch.device("cuda"), torch.float32)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv(module.DTYPE_VARIABLE)
+    assert module.select_device_and_dtype() == (torch.device("cpu"), torch.float32)
+    monkeypatch.setenv(module.DEVICE_VARIABLE, "meta")
+    assert module.select_device_and_dtype() == (torch.device("meta"), torch.float32)
+    with pytest.raises(ValueError, match="CLIP2VIDEO_ENDPOINT_DTYPE='float8'"):
+        module.select_device_and_dtype(dtype="float8")
+
+    # The placement itself: every parameter on the requested device, in the requested dtype, eval mode.
+    handler = module.EndpointHandler(str(workdir / "checkpoint"), device="meta", dtype="bfloat16")
+    parameters = dict(handler.model.named_parameters())
+    assert {parameter.device.type for parameter in parameters.values()} == {"meta"}
+    # The CLIP towers in bfloat16; the model keeps its small temporal head in float32 by design.
+    kept = tuple(handler.model._keep_in_fp32_modules_strict)
+    for name, parameter in parameters.items():
+        assert parameter.dtype == (torch.float32 if name.startswith(kept) else torch.bfloat16), name
+    assert not handler.model.training and handler.classifier.device == torch.device("meta")
+
+
+def test_bfloat16_scores_stay_within_1e_2_of_float32(workdir):
+    module = load_handler_module(workdir / "checkpoint")
+    encoded = base64.b64encode((workdir / "served" / "clip.mp4").read_bytes()).decode()
+    request = {"inputs": {"video": encoded, "candidate_labels": LABELS}}
+    scores = {}
+    for dtype in ("float32", "bfloat16"):
+        handler = module.EndpointHandler(str(workdir / "checkpoint"), device="cpu", dtype=dtype)
+        assert handler.model.vision_model.dtype == getattr(torch, dtype)
+        scores[dtype] = {item["label"]: item["score"] for item in handler(request)["labels"]}
+    assert scores["bfloat16"] == pytest.approx(scores["float32"], abs=1e-2)

@@ -54,6 +54,11 @@ def test_checkpoint_lists_both_pipelines(workdir):
             "impl": "pipeline_clip2video.CLIP2VideoTextToVideoRetrievalPipeline", "pt": ["AutoModel"],
             "type": "multimodal",
         },
+        # The task name of the Hub's snippet for `pipeline_tag: video-classification`.
+        "video-classification": {
+            "impl": "pipeline_clip2video.CLIP2VideoZeroShotVideoClassificationPipeline", "pt": ["AutoModel"],
+            "type": "multimodal",
+        },
     }
     assert (folder / "checkpoint" / "pipeline_clip2video.py").is_file()
 
@@ -85,6 +90,10 @@ def test_pipelines_from_a_saved_folder_in_a_fresh_process(workdir, model_and_pro
             "ranked_by_saved_pipeline": pipeline(model="saved_by_pipeline", trust_remote_code=True)(
                 {QUERY!r}, videos={paths!r}
             ),
+            # The Hub's snippet for the cards' `pipeline_tag: video-classification`.
+            "hub_snippet": pipeline("video-classification", model="checkpoint", trust_remote_code=True)(
+                {paths[0]!r}, candidate_labels={LABELS!r}
+            ),
         }}
         with open("results.json", "w") as file:
             json.dump(results, file)
@@ -106,7 +115,7 @@ def test_pipelines_from_a_saved_folder_in_a_fresh_process(workdir, model_and_pro
                 torch.tensor([item["score"] for item in answer]), torch.tensor([p for _, p in expected]),
                 rtol=0, atol=1e-5,
             )
-    assert results["one"] == results["unbatched"][0]
+    assert results["one"] == results["unbatched"][0] == results["hub_snippet"]
     assert [item["label"] for item in results["top_k"]] == [item["label"] for item in results["one"][:2]]
 
     # Retrieval: logits_per_text of the query, highest first, with the sampled timestamps.

@@ -2,60 +2,136 @@
 
 The service builds `EndpointHandler(path)` once and calls it with the JSON body of every request:
 
-    {"inputs": {"video": VIDEO, "candidate_labels": ["cooking", "dancing"]}}   -> zero-shot classification
-    {"inputs": {"video": VIDEO, "texts": ["a man cooks", "a girl dances"]}}    -> one score per text
-    {"inputs": {"video": VIDEO}, "parameters": {"return_embeddings": true}}    -> the video's embedding
+    {"inputs": {"video": VIDEO, "candidate_labels": ["cooking", "dancing"]}}     -> zero-shot classification
+    {"inputs": {"video": VIDEO, "texts": ["a man cooks", "a girl dances"]}}      -> one score per text
+    {"inputs": {"videos": [VIDEO, VIDEO], "candidate_labels": [...]}}            -> several videos, batched
+    {"inputs": {"video": VIDEO}, "parameters": {"return_embeddings": true}}      -> the video's embedding
 
-VIDEO is an `http(s)` URL, a path on the endpoint, base64-encoded file bytes (optionally as a `data:` URI), or the
-raw bytes of a request sent with a video content type (then `inputs` is those bytes and the labels or texts go in
-`parameters`, where they may also be given for the other forms). `parameters.hypothesis_template` (default
-`"a video of {}."`) turns labels into captions; `parameters.return_embeddings` adds the L2-normalised embeddings
-(`video_embedding`, and `text_embeddings` when texts or labels are given) whose scaled dot product is the score.
+VIDEO is base64-encoded file bytes (optionally a `data:<type>;base64,` URI), an `http(s)` URL (fetched by the
+processor's one safe fetcher: public addresses only, timeouts, size cap), or, only when the deployment sets
+`CLIP2VIDEO_ENDPOINT_VIDEO_ROOT`, a path relative to that folder. Labels, texts, `hypothesis_template` (default
+`"a video of {}."`, one `{}`), `top_k` and `return_embeddings` may also be given in `parameters`.
 
-Answers:
-    labels:   `{"labels": [{"label": str, "score": float}, ...]}`, sorted, scores are probabilities over the labels;
-    texts:    `{"scores": [{"text": str, "score": float}, ...]}` in the order given, scores are the model's
-              `logits_per_text` (scaled cosine similarities);
-    `timestamps`: the seconds of the frames the model saw.
-A malformed request or an unreadable video gets `{"error": message}` naming what is wrong; the handler keeps
-serving. Imports only torch, transformers and the standard library (PyAV decodes, see requirements.txt).
+Answers, per video: `{"labels": [{"label", "score"}, ...]}` (probabilities over the labels, best first),
+`{"scores": [{"text", "score"}, ...]}` (the model's `logits_per_text`, in the order given), plus `video_embedding`
+and `text_embeddings` (L2-normalised) with `return_embeddings`. A request with `"videos"` gets
+`{"results": [answer or {"error": message}, ...]}`: a bad video is reported in its place, the others are answered.
+
+Errors. A malformed request, or a single video that cannot be read, raises `RequestError` (a `ValueError`); the
+Hugging Face inference toolkit answers every exception a handler raises with HTTP 400 and `{"error": message}`.
+Failures of the server itself (CUDA out of memory, a broken model) are never turned into `RequestError`: they
+propagate unchanged, so a server that tells them apart (`serve.py` next to this file) answers them with 500.
+
+The model runs on CUDA when available, in bfloat16 there by default (`CLIP2VIDEO_ENDPOINT_DEVICE`,
+`CLIP2VIDEO_ENDPOINT_DTYPE` override), in eval mode under `torch.inference_mode`. Decoding limits are the processor's
+`CLIP2VIDEO_*` environment variables (see `DecodeLimits`). Imports only torch, transformers and the standard library.
 """
 
 import base64
 import binascii
-import math
+import importlib
 import os
+import stat
 import tempfile
 
 import torch
-from transformers import AutoModel, AutoProcessor
+from transformers import pipeline
 
 
-DEFAULT_HYPOTHESIS_TEMPLATE = "a video of {}."
-KNOWN_INPUT_KEYS = {"video", "candidate_labels", "texts"}
-KNOWN_PARAMETERS = {"candidate_labels", "texts", "hypothesis_template", "return_embeddings"}
+ZERO_SHOT_TASK = "zero-shot-video-classification"
+KNOWN_INPUT_KEYS = {"video", "videos", "candidate_labels", "texts"}
+KNOWN_PARAMETERS = {"candidate_labels", "texts", "hypothesis_template", "top_k", "return_embeddings"}
+# Deployment settings (environment variables), with their defaults.
+DEVICE_VARIABLE = "CLIP2VIDEO_ENDPOINT_DEVICE"  # default: "cuda" when available, else "cpu"
+DTYPE_VARIABLE = "CLIP2VIDEO_ENDPOINT_DTYPE"  # default: bfloat16 on CUDA, float32 elsewhere
+VIDEO_ROOT_VARIABLE = "CLIP2VIDEO_ENDPOINT_VIDEO_ROOT"  # default: unset, no local paths
+MAX_VIDEOS_VARIABLE, DEFAULT_MAX_VIDEOS = "CLIP2VIDEO_ENDPOINT_MAX_VIDEOS", 8
+MAX_TEXTS_VARIABLE, DEFAULT_MAX_TEXTS = "CLIP2VIDEO_ENDPOINT_MAX_TEXTS", 256
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_MAX_SHOWN = 80
 
 
 class RequestError(ValueError):
-    """The request is malformed; the message says how."""
+    """The request is malformed or its video cannot be used; the message says how. `status_code` is the HTTP status
+    a server should answer with (the inference toolkit answers 400 for every exception)."""
+
+    def __init__(self, message: str, status_code: int = 400):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def select_device_and_dtype(device: str | None = None, dtype: str | torch.dtype | None = None):
+    """The device (argument, else `CLIP2VIDEO_ENDPOINT_DEVICE`, else CUDA when available, else CPU) and the dtype
+    (argument, else `CLIP2VIDEO_ENDPOINT_DTYPE`, else bfloat16 on CUDA and float32 elsewhere)."""
+    device = device or os.environ.get(DEVICE_VARIABLE) or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    dtype = dtype or os.environ.get(DTYPE_VARIABLE) or ("bfloat16" if device.type == "cuda" else "float32")
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"{DTYPE_VARIABLE}={dtype!r}: choose one of {sorted(DTYPES)}.")
+        dtype = DTYPES[dtype]
+    return device, dtype
 
 
 class EndpointHandler:
-    def __init__(self, path: str = ""):
-        self.model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
-        self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+    """Answers requests with the checkpoint's zero-shot pipeline (the one label-scoring implementation).
+
+    Args:
+        path (`str`): the checkpoint folder.
+        device (`str`, *optional*): overrides `CLIP2VIDEO_ENDPOINT_DEVICE` and the CUDA check.
+        dtype (`str` or `torch.dtype`, *optional*): overrides `CLIP2VIDEO_ENDPOINT_DTYPE`.
+        video_root (`str`, *optional*): overrides `CLIP2VIDEO_ENDPOINT_VIDEO_ROOT`, the only folder local paths may
+            name (unset: no local paths).
+    """
+
+    def __init__(self, path: str = "", device: str | None = None, dtype=None, video_root: str | None = None):
+        self.device, self.dtype = select_device_and_dtype(device, dtype)
+        self.classifier = pipeline(
+            ZERO_SHOT_TASK, model=path, trust_remote_code=True, device=self.device, dtype=self.dtype
+        )
+        self.model = self.classifier.model.eval()
+        self.processor = self.classifier.processor
+        # The checks and the caption rule of the pipeline's own code, and the processor's limits and fetcher.
+        self.checks = importlib.import_module(type(self.classifier).__module__)
+        decoding = importlib.import_module(
+            type(self.processor.video_processor).__module__.rsplit(".", 1)[0] + ".video_decoding_clip2video"
+        )
+        self.fetcher = importlib.import_module(decoding.__name__.rsplit(".", 1)[0] + ".url_fetching_clip2video")
+        self.limits = decoding.DecodeLimits.from_env()
+        root = video_root or os.environ.get(VIDEO_ROOT_VARIABLE)
+        self.video_root = os.path.realpath(root) if root else None
+        self.max_videos = _positive_int_from_env(MAX_VIDEOS_VARIABLE, DEFAULT_MAX_VIDEOS)
+        self.max_texts = _positive_int_from_env(MAX_TEXTS_VARIABLE, DEFAULT_MAX_TEXTS)
 
     def __call__(self, data: dict) -> dict:
-        try:
-            return self._answer(data)
-        except (RequestError, FileNotFoundError, ValueError) as error:
-            # Bad input (including the processor's errors for unreadable videos): report it, keep serving.
-            return {"error": str(error)}
+        request = self._parse(data)
+        with tempfile.TemporaryDirectory(prefix="clip2video-request-") as folder, torch.inference_mode():
+            videos, errors = [], []
+            for index, video in enumerate(request["videos"]):
+                where = "video" if request["single"] else f"videos[{index}]"
+                try:
+                    videos.append(self._video_file(video, where, folder, index))
+                    errors.append(None)
+                except RequestError as error:
+                    if request["single"]:
+                        raise
+                    videos.append(None)
+                    errors.append(str(error))
+            answers = self._answer(request, videos, errors, folder)
+        if request["single"]:
+            return answers[0]
+        return {"results": answers}
 
-    def _answer(self, data) -> dict:
+    # -- the request ---------------------------------------------------------------------------------------------
+
+    def _parse(self, data) -> dict:
         if not isinstance(data, dict) or "inputs" not in data:
             raise RequestError('The request must be a JSON object with "inputs" (and optionally "parameters").')
-        inputs, parameters = data["inputs"], data.get("parameters") or {}
+        unknown = set(data) - {"inputs", "parameters"}
+        if unknown:
+            raise RequestError(f"Unknown request keys {sorted(unknown)}; expected \"inputs\" and \"parameters\".")
+        inputs, parameters = data["inputs"], data.get("parameters")
+        parameters = {} if parameters is None else parameters
         if not isinstance(parameters, dict):
             raise RequestError('"parameters" must be a JSON object.')
         unknown = set(parameters) - KNOWN_PARAMETERS
@@ -65,109 +141,246 @@ class EndpointHandler:
             unknown = set(inputs) - KNOWN_INPUT_KEYS
             if unknown:
                 raise RequestError(f"Unknown inputs {sorted(unknown)}; expected some of {sorted(KNOWN_INPUT_KEYS)}.")
-            if "video" not in inputs:
-                raise RequestError('"inputs" has no "video".')
-            fields = {**parameters, **{key: value for key, value in inputs.items() if key != "video"}}
-            video = inputs["video"]
+            if ("video" in inputs) == ("videos" in inputs):
+                raise RequestError('"inputs" must have either "video" or "videos".')
+            fields = dict(parameters)
+            for key in ("candidate_labels", "texts"):
+                if key in inputs:
+                    if key in parameters:
+                        raise RequestError(f'"{key}" is given both in "inputs" and in "parameters".')
+                    fields[key] = inputs[key]
+            single = "video" in inputs
+            videos = [inputs["video"]] if single else inputs["videos"]
         else:
-            fields, video = parameters, inputs
+            fields, single, videos = parameters, True, [inputs]
+        if not isinstance(videos, list) or not videos:
+            raise RequestError(f'"videos" must be a non-empty list, got {_shown(videos)}.')
+        if len(videos) > self.max_videos:
+            message = f'"videos" has {len(videos)} videos; at most {self.max_videos} per request ({MAX_VIDEOS_VARIABLE}).'
+            raise RequestError(message, status_code=413)
 
         labels, texts = fields.get("candidate_labels"), fields.get("texts")
         if labels is not None and texts is not None:
             raise RequestError('Give either "candidate_labels" or "texts", not both.')
         return_embeddings = fields.get("return_embeddings", False)
         if not isinstance(return_embeddings, bool):
-            raise RequestError('"return_embeddings" must be true or false.')
+            raise RequestError(f'"return_embeddings" must be true or false, got {_shown(return_embeddings)}.')
         if labels is None and texts is None and not return_embeddings:
             raise RequestError('Give "candidate_labels" or "texts" to score, or set "return_embeddings": true.')
-        template = fields.get("hypothesis_template", DEFAULT_HYPOTHESIS_TEMPLATE)
-        if not isinstance(template, str) or "{}" not in template:
-            raise RequestError(f'"hypothesis_template" must be a string containing {{}}, got {template!r}.')
-        if labels is not None:
-            labels = _string_list(labels, "candidate_labels")
-            captions = [template.format(label) for label in labels]
-        else:
-            captions = None if texts is None else _string_list(texts, "texts")
-
-        with _local_video(video) as video_path, torch.no_grad():
-            try:
-                video_inputs = self.processor(videos=[video_path], return_tensors="pt", return_timestamps=True)
-            except ValueError as error:
-                if video_path == video:
-                    raise
-                raise RequestError(str(error).replace(video_path, "the video sent in the request")) from None
-            video_embeds = self.model.get_video_features(
-                pixel_values_videos=video_inputs["pixel_values_videos"].to(self.model.dtype),
-                video_mask=video_inputs["video_mask"],
-            )
-            answer = {"timestamps": [t for t in video_inputs["video_timestamps"][0].tolist() if not math.isnan(t)]}
-            if captions is not None:
-                text_inputs = self.processor(text=captions, return_tensors="pt")
-                text_embeds = self.model.get_text_features(
-                    input_ids=text_inputs["input_ids"], attention_mask=text_inputs["attention_mask"]
+        for name in ("hypothesis_template", "top_k"):
+            if name in fields and labels is None:
+                raise RequestError(f'"{name}" applies to "candidate_labels" only.')
+        try:
+            if labels is not None:
+                labels = self._string_list(labels, "candidate_labels")
+                template = self.checks.check_hypothesis_template(
+                    fields.get("hypothesis_template", self.checks.DEFAULT_HYPOTHESIS_TEMPLATE)
                 )
-                logits = (self.model.logit_scale.exp() * text_embeds @ video_embeds.T)[:, 0].float()
-                if labels is not None:
-                    probabilities = logits.softmax(dim=0).tolist()
-                    ranked = sorted(zip(labels, probabilities), key=lambda pair: -pair[1])
-                    answer["labels"] = [{"label": label, "score": score} for label, score in ranked]
-                else:
-                    answer["scores"] = [
-                        {"text": text, "score": score} for text, score in zip(captions, logits.tolist())
-                    ]
-                if return_embeddings:
-                    answer["text_embeddings"] = text_embeds.float().tolist()
-            if return_embeddings:
-                answer["video_embedding"] = video_embeds[0].float().tolist()
-        return answer
+                top_k = self.checks.check_top_k(fields.get("top_k"))
+            else:
+                template, top_k = None, None
+        except ValueError as error:
+            raise RequestError(str(error).replace("`", '"')) from None
+        if texts is not None:
+            texts = self._string_list(texts, "texts")
+        return {
+            "single": single, "videos": videos, "labels": labels, "texts": texts, "template": template,
+            "top_k": top_k, "return_embeddings": return_embeddings,
+        }
 
+    def _string_list(self, value, name: str) -> list[str]:
+        if not isinstance(value, list) or not value:
+            raise RequestError(f'"{name}" must be a non-empty list of strings, got {_shown(value)}.')
+        if len(value) > self.max_texts:
+            raise RequestError(f'"{name}" has {len(value)} entries; at most {self.max_texts} ({MAX_TEXTS_VARIABLE}).')
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise RequestError(f'"{name}[{index}]" must be a non-empty string, got {_shown(item)}.')
+        return value
 
-def _string_list(value, name: str) -> list[str]:
-    if not isinstance(value, list) or not value or not all(isinstance(item, str) and item.strip() for item in value):
-        raise RequestError(f'"{name}" must be a non-empty list of non-empty strings, got {value!r}.')
-    return value
+    # -- the videos ----------------------------------------------------------------------------------------------
 
-
-class _local_video:
-    """The video of a request as something the processor reads: a URL or path as given, bytes written to a
-    temporary file (removed afterwards)."""
-
-    def __init__(self, video):
-        self.video = video
-        self.temporary = None
-
-    def __enter__(self) -> str:
-        video = self.video
-        if isinstance(video, str) and video.startswith(("http://", "https://")):
-            return video
-        if isinstance(video, str) and not video.startswith("data:") and os.path.isfile(video):
-            return video
+    def _video_file(self, video, where: str, folder: str, index: int) -> str:
+        """The request's video as a file in the request's temporary folder, within the decoding limits."""
         if isinstance(video, (bytes, bytearray)):
             content = bytes(video)
-        elif isinstance(video, str):
-            content = _decode_base64(video)
-        else:
+        elif not isinstance(video, str):
             raise RequestError(
-                f'"video" must be a URL, a path or base64-encoded bytes (a string), got {type(video).__name__}.'
+                f'"{where}" must be a string (base64, a data URI, an http(s) URL or an allowed path), got '
+                f"{type(video).__name__}."
             )
+        elif video.startswith(("http://", "https://")):
+            try:
+                content = self.fetcher.fetch_url(
+                    video,
+                    max_bytes=self.limits.max_input_bytes,
+                    timeout=self.limits.url_timeout_seconds,
+                    total_timeout=self.limits.max_download_seconds,
+                    allow_private=self.limits.allow_private_urls,
+                )
+            except ValueError as error:
+                raise RequestError(f'"{where}": {error}') from None
+        elif video.startswith("data:"):
+            header, comma, payload = video.partition(",")
+            if not comma or not header.endswith(";base64"):
+                raise RequestError(f'"{where}" is a data URI without ";base64,": only base64 data URIs are accepted.')
+            content = self._base64(payload, where)
+        elif _looks_like_base64(video):
+            content = self._base64(video, where)
+        else:
+            content = self._local_file(video, where)
         if not content:
-            raise RequestError('"video" is empty.')
-        with tempfile.NamedTemporaryFile(prefix="request-video-", suffix=".video", delete=False) as file:
+            raise RequestError(f'"{where}" is empty.')
+        if len(content) > self.limits.max_input_bytes:
+            raise RequestError(
+                f'"{where}" has {len(content)} bytes, over the limit of {self.limits.max_input_bytes} '
+                "(CLIP2VIDEO_MAX_INPUT_BYTES).",
+                status_code=413,
+            )
+        path = os.path.join(folder, f"video-{index}")
+        with open(path, "wb") as file:
             file.write(content)
-            self.temporary = file.name
-        return self.temporary
+        return path
 
-    def __exit__(self, *exc_info):
-        if self.temporary is not None:
-            os.unlink(self.temporary)
+    def _base64(self, payload: str, where: str) -> bytes:
+        # Refused before decoding: base64 takes 4 characters for 3 bytes.
+        if len(payload) > 4 * (self.limits.max_input_bytes // 3 + 1):
+            raise RequestError(
+                f'"{where}" decodes to more than {self.limits.max_input_bytes} bytes (CLIP2VIDEO_MAX_INPUT_BYTES).',
+                status_code=413,
+            )
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(f'"{where}" is not valid base64.') from None
+
+    def _local_file(self, video: str, where: str) -> bytes:
+        """The bytes of a file under the video root. Every refusal gets the same message whether or not the file
+        exists, so the endpoint cannot be used to probe the server's files."""
+        refused = RequestError(
+            f'"{where}" {_shown(video)} is neither base64, a data URI, an http(s) URL, nor a video file in the folder '
+            "this endpoint serves" + ("" if self.video_root else f" (local paths are disabled: {VIDEO_ROOT_VARIABLE})")
+            + "."
+        )
+        if self.video_root is None or "\0" in video or os.path.isabs(video):
+            raise refused
+        if ".." in video.replace("\\", "/").split("/"):
+            raise refused
+        real = os.path.realpath(os.path.join(self.video_root, video))
+        if os.path.commonpath([self.video_root, real]) != self.video_root:
+            raise refused  # a symbolic link out of the root
+        try:
+            descriptor = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            raise refused from None
+        with os.fdopen(descriptor, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise refused
+            content = file.read(self.limits.max_input_bytes + 1)
+        return content
+
+    # -- the answers ---------------------------------------------------------------------------------------------
+
+    def _answer(self, request: dict, videos: list, errors: list, folder: str) -> list[dict]:
+        answers = [{"error": error} if error else {} for error in errors]
+        usable = [index for index, path in enumerate(videos) if path is not None]
+        if request["labels"] is not None or request["texts"] is not None:
+            self._score(request, videos, usable, answers, folder)
+        if request["return_embeddings"]:
+            usable = [index for index in usable if "error" not in answers[index]]
+            self._embed(request, videos, usable, answers, folder)
+        return answers
+
+    def _score(self, request, videos, usable, answers, folder):
+        if request["labels"] is not None:
+            labels, arguments = request["labels"], {"hypothesis_template": request["template"], "top_k": request["top_k"]}
+        else:
+            # Texts are captions already: the template is the caption itself, the scores the logits, in order.
+            labels, arguments = request["texts"], {"hypothesis_template": "{}", "function_to_apply": "none"}
+        results = self._per_video(
+            lambda paths: self.classifier(paths, candidate_labels=labels, batch_size=len(paths), **arguments),
+            request, videos, usable, answers, folder,
+        )
+        for index, result in results.items():
+            if request["labels"] is not None:
+                answers[index]["labels"] = result
+            else:
+                by_label = {}
+                for item in result:
+                    by_label.setdefault(item["label"], item["score"])
+                answers[index]["scores"] = [{"text": text, "score": by_label[text]} for text in request["texts"]]
+
+    def _embed(self, request, videos, usable, answers, folder):
+        captions = None
+        if request["labels"] is not None:
+            captions = self.checks.hypothesis_captions(request["labels"], request["template"])
+        elif request["texts"] is not None:
+            captions = request["texts"]
+        text_embeddings = None
+        if captions is not None:
+            text_inputs = self.processor(text=captions, return_tensors="pt").to(self.device)
+            text_embeddings = self.model.get_text_features(**text_inputs).pooler_output.float().tolist()
+
+        def video_embeddings(paths):
+            inputs = self.processor(videos=paths, return_tensors="pt").to(self.device)
+            pixels = inputs["pixel_values_videos"].to(self.dtype)
+            embeds = self.model.get_video_features(pixel_values_videos=pixels, video_mask=inputs["video_mask"])
+            return embeds.pooler_output.float().tolist()
+
+        for index, embedding in self._per_video(video_embeddings, request, videos, usable, answers, folder).items():
+            answers[index]["video_embedding"] = embedding
+            if text_embeddings is not None:
+                answers[index]["text_embeddings"] = text_embeddings
+
+    def _per_video(self, run, request, videos, usable, answers, folder) -> dict:
+        """`run(paths)` on the usable videos in one batch; if a video cannot be read, each one alone, so that the
+        error is reported for that video only. Only the processor's errors about a video (`ValueError`,
+        `FileNotFoundError`) are the client's; anything else is the server's and propagates."""
+        if not usable:
+            return {}
+        paths = [videos[index] for index in usable]
+        try:
+            return dict(zip(usable, run(paths)))
+        except (ValueError, FileNotFoundError) as error:
+            if request["single"]:
+                raise RequestError(self._client_message(error, usable[0], request, folder)) from None
+        results = {}
+        for index in usable:
+            try:
+                results[index] = run([videos[index]])[0]
+            except (ValueError, FileNotFoundError) as error:
+                answers[index] = {"error": self._client_message(error, index, request, folder)}
+        return results
+
+    def _client_message(self, error: Exception, index: int, request: dict, folder: str) -> str:
+        """The processor's message, naming the video as the request did instead of the temporary file."""
+        where = "video" if request["single"] else f"videos[{index}]"
+        video = request["videos"][index]
+        shown = f"{where} ({_shown(video)})" if isinstance(video, str) and len(video) <= _MAX_SHOWN else where
+        message = str(error).replace(os.path.join(folder, f"video-{index}"), shown)
+        return message.replace(folder, "<request folder>")
 
 
-def _decode_base64(video: str) -> bytes:
-    payload = video.split(",", 1)[1] if video.startswith("data:") and "," in video else video
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        shown = video if len(video) <= 80 else video[:77] + "..."
-        raise RequestError(
-            f'"video" {shown!r} is neither an http(s) URL, an existing file on the endpoint, nor base64-encoded bytes.'
-        ) from None
+def _looks_like_base64(text: str) -> bool:
+    """Whether a string is written in the base64 alphabet (the decision never depends on which files exist)."""
+    stripped = text.strip()
+    if not stripped or len(stripped) % 4:
+        return False
+    body = stripped.rstrip("=")
+    return len(stripped) - len(body) <= 2 and all(character.isalnum() or character in "+/" for character in body) \
+        and body.isascii()
+
+
+def _positive_int_from_env(variable: str, default: int) -> int:
+    text = os.environ.get(variable)
+    if text is None or not text.strip():
+        return default
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{variable}={text!r} must be a positive integer.")
+    return int(text)
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
