@@ -352,9 +352,10 @@ class VideoTextCollator:
             height, width = (size["height"], size["width"]) if isinstance(size, dict) else (size.height, size.width)
             reference = torch.zeros(1, reference_mask.shape[1], 3, height, width)
         for position, frames in enumerate(pixel_values):
-            if frames is None:
+            if frames is None:  # a placeholder the caller drops (`valid`); one real frame keeps the model's checks
                 pixel_values[position] = torch.zeros_like(reference)
                 masks[position] = torch.zeros(reference.shape[:2], dtype=torch.int64)
+                masks[position][:, 0] = 1
         input_ids, attention_mask = self.tokenize([row["caption"] for row in rows])
         return {
             "input_ids": input_ids,

@@ -1,0 +1,126 @@
+"""training/run.py on the formats real data comes in, each to a published folder: a `videofolder` read by
+`datasets.load_dataset`, parquet with embedded video bytes, webdataset shards streamed (with an exact resume), and
+training sets with broken videos."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_checkpoint import save_tiny_checkpoint  # noqa: E402
+from training_data_builders import break_videos, write_parquet, write_shards, write_videofolder  # noqa: E402
+
+RUN = Path(__file__).resolve().parents[1] / "training" / "run.py"
+TINY = ["--global_batch_size", "8", "--eval_batch_size", "16", "--num_frames", "4", "--report_to", "none",
+        "--learning_rate", "1e-3", "--clip_learning_rate_scale", "1", "--num_workers", "0"]
+
+
+def run_training(*arguments, cwd, check=True) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(cwd / "datasets_cache"),
+                   "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, str(RUN), *TINY, *arguments], cwd=cwd, capture_output=True, text=True,
+                            timeout=600, env=environment)
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("training_datasets")
+    save_tiny_checkpoint(workdir / "tiny", with_apps=False)
+    return workdir
+
+
+def published(folder: Path) -> dict:
+    """results.json of a published folder, after checking the folder is complete."""
+    for name in ("model.safetensors", "config.json", "README.md", "results.json", "processor_config.json",
+                 "pipeline_clip2video.py", "handler.py"):
+        assert (folder / name).is_file(), name
+    assert not list(folder.parent.glob(f".{folder.name}.publishing-*"))  # the staging folder was renamed
+    return json.loads((folder / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_videofolder_read_by_load_dataset(workdir):
+    write_videofolder(workdir / "vf" / "train", 24, seed=0)
+    write_videofolder(workdir / "vf" / "test", 12, seed=1)
+    run_training("--dataset_name", "videofolder", "--dataset_dir", "vf", "--model_name_or_path", "tiny",
+                 "--num_train_epochs", "1", "--output_dir", "out_videofolder", cwd=workdir)
+    results = published(workdir / "out_videofolder")
+    metrics = results["runs"]["clip2video"]["metrics"]
+    assert metrics["num_captions"] == metrics["num_videos"] == 12 and metrics["num_dropped_videos"] == 0
+    assert results["test_split"]["dataset_name"] == "videofolder" and results["bad_videos"]["training"] == []
+
+
+@pytest.mark.slow
+def test_parquet_with_embedded_video_bytes(workdir):
+    write_parquet(workdir / "pq" / "train.parquet", 24, seed=0)
+    write_parquet(workdir / "pq" / "test.parquet", 12, seed=1)
+    run_training("--dataset_name", "parquet", "--data_files", "train=pq/train.parquet", "test=pq/test.parquet",
+                 "--model_name_or_path", "tiny", "--num_train_epochs", "1", "--output_dir", "out_parquet",
+                 cwd=workdir)
+    results = published(workdir / "out_parquet")
+    assert results["runs"]["clip2video"]["metrics"]["num_videos"] == 12
+    assert results["test_split"]["video_ids"][0] == "clip0000.mp4"  # no id column: the embedded file's name
+
+
+@pytest.mark.slow
+def test_streamed_webdataset_shards_resume_exactly(workdir):
+    write_shards(workdir / "shards", "train", 40, seed=0, num_shards=4)
+    write_shards(workdir / "shards", "test", 12, seed=1, num_shards=1)
+    # 40 pairs in blocks of 16, batches of 8: 5 batches an epoch; 8 steps cross an epoch and a block boundary.
+    stream = ["--dataset_name", "webdataset", "--data_files", "train=shards/train-*.tar", "test=shards/test-*.tar",
+              "--streaming", "--max_train_steps", "8", "--shuffle_block_size", "16", "--model_name_or_path", "tiny",
+              "--checkpointing_steps", "3"]
+    run_training(*stream, "--output_dir", "stream_full", cwd=workdir)
+    results = published(workdir / "stream_full")
+    assert results["args"]["streaming"] and results["runs"]["clip2video"]["metrics"]["num_videos"] == 12
+
+    # "Killed" after step 3: a new folder holding only that checkpoint, resumed.
+    resumed_dir = workdir / "stream_resumed"
+    shutil.copytree(workdir / "stream_full" / "checkpoints" / "step_00000003",
+                    resumed_dir / "checkpoints" / "step_00000003")
+    result = run_training(*stream, "--output_dir", "stream_resumed", "--resume_from_checkpoint", "latest", cwd=workdir)
+    assert "Resumed from" in result.stdout and "step 3" in result.stdout
+    expected = load_file(workdir / "stream_full" / "model.safetensors")
+    actual = load_file(resumed_dir / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
+    early = load_file(workdir / "stream_full" / "checkpoints" / "step_00000003" / "model.safetensors")
+    assert not torch.equal(early["model.text_projection.weight"], expected["text_projection.weight"])
+
+
+@pytest.mark.slow
+def test_three_corrupt_training_videos_are_skipped_and_listed(workdir):
+    train = write_videofolder(workdir / "broken" / "train", 24, seed=0)
+    test = write_videofolder(workdir / "broken" / "test", 12, seed=1)
+    broken = break_videos([train / "videos" / f"{index:04d}.mp4" for index in (2, 9, 17)])
+    (train / "videos" / "0020.mp4").unlink()  # and one missing
+    broken_test = break_videos([test / "videos" / "0005.mp4"])
+    arguments = ["--dataset", "videofolder", "--train_dir", "broken/train", "--eval_dir", "broken/test",
+                 "--model_name_or_path", "tiny", "--num_train_epochs", "2", "--checkpointing_steps", "no"]
+    result = run_training(*arguments, "--output_dir", "out_broken", "--max_bad_videos", "0.25", cwd=workdir)
+    results = published(workdir / "out_broken")
+    listed = {entry["video"]: entry["reason"] for entry in results["bad_videos"]["training"]}
+    assert set(listed) == set(broken) | {str((train / "videos" / "0020.mp4").resolve())}
+    assert "FileNotFoundError" in listed[str((train / "videos" / "0020.mp4").resolve())]
+    assert all(reason for reason in listed.values())
+    assert "bad training video, skipped" in result.stdout
+    metrics = results["runs"]["clip2video"]["metrics"]
+    # The broken test video and its caption are left out of the ranking, and counted.
+    assert metrics["num_dropped_videos"] == 1 and metrics["num_dropped_captions"] == 1 and metrics["num_videos"] == 11
+    assert [entry["video"] for entry in results["bad_videos"]["evaluation"]] == list(broken_test)
+
+    # Broken wholesale: more bad videos than --max_bad_videos allows ends the run with the reason, nothing published.
+    failed = run_training(*arguments, "--output_dir", "out_capped", "--max_bad_videos", "2", cwd=workdir, check=False)
+    assert failed.returncode != 0
+    assert "more than --max_bad_videos 2 allows" in failed.stderr and "0020.mp4" in failed.stderr
+    assert not (workdir / "out_capped" / "model.safetensors").exists()
