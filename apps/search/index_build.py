@@ -439,7 +439,8 @@ def build_vector_index(embeddings: np.ndarray, index_type: str, options: VectorI
     num_videos, dim = embeddings.shape
     rng = np.random.default_rng(0)
     if index_type == "ivf":
-        nlist = min(options.nlist or default_nlist(num_videos), num_videos)
+        # FAISS wants ~39 training points per list: the default stays within that on small collections.
+        nlist = min(options.nlist or min(default_nlist(num_videos), max(1, num_videos // 39)), num_videos)
         quantizer = faiss.IndexFlatIP(dim)
         vectors = faiss.IndexIVFScalarQuantizer(
             quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT

@@ -328,6 +328,8 @@ class VideoIndex:
         exact = self.index_type == "exact" if parameters.exact is None else parameters.exact
         if exact:
             inner, rows = exact_top_k(self.embeddings, queries, k)
+            returned = np.unique(rows)
+            self._check_rows(np.asarray(self.embeddings[returned], np.float32), returned)
             return self.logit_scale * inner, rows
         if self.vectors is None:
             raise ValueError(f"{self.index_dir} has no approximate index ({self.index_type}); search it exactly.")
