@@ -141,14 +141,24 @@ class CLIP2VideoVideoOutput(BaseModelOutputWithPooling):
 
 def _outside_autocast(method):
     """Runs a retrieval-head method in the head's own precision (float32) even inside `torch.autocast`: the towers
-    tolerate bf16 matmuls, but the heads' sigmoids, norms and the scaled scores drift past 1e-2 in bf16."""
+    tolerate bf16 matmuls, but the heads' sigmoids, norms and the scaled scores drift past 1e-2 in bf16. The device
+    type comes from the inputs: under accelerate's offload hooks a parameter may sit on the meta device."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with torch.autocast(device_type=self.logit_scale.device.type, enabled=False):
+        with torch.autocast(device_type=_device_type(args), enabled=False):
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+def _device_type(values) -> str:
+    for value in values:
+        if isinstance(value, ModelOutput):
+            value = next((item for item in value.values() if isinstance(item, torch.Tensor)), None)
+        if isinstance(value, torch.Tensor):
+            return value.device.type
+    return "cpu"
 
 
 def temporal_layers_config(config: CLIP2VideoConfig, num_layers: int) -> CLIPTextConfig:
@@ -227,9 +237,11 @@ class CLIP2VideoTemporalDifferenceBlock(nn.Module):
         if self.projection_type != "none":
             differences = 2 * torch.sigmoid(self.difference_norm(differences)) - 1
 
+        # Parameters are read through their modules' forward, where accelerate's offload hooks load them.
+        difference_type, frame_type = self.type_embeddings(torch.arange(2, device=frames.device))
         tokens = frames.new_empty(batch_size, 2 * num_frames - 1, width)
-        tokens[:, 0::2] = frames + frame_positions + self.type_embeddings.weight[1]
-        tokens[:, 1::2] = differences + frame_positions[:-1] + self.type_embeddings.weight[0]
+        tokens[:, 0::2] = frames + frame_positions + frame_type
+        tokens[:, 1::2] = differences + frame_positions[:-1] + difference_type
         token_mask = frame_mask.new_empty(batch_size, 2 * num_frames - 1)
         token_mask[:, 0::2] = frame_mask
         token_mask[:, 1::2] = difference_mask
@@ -254,6 +266,10 @@ class CLIP2VideoTemporalAlignmentBlock(nn.Module):
             self.frame_encoder = CLIP2VideoTemporalTransformer(temporal_layers_config(config, num_layers=1))
 
     def aggregate(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """The aligned embedding of `tokens`: calls the block (its `forward`, where offload hooks load the centres)."""
+        return self(tokens, token_mask)
+
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """tokens: (batch, N, width); token_mask: (batch, N) bool. Returns (batch, width), unit norm."""
         assignment = torch.softmax(tokens @ self.assignment_centers.t(), dim=-1)
         assignment = assignment * token_mask.unsqueeze(-1).to(assignment.dtype)
@@ -297,6 +313,14 @@ class CLIP2VideoModel(CLIPModel):
         "logit_scale",
     ]
 
+    # A device map keeps each temporal block whole: their parameters are read by the block's own forward, which is
+    # where accelerate's hooks load offloaded weights; the temporal transformers split by `CLIPEncoderLayer`.
+    _no_split_modules = [
+        *CLIPModel._no_split_modules,
+        "CLIP2VideoTemporalDifferenceBlock",
+        "CLIP2VideoTemporalAlignmentBlock",
+    ]
+
     def __init__(self, config: CLIP2VideoConfig):
         config.validate_temporal_options()
         super().__init__(config)
@@ -320,6 +344,12 @@ class CLIP2VideoModel(CLIPModel):
             init.normal_(module.assignment_centers, std=_AUTHORS_INIT_STD)
             init.normal_(module.residual_centers, std=_AUTHORS_INIT_STD)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The towers' dtype. (`logit_scale`, the first parameter, and the temporal heads stay in float32 when the
+        model is loaded in half precision, see `_keep_in_fp32_modules_strict`.)"""
+        return self.visual_projection.weight.dtype
+
     def set_attn_implementation(self, attn_implementation, *args, **kwargs):
         super().set_attn_implementation(attn_implementation, *args, **kwargs)
         for module in self.modules():
@@ -337,12 +367,26 @@ class CLIP2VideoModel(CLIPModel):
         Keyword arguments that name [`CLIP2VideoConfig`] fields (e.g. `temporal_pooling="mean"`) override the
         checkpoint's configuration. Only temporal parameters missing from the checkpoint are initialised from
         CLIP; trained weights are never overwritten.
+
+        A CLIP2Video checkpoint (`model_type` `"clip2video"`) that lacks temporal tensors the model needs (a truncated
+        or hand-edited file, or overrides that add modules it was not trained with) loads, but with a warning that
+        names every missing tensor and how it was filled: from CLIP where the authors initialise it so, at random
+        otherwise (the TAB centres). The scores are then not the trained model's.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
         model, loading_info = super().from_pretrained(
             pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
         )
-        model.initialize_temporal_modules_from_clip(set(loading_info["missing_keys"]))
+        missing_keys = set(loading_info["missing_keys"])
+        from_clip = model.initialize_temporal_modules_from_clip(missing_keys)
+        missing_temporal = sorted(key for key in missing_keys if key.startswith(_TEMPORAL_PREFIXES))
+        if missing_temporal and _is_clip2video_checkpoint(pretrained_model_name_or_path, kwargs):
+            described = [f"{key} ({'from CLIP' if key in from_clip else 'random'})" for key in missing_temporal]
+            logger.warning(
+                f"The CLIP2Video checkpoint {pretrained_model_name_or_path} lacks {len(missing_temporal)} temporal "
+                f"tensor(s) the model needs; they were initialised as for a new model, so the scores are not the "
+                f"trained model's: {', '.join(described)}."
+            )
         return (model, loading_info) if output_loading_info else model
 
     @torch.no_grad()
@@ -454,7 +498,7 @@ class CLIP2VideoModel(CLIPModel):
             # Every word token after the start token, including the end token, projected like the pooled one.
             word_mask = attention_mask.bool().clone()
             word_mask[:, 0] = False
-            aligned_embeds = self.temporal_alignment_block.aggregate(word_tokens.to(head_dtype), word_mask)
+            aligned_embeds = self.temporal_alignment_block(word_tokens.to(head_dtype), word_mask)
         return F.normalize(pooled.to(head_dtype), dim=-1), aligned_embeds
 
     # ----------------------------------------------------------------------------------------------------------
@@ -510,10 +554,15 @@ class CLIP2VideoModel(CLIPModel):
         frame_embeds[video_mask] = real_embeds
         return frame_embeds, vision_outputs
 
+    def _frame_positions(self, num_frames: int, device: torch.device) -> torch.Tensor:
+        """Rows `0 .. num_frames - 1` of the frame-position table, (num_frames, width), looked up through the
+        embedding's forward (where accelerate's offload hooks load the table)."""
+        return self.frame_position_embeddings(torch.arange(num_frames, device=device))
+
     def _global_video_embeds(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         num_frames = frames.shape[1]
         if self.config.temporal_pooling == "transformer":
-            positions = self.frame_position_embeddings.weight[:num_frames]
+            positions = self._frame_positions(num_frames, frames.device)
             if self.config.use_temporal_difference_block:
                 tokens, token_mask = self.temporal_difference_block(frames, frame_mask, positions)
                 frame_outputs = self.temporal_transformer(tokens, token_mask)[:, 0::2]
@@ -528,7 +577,7 @@ class CLIP2VideoModel(CLIPModel):
         if block.temporal_encoder_type != "none":
             # Every second frame (a lower frame rate) is re-encoded with temporal context and added as extra tokens.
             sparse_frames, sparse_mask = frames[:, 0::2], frame_mask[:, 0::2]
-            positions = self.frame_position_embeddings.weight[: sparse_frames.shape[1]]
+            positions = self._frame_positions(sparse_frames.shape[1], frames.device)
             if block.temporal_encoder_type == "difference_transformer":
                 encoder_inputs, encoder_mask = self.temporal_difference_block(sparse_frames, sparse_mask, positions)
                 encoded = block.frame_encoder(encoder_inputs, encoder_mask)[:, 0::2]
@@ -536,13 +585,14 @@ class CLIP2VideoModel(CLIPModel):
                 encoded = block.frame_encoder(sparse_frames + positions, sparse_mask)
             tokens = torch.cat([frames, encoded + sparse_frames], dim=1)
             token_mask = torch.cat([frame_mask, sparse_mask], dim=1)
-        return block.aggregate(tokens, token_mask)
+        return block(tokens, token_mask)
 
     @can_return_tuple
     def get_video_features(
         self,
         pixel_values_videos: torch.Tensor,
         video_mask: torch.Tensor | None = None,
+        padding_mask_videos: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CLIP2VideoVideoOutput | tuple:
         r"""
@@ -554,7 +604,10 @@ class CLIP2VideoModel(CLIPModel):
             frames, zero-padded.
         video_mask (`torch.Tensor` of shape `(batch_size, frames)`): 1 for real frames (which come first), 0 for
             padding; all frames are real when omitted.
+        padding_mask_videos (`torch.Tensor` of shape `(batch_size, frames)`): the same mask under the name
+            transformers' video retrieval models (PE Video) use; give one of the two.
         """
+        video_mask = _one_video_mask(video_mask, padding_mask_videos)
         pixel_values_videos, video_mask = self._check_video_inputs(pixel_values_videos, video_mask)
         frames, vision_outputs = self._frame_features(pixel_values_videos, video_mask, **kwargs)
         frames, global_embeds, aligned_embeds = self._video_head(frames, video_mask)
@@ -601,6 +654,7 @@ class CLIP2VideoModel(CLIPModel):
         video_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
         position_ids: torch.LongTensor | None = None,
+        padding_mask_videos: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CLIP2VideoOutput | tuple:
         r"""
@@ -611,11 +665,15 @@ class CLIP2VideoModel(CLIPModel):
             normalised frames, zero-padded.
         video_mask (`torch.Tensor` of shape `(video_batch_size, frames)`): 1 for real frames (first), 0 for padding.
         return_loss (`bool`): return the paper's symmetric contrastive loss; caption i must describe video i.
+        padding_mask_videos (`torch.Tensor` of shape `(video_batch_size, frames)`): `video_mask` under the name
+            transformers' video retrieval models use; give one of the two.
         """
         if input_ids is None or pixel_values_videos is None:
             raise ValueError("forward needs both input_ids and pixel_values_videos.")
         text = self.get_text_features(input_ids, attention_mask, position_ids=position_ids, return_dict=True, **kwargs)
-        video = self.get_video_features(pixel_values_videos, video_mask, return_dict=True, **kwargs)
+        video = self.get_video_features(
+            pixel_values_videos, video_mask, padding_mask_videos=padding_mask_videos, return_dict=True, **kwargs
+        )
         return self._score(text, video, return_loss=bool(return_loss))
 
     @_outside_autocast
@@ -672,6 +730,36 @@ def contrastive_loss(
         return loss
     w = global_similarity_weight
     return w * loss + (1.0 - w) * symmetric_contrastive_loss(aligned_logits)
+
+
+_TEMPORAL_PREFIXES = (
+    "frame_position_embeddings.",
+    "temporal_transformer.",
+    "temporal_difference_block.",
+    "temporal_alignment_block.",
+)
+
+
+def _is_clip2video_checkpoint(pretrained_model_name_or_path, kwargs: dict) -> bool:
+    """Whether the checkpoint's own `config.json` says `model_type: clip2video` (a CLIP checkpoint says `clip`)."""
+    hub_kwargs = {
+        key: kwargs[key]
+        for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+        if key in kwargs
+    }
+    try:
+        config_dict, _ = CLIP2VideoConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+    except (OSError, ValueError):
+        return False
+    return config_dict.get("model_type") == CLIP2VideoConfig.model_type
+
+
+def _one_video_mask(video_mask: torch.Tensor | None, padding_mask_videos: torch.Tensor | None) -> torch.Tensor | None:
+    if padding_mask_videos is None:
+        return video_mask
+    if video_mask is not None and not torch.equal(video_mask.bool(), padding_mask_videos.bool()):
+        raise ValueError("video_mask and padding_mask_videos name the same mask but differ: give one of them.")
+    return padding_mask_videos
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
