@@ -144,10 +144,7 @@ def _get_once(url: str, where: str, max_bytes: int, timeout: float, deadline: fl
             return response.status, location, b""
         if response.status != 200:
             raise ValueError(f"Cannot fetch video {where}: HTTP {response.status} {response.reason}.")
-        body = _read_body(response, where, max_bytes)
-        if connection.expired:
-            raise TimeoutError
-        return 200, None, body
+        return 200, None, _read_body(response, where, max_bytes, connection)
     except (OSError, http.client.HTTPException):
         if connection.expired:
             raise ValueError(f"Cannot fetch video {where}: {_DEADLINE_MESSAGE}") from None
@@ -229,7 +226,7 @@ def _remaining(deadline: float, timeout: float, where: str) -> float:
     return min(timeout, left)
 
 
-def _read_body(response, where: str, max_bytes: int) -> bytes:
+def _read_body(response, where: str, max_bytes: int, connection: "_CheckedConnection") -> bytes:
     declared = response.getheader("Content-Length")
     declared = int(declared) if declared is not None and declared.strip().isdigit() else None
     if declared is not None and declared > max_bytes:
@@ -244,6 +241,9 @@ def _read_body(response, where: str, max_bytes: int) -> bytes:
             message = f"its body exceeds the limit of {max_bytes} bytes ({_RAISE_SIZE})"
             raise ValueError(f"Cannot fetch video {where}: {message}.")
         chunks.append(chunk)
+    if connection.expired:
+        # The watchdog's shutdown ends the body like a closed connection would.
+        raise ValueError(f"Cannot fetch video {where}: {_DEADLINE_MESSAGE}")
     if declared is not None and received < declared:
         raise ValueError(f"Cannot fetch video {where}: the body ended after {received} of {declared} bytes.")
     return b"".join(chunks)

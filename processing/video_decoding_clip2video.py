@@ -311,8 +311,8 @@ def _read_with_pyav_unguarded(av, source, name: str, select_frames: FrameSelecto
         _check_pyav_header(container, stream, name, limits)
         # Frame and slice threads: decoding is most of the time spent here.
         stream.thread_type = "AUTO"
-        # The decoder itself refuses larger frames, also when the size changes after the header.
-        stream.codec_context.options = {"max_pixels": str(limits.max_frame_pixels)}
+        # The decoder itself refuses much larger frames, also when the size changes after the header.
+        stream.codec_context.options = _pyav_options(limits)
         time_base = stream.time_base
         start = _pyav_start_pts(container, stream)
 
@@ -373,7 +373,10 @@ def _check_pyav_header(container, stream, name: str, limits: DecodeLimits) -> No
 
 
 def _pyav_options(limits: DecodeLimits) -> dict[str, str]:
-    return {"max_pixels": str(limits.max_frame_pixels)}
+    # FFmpeg checks `max_pixels` against its padded buffer size (a 5000x4000 PNG frame fails at 20,100,000 and
+    # passes at 21,000,000): a margin keeps frames at the limit decodable; the exact limit is checked on the header
+    # and on every decoded frame.
+    return {"max_pixels": str(limits.max_frame_pixels + limits.max_frame_pixels // 4 + 65536)}
 
 
 def _check_frame_size(width: int, height: int, name: str, limits: DecodeLimits) -> None:
@@ -445,7 +448,7 @@ def _pyav_decode_in_order(av, source, chosen: list[int], name: str, limits: Deco
     try:
         with av.open(source, metadata_errors="ignore", options=_pyav_options(limits)) as container:
             stream = container.streams.video[0]
-            stream.codec_context.options = {"max_pixels": str(limits.max_frame_pixels)}
+            stream.codec_context.options = _pyav_options(limits)
             for position, frame in enumerate(container.decode(stream)):
                 if position in wanted:
                     frames.append(_pyav_rgb(frame, name, limits))

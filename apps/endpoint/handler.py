@@ -273,11 +273,13 @@ class EndpointHandler:
             descriptor = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except OSError:
             raise refused from None
-        with os.fdopen(descriptor, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise refused
-            content = file.read(self.limits.max_input_bytes + 1)
-        return content
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise refused  # a folder, a device or a pipe
+            with os.fdopen(descriptor, "rb", closefd=False) as file:
+                return file.read(self.limits.max_input_bytes + 1)
+        finally:
+            os.close(descriptor)
 
     # -- the answers ---------------------------------------------------------------------------------------------
 

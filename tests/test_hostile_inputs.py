@@ -1,0 +1,743 @@
+"""Hostile inputs at every serving entry point: the URL fetcher against a misbehaving HTTP server on loopback, the
+decoder and the processor against crafted files, both pipelines against bad arguments, and the endpoint handler
+against requests aimed at the server's network and files.
+
+Every case asserts the exception type and that the message names the input. Cases whose failure mode is exhausting
+memory run in a subprocess under `resource.setrlimit(RLIMIT_AS)`, so that a regression fails fast instead of taking
+the machine down; every case is bounded to seconds.
+"""
+
+import base64
+import functools
+import http.server
+import importlib.util
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+from clip2video import pipelines  # noqa: F401  registers the tasks in this process
+from clip2video.pipelines import RETRIEVAL_TASK, ZERO_SHOT_TASK
+from clip2video.processing.frame_sampling_clip2video import select_source_frames, uniform_positions
+from clip2video.processing.url_fetching_clip2video import _fetch, fetch_url, is_public_address
+from clip2video.processing.video_decoding_clip2video import DecodeLimits, read_video_frames
+from tiny_checkpoint import save_tiny_checkpoint, tiny_processor, write_video
+
+from clip2video.modeling_clip2video import CLIP2VideoModel
+
+
+FETCHER_FILE = Path(__file__).resolve().parents[1] / "processing" / "url_fetching_clip2video.py"
+
+
+def SELECT_ALL(table):
+    return list(range(len(table.times)))
+
+
+def sample(table):
+    return select_source_frames(table.times, table.durations, table.average_fps, sampling_fps=2.5, max_frames=12)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A misbehaving HTTP server on loopback.
+
+
+class MisbehavingHandler(http.server.BaseHTTPRequestHandler):
+    """Paths: /video.mp4 (a real video), /never (never answers), /drip (headers, then a byte every 2 s),
+    /drip_headers (the status line a byte every 2 s), /missing (404), /loop (redirects to itself),
+    /elsewhere (redirects to the `other` server), /ftp (redirects to ftp://), /huge (claims 1.5 GB, streams zeros),
+    /endless (no Content-Length, streams zeros), /short (Content-Length larger than the body)."""
+
+    protocol_version = "HTTP/1.1"
+    video = b""
+    other_url = ""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        stop = self.server.stop
+        if self.path == "/video.mp4":
+            self._send(200, self.video)
+        elif self.path == "/never":
+            stop.wait(30)
+        elif self.path == "/drip":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.flush()
+            for _ in range(15):
+                if stop.wait(2):
+                    return
+                self.wfile.write(b"x")
+                self.wfile.flush()
+        elif self.path == "/drip_headers":
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 20:
+                if stop.wait(2):
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+        elif self.path == "/missing":
+            self._send(404, b"no such video")
+        elif self.path == "/loop":
+            self._redirect("/loop")
+        elif self.path == "/elsewhere":
+            self._redirect(self.other_url)
+        elif self.path == "/ftp":
+            self._redirect("ftp://127.0.0.1/video.mp4")
+        elif self.path == "/huge":
+            self.send_response(200)
+            self.send_header("Content-Length", str(1_500_000_000))
+            self.end_headers()
+            self._stream_zeros()
+        elif self.path == "/endless":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self._stream_zeros()
+        elif self.path == "/short":
+            self.send_response(200)
+            self.send_header("Content-Length", "5000")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(self.video[:100])
+        else:
+            self._send(500, b"unexpected path")
+
+    def _send(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _redirect(self, location):
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _stream_zeros(self):
+        chunk = bytes(1 << 16)
+        try:
+            for _ in range(30_000):  # up to ~2 GB, stopped by the client closing the connection
+                if self.server.stop.is_set():
+                    return
+                self.wfile.write(chunk)
+        except OSError:
+            pass
+
+
+def start_server(host: str, video: bytes, other_url: str = ""):
+    handler = type("Handler", (MisbehavingHandler,), {"video": video, "other_url": other_url})
+    server = http.server.ThreadingHTTPServer((host, 0), handler)
+    server.daemon_threads = True
+    server.requests = []
+    server.stop = threading.Event()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://{host}:{server.server_address[1]}"
+
+
+def stop_server(server):
+    server.stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def video_file(tmp_path_factory):
+    return Path(write_video(tmp_path_factory.mktemp("hostile") / "clip.mp4", num_frames=20))
+
+
+@pytest.fixture(scope="module")
+def servers(video_file):
+    # `other` is on 127.0.0.2 (also loopback on Linux): the address a redirect must not reach.
+    other, other_base = start_server("127.0.0.2", video_file.read_bytes())
+    main, base = start_server("127.0.0.1", video_file.read_bytes(), other_url=other_base + "/video.mp4")
+    yield main, base, other, other_base
+    stop_server(main)
+    stop_server(other)
+
+
+def trusted(url, max_bytes=10_000_000, timeout=5.0, total_timeout=30.0):
+    """The fetcher with loopback allowed (the opt-in for trusted local use)."""
+    return fetch_url(url, max_bytes=max_bytes, timeout=timeout, total_timeout=total_timeout, allow_private=True)
+
+
+def test_fetcher_reads_a_real_video(servers, video_file):
+    _, base, _, _ = servers
+    assert trusted(base + "/video.mp4") == video_file.read_bytes()
+
+
+def test_loopback_and_private_addresses_are_refused_by_default(servers):
+    main, base, _, _ = servers
+    port = main.server_address[1]
+    before = len(main.requests)
+    for url in (
+        base + "/video.mp4",
+        f"http://localhost:{port}/video.mp4",
+        f"http://2130706433:{port}/video.mp4",  # 127.0.0.1 as one decimal number
+        f"http://0x7f.1:{port}/video.mp4",
+        f"http://[::ffff:127.0.0.1]:{port}/video.mp4",
+        f"http://0.0.0.0:{port}/video.mp4",
+    ):
+        with pytest.raises(ValueError, match="non-public address") as error:
+            fetch_url(url, max_bytes=10**6, timeout=2, total_timeout=5)
+        assert url[:60] in str(error.value)
+    assert len(main.requests) == before  # the server never saw a request
+
+
+@pytest.mark.parametrize(
+    "address, public",
+    [
+        ("8.8.8.8", True), ("2606:4700:4700::1111", True), ("127.0.0.1", False), ("10.1.2.3", False),
+        ("172.16.0.1", False), ("192.168.1.1", False), ("169.254.169.254", False), ("100.64.0.1", False),
+        ("224.0.0.1", False), ("239.255.255.250", False), ("0.0.0.0", False), ("255.255.255.255", False),
+        ("::1", False), ("fe80::1", False), ("fc00::1", False), ("ff02::1", False), ("::ffff:10.0.0.1", False),
+        ("2002:7f00:1::", False), ("64:ff9b::a9fe:a9fe", False), ("2001:db8::1", False),
+    ],
+)
+def test_address_classes(address, public):
+    import ipaddress
+
+    assert is_public_address(ipaddress.ip_address(address)) is public
+
+
+@pytest.mark.slow
+def test_a_server_that_never_answers_times_out(servers):
+    _, base, _, _ = servers
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"Cannot fetch video http://127\.0\.0\.1:\d+/never: timed out"):
+        trusted(base + "/never", timeout=1.0)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["/drip", "/drip_headers"])
+def test_a_server_dripping_a_byte_every_two_seconds_hits_the_deadline(servers, path):
+    _, base, _, _ = servers
+    started = time.monotonic()
+    # Each byte comes well within the per-read timeout: only the deadline for the whole download stops it.
+    with pytest.raises(ValueError, match=rf"{path}: the download took longer than allowed .*max_download_seconds"):
+        trusted(base + path, timeout=3.0, total_timeout=3.0)
+    assert time.monotonic() - started < 6
+
+
+def test_http_errors_and_redirects(servers):
+    main, base, other, other_base = servers
+    with pytest.raises(ValueError, match=r"/missing: HTTP 404"):
+        trusted(base + "/missing")
+    with pytest.raises(ValueError, match=r"/loop: more than 5 redirects"):
+        trusted(base + "/loop")
+    with pytest.raises(ValueError, match=r"/ftp \(redirected to ftp://127\.0\.0\.1/video\.mp4\): only http"):
+        trusted(base + "/ftp")
+    with pytest.raises(ValueError, match=r"/short: the body ended after 100 of 5000 bytes"):
+        trusted(base + "/short")
+    # A redirect is checked like the first URL: here 127.0.0.1 is trusted but 127.0.0.2 is not.
+    before = len(other.requests)
+    only_first = lambda address: str(address) == "127.0.0.1"  # noqa: E731
+    with pytest.raises(ValueError, match=r"/elsewhere \(redirected to http://127\.0\.0\.2:\d+/video\.mp4\): .*127\.0\.0\.2"):
+        _fetch(base + "/elsewhere", 10**6, 5.0, 10.0, only_first)
+    assert len(other.requests) == before
+    # ... and followed when allowed.
+    assert trusted(base + "/elsewhere") == trusted(other_base + "/video.mp4")
+
+
+def test_bad_urls_are_value_errors_naming_them():
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    cases = {
+        f"http://127.0.0.1:{port}/video.mp4": "ConnectionRefusedError",
+        "http://127.0.0.1:99999/video.mp4": "port",
+        "http:///video.mp4": "no host",
+        "file:///etc/passwd": "only http",
+        "gopher://127.0.0.1/": "only http",
+        "http://127.0.0.1/a video.mp4": "whitespace",
+        "http://[::1/video.mp4": "Invalid IPv6",
+    }
+    for url, reason in cases.items():
+        with pytest.raises(ValueError) as error:
+            trusted(url, timeout=2)
+        message = str(error.value)
+        assert url[:40] in message or reason == "Invalid IPv6", message
+        assert reason in message, message
+
+
+def test_huge_bodies_are_refused_from_the_header_or_while_streaming(servers):
+    _, base, _, _ = servers
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"/huge: its Content-Length 1500000000 exceeds the limit of 1000000 bytes"):
+        trusted(base + "/huge", max_bytes=1_000_000)
+    with pytest.raises(ValueError, match=r"/endless: its body exceeds the limit of 1000000 bytes"):
+        trusted(base + "/endless", max_bytes=1_000_000)
+    assert time.monotonic() - started < 5
+
+
+def run_limited(code: str, memory_mb: int, timeout: int = 60) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter whose address space may grow at most `memory_mb` above what it has after the
+    imports `code` does first (everything before the line `LIMIT`)."""
+    prologue = textwrap.dedent(
+        f"""
+        import resource
+        def _limit():
+            with open("/proc/self/status") as status:
+                size_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+            limit = (size_kb * 1024) + {memory_mb} * 2**20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        """
+    )
+    code = textwrap.dedent(code).replace("LIMIT\n", "_limit()\n")
+    return subprocess.run(
+        [sys.executable, "-c", prologue + code], capture_output=True, text=True, timeout=timeout,
+        cwd=Path(__file__).parent,
+    )
+
+
+def test_an_endless_body_stays_within_memory(servers):
+    _, base, _, _ = servers
+    # The fetcher's file alone (standard library): a regression that reads the whole body fails with MemoryError.
+    result = run_limited(
+        f"""
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("fetcher", {str(FETCHER_FILE)!r})
+        fetcher = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fetcher)
+        LIMIT
+        try:
+            fetcher.fetch_url({base + "/endless"!r}, max_bytes=20_000_000, timeout=5, total_timeout=20,
+                              allow_private=True)
+        except ValueError as error:
+            print("refused:", error)
+        """,
+        memory_mb=200,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "refused:" in result.stdout and "/endless: its body exceeds the limit of 20000000 bytes" in result.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Crafted video files.
+
+
+def write_two_frames(path: Path, second_frame_seconds: float) -> Path:
+    """An MKV of two 16x16 frames, the second `second_frame_seconds` after the first (754 bytes or so)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=1)
+        stream.width = stream.height = 16
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        for index, seconds in enumerate((0, second_frame_seconds)):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 100 * index, np.uint8))
+            frame.pts, frame.time_base = int(seconds * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_large_frame(path: Path, width: int, height: int) -> Path:
+    """A MOV with one grey PNG frame of `width x height` pixels (a few kB on disk)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = width, height, "gray"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((height, width), np.uint8), format="gray")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_frames_a_billion_seconds_apart(tmp_path):
+    path = write_two_frames(tmp_path / "gap.mkv", 1e9)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"gap\.mkv: its duration in seconds .* exceeds .*max_duration_seconds"):
+        read_video_frames(path, sample)
+    assert time.monotonic() - started < 2
+    # Raised past the gap, sampling is still arithmetic: the work does not grow with the 5 * 10^9 images ffmpeg
+    # would write. Under a memory limit, a regression that lists them fails with MemoryError instead of swapping.
+    result = run_limited(
+        f"""
+        from clip2video.processing.video_decoding_clip2video import DecodeLimits, read_video_frames
+        from clip2video.processing.frame_sampling_clip2video import select_source_frames
+        LIMIT
+        decoded = read_video_frames(
+            {str(path)!r},
+            lambda table: select_source_frames(table.times, table.durations, table.average_fps, 2.5, 12),
+            limits=DecodeLimits(max_duration_seconds=2e9),
+        )
+        print(decoded.timestamps)
+        """,
+        memory_mb=300,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[0.0, 1000000000.0]"
+
+
+def test_sampling_work_does_not_grow_with_the_timestamps():
+    started = time.monotonic()
+    assert select_source_frames([0.0, 1e15], [None, None], 30.0, 2.5, 12) == [0, 1]
+    assert len(uniform_positions(10**15, 5, 12)) == 12
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize(
+    "times, durations, fps, message",
+    [
+        ([0.0, float("nan")], [None, None], 30.0, "finite"),
+        ([0.0, float("inf")], [None, None], 30.0, "finite"),
+        ([0.0, 0.1], [None, float("nan")], 30.0, "finite"),
+        ([0.0, 0.1], [None, None], float("nan"), "average_fps"),
+        ([0.0, 0.1], [None, None], -30.0, "average_fps"),
+        ([0.0, 0.1], [None, None], 0, "average_fps"),
+        ([0.0, 0.1], [None, None], "30", "average_fps"),
+        ([0.0, "0.1"], [None, None], 30.0, "finite"),
+        ([0.0, 0.1], [None], 30.0, "durations"),
+    ],
+)
+def test_bad_timings_are_value_errors(times, durations, fps, message):
+    with pytest.raises(ValueError, match=message):
+        select_source_frames(times, durations, fps, 2.5, 12)
+
+
+def test_bad_sampling_arguments_are_value_errors():
+    for arguments, message in (((10, float("nan"), 12), "sampling_fps"), ((10, 2.5, 0), "max_frames"),
+                               ((10, 2.5, True), "max_frames"), ((0, 2.5, 12), "num_extracted")):
+        with pytest.raises(ValueError, match=message):
+            uniform_positions(*arguments)
+
+
+def test_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
+    path = write_large_frame(tmp_path / "large.mov", 5000, 4000)  # 20 Mpixels, over the default 16.8 M
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"large\.mov: .*max_frame_pixels") as error:
+        read_video_frames(path, SELECT_ALL)
+    assert "CLIP2VIDEO_MAX_FRAME_PIXELS" in str(error.value)
+    assert time.monotonic() - started < 1
+    assert len(read_video_frames(path, SELECT_ALL, limits=DecodeLimits(max_frame_pixels=20_000_000)).frames) == 1
+    with pytest.raises(ValueError, match=r"clip\.mp4: its frame size 48x48 in pixels 2304 exceeds the limit of 1000"):
+        read_video_frames(write_video(tmp_path / "clip.mp4"), SELECT_ALL, limits=DecodeLimits(max_frame_pixels=1000))
+
+
+def test_a_large_frame_is_refused_within_a_memory_limit(tmp_path):
+    # 12000 x 12000: FFmpeg's probe alone would decode the frame (~180 MB) without the limit reaching it.
+    path = write_large_frame(tmp_path / "huge.mov", 12000, 12000)
+    result = run_limited(
+        f"""
+        from clip2video.processing.video_decoding_clip2video import read_video_frames
+        LIMIT
+        try:
+            read_video_frames({str(path)!r}, lambda table: [0])
+        except ValueError as error:
+            print("refused:", error)
+        """,
+        memory_mb=100,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "refused:" in result.stdout and "huge.mov" in result.stdout and "max_frame_pixels" in result.stdout
+
+
+def test_byte_duration_and_frame_count_limits(tmp_path, video_file):
+    data = video_file.read_bytes()
+    small = DecodeLimits(max_input_bytes=len(data) - 1)
+    for video, name in ((str(video_file), "clip.mp4"), (data, f"<bytes of length {len(data)}>"),
+                        (bytearray(data), f"<bytearray of length {len(data)}>"), (open(video_file, "rb"), "clip.mp4")):
+        with pytest.raises(ValueError, match="max_input_bytes") as error:
+            read_video_frames(video, SELECT_ALL, limits=small)
+        assert name in str(error.value) and "CLIP2VIDEO_MAX_INPUT_BYTES" in str(error.value)
+    with pytest.raises(ValueError, match=r"clip\.mp4: its duration in seconds 2\.0 exceeds the limit of 1\.5"):
+        read_video_frames(video_file, SELECT_ALL, limits=DecodeLimits(max_duration_seconds=1.5))
+    with pytest.raises(ValueError, match=r"clip\.mp4: its frame count 20 exceeds the limit of 10 .*max_source_frames"):
+        read_video_frames(video_file, SELECT_ALL, limits=DecodeLimits(max_source_frames=10))
+    # Within the limits all forms decode the same frames.
+    frames = read_video_frames(video_file, sample).frames
+    for video in (data, memoryview(data), io.BytesIO(data)):
+        assert all(np.array_equal(a, b) for a, b in zip(read_video_frames(video, sample).frames, frames))
+
+
+def test_not_files_and_not_videos(tmp_path):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)  # opening it would block forever
+    cases = {
+        str(fifo): "pipe.mp4: not a regular file",
+        "/dev/zero": "/dev/zero: not a regular file",
+        str(tmp_path): "not a regular file",
+        "ftp://example.com/video.mp4": "only http:// and https://",
+        "with\0nul.mp4": "NUL",
+        b"\x1aE\xdf\xa3" + bytes(300): "<bytes of length 304>: not a video file",
+        os.urandom(5000): "<bytes of length 5000>: not a video file",
+        b"": "<bytes of length 0>: it is empty",
+    }
+    for video, message in cases.items():
+        started = time.monotonic()
+        with pytest.raises(ValueError) as error:
+            read_video_frames(video, SELECT_ALL)
+        assert message in str(error.value), (message, str(error.value))
+        assert time.monotonic() - started < 2
+    with pytest.raises(ValueError, match="binary mode"):
+        read_video_frames(io.StringIO("text"), SELECT_ALL)
+    with pytest.raises(ValueError, match="expected a path, an http"):
+        read_video_frames(3.5, SELECT_ALL)
+
+
+def test_decode_limits_validate_their_values(monkeypatch):
+    for overrides, message in (({"max_input_bytes": 0}, "max_input_bytes"), ({"max_frame_pixels": 1.5}, "integer"),
+                               ({"url_timeout_seconds": float("inf")}, "finite"), ({"allow_private_urls": 1}, "True"),
+                               ({"max_duration_seconds": True}, "number"), ({"unknown": 1}, "Unknown")):
+        with pytest.raises(ValueError, match=message):
+            DecodeLimits.from_env(**overrides)
+    monkeypatch.setenv("CLIP2VIDEO_MAX_INPUT_BYTES", "1e9")
+    with pytest.raises(ValueError, match="CLIP2VIDEO_MAX_INPUT_BYTES='1e9' must be a positive integer"):
+        DecodeLimits.from_env()
+    monkeypatch.setenv("CLIP2VIDEO_MAX_INPUT_BYTES", "1000")
+    monkeypatch.setenv("CLIP2VIDEO_ALLOW_PRIVATE_URLS", "yes")
+    limits = DecodeLimits.from_env(max_frame_pixels=64)
+    assert (limits.max_input_bytes, limits.allow_private_urls, limits.max_frame_pixels) == (1000, True, 64)
+    assert DecodeLimits.from_env(max_input_bytes=5).max_input_bytes == 5  # an argument beats the environment
+
+
+def test_processor_applies_the_limits_and_the_url_policy(servers, video_file):
+    main, base, _, _ = servers
+    processor = tiny_processor()
+    with pytest.raises(ValueError, match=r"clip\.mp4: .*max_input_bytes"):
+        processor(videos=[str(video_file)], max_input_bytes=100)
+    before = len(main.requests)
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1:\d+/video\.mp4: its host resolves to the non-public"):
+        processor(videos=[base + "/video.mp4"])
+    assert len(main.requests) == before
+    expected = processor(videos=[str(video_file)])["pixel_values_videos"]
+    fetched = processor(videos=[base + "/video.mp4"], allow_private_urls=True)["pixel_values_videos"]
+    torch.testing.assert_close(fetched, expected)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pipelines.
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("hostile_checkpoint") / "checkpoint")
+
+
+@pytest.fixture(scope="module")
+def loaded_pipelines(checkpoint):
+    model = CLIP2VideoModel.from_pretrained(checkpoint).eval()
+    processor = tiny_processor()
+    return (
+        pipeline(ZERO_SHOT_TASK, model=model, processor=processor),
+        pipeline(RETRIEVAL_TASK, model=model, processor=processor),
+    )
+
+
+LABELS = ["red", "green"]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"candidate_labels": LABELS, "hypothesis_template": "{}{}"}, "exactly one '{}'"),
+        ({"candidate_labels": LABELS, "hypothesis_template": "{:>2000000000}"}, "exactly one '{}'"),
+        ({"candidate_labels": LABELS, "hypothesis_template": "a video of"}, "exactly one '{}'"),
+        ({"candidate_labels": LABELS, "hypothesis_template": 3}, "hypothesis_template"),
+        ({"candidate_labels": LABELS, "top_k": -1}, "top_k"),
+        ({"candidate_labels": LABELS, "top_k": 0}, "top_k"),
+        ({"candidate_labels": LABELS, "top_k": 1.5}, "top_k"),
+        ({"candidate_labels": LABELS, "top_k": True}, "top_k"),
+        ({"candidate_labels": LABELS, "timeout": -1}, "timeout"),
+        ({"candidate_labels": LABELS, "timeout": float("nan")}, "timeout"),
+        ({"candidate_labels": LABELS, "function_to_apply": "sigmoid"}, "function_to_apply"),
+        ({"candidate_labels": LABELS, "candidate_label": LABELS}, r"unknown arguments \['candidate_label'\]"),
+        ({"candidate_labels": []}, "candidate_labels"),
+        ({"candidate_labels": ["red", ""]}, r"candidate_labels\[1\]"),
+        ({"candidate_labels": ["red", None]}, r"candidate_labels\[1\]"),
+        ({"candidate_labels": ("red" for _ in range(2))}, "candidate_labels"),
+        ({"candidate_labels": 5}, "candidate_labels"),
+        ({}, "candidate_labels"),
+    ],
+)
+def test_zero_shot_arguments_are_checked_before_any_work(loaded_pipelines, tmp_path, arguments, message):
+    classifier, _ = loaded_pipelines
+    # The video does not exist: an argument error must come first, before anything is decoded.
+    with pytest.raises(ValueError, match=message):
+        classifier(str(tmp_path / "not_decoded.mp4"), **arguments)
+
+
+@pytest.mark.parametrize(
+    "videos, message",
+    [
+        ([], "empty list"),
+        ((path for path in ["a.mp4"]), "generator"),
+        ("", "empty string"),
+        (["a.mp4", 3], r"`videos\[1\]` is a int"),
+        (np.zeros((8, 8, 3), np.uint8), "ndarray of shape"),
+        ({"video": "a.mp4"}, "dict"),
+    ],
+)
+def test_zero_shot_videos_are_checked_before_any_work(loaded_pipelines, videos, message):
+    classifier, _ = loaded_pipelines
+    with pytest.raises(ValueError, match=message):
+        classifier(videos, candidate_labels=LABELS)
+
+
+def test_labels_with_braces_are_plain_text_and_top_k_over_the_count_keeps_all(loaded_pipelines, video_file):
+    classifier, _ = loaded_pipelines
+    labels = ["{}", "{0}", "{:>2000000000}", "{label}"]
+    answer = classifier(str(video_file), candidate_labels=labels, top_k=10)
+    assert sorted(item["label"] for item in answer) == sorted(labels)
+    assert sum(item["score"] for item in answer) == pytest.approx(1.0)
+    assert len(classifier(str(video_file), candidate_labels=labels, top_k=1)) == 1
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda r, v: r("a query", videos=[v], top_k=-1), "top_k"),
+        (lambda r, v: r("a query", videos=[v], top_k=0), "top_k"),
+        (lambda r, v: r("a query", videos=[v], k=3), r"unknown arguments \['k'\]"),
+        (lambda r, v: r("a query", videos=[v], timeout="10"), "timeout"),
+        (lambda r, v: r("a query", videos=(path for path in [v])), "non-empty list"),
+        (lambda r, v: r("a query", videos=[]), "non-empty list"),
+        (lambda r, v: r("a query", videos=[v, None]), r"`videos\[1\]` is a NoneType"),
+        (lambda r, v: r(["a query", 3], videos=[v]), "non-empty string"),
+        (lambda r, v: r([], videos=[v]), "query list is empty"),
+        (lambda r, v: r(None, videos=[v]), "non-empty string"),
+    ],
+)
+def test_retrieval_arguments_are_checked_before_any_work(loaded_pipelines, tmp_path, call, message):
+    _, retriever = loaded_pipelines
+    with pytest.raises(ValueError, match=message):
+        call(retriever, str(tmp_path / "not_decoded.mp4"))
+
+
+def test_pipeline_timeout_bounds_a_url_that_never_answers(loaded_pipelines, servers, monkeypatch):
+    classifier, retriever = loaded_pipelines
+    _, base, _, _ = servers
+    monkeypatch.setenv("CLIP2VIDEO_ALLOW_PRIVATE_URLS", "1")
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"/never: timed out"):
+        classifier(base + "/never", candidate_labels=LABELS, timeout=0.5)
+    with pytest.raises(ValueError, match=r"/never: timed out"):
+        retriever("a query", videos=[base + "/never"], timeout=0.5)
+    assert time.monotonic() - started < 5
+    monkeypatch.delenv("CLIP2VIDEO_ALLOW_PRIVATE_URLS")
+    before = len(servers[0].requests)
+    with pytest.raises(ValueError, match="non-public address"):
+        classifier(base + "/video.mp4", candidate_labels=LABELS)
+    assert len(servers[0].requests) == before
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The endpoint handler: the server's network and files are out of reach.
+
+
+def test_handler_reaches_neither_internal_servers_nor_files_outside_its_root(checkpoint, servers, tmp_path):
+    main, base, other, other_base = servers
+    root = tmp_path / "served"
+    root.mkdir()
+    write_video(root / "clip.mp4")
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes((root / "clip.mp4").read_bytes())
+    (root / "escape.mp4").symlink_to(secret)
+    (root / "sub").mkdir()
+    requests = {
+        "loopback_url": base + "/video.mp4",
+        "redirecting_url": base + "/elsewhere",
+        "other_loopback": other_base + "/video.mp4",
+        "localhost": f"http://localhost:{main.server_address[1]}/video.mp4",
+        "decimal_ip": f"http://2130706433:{main.server_address[1]}/video.mp4",
+        "file_url": "file://" + str(secret),
+        "absolute_existing": str(secret),
+        "absolute_missing": str(tmp_path / "missing.mp4"),
+        "dotdot_existing": "../secret.mp4",
+        "dotdot_missing": "../missing.mp4",
+        "dotdot_inside": "sub/../../secret.mp4",
+        "symlink_escape": "escape.mp4",
+        "etc_shadow": "/etc/shadow",
+        "etc_nothing": "/etc/no-such-file",
+        "proc": "/proc/self/environ",
+        "root_itself": ".",
+        "directory": "sub",
+        "nul": "clip.mp4\0.txt",
+    }
+    before = (len(main.requests), len(other.requests))
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(
+            f"""
+            import importlib.util, json, os, sys
+            sys.path.insert(0, {str(checkpoint)!r})
+            spec = importlib.util.spec_from_file_location("handler.EndpointHandler", {str(checkpoint / "handler.py")!r})
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            handler = module.EndpointHandler({str(checkpoint)!r}, video_root={str(root)!r})
+            opened = []
+            def audit(event, arguments):
+                if event == "open" and isinstance(arguments[0], (str, bytes)):
+                    opened.append(os.fsdecode(arguments[0]))
+            sys.addaudithook(audit)
+            answers = {{}}
+            for name, video in json.loads(sys.argv[1]).items():
+                try:
+                    answers[name] = handler({{"inputs": {{"video": video, "candidate_labels": ["a", "b"]}}}})
+                except Exception as error:
+                    answers[name] = {{"type": type(error).__name__, "error": str(error)}}
+            several = handler({{"inputs": {{"videos": ["clip.mp4", "../secret.mp4"], "candidate_labels": ["a", "b"]}}}})
+            print(json.dumps({{"answers": answers, "several": several, "opened": opened}}))
+            """
+        ), json.dumps(requests)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    answers = output["answers"]
+    for name, answer in answers.items():
+        assert answer.get("type") == "RequestError", (name, answer)
+    for name in ("loopback_url", "redirecting_url", "other_loopback", "localhost", "decimal_ip"):
+        assert "non-public address" in answers[name]["error"] and requests[name][:30] in answers[name]["error"]
+    assert (len(main.requests), len(other.requests)) == before  # no request reached the internal servers
+    # Existing or not, a forbidden path gets the same answer (up to the path itself).
+    def shape(name):
+        return answers[name]["error"].replace(repr(requests[name]), "PATH")
+
+    assert shape("absolute_existing") == shape("absolute_missing") == shape("etc_shadow") == shape("etc_nothing")
+    assert shape("dotdot_existing") == shape("dotdot_missing") == shape("symlink_escape") == shape("dotdot_inside")
+    assert shape("absolute_existing") == shape("dotdot_existing")
+    # No file outside the root was opened while answering (the audit hook saw every open).
+    outside = [path for path in output["opened"] if str(tmp_path) in path and not path.startswith(str(root))]
+    assert not outside, outside
+    assert not any(path.startswith(("/etc/shadow", "/proc/self/environ")) for path in output["opened"])
+    several = output["several"]["results"]
+    assert "labels" in several[0] and "folder this endpoint serves" in several[1]["error"]
+
+
+def test_handler_refuses_oversized_payloads_before_decoding(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP2VIDEO_MAX_INPUT_BYTES", "1000")
+    spec = importlib.util.spec_from_file_location("hostile_handler", checkpoint / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler = module.EndpointHandler(str(checkpoint))
+    big = base64.b64encode(bytes(3000)).decode()
+    for video in (big, "data:video/mp4;base64," + big):
+        with pytest.raises(module.RequestError, match="more than 1000 bytes") as error:
+            handler({"inputs": {"video": video, "candidate_labels": LABELS}})
+        assert error.value.status_code == 413
+    with pytest.raises(module.RequestError, match="not valid base64|neither base64"):
+        handler({"inputs": {"video": "data:video/mp4;base64,@@@@", "candidate_labels": LABELS}})
+    with pytest.raises(module.RequestError, match='only base64 data URIs'):
+        handler({"inputs": {"video": "data:video/mp4,rawbytes", "candidate_labels": LABELS}})
+    with pytest.raises(module.RequestError, match="at most 256"):
+        handler({"inputs": {"video": big, "texts": ["t"] * 257}})
