@@ -43,8 +43,10 @@ PACKAGE_FOLDERS = ("modeling_clip2video", "processing", "training", "pipelines",
 class Mutant:
     name: str
     path: str  # source file, relative to the repository root
-    original: str  # exact snippet, must occur once in the file
-    replacement: str
+    # Exact snippet, which must occur once in the file, and its buggy variant. Tuples give the same bug in successive
+    # versions of the code: the first snippet found once is planted.
+    original: str | tuple[str, ...]
+    replacement: str | tuple[str, ...]
     description: str
     equivalent: str = ""  # why no test can catch it (behaviour provably unchanged); empty for a real bug
 
@@ -72,16 +74,20 @@ TESTS_OF = {
     ],
     CONVERTER: ["tests/test_scoring_mix.py", "tests/test_conversion.py"],
     SAMPLING: ["tests/test_processing.py"],
-    VIDEO_PROCESSING: ["tests/test_processing.py"],
+    VIDEO_PROCESSING: ["tests/test_processing.py", "tests/test_video_processor_contract.py"],
     PROCESSOR: ["tests/test_processing_text_and_hub.py", "tests/test_processing.py"],
-    CONTRASTIVE: ["tests/test_training_distributed.py"],
+    CONTRASTIVE: ["tests/test_logit_scale_clamp.py", "tests/test_training_distributed.py"],
     RUN: [
         "tests/test_logit_scale_clamp.py",
         "tests/test_evaluation_orientation.py",
         "tests/test_training_recipe.py",
         "tests/test_training_run.py",
     ],
-    METRICS: ["tests/test_training_metrics.py", "tests/test_evaluation_orientation.py"],
+    METRICS: [
+        "tests/test_retrieval_metrics_by_counting.py",
+        "tests/test_training_metrics.py",
+        "tests/test_evaluation_orientation.py",
+    ],
     SEARCH: ["tests/test_search.py"],
     PIPELINES: ["tests/test_label_order.py", "tests/test_pipelines.py"],
     HANDLER: ["tests/test_label_order.py", "tests/test_endpoint_handler.py"],
@@ -144,14 +150,26 @@ MUTANTS = [
     ),
     Mutant(
         "model.tdb_frame_type_row", MODEL,
-        "tokens[:, 0::2] = frames + frame_positions + self.type_embeddings.weight[1]",
-        "tokens[:, 0::2] = frames + frame_positions + self.type_embeddings.weight[0]",
+        (
+            "tokens[:, 0::2] = frames + frame_positions + self.type_embeddings.weight[1]",
+            "tokens[:, 0::2] = frames + frame_positions + frame_type",
+        ),
+        (
+            "tokens[:, 0::2] = frames + frame_positions + self.type_embeddings.weight[0]",
+            "tokens[:, 0::2] = frames + frame_positions + difference_type",
+        ),
         "frame tokens get the difference type embedding",
     ),
     Mutant(
         "model.tdb_difference_position", MODEL,
-        "tokens[:, 1::2] = differences + frame_positions[:-1] + self.type_embeddings.weight[0]",
-        "tokens[:, 1::2] = differences + frame_positions[1:] + self.type_embeddings.weight[0]",
+        (
+            "tokens[:, 1::2] = differences + frame_positions[:-1] + self.type_embeddings.weight[0]",
+            "tokens[:, 1::2] = differences + frame_positions[:-1] + difference_type",
+        ),
+        (
+            "tokens[:, 1::2] = differences + frame_positions[1:] + self.type_embeddings.weight[0]",
+            "tokens[:, 1::2] = differences + frame_positions[1:] + difference_type",
+        ),
         "difference d_i gets the position of f_i+1 instead of f_i",
     ),
     Mutant(
@@ -345,7 +363,8 @@ MUTANTS = [
     ),
     Mutant(
         "processing.timestamps_times_fps", VIDEO_PROCESSING,
-        "return frames[chosen], [i / fps for i in chosen]", "return frames[chosen], [i * fps for i in chosen]",
+        "timestamps = [i / metadata.fps for i in indices] if metadata.fps else [math.nan] * len(indices)",
+        "timestamps = [i * metadata.fps for i in indices] if metadata.fps else [math.nan] * len(indices)",
         "frame timestamps of frame arrays multiplied by the rate",
     ),
     Mutant(
@@ -355,8 +374,8 @@ MUTANTS = [
     ),
     Mutant(
         "processing.pad_to_max_frames_inverted", VIDEO_PROCESSING,
-        'num_slots = max_frames if kwargs["pad_to_max_frames"] else max(len(clip) for clip in processed)',
-        'num_slots = max(len(clip) for clip in processed) if kwargs["pad_to_max_frames"] else max_frames',
+        "num_slots = num_frames if pad_to_max_frames else max(len(clip) for clip in processed)",
+        "num_slots = max(len(clip) for clip in processed) if pad_to_max_frames else num_frames",
         "pad_to_max_frames has the opposite effect",
     ),
     Mutant(
@@ -396,24 +415,29 @@ MUTANTS = [
     ),
     Mutant(
         "run.logit_scale_clamp_removed", RUN,
-        "                model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)\n", "                pass\n",
+        "                parameter.clamp_(max=MAX_LOGIT_SCALE)\n", "                pass\n",
         "the logit scale is no longer capped at ln 100 after each optimizer step",
     ),
     Mutant(
-        "run.logit_scale_cap_raised", RUN,
+        "run.logit_scale_clamp_not_called", RUN,
+        "            clamp_logit_scale(embedder)\n", "",
+        "the training loop never calls the logit-scale cap",
+    ),
+    Mutant(
+        "contrastive.logit_scale_cap_raised", CONTRASTIVE,
         "MAX_LOGIT_SCALE = math.log(100.0)", "MAX_LOGIT_SCALE = math.log(1000.0)",
-        "the logit scale cap at ln 1000",
+        "the logit scale capped at ln 1000",
+    ),
+    Mutant(
+        "contrastive.loss_scale_not_capped", CONTRASTIVE,
+        "logit_scale = self.model.logit_scale.clamp(max=MAX_LOGIT_SCALE)", "logit_scale = self.model.logit_scale",
+        "the loss uses the stored logit scale even above the cap",
     ),
     Mutant(
         "run.evaluation_videos_by_captions", RUN,
-        "similarity = (model.logit_scale.exp() * text_embeds.float() @ video_embeds.float().t()).cpu().numpy()",
-        "similarity = (model.logit_scale.exp() * video_embeds.float() @ text_embeds.float().t()).cpu().numpy()",
+        "similarity = (logit_scale.float().exp().cpu() * text @ videos.t()).numpy()",
+        "similarity = (logit_scale.float().exp().cpu() * videos @ text.t()).numpy()",
         "evaluation similarity built as videos x captions",
-    ),
-    Mutant(
-        "run.evaluation_global_only", RUN,
-        "model.get_video_features(**batch).pooler_output", "model.get_video_features(**batch).global_embeds",
-        "evaluation ranks videos by the global embedding only",
     ),
     Mutant(
         "run.loss_weight_ignored", RUN,
@@ -472,18 +496,6 @@ MUTANTS = [
     # ---------------------------------------------------------------------------------------------------------
     Mutant(
         "search.worst_first", SEARCH,
-        "order = np.lexsort((candidates, -candidate_scores), axis=1)",
-        "order = np.lexsort((candidates, candidate_scores), axis=1)",
-        "exact search returns the lowest scores first",
-    ),
-    Mutant(
-        "search.ties_by_higher_index", SEARCH,
-        "order = np.lexsort((candidates, -candidate_scores), axis=1)",
-        "order = np.lexsort((-candidates, -candidate_scores), axis=1)",
-        "exact search breaks ties by the higher index",
-    ),
-    Mutant(
-        "search.worst_first_v2", SEARCH,
         "order = np.lexsort((rows, -scores), axis=1)", "order = np.lexsort((rows, scores), axis=1)",
         "exact search returns the lowest scores first",
     ),
@@ -510,32 +522,16 @@ MUTANTS = [
         "zero-shot scores are per-label sigmoids, not a softmax over the labels",
     ),
     Mutant(
-        "pipelines.labels_not_sorted", PIPELINES,
-        "ranked = sorted(zip(scores, labels), key=lambda pair: -pair[0])", "ranked = list(zip(scores, labels))",
-        "zero-shot labels returned in request order",
-    ),
-    Mutant(
-        "pipelines.sigmoid_scores", PIPELINES,
-        ".float().softmax(dim=-1).tolist()", ".float().sigmoid().tolist()",
-        "zero-shot scores are per-label sigmoids, not a softmax over the labels",
-    ),
-    Mutant(
         "pipelines.retrieval_ascending", PIPELINES,
         'results.sort(key=lambda result: (-result["score"], result["index"]))',
         'results.sort(key=lambda result: (result["score"], result["index"]))',
         "retrieval returns the worst video first",
     ),
     Mutant(
-        "handler.labels_not_sorted", HANDLER,
-        "ranked = sorted(zip(labels, probabilities), key=lambda pair: -pair[1])",
-        "ranked = list(zip(labels, probabilities))",
-        "handler labels returned in request order",
-    ),
-    Mutant(
-        "handler.unscaled_logits", HANDLER,
-        "logits = (self.model.logit_scale.exp() * text_embeds @ video_embeds.T)[:, 0].float()",
-        "logits = (text_embeds @ video_embeds.T)[:, 0].float()",
-        "handler scores without the logit scale (label probabilities near uniform)",
+        "handler.texts_in_ranked_order", HANDLER,
+        'answers[index]["scores"] = [{"text": text, "score": by_label[text]} for text in request["texts"]]',
+        'answers[index]["scores"] = [{"text": item["label"], "score": item["score"]} for item in result]',
+        "the handler's per-text scores come back ranked instead of in the order given",
     ),
 ]
 
@@ -629,10 +625,13 @@ def plant(tree: Path, mutant: Mutant) -> str | None:
     if not source.is_file():
         return None
     text = source.read_text()
-    if text.count(mutant.original) != 1:
-        return None
-    source.write_text(text.replace(mutant.original, mutant.replacement))
-    return text
+    originals = mutant.original if isinstance(mutant.original, tuple) else (mutant.original,)
+    replacements = mutant.replacement if isinstance(mutant.replacement, tuple) else (mutant.replacement,)
+    for original, replacement in zip(originals, replacements, strict=True):
+        if text.count(original) == 1:
+            source.write_text(text.replace(original, replacement))
+            return text
+    return None
 
 
 def main(argv=None) -> int:
