@@ -211,13 +211,13 @@ def write_publishable_folder(
 
 
 def prepare_hub_repo(repo_id: str, token: str | None = None, private: bool | None = None, revision: str | None = None,
-                     create_pr: bool = False) -> HfApi:
+                     create_pr: bool = False, endpoint: str | None = None) -> HfApi:
     """Creates the repository (or finds it), checks the token may write to it, and creates the branch `revision`:
     at the start of a run, so that a bad token or id fails before training. Returns the API client to push with."""
     validate_repo_id(repo_id)
     if "/" not in repo_id:
         raise ValueError(f"--hub_model_id {repo_id!r}: give the namespace too, e.g. your-name/{repo_id}")
-    api = HfApi(token=token)
+    api = HfApi(endpoint=endpoint, token=token)
     api.whoami()  # a missing or invalid token fails here, with the Hub's message
     api.create_repo(repo_id, private=private, exist_ok=True)
     api.auth_check(repo_id, write=True)

@@ -1,0 +1,132 @@
+"""Honest publishing against a fake Hub on 127.0.0.1 (tests/fake_hub.py): the repository is created and write
+access checked before any work, results.json is pushed with the model, the card's metadata parses; and one run per
+output folder."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+from huggingface_hub import HfApi, ModelCard
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_hub import FakeHub  # noqa: E402
+
+from clip2video.training.publish import model_card, prepare_hub_repo, push_folder  # noqa: E402
+
+RUN = Path(__file__).resolve().parents[1] / "training" / "run.py"
+TINY = ["--num_synthetic_train_clips", "64", "--num_train_epochs", "1", "--global_batch_size", "16",
+        "--num_frames", "4", "--eval_batch_size", "60", "--checkpointing_steps", "2", "--no-mean_pooling_baseline",
+        "--report_to", "none", "--data_dir", "data"]
+TOKEN = "hf_fake_write_token"
+
+
+def run_training(*arguments, cwd, endpoint=None, check=True) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+    environment.update(OMP_NUM_THREADS="1", HF_HOME=str(cwd / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1")
+    if endpoint:
+        environment["HF_ENDPOINT"] = endpoint
+    result = subprocess.run([sys.executable, str(RUN), *TINY, *arguments], cwd=cwd, capture_output=True, text=True,
+                            timeout=600, env=environment)
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("training_publish")
+    with FakeHub(tokens={TOKEN: "tester"}) as hub:
+        run_training("--output_dir", "published", "--push_to_hub", "--hub_model_id", "tester/clip2video-tiny",
+                     "--hub_token", TOKEN, "--hub_private", cwd=workdir, endpoint=hub.endpoint)
+    return workdir, hub
+
+
+@pytest.mark.slow
+def test_push_carries_results_and_a_valid_card(pushed):
+    workdir, hub = pushed
+    # The repository was created (private) and write access checked before anything else was asked of the Hub.
+    assert hub.requests[:3] == ["GET /api/whoami-v2", "POST /api/repos/create",
+                                "GET /api/models/tester/clip2video-tiny/auth-check/write"]
+    assert hub.private["tester/clip2video-tiny"] is True
+    (commit,) = hub.commits
+    files = commit["files"]
+    local = workdir / "published"
+    assert json.loads(files["results.json"]) == json.loads((local / "results.json").read_text())
+    assert files["model.safetensors"] == (local / "model.safetensors").read_bytes()
+    assert not any(name.startswith(("checkpoints/", "logs/")) or name == "run.json" for name in files)
+    results = json.loads(files["results.json"])
+    assert "R@1" in commit["summary"] and f"{results['runs']['clip2video']['metrics']['t2v_R1']:.1f}" in commit["summary"]
+    assert results["args"]["hub_token"] == "<redacted>" and TOKEN not in files["results.json"].decode()
+
+    card = ModelCard(files["README.md"].decode())
+    assert hub.validated == [files["README.md"].decode()]  # upload_folder had the Hub validate the metadata
+    data = card.data
+    assert data.pipeline_tag == "video-classification" and data.library_name == "transformers"
+    assert data.license == "mit" and data.language == ["en"] and data.widget[0]["candidate_labels"]
+    t2v_r1 = next(result for result in data.eval_results
+                  if result.task_type == "text-to-video-retrieval" and result.metric_type == "recall@1")
+    assert t2v_r1.metric_value == round(results["runs"]["clip2video"]["metrics"]["t2v_R1"], 2)
+    assert data.base_model is None  # trained from scratch
+
+
+@pytest.mark.slow
+def test_a_bad_token_fails_before_any_work(tmp_path):
+    with FakeHub(tokens={TOKEN: "tester"}) as hub:
+        started = time.perf_counter()
+        result = run_training("--output_dir", "never", "--push_to_hub", "--hub_model_id", "tester/x",
+                              "--hub_token", "hf_wrong", cwd=tmp_path, endpoint=hub.endpoint, check=False)
+        seconds = time.perf_counter() - started
+        foreign = run_training("--output_dir", "never2", "--push_to_hub", "--hub_model_id", "someone-else/x",
+                               "--hub_token", TOKEN, cwd=tmp_path, endpoint=hub.endpoint, check=False)
+    assert result.returncode != 0 and "401" in result.stderr
+    assert foreign.returncode != 0 and "403" in foreign.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "never" / "checkpoints").exists()  # nothing started
+    assert seconds < 120
+
+
+def test_card_metadata_names_the_base_model_and_hub_datasets(monkeypatch):
+    metrics = {f"{d}_{m}": 50.0 for d in ("t2v", "v2t") for m in ("R1", "R5", "R10", "MedianR", "MeanR")}
+    metrics.update(num_captions=10, num_videos=10, num_dropped_videos=1)
+    results = {
+        "model": "openai/clip-vit-base-patch32", "base_model": "openai/clip-vit-base-patch32",
+        "runs": {"clip2video": {"metrics": metrics, "timings": {"training_seconds": 1.0}}},
+        "test_split": {"dataset": "hub", "dataset_name": "someone/webvid-captions", "split": "test"},
+        "args": {"eval_only": False, "num_train_epochs": 1, "global_batch_size": 2, "learning_rate": 1e-4,
+                 "clip_learning_rate_scale": 1e-3, "weight_decay": 0.2, "warmup_proportion": 0.1, "num_frames": 12,
+                 "max_text_length": 32, "max_grad_norm": 1.0, "seed": 0},
+    }
+    card = ModelCard(str(model_card(results, "me/clip2video-webvid")))
+    assert card.data.base_model == "openai/clip-vit-base-patch32"
+    assert card.data.datasets == ["someone/webvid-captions"]
+    assert card.data.eval_results[0].dataset_name == "someone/webvid-captions"
+    assert "1 videos that could not be decoded left out" in card.text
+    with FakeHub(tokens={}) as hub:  # the Hub's metadata validation (ModelCard.validate posts to it)
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.endpoint)
+        card.validate()
+        bad = ModelCard(str(card).replace("pipeline_tag: video-classification", "pipeline_tag: video-magic"))
+        with pytest.raises(ValueError, match="pipeline_tag"):
+            bad.validate()
+    results["test_split"]["dataset_name"] = "webdataset"  # a builder, not a Hub dataset
+    assert ModelCard(str(model_card(results, "me/x"))).data.datasets is None
+
+
+def test_revision_and_pull_request_options(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    metrics = {"t2v_R1": 12.5}
+    (folder / "results.json").write_text(json.dumps({"runs": {"clip2video": {"metrics": metrics}},
+                                                     "test_split": {"dataset": "synthetic"}}))
+    (folder / "README.md").write_text("card")
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "big.bin").write_bytes(b"x")
+    with FakeHub(tokens={TOKEN: "tester"}) as hub:
+        api = prepare_hub_repo("tester/m", token=TOKEN, revision="experiments", endpoint=hub.endpoint)
+        push_folder(api, "tester/m", folder, revision="experiments")
+        push_folder(api, "tester/m", folder, create_pr=True)
+    assert hub.commits[0]["revision"] == "experiments" and set(hub.commits[0]["files"]) == {"results.json", "README.md"}
+    assert hub.commits[1]["create_pr"] and hub.repos["tester/m"]["main"] == {}  # a PR does not touch main
