@@ -32,6 +32,8 @@ LABELS = ["red", "blue", "green"]
 QUERY_ROW = r"^(\S+) \| score (-?[\d.]+) \| best moment ([\d.]+) s$"
 LABELS_ROW = r"^(\S+) \| (\w+ [\d.]+)(, \w+ [\d.]+)*$"
 
+LIMIT_BYTES = 5_000  # the demo's upload limit in this test
+
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 
 
@@ -53,9 +55,16 @@ def demo(tmp_path_factory):
     examples = {"green.mp4": write_video(folder / "examples" / "green.mp4", COLOURS["green"], moving=False)}
     write_video(folder / "examples" / "yellow.mp4", COLOURS["yellow"])
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really")
+    # Over the demo's upload limit (set below); the other videos are under it.
+    write_video(folder / "large.mp4", num_frames=200, size=96)
+    large = (folder / "large.mp4").stat().st_size
+    assert large > LIMIT_BYTES > max(Path(video).stat().st_size for video in uploads.values()), large
     port = free_port()
     log = open(folder / "app.log", "w")
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "GRADIO_ANALYTICS_ENABLED": "False"}
+    environment = {
+        **os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "GRADIO_ANALYTICS_ENABLED": "False",
+        "CLIP2VIDEO_MAX_INPUT_BYTES": str(LIMIT_BYTES),
+    }
     app = subprocess.Popen(
         [sys.executable, str(REPO / "apps" / "demo" / "app.py"), "--model", str(checkpoint),
          "--examples_dir", str(folder / "examples"), "--port", str(port)],
@@ -163,3 +172,10 @@ def test_errors_are_shown_to_the_person(demo, page):
     page.locator("#text textarea").fill(QUERY)
     page.locator("#run").click()
     page.get_by_text(re.compile(r"Cannot read video .*broken\.mp4")).first.wait_for(timeout=TIMEOUT_MS)
+
+    # An upload over the limit is refused with a message naming the limit.
+    page.reload()
+    page.locator("#upload input[type=file]").set_input_files([str(demo["folder"] / "large.mp4")])
+    page.locator("#text textarea").fill(QUERY)
+    page.locator("#run").click()
+    page.get_by_text(re.compile(r"(exceed|over).*(maximum|limit)", re.IGNORECASE)).first.wait_for(timeout=TIMEOUT_MS)
