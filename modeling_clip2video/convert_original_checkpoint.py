@@ -60,10 +60,16 @@ def config_from_original(state_dict: dict[str, torch.Tensor], **flags) -> CLIP2V
         if flags[name] not in choices:
             raise ConversionError(f"--{name} must be one of {choices}, got {flags[name]!r}.")
 
-    def tensor(key: str) -> torch.Tensor:
+    def tensor(key: str, ndim: int) -> torch.Tensor:
         if key not in state_dict:
             raise ConversionError(f"The checkpoint has no tensor {key!r}; is it an original CLIP2Video checkpoint?")
-        return state_dict[key]
+        value = state_dict[key]
+        if value.ndim != ndim or 0 in value.shape:
+            raise ConversionError(
+                f"Tensor {key!r} has shape {tuple(value.shape)}; an original checkpoint stores it with {ndim} "
+                "non-empty dimensions."
+            )
+        return value
 
     def count_blocks(prefix: str) -> int:
         pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
@@ -72,11 +78,20 @@ def config_from_original(state_dict: dict[str, torch.Tensor], **flags) -> CLIP2V
             raise ConversionError(f"The blocks under {prefix!r} are not numbered 0..N-1: {sorted(indices)}.")
         return len(indices)
 
-    vision_width, _, patch_size, _ = tensor("clip.visual.conv1.weight").shape
-    grid = round((tensor("clip.visual.positional_embedding").shape[0] - 1) ** 0.5)
-    text_width = tensor("clip.ln_final.weight").shape[0]
-    text_positions, _ = tensor("clip.positional_embedding").shape
-    projection_dim = tensor("clip.text_projection").shape[1]
+    vision_width, _, patch_size, _ = tensor("clip.visual.conv1.weight", 4).shape
+    vision_positions = tensor("clip.visual.positional_embedding", 2).shape[0]
+    grid = round((vision_positions - 1) ** 0.5)
+    if grid * grid + 1 != vision_positions:
+        raise ConversionError(
+            f"Tensor 'clip.visual.positional_embedding' has {vision_positions} positions, not a square grid of patches "
+            "plus the class token."
+        )
+    text_width = tensor("clip.ln_final.weight", 1).shape[0]
+    text_positions, _ = tensor("clip.positional_embedding", 2).shape
+    projection_dim = tensor("clip.text_projection", 2).shape[1]
+    for key, width in (("clip.visual.conv1.weight", vision_width), ("clip.ln_final.weight", text_width)):
+        if width % 64:
+            raise ConversionError(f"Tensor {key!r} gives a width of {width}, not a multiple of CLIP's 64-wide heads.")
 
     # What the original computes with these flags: TDB and its projection only act inside the temporal
     # transformer; TAB's extra layer needs the frame-position table, which only seqTransf creates.
@@ -101,19 +116,19 @@ def config_from_original(state_dict: dict[str, torch.Tensor], **flags) -> CLIP2V
                 f"The checkpoint has {counted} temporal layers (transformerClip.resblocks) but "
                 f"--cross_num_hidden_layers is {temporal_num_layers}."
             )
-        max_frame_positions = tensor("frame_position_embeddings.weight").shape[0]
+        max_frame_positions = tensor("frame_position_embeddings.weight", 2).shape[0]
     num_centers = flags["centerK"]
     if alignment_block:
-        stored = tensor("weight_center").shape[0]
+        stored = tensor("weight_center", 2).shape[0]
         if stored != num_centers:
             raise ConversionError(f"The checkpoint has {stored} centres (weight_center) but --centerK is {num_centers}.")
 
     return CLIP2VideoConfig(
         projection_dim=projection_dim,
         text_config={
-            "vocab_size": tensor("clip.token_embedding.weight").shape[0],
+            "vocab_size": tensor("clip.token_embedding.weight", 2).shape[0],
             "hidden_size": text_width,
-            "intermediate_size": tensor("clip.transformer.resblocks.0.mlp.c_fc.weight").shape[0],
+            "intermediate_size": tensor("clip.transformer.resblocks.0.mlp.c_fc.weight", 2).shape[0],
             "num_hidden_layers": count_blocks("clip.transformer.resblocks"),
             "num_attention_heads": text_width // 64,
             "max_position_embeddings": text_positions,
@@ -123,7 +138,7 @@ def config_from_original(state_dict: dict[str, torch.Tensor], **flags) -> CLIP2V
         },
         vision_config={
             "hidden_size": vision_width,
-            "intermediate_size": tensor("clip.visual.transformer.resblocks.0.mlp.c_fc.weight").shape[0],
+            "intermediate_size": tensor("clip.visual.transformer.resblocks.0.mlp.c_fc.weight", 2).shape[0],
             "num_hidden_layers": count_blocks("clip.visual.transformer.resblocks"),
             "num_attention_heads": vision_width // 64,
             "image_size": patch_size * grid,
@@ -260,7 +275,14 @@ def convert_state_dict(
         if rule.original not in original:
             raise ConversionError(f"The checkpoint has no tensor {rule.original!r} (needed for {rule.converted[0]}).")
         used.add(rule.original)
-        for name, value in zip(rule.converted, rule.transform(original[rule.original].float())):
+        try:
+            values = rule.transform(original[rule.original].float())
+        except (RuntimeError, ValueError, IndexError) as error:  # e.g. a q/k/v tensor that does not split in three
+            shape = tuple(original[rule.original].shape)
+            raise ConversionError(
+                f"Tensor {rule.original!r} has shape {shape}, which does not fit {rule.converted[0]} ({error})."
+            ) from None
+        for name, value in zip(rule.converted, values):
             if tuple(value.shape) != expected_shapes[name]:
                 raise ConversionError(
                     f"Tensor {rule.original!r} has shape {tuple(original[rule.original].shape)}, which does not fit "
@@ -286,20 +308,41 @@ def load_original_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint file at {path}")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ConversionError(f"{path} does not hold a state dict of tensors.")
+    if path.stat().st_size == 0:
+        raise ConversionError(f"{path} is empty, not a PyTorch checkpoint.")
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load reports a foreign or damaged file with many exception types
+        reason = f"{type(error).__name__}: {error}"
+        raise ConversionError(f"{path} is not a PyTorch checkpoint, or a damaged one ({reason}).") from None
+    if not isinstance(state_dict, dict):
+        raise ConversionError(f"{path} holds a {type(state_dict).__name__}, not a state dict of tensors.")
+    for key, value in state_dict.items():
+        if not isinstance(key, str):
+            raise ConversionError(f"{path} has a key {key!r} of type {type(key).__name__}; state dict keys are strings.")
+        if not isinstance(value, torch.Tensor):
+            raise ConversionError(f"{path}: {key!r} is a {type(value).__name__}, not a tensor.")
     return {key.removeprefix("module."): value for key, value in state_dict.items()}
 
 
 def convert_original_checkpoint(checkpoint: str | Path, output_dir: str | Path, **flags) -> CLIP2VideoModel:
-    """Converts the authors' checkpoint file into `output_dir` and returns the loaded model."""
+    """Converts the authors' checkpoint file into `output_dir` and returns the loaded model.
+
+    Raises:
+        `FileNotFoundError`: no file at `checkpoint`.
+        `ConversionError`: `output_dir` is an existing file, or the checkpoint is empty, not a checkpoint, or does not
+            fit the architecture; the message names the file or the tensor.
+    """
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ConversionError(f"--output_dir {output_dir} is an existing file, not a folder.")
     original = load_original_checkpoint(checkpoint)
     config = config_from_original(original, **flags)
     state_dict, dropped = convert_state_dict(original, config)
     model = CLIP2VideoModel(config)
     model.load_state_dict(state_dict, strict=True)
     model.save_pretrained(output_dir)
+    if not (Path(output_dir) / "config.json").is_file():  # save_pretrained only logs some failures
+        raise ConversionError(f"Nothing was written to {output_dir}.")
     if dropped:
         print(f"Dropped tensors the original never uses with these flags: {', '.join(dropped)}")
     return model
@@ -329,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint, output_dir = args.pop("checkpoint"), args.pop("output_dir")
     try:
         model = convert_original_checkpoint(checkpoint, output_dir, **args)
-    except ConversionError as error:
+    except (ConversionError, OSError) as error:  # OSError: a missing checkpoint, an unwritable output folder
         parser.exit(2, f"error: {error}\n")
     config = model.config
     print(

@@ -741,3 +741,66 @@ def test_handler_refuses_oversized_payloads_before_decoding(checkpoint, tmp_path
         handler({"inputs": {"video": "data:video/mp4,rawbytes", "candidate_labels": LABELS}})
     with pytest.raises(module.RequestError, match="at most 256"):
         handler({"inputs": {"video": big, "texts": ["t"] * 257}})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The converter of the authors' checkpoints.
+
+
+@pytest.fixture(scope="module")
+def original_checkpoint(tmp_path_factory):
+    from original_clip2video import random_original_checkpoint
+
+    folder = tmp_path_factory.mktemp("original")
+    state_dict = random_original_checkpoint()
+    torch.save(state_dict, folder / "pytorch_model.bin.2")
+    return folder / "pytorch_model.bin.2", state_dict
+
+
+def run_converter(checkpoint, output_dir):
+    return subprocess.run(
+        [sys.executable, "-m", "clip2video.modeling_clip2video.convert_original_checkpoint", "--checkpoint",
+         str(checkpoint), "--output_dir", str(output_dir)],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_converter_refuses_an_output_dir_that_is_a_file(original_checkpoint, tmp_path):
+    checkpoint, _ = original_checkpoint
+    existing = tmp_path / "existing_file"
+    existing.write_text("keep me")
+    result = run_converter(checkpoint, existing)
+    assert result.returncode != 0 and "Wrote" not in result.stdout
+    assert f"--output_dir {existing} is an existing file" in result.stderr
+    assert existing.read_text() == "keep me"
+    result = run_converter(tmp_path / "no_such_checkpoint.bin", tmp_path / "out")
+    assert result.returncode != 0 and "No checkpoint file at" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_converter_names_the_file_or_tensor_that_is_wrong(original_checkpoint, tmp_path):
+    from clip2video.modeling_clip2video.convert_original_checkpoint import ConversionError, convert_original_checkpoint
+
+    checkpoint, state_dict = original_checkpoint
+    (tmp_path / "empty.bin").write_bytes(b"")
+    (tmp_path / "text.bin").write_text("not a checkpoint\n" * 100)
+    (tmp_path / "garbage.bin").write_bytes(os.urandom(4096))
+    torch.save([torch.zeros(2)], tmp_path / "list.bin")
+    torch.save({**state_dict, 7: torch.zeros(1)}, tmp_path / "int_key.bin")
+    torch.save({**state_dict, "clip.visual.conv1.weight": state_dict["clip.visual.conv1.weight"][0]},
+               tmp_path / "conv1_3d.bin")
+    torch.save({**state_dict, "clip.text_projection": state_dict["clip.text_projection"][0]},
+               tmp_path / "projection_1d.bin")
+    cases = {
+        "empty.bin": "empty.bin is empty",
+        "text.bin": "text.bin is not a PyTorch checkpoint",
+        "garbage.bin": "garbage.bin is not a PyTorch checkpoint",
+        "list.bin": "list.bin holds a list",
+        "int_key.bin": "int_key.bin has a key 7 of type int",
+        "conv1_3d.bin": "'clip.visual.conv1.weight' has shape (3, 16, 16); an original checkpoint stores it with 4",
+        "projection_1d.bin": "'clip.text_projection' has shape (128,); an original checkpoint stores it with 2",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ConversionError) as error:
+            convert_original_checkpoint(tmp_path / name, tmp_path / f"out_{name}")
+        assert message in str(error.value), (name, str(error.value))
+        assert not (tmp_path / f"out_{name}").exists()
