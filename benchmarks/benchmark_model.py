@@ -1,12 +1,18 @@
-"""Times CLIP2VideoModel.get_video_features at ViT-B/32 size on CPU.
+"""Times CLIP2VideoModel.get_video_features at ViT-B/32 size on CPU: float32, bf16 weights and bf16 autocast, next to
+the authors' float32 image encoder, in one process.
 
-    python benchmarks/benchmark_model.py [--threads 2] [--repeats 5] [--authors_code PATH]
+    python benchmarks/benchmark_model.py [--threads 2] [--repeats 5] [--videos 8] [--frames 12] [--authors_code PATH]
 
-Random weights (the paper's full model: TDB, temporal transformer, TAB), 224 px, 8 videos x 12 frames. Prints the
-median seconds per batch in float32 and with `torch.autocast("cpu", dtype=torch.bfloat16)` (CLIP towers in bf16;
-the model keeps its temporal heads and scores in float32), and how far the bf16 scores move from float32, relative
-to the largest score. With `--authors_code` pointing at a checkout of the authors' repository (CryhanFang/CLIP2Video)
-it also times their CLIP `encode_image` on the same frames, in the same process, for a fair comparison.
+Random weights (the paper's full model: TDB, temporal transformer, TAB), 224 px, `--videos` x `--frames` frames.
+Candidates, timed in turns so that a busy machine slows them alike (median seconds per batch):
+    - float32: the model as built;
+    - bf16 weights: the same weights saved and loaded with `from_pretrained(..., dtype=torch.bfloat16)` (CLIP towers
+      in bf16; the temporal heads and `logit_scale` stay in float32, `_keep_in_fp32_modules_strict`);
+    - bf16 autocast: the float32 model under `torch.autocast("cpu", dtype=torch.bfloat16)`;
+    - authors fp32: with `--authors_code` pointing at a checkout of CryhanFang/CLIP2Video, their CLIP `encode_image`
+      on the same frames (their video encoder's cost: the temporal modules add under 1% at this size).
+For each bf16 path it prints how far its retrieval scores (16 captions x the videos, text encoded by the same path)
+move from float32, relative to the largest float32 score.
 """
 
 import argparse
@@ -14,6 +20,7 @@ import contextlib
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -34,6 +41,11 @@ def interleaved_medians(candidates: dict, repeats: int) -> dict:
     return {name: (statistics.median(runs), runs) for name, runs in times.items()}
 
 
+def relative_deviation(scores: torch.Tensor, reference: torch.Tensor) -> float:
+    """Largest absolute score difference, relative to the largest absolute reference score."""
+    return ((scores.float() - reference).abs().max() / reference.abs().max()).item()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -46,6 +58,9 @@ def main():
     torch.manual_seed(0)
 
     model = CLIP2VideoModel(CLIP2VideoConfig()).eval()  # ViT-B/32 sizes
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        bf16_model = CLIP2VideoModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
     pixels = torch.randn(args.videos, args.frames, 3, 224, 224)
     mask = torch.ones(args.videos, args.frames, dtype=torch.long)
     input_ids = torch.randint(1, 49000, (16, 32))
@@ -53,36 +68,48 @@ def main():
 
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"batch: {args.videos} videos x {args.frames} frames, 224 px, ViT-B/32 + TDB + temporal transformer + TAB")
+    print(f"bf16 weights: model.dtype {bf16_model.dtype}, temporal heads {bf16_model.logit_scale.dtype}")
 
-    def encoder(context):
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    paths = {
+        "float32": (model, pixels, contextlib.nullcontext),
+        "bf16 weights": (bf16_model, pixels.bfloat16(), contextlib.nullcontext),
+        "bf16 autocast": (model, pixels, autocast),
+    }
+
+    def encoder(path_model, path_pixels, context):
         def encode():
             with context():
-                return model.get_video_features(pixels, mask).pooler_output
+                return path_model.get_video_features(path_pixels, mask).pooler_output
 
         return encode
 
-    candidates = {
-        "float32": encoder(contextlib.nullcontext),
-        "bf16 autocast": encoder(lambda: torch.autocast("cpu", dtype=torch.bfloat16)),
-    }
+    candidates = {name: encoder(*path) for name, path in paths.items()}
     if args.authors_code:
         sys.path.insert(0, args.authors_code)
         from modules.module_clip import CLIP  # the authors' copy of OpenAI CLIP
 
         authors = CLIP(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12).float().eval()
-        candidates["authors fp32 (encode_image only)"] = lambda: authors.encode_image(pixels.flatten(0, 1))
+        candidates["authors fp32 (encode_image)"] = lambda: authors.encode_image(pixels.flatten(0, 1))
     with torch.inference_mode():
         medians = interleaved_medians(candidates, args.repeats)
-        text = model.get_text_features(input_ids, torch.ones_like(input_ids)).pooler_output
-        scores = {name: model.logit_scale.exp() * text @ candidates[name]().T for name in ("float32", "bf16 autocast")}
+        scores = {}
+        for name, (path_model, _, context) in paths.items():
+            with context():
+                text = path_model.get_text_features(input_ids, torch.ones_like(input_ids)).pooler_output
+            scores[name] = path_model.logit_scale.exp() * text.float() @ candidates[name]().float().T
     for name, (median, runs) in medians.items():
-        print(f"{name:32s} {median:6.2f} s per batch (runs: {', '.join(f'{t:.2f}' for t in runs)})")
+        print(f"{name:28s} {median:6.2f} s per batch (runs: {', '.join(f'{t:.2f}' for t in runs)})")
     medians = {name: median for name, (median, _) in medians.items()}
-    deviation = ((scores["bf16 autocast"] - scores["float32"]).abs().max() / scores["float32"].abs().max()).item()
-    print(
-        f"bf16 autocast: {medians['float32'] / medians['bf16 autocast']:.2f}x faster than float32; scores within "
-        f"{deviation:.1e} of float32 (relative to the largest score)"
-    )
+    for name in ("bf16 weights", "bf16 autocast"):
+        print(
+            f"{name}: {medians['float32'] / medians[name]:.2f}x faster than float32; scores within "
+            f"{relative_deviation(scores[name], scores['float32']):.1e} of float32 (relative to the largest score)"
+        )
+    if args.authors_code:
+        authors_time = medians["authors fp32 (encode_image)"]
+        for name in paths:
+            print(f"{name} / authors fp32: {medians[name] / authors_time:.2f}")
 
 
 if __name__ == "__main__":

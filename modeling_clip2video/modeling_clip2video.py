@@ -303,9 +303,13 @@ class CLIP2VideoModel(CLIPModel):
     config_class = CLIP2VideoConfig
     main_input_name = "pixel_values_videos"
     input_modalities = ("video", "text")
-    # Temporal heads and the logit scale stay in float32 when the model is loaded in half precision: the towers
-    # tolerate bf16, but the heads' sigmoids, norms and the scale would move scores by more than 1e-2.
+    # In half precision only the vision tower (nearly all of a video's cost) runs in bf16 / fp16. The temporal heads
+    # and the logit scale stay in float32 (their sigmoids, norms and the scale would move scores by more than 1e-2),
+    # and so does the text tower: a batch of 32-token captions costs about 5% of a batch of 12-frame videos, and in
+    # bf16 it alone moves ViT-B/32 scores by ~1.1e-2 (vision in bf16: ~0.3e-2); see docs/model.md.
     _keep_in_fp32_modules_strict = [
+        "text_model",
+        "text_projection",
         "frame_position_embeddings",
         "temporal_transformer",
         "temporal_difference_block",
@@ -470,15 +474,8 @@ class CLIP2VideoModel(CLIPModel):
                 f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids "
                 f"{tuple(input_ids.shape)}."
             )
-        text_outputs = self.text_model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **kwargs
-        )
-        word_tokens = None
-        if self.config.use_temporal_alignment_block:
-            word_tokens = self.text_projection(text_outputs.last_hidden_state)
-        global_embeds, aligned_embeds = self._text_head(
-            self.text_projection(text_outputs.pooler_output), word_tokens, attention_mask
-        )
+        text_outputs, pooled, word_tokens = self._text_tower(input_ids, attention_mask, position_ids, **kwargs)
+        global_embeds, aligned_embeds = self._text_head(pooled, word_tokens, attention_mask)
         return CLIP2VideoTextOutput(
             last_hidden_state=text_outputs.last_hidden_state,
             pooler_output=self._retrieval_embeds(global_embeds, aligned_embeds),
@@ -487,6 +484,20 @@ class CLIP2VideoModel(CLIPModel):
             global_embeds=global_embeds,
             aligned_embeds=aligned_embeds,
         )
+
+    @_outside_autocast
+    def _text_tower(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None, **kwargs
+    ) -> tuple[BaseModelOutputWithPooling, torch.Tensor, torch.Tensor | None]:
+        """The text tower's output, the projected end token (batch, projection_dim) and, with TAB, every projected
+        token (batch, tokens, projection_dim); in float32 even under autocast (see `_keep_in_fp32_modules_strict`)."""
+        text_outputs = self.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **kwargs
+        )
+        word_tokens = None
+        if self.config.use_temporal_alignment_block:
+            word_tokens = self.text_projection(text_outputs.last_hidden_state)
+        return text_outputs, self.text_projection(text_outputs.pooler_output), word_tokens
 
     @_outside_autocast
     def _text_head(

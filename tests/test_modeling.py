@@ -301,9 +301,9 @@ def test_half_precision_loads_and_runs_with_fp32_heads(tmp_path, dtype):
     model.save_pretrained(tmp_path)
     half = CLIP2VideoModel.from_pretrained(tmp_path, dtype=dtype).eval()
     assert half.vision_model.embeddings.patch_embedding.weight.dtype == dtype
-    assert half.text_projection.weight.dtype == dtype
+    assert half.visual_projection.weight.dtype == dtype and half.dtype == dtype
     for name, parameter in half.named_parameters():
-        if name.startswith(("temporal_", "frame_position")) or name == "logit_scale":
+        if name.startswith(("temporal_", "frame_position", "text_")) or name == "logit_scale":
             assert parameter.dtype == torch.float32, name
     input_ids, attention_mask = text_inputs()
     pixels, mask = video_inputs(real_frames=[6, 3, 1])
