@@ -68,6 +68,22 @@ class PairEmbeddings(ModelOutput):
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
+def make_logit_scale_shardable(model: nn.Module) -> None:
+    """FSDP2 (`fully_shard`) refuses scalar parameters, and CLIP's `logit_scale` is one: hold it as a 1-element
+    vector instead (the same value and gradient; every use broadcasts). `scalar_logit_scale` restores the shape in a
+    state dict before saving, so checkpoints keep the model's own layout."""
+    if model.logit_scale.ndim == 0:
+        model.logit_scale = nn.Parameter(model.logit_scale.detach().reshape(1))
+
+
+def scalar_logit_scale(state_dict: dict) -> dict:
+    """The inverse of `make_logit_scale_shardable` on a state dict (keys with or without the wrapper's prefix)."""
+    return {
+        name: tensor.reshape(()) if name.endswith("logit_scale") and tensor.shape == (1,) else tensor
+        for name, tensor in state_dict.items()
+    }
+
+
 class ContrastiveEmbedder(nn.Module):
     """Wraps a `CLIP2VideoModel` so that the module DDP / FSDP / DeepSpeed runs returns the embeddings the loss needs,
     and the loss itself is computed after the all-gather. (DDP only synchronises gradients of modules run through its

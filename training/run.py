@@ -40,7 +40,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedType
 from accelerate.utils import ProjectConfiguration, gather_object, send_to_device, set_seed
 from accelerate.utils import is_tensorboard_available, is_trackio_available
 from torch import nn
@@ -50,7 +50,13 @@ from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
 from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
 from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
-from clip2video.training.contrastive import MAX_LOGIT_SCALE, ContrastiveEmbedder, global_contrastive_loss
+from clip2video.training.contrastive import (
+    MAX_LOGIT_SCALE,
+    ContrastiveEmbedder,
+    global_contrastive_loss,
+    make_logit_scale_shardable,
+    scalar_logit_scale,
+)
 from clip2video.training.data import (
     DistinctCaptionBatchSampler,
     EpochShuffleSampler,
@@ -732,6 +738,8 @@ def train_and_evaluate(
                                      eval_known_bad)
 
     micro_batch_size = args.global_batch_size // args.gradient_accumulation_steps
+    if accelerator.distributed_type == DistributedType.FSDP:
+        make_logit_scale_shardable(model)
     embedder = ContrastiveEmbedder(model)
     fill_deepspeed_batch_sizes(accelerator, micro_batch_size, args)
 
@@ -938,9 +946,18 @@ def claim_output_dir(args, accelerator, fingerprint: dict):
     """One run per output folder: a folder with another run's files is refused, unless --overwrite_output_dir
     (cleared) or --resume_from_checkpoint of a checkpoint whose run fingerprint matches this run's arguments."""
     output_dir = Path(args.output_dir)
-    occupied = output_dir.is_dir() and any(output_dir.iterdir())
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"--output_dir {output_dir} is a file")
+    contents = set(os.listdir(output_dir)) if output_dir.is_dir() else set()
+    if contents <= {"run.json", "logs"} and (output_dir / "run.json").is_file():
+        # This same run, stopped before its first checkpoint (only its fingerprint and logs are there): restart it.
+        try:
+            same_run = json.loads((output_dir / "run.json").read_text()).get("fingerprint") == fingerprint["fingerprint"]
+        except (OSError, ValueError):
+            same_run = False
+        if same_run:
+            contents = set()
+    occupied = bool(contents)
     if occupied and not args.overwrite_output_dir:
         if args.resume_from_checkpoint:
             check_resumable(resolve_checkpoint(args.resume_from_checkpoint, output_dir), fingerprint)
@@ -960,7 +977,7 @@ def claim_output_dir(args, accelerator, fingerprint: dict):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if occupied and args.overwrite_output_dir:
-            for entry in output_dir.iterdir():
+            for entry in list(output_dir.iterdir()):
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "run.json").write_text(json.dumps(fingerprint, indent=2, default=str))
@@ -1118,7 +1135,7 @@ def main(argv=None):
                 print(f"bad {split} video, skipped: {entry['video']}: {entry['reason']}")
             if len(bad) > 50:
                 print(f"... and {len(bad) - 50} more {split} videos: see results.json")
-        unwrapped_state = {name.removeprefix("model."): tensor for name, tensor in state_dict.items()}
+        unwrapped_state = scalar_logit_scale({name.removeprefix("model."): tensor for name, tensor in state_dict.items()})
         timings["total_seconds"] = time.perf_counter() - job_started
         results["timings"] = timings
         write_publishable_folder(output_dir, model, processor, results, state_dict=unwrapped_state)

@@ -1,0 +1,54 @@
+"""FSDP2 on two CPU processes (gloo) trains like one unsharded process (tests/training_fsdp_step.py)."""
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from training_distributed_step import fixed_batch, tiny_model  # noqa: E402
+
+from clip2video.training.contrastive import ContrastiveEmbedder, global_contrastive_loss  # noqa: E402
+
+SCRIPT = Path(__file__).parent / "training_fsdp_step.py"
+
+
+@pytest.mark.slow
+def test_fsdp2_on_two_cpu_processes_matches_one_process(tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    output = tmp_path / "fsdp.pt"
+    result = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29631", str(SCRIPT), str(output)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    sharded = torch.load(output)
+    assert sharded["world"] == 2 and sharded["sharded_parameters"] > 100  # every parameter is a DTensor shard
+
+    # One process, unsharded, the whole batch: the same loss, step, clamp and embeddings.
+    model = tiny_model()
+    embedder = ContrastiveEmbedder(model)
+    batch = fixed_batch()
+    loss = global_contrastive_loss(embedder(**batch), model.config.global_similarity_weight)
+    loss.backward()
+    torch.optim.SGD(embedder.parameters(), lr=0.5).step()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100.0))  # what clamping 10.0 gives
+        text, _ = embedder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        video, _ = embedder(pixel_values_videos=batch["pixel_values_videos"], video_mask=batch["video_mask"])
+    torch.testing.assert_close(sharded["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sharded["logit_scale"].reshape(()), model.logit_scale.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(sharded["text"], text, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sharded["video"], video, rtol=1e-4, atol=1e-5)
+    reference = embedder.state_dict()
+    assert sharded["state"].keys() == reference.keys()
+    for name, tensor in reference.items():
+        assert sharded["state"][name].shape == tensor.shape, name  # logit_scale a scalar again
+        torch.testing.assert_close(sharded["state"][name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+    # Not vacuous: the step moved the weights.
+    assert not torch.equal(reference["model.text_projection.weight"], tiny_model().text_projection.weight)
