@@ -1,6 +1,9 @@
-"""CLIP's cap on the inverse temperature (logit scale at most ln 100) during fine-tuning: released CLIP stores exactly
-ln 100, so the very first optimizer step from it would pass the cap if the clamp were missing. The training script is
-run as users run it, from a checkpoint at ln 100 whose pairs already match (the loss pulls the scale up)."""
+"""One optimizer step of `training/run.py`, run as users run it, against the same step computed here by hand, from
+checkpoints whose loss pulls the logit scale up: one at CLIP's ln 100 (released CLIP stores it: float32 rounds it
+6e-8 above the cap, where the loss's clamp stops the gradient) and one just below it, where the step itself would
+pass the cap. The scale must stay capped at ln 100, and every other weight must be where AdamW puts it with the
+paper's loss (global/aligned weight 0.8 here, where swapping w and 1 - w shows), the two learning rates (CLIP's
+weights at `--clip_learning_rate_scale` times the rate) and weight decay on matrices only."""
 
 import csv
 import math
@@ -19,37 +22,81 @@ from tiny_checkpoint import tiny_config, tiny_processor, write_video
 
 RUN = Path(__file__).resolve().parents[1] / "training" / "run.py"
 LN_100 = math.log(100.0)
+WEIGHT = 0.8
 PAIRS = [("red.mp4", (230, 20, 20), "a red square slides to the right"), ("green.mp4", (20, 200, 20), "a green square")]
-LEARNING_RATE = 1e-2  # one Adam step moves the scale by about this much, far above float32 resolution
+# One Adam step moves a weight by about the learning rate: far above float32 resolution.
+LEARNING_RATE, CLIP_RATE_SCALE, WEIGHT_DECAY = 1e-2, 0.5, 0.1
+CLIP_PREFIXES = ("text_model.", "vision_model.", "text_projection.", "visual_projection.", "logit_scale")
+EMBEDDING_TABLES = {
+    "text_model.embeddings.token_embedding.weight", "text_model.embeddings.position_embedding.weight",
+    "vision_model.embeddings.position_embedding.weight", "frame_position_embeddings.weight",
+    "temporal_difference_block.type_embeddings.weight",
+}
 
 
-def matched_checkpoint(folder: Path) -> tuple[CLIP2VideoModel, dict]:
-    """A tiny model fitted to the two pairs until, at CLIP's logit scale ln 100, the loss pulls the scale up (not
-    further: a saturated loss has no gradient left), saved with the scale at ln 100."""
+def infonce(logits: torch.Tensor) -> torch.Tensor:
+    rows = -torch.diagonal(torch.log_softmax(logits, dim=1)).mean()
+    columns = -torch.diagonal(torch.log_softmax(logits, dim=0)).mean()
+    return (rows + columns) / 2
+
+
+def paper_loss(model: CLIP2VideoModel, inputs, weight: float) -> torch.Tensor:
+    """Symmetric InfoNCE on the global and on the aligned scores, weighted w and 1 - w, at the capped scale."""
+    text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
+    video = model.get_video_features(inputs["pixel_values_videos"], inputs["video_mask"])
+    scale = model.logit_scale.clamp(max=LN_100).exp()
+    global_scores = scale * text.global_embeds @ video.global_embeds.T
+    aligned_scores = scale * text.aligned_embeds @ video.aligned_embeds.T
+    return weight * infonce(global_scores) + (1 - weight) * infonce(aligned_scores)
+
+
+def adamw_first_step(model: CLIP2VideoModel, inputs, weight: float) -> dict[str, torch.Tensor]:
+    """AdamW's first step written out: decoupled decay p * (1 - lr * wd) on matrices that are not embedding tables,
+    then p - lr * m / (sqrt(v) + eps) with m = g and v = g^2 after bias correction; then the cap on the scale."""
+    model.zero_grad()
+    paper_loss(model, inputs, weight).backward()
+    stepped = {}
+    for name, parameter in model.named_parameters():
+        lr = LEARNING_RATE * (CLIP_RATE_SCALE if name.startswith(CLIP_PREFIXES) else 1.0)
+        decay = WEIGHT_DECAY if parameter.ndim >= 2 and name not in EMBEDDING_TABLES else 0.0
+        gradient = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+        value = parameter.detach() * (1 - lr * decay) - lr * gradient / (gradient.abs() + 1e-6)
+        stepped[name] = value.clamp(max=LN_100) if name == "logit_scale" else value
+    model.zero_grad()
+    return stepped
+
+
+# Where the checkpoints' logit scale starts: CLIP's value, and half a step of the scale below the cap.
+STARTS = {"at_ln_100": LN_100, "just_below_ln_100": LN_100 - LEARNING_RATE * CLIP_RATE_SCALE / 2}
+
+
+def matched_model(folder: Path) -> tuple[CLIP2VideoModel, dict]:
+    """A tiny model (w = 0.8) fitted to the two pairs until, near the cap, the loss pulls the scale up (not further:
+    a saturated loss has no gradient left)."""
     processor = tiny_processor()
     inputs = processor(
         text=[caption for _, _, caption in PAIRS], videos=[str(folder / name) for name, _, _ in PAIRS],
         return_tensors="pt",
     )
     torch.manual_seed(0)
-    model = CLIP2VideoModel(tiny_config())
+    config = tiny_config()
+    config.global_similarity_weight = WEIGHT
+    model = CLIP2VideoModel(config)
     with torch.no_grad():
-        model.logit_scale.fill_(LN_100)
+        model.logit_scale.fill_(STARTS["just_below_ln_100"])
     optimizer = torch.optim.Adam([p for name, p in model.named_parameters() if name != "logit_scale"], lr=1e-4)
     for _ in range(30):
         model.zero_grad()
-        model(**inputs, return_loss=True).loss.backward()
+        paper_loss(model, inputs, WEIGHT).backward()
         if model.logit_scale.grad.item() < -0.05:
             break
         optimizer.step()
     model.zero_grad()
-    model.save_pretrained(folder / "checkpoint")
-    processor.save_pretrained(folder / "checkpoint")
     return model, inputs
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def fitted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clamp")
     for name, colour, _ in PAIRS:
         write_video(folder / name, colour, num_frames=12)
@@ -57,26 +104,23 @@ def workdir(tmp_path_factory):
         writer = csv.writer(file)
         writer.writerow(["file_name", "caption"])
         writer.writerows([name, caption] for name, _, caption in PAIRS)
-    model, inputs = matched_checkpoint(folder)
-    return folder, model, inputs
+    model, inputs = matched_model(folder)
+    return folder, model, inputs, tiny_processor()
 
 
-@pytest.mark.slow
-def test_one_step_from_ln_100_stays_at_the_cap(workdir):
-    folder, model, inputs = workdir
-    original = load_file(folder / "checkpoint" / "model.safetensors")
-    assert original["logit_scale"].item() == pytest.approx(LN_100, abs=1e-6)
-    # Precondition, computed here: the loss wants a larger scale (positives score above negatives).
-    model.zero_grad()
-    model(**inputs, return_loss=True).loss.backward()
-    assert model.logit_scale.grad.item() < -0.05
-
+def train_one_step(folder: Path, model: CLIP2VideoModel, processor, start: str) -> dict[str, torch.Tensor]:
+    """Saves the model with the logit scale at `STARTS[start]` and returns its weights after one step of run.py."""
+    with torch.no_grad():
+        model.logit_scale.fill_(STARTS[start])
+    model.save_pretrained(folder / start)
+    processor.save_pretrained(folder / start)
     result = subprocess.run(
         [
             sys.executable, str(RUN), "--dataset", "videofolder", "--train_dir", str(folder), "--eval_dir",
-            str(folder), "--model_name_or_path", str(folder / "checkpoint"), "--output_dir", str(folder / "out"),
+            str(folder), "--model_name_or_path", str(folder / start), "--output_dir", str(folder / f"out_{start}"),
             "--num_frames", "4", "--max_train_steps", "1", "--global_batch_size", "2", "--eval_batch_size", "2",
-            "--learning_rate", str(LEARNING_RATE), "--clip_learning_rate_scale", "1.0", "--warmup_proportion", "0",
+            "--learning_rate", str(LEARNING_RATE), "--clip_learning_rate_scale", str(CLIP_RATE_SCALE),
+            "--weight_decay", str(WEIGHT_DECAY), "--warmup_proportion", "0", "--max_grad_norm", "0",
             "--no-random_frame_jitter", "--num_workers", "0", "--checkpointing_steps", "no", "--report_to", "none",
             "--no-mean_pooling_baseline",
         ],
@@ -84,12 +128,49 @@ def test_one_step_from_ln_100_stays_at_the_cap(workdir):
         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(folder / "hf_home")},
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    trained = load_file(folder / "out" / "model.safetensors")
-    # The step did happen (other weights moved) but the scale is capped, exactly at the float32 value of ln 100.
-    centres = "temporal_alignment_block.assignment_centers"
-    assert not torch.equal(trained[centres], original[centres])
-    assert trained["logit_scale"].item() <= LN_100 + 1e-6
+    return load_file(folder / f"out_{start}" / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_one_step_from_clips_ln_100_stays_at_the_cap(fitted):
+    folder, model, inputs, processor = fitted
+    trained = train_one_step(folder, model, processor, "at_ln_100")
+    stored = load_file(folder / "at_ln_100" / "model.safetensors")["logit_scale"]
+    assert stored.item() == torch.tensor(LN_100).item()  # exactly CLIP's float32 value
+    assert trained["logit_scale"].item() <= stored.item()
     assert trained["logit_scale"].item() == pytest.approx(LN_100, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_one_step_from_below_ln_100_is_capped_and_equals_adamw_on_the_papers_loss(fitted):
+    folder, model, inputs, processor = fitted
+    trained = train_one_step(folder, model, processor, "just_below_ln_100")
+    # Precondition, computed here: the loss wants a larger scale, and a full step would pass the cap.
+    model.zero_grad()
+    paper_loss(model, inputs, WEIGHT).backward()
+    assert model.logit_scale.grad.item() < -0.05
+    model.zero_grad()
+    assert trained["logit_scale"].item() == pytest.approx(LN_100, abs=1e-6)
+
+    expected = adamw_first_step(model, inputs, WEIGHT)
+    swapped = adamw_first_step(model, inputs, 1 - WEIGHT)
+    assert set(trained) == set(expected)
+
+    original = model.state_dict()
+
+    def agreeing(reference: dict[str, torch.Tensor]) -> float:
+        """Fraction of the weights this step moves (most rows of the token table have no gradient) that are within
+        1e-3 of a step of the reference: a weight whose gradient is within rounding of zero may move either way."""
+        close = total = 0
+        for name, value in reference.items():
+            moving = (expected[name] != original[name]) | (swapped[name] != original[name])
+            close += torch.isclose(trained[name], value, rtol=0, atol=1e-3 * LEARNING_RATE + 1e-7)[moving].sum().item()
+            total += moving.sum().item()
+        return close / total
+
+    assert sum((trained[name] != original[name]).sum().item() for name in trained) > 100_000
+    assert agreeing(swapped) < 0.9  # the loss weights matter for this step
+    assert agreeing(expected) > 0.999
 
 
 def test_the_loss_sees_the_capped_scale():

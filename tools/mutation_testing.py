@@ -81,7 +81,6 @@ TESTS_OF = {
         "tests/test_logit_scale_clamp.py",
         "tests/test_evaluation_orientation.py",
         "tests/test_training_recipe.py",
-        "tests/test_training_run.py",
     ],
     METRICS: [
         "tests/test_retrieval_metrics_by_counting.py",
