@@ -10,7 +10,7 @@ from accelerate import cpu_offload, infer_auto_device_map
 from safetensors.torch import load_file, save_file
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
-from tiny_models import text_inputs, tiny_clip_config, tiny_config, video_inputs
+from tiny_models import run_isolated, text_inputs, tiny_clip_config, tiny_config, video_inputs
 from transformers import CLIPModel
 
 
@@ -154,3 +154,45 @@ def test_a_clip_checkpoint_starts_the_temporal_modules_without_that_warning(tmp_
     assert not [record for record in caplog.records if record.name == MODEL_LOGGER]
     text_positions = model.text_model.embeddings.position_embedding.weight
     torch.testing.assert_close(model.frame_position_embeddings.weight, text_positions, rtol=0, atol=0)
+
+
+def test_fresh_process_remote_code_offload_dtype_alias_and_missing_tensor_warning(checkpoint, inputs, reference, tmp_path):
+    torch.save(inputs, tmp_path / "inputs.pt")
+    torch.save(reference.logits_per_text, tmp_path / "expected.pt")
+    state = load_file(checkpoint / "model.safetensors")
+    del state["temporal_alignment_block.residual_centers"]
+    (tmp_path / "damaged").mkdir()
+    save_file(state, tmp_path / "damaged" / "model.safetensors", metadata={"format": "pt"})
+    for name in ("config.json", "configuration_clip2video.py", "modeling_clip2video.py"):
+        (tmp_path / "damaged" / name).write_bytes((checkpoint / name).read_bytes())
+    run_isolated(
+        f"""
+        import logging, torch
+        from transformers import AutoModel
+        checkpoint = {str(checkpoint)!r}
+        i = torch.load("inputs.pt")
+        expected = torch.load("expected.pt")
+        device_map = {{name: "cpu" for name in ("text_model", "vision_model", "visual_projection", "text_projection",
+                                                "logit_scale", "frame_position_embeddings", "temporal_transformer")}}
+        device_map.update(temporal_difference_block="disk", temporal_alignment_block="disk")
+        model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True, device_map=device_map,
+                                          offload_folder="offload").eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        assert model.temporal_alignment_block.assignment_centers.device.type == "meta"
+        with torch.no_grad():
+            logits = model(input_ids=i["input_ids"], attention_mask=i["attention_mask"],
+                           pixel_values_videos=i["pixel_values_videos"], padding_mask_videos=i["video_mask"]).logits_per_text
+        torch.testing.assert_close(logits, expected, rtol=1e-6, atol=1e-6)
+        assert AutoModel.from_pretrained(checkpoint, trust_remote_code=True, dtype=torch.bfloat16).dtype == torch.bfloat16
+
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logging.getLogger().addHandler(handler)
+        AutoModel.from_pretrained("damaged", trust_remote_code=True)
+        messages = [r.getMessage() for r in records if "lacks" in r.getMessage()]
+        assert len(messages) == 1 and "temporal_alignment_block.residual_centers (random)" in messages[0], messages
+        print("ok")
+        """,
+        cwd=tmp_path,
+    )
