@@ -7,9 +7,11 @@ Scores are checked against the model and processor run directly."""
 
 import base64
 import functools
+import http.client
 import http.server
 import importlib.util
 import json
+import os
 import sys
 import textwrap
 import threading
@@ -247,3 +249,95 @@ def test_bfloat16_scores_stay_within_1e_2_of_float32(workdir):
         assert handler.model.vision_model.dtype == getattr(torch, dtype)
         scores[dtype] = {item["label"]: item["score"] for item in handler(request)["labels"]}
     assert scores["bfloat16"] == pytest.approx(scores["float32"], abs=1e-2)
+
+
+BROKEN_MODEL = '''
+
+# Appended by the test: the model's forward fails as a GPU fault would (get_video_features still works).
+_original_init = EndpointHandler.__init__
+
+
+def _broken_init(self, *args, **kwargs):
+    _original_init(self, *args, **kwargs)
+
+    def broken(*_, **__):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    self.model.forward = broken
+
+
+EndpointHandler.__init__ = _broken_init
+'''
+
+
+def test_served_over_http_with_4xx_for_the_client_and_5xx_for_the_server(workdir, tmp_path):
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    folder = tmp_path / "broken"
+    shutil.copytree(workdir / "checkpoint", folder)
+    with open(folder / "handler.py", "a") as handler_file:
+        handler_file.write(BROKEN_MODEL)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve = Path(__file__).resolve().parents[1] / "apps" / "endpoint" / "serve.py"
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "CLIP2VIDEO_MAX_INPUT_BYTES": "200000"}
+    server = subprocess.Popen(
+        [sys.executable, str(serve), str(folder), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+
+    def post(body, content_type="application/json"):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.communicate()[1][-3000:]
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    assert response.status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.5)
+        encoded = base64.b64encode((workdir / "served" / "clip.mp4").read_bytes()).decode()
+        status, answer = post({"inputs": {"video": encoded}, "parameters": {"return_embeddings": True}})
+        assert status == 200 and len(answer["video_embedding"]) > 0
+        assert post({"inputs": {"video": encoded, "candidate_labels": "x"}}) == (
+            400, {"error": '"candidate_labels" must be a non-empty list of strings, got \'x\'.'}
+        )
+        status, answer = post({"inputs": {"video": base64.b64encode(bytes(300_000)).decode(), "texts": ["a"]}})
+        assert status == 413 and "CLIP2VIDEO_MAX_INPUT_BYTES" in answer["error"]
+        status, answer = post(b"{not json")
+        assert status == 400 and "not JSON" in answer["error"]
+        assert post(b"...", content_type="video/mp4")[0] == 415
+        # A body over 8 base64 videos of 200 kB plus 1 MiB is refused from its Content-Length, before it is sent.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.putrequest("POST", "/")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", "4000000")
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413 and "request body" in json.loads(response.read())["error"]
+        connection.close()
+        # The server's own failure: 500, and its details stay in the log.
+        status, answer = post({"inputs": {"video": encoded, "candidate_labels": LABELS}})
+        assert (status, answer) == (500, {"error": "Internal server error."})
+    finally:
+        server.terminate()
+        _, log = server.communicate(timeout=30)
+    assert "RuntimeError: CUDA error: an illegal memory access" in log
