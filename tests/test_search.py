@@ -305,3 +305,20 @@ def test_two_processes_with_accelerate_launch_give_the_same_index(collection, tm
     assert two.paths == one.paths
     np.testing.assert_allclose(np.asarray(two.embeddings), np.asarray(one.embeddings), rtol=0, atol=1e-5)
     assert json.loads((tmp_path / "index" / "unreadable.json").read_text()).keys() == {"nested/broken.mp4"}
+
+
+def test_an_incremental_commit_reuses_the_ivf_training(tmp_path):
+    pytest.importorskip("faiss")
+    vectors = clustered_unit_vectors(3000, 32, clusters=30, seed=6)
+    first = synthetic_index(tmp_path, vectors, index_type="ivf", embedding_dtype="float32")
+    assert "trained" not in first.metadata["vector_index"]
+    metadata = first.metadata
+    commit(
+        first.index_dir, tmp_path / "videos", first, [], metadata["model"], metadata["logit_scale"],
+        metadata["embedding_dim"], metadata["projection_dim"], VectorIndexOptions(index_type="ivf"),
+    )
+    second = VideoIndex(first.index_dir)
+    assert second.metadata["vector_index"]["trained"] == "reused"
+    assert second.metadata["generation"] != metadata["generation"]
+    queries = clustered_unit_vectors(20, 32, clusters=30, seed=7)
+    np.testing.assert_array_equal(second.nearest(queries, 10)[1], exact_top_k(vectors, queries, 10)[1])

@@ -262,7 +262,9 @@ class VectorIndexOptions:
 
 
 def default_nlist(num_videos: int) -> int:
-    return int(2 ** round(math.log2(max(math.sqrt(num_videos), 16))))
+    """About 4 sqrt(videos) lists, a power of two (FAISS's guideline is 4 to 16 sqrt(n)): lists of a few hundred
+    videos, fine enough that the small topics of a collection's long tail get lists of their own."""
+    return int(2 ** round(math.log2(max(4 * math.sqrt(num_videos), 16))))
 
 
 def commit(
@@ -313,18 +315,71 @@ def commit(
     source_of = np.array([s for _, _, s, _ in selected], np.int64)
     row_of = np.array([r for _, _, _, r in selected], np.int64)
 
-    def chunks():
+    def embedding_chunks():
         for start in range(0, num_videos, _CHUNK_ROWS):
             stop = min(start + _CHUNK_ROWS, num_videos)
             block = np.empty((stop - start, embedding_dim), np.float32)
             for source_index in np.unique(source_of[start:stop]):
                 mask = source_of[start:stop] == source_index
-                block[mask] = embedding_rows(sources[source_index], row_of[start:stop][mask])
-            yield start, block
+                block[mask] = np.asarray(sources[source_index].embeddings[row_of[start:stop][mask]], np.float32)
+            yield block
 
+    def frame_ranges(source, row):
+        if isinstance(source, VideoIndex):
+            start = int(source._frame_start[row])
+            return source.frames, source.frame_times, start, start + int(source._frame_count[row])
+        return source.frames, source.frame_times, int(source.frame_offsets[row]), int(source.frame_offsets[row + 1])
+
+    frame_counts = np.zeros(num_videos, np.int32)
+    for position, (_, _, source_index, row) in enumerate(selected):
+        _, _, begin, end = frame_ranges(sources[source_index], row)
+        frame_counts[position] = end - begin
+
+    def frame_chunks():
+        for _, _, source_index, row in selected:
+            source_frames, source_times, begin, end = frame_ranges(sources[source_index], row)
+            yield source_frames[begin:end], source_times[begin:end]
+
+    metadata = write_generation(
+        index_dir, root, [key for _, key, _, _ in selected], embedding_chunks, frame_counts, frame_chunks, model,
+        logit_scale, embedding_dim, projection_dim, options,
+        keep=set(current.metadata["files"].values()) if current else set(),
+        previous_vectors=current.index_dir / current.metadata["files"]["vectors"]
+        if current and current.metadata["files"].get("vectors") else None,
+        float16_error=float(current.metadata.get("float16_error_bound", 0.0)) if current else 0.0,
+        report=report,
+    )
+    for part in parts:
+        (index_dir / PARTS_DIR / part.name).unlink(missing_ok=True)
+    return metadata
+
+
+def write_generation(
+    index_dir: Path,
+    root: Path,
+    keys: list[tuple[str, int, int]],
+    embedding_chunks,
+    frame_counts: np.ndarray,
+    frame_chunks,
+    model: dict,
+    logit_scale: float,
+    embedding_dim: int,
+    projection_dim: int,
+    options: VectorIndexOptions,
+    keep: set[str] = frozenset(),
+    float16_error: float = 0.0,
+    report: dict | None = None,
+    previous_vectors: Path | None = None,
+) -> dict:
+    """Writes a generation and switches `index.json` to it. `keys`: (path, size, mtime_ns) of each video, sorted by
+    path; `embedding_chunks()`: an iterator over float32 blocks of their embeddings, in order (called twice: the
+    float16 error is measured before the storage is chosen); `frame_counts[i]` frames of video i come from
+    `frame_chunks()`, an iterator over (frames, times) blocks in order. `keep`: files of the current generation,
+    removed once `index.json` no longer names them. `previous_vectors`: the current FAISS index, whose training
+    (IVF centroids, quantiser ranges) is reused when it fits the new one. Returns the new metadata."""
+    num_videos = len(keys)
     # float16 storage error bound: for unit queries |q.v - q.float16(v)| <= ||v - float16(v)||.
-    float16_error = max([float(getattr(current, "metadata", {}).get("float16_error_bound", 0.0))] if current else [0.0])
-    for _, block in chunks():
+    for block in embedding_chunks():
         float16_error = max(float16_error, float(np.linalg.norm(block - block.astype(np.float16), axis=1).max(initial=0)))
     index_type = options.index_type
     if index_type == "auto":
@@ -344,30 +399,31 @@ def commit(
         "frame_times": f"frame_times-{generation}.npy",
         "vectors": None if index_type == "exact" else f"vectors-{generation}.faiss",
     }
-    remove_orphans(index_dir, keep=set(current.metadata["files"].values()) if current else set())
+    remove_orphans(index_dir, keep=keep)
 
     def temporary(key):
         return index_dir / f".{names[key]}.tmp"
 
     # Embeddings, written chunk by chunk into a memory map: one copy of the vectors at any time.
     embeddings = np.lib.format.open_memmap(temporary("embeddings"), "w+", np.dtype(dtype), (num_videos, embedding_dim))
-    for start, block in chunks():
+    start = 0
+    for block in embedding_chunks():
         embeddings[start : start + len(block)] = block
+        start += len(block)
     embeddings.flush()
     del embeddings
 
-    frame_counts = np.zeros(num_videos, np.int32)
-    for position, (_, _, source_index, row) in enumerate(selected):
-        _, _, begin, end = frame_ranges(sources[source_index], row)
-        frame_counts[position] = end - begin
     frame_starts = np.concatenate([[0], np.cumsum(frame_counts, dtype=np.int64)])
     num_frames = int(frame_starts[-1])
     frames = np.lib.format.open_memmap(temporary("frames"), "w+", np.float16, (num_frames, projection_dim))
     frame_times = np.lib.format.open_memmap(temporary("frame_times"), "w+", np.float64, (num_frames,))
-    for position, (_, _, source_index, row) in enumerate(selected):
-        source_frames, source_times, begin, end = frame_ranges(sources[source_index], row)
-        frames[frame_starts[position] : frame_starts[position + 1]] = source_frames[begin:end]
-        frame_times[frame_starts[position] : frame_starts[position + 1]] = source_times[begin:end]
+    start = 0
+    for frame_block, time_block in frame_chunks():
+        frames[start : start + len(frame_block)] = frame_block
+        frame_times[start : start + len(frame_block)] = time_block
+        start += len(frame_block)
+    if start != num_frames:
+        raise ValueError(f"frame_chunks gave {start} frames, frame_counts {num_frames}")
     frames.flush()
     frame_times.flush()
     del frames, frame_times
@@ -376,9 +432,9 @@ def commit(
         temporary("table"),
         pa.table(
             {
-                "path": pa.array([name for name, *_ in selected], pa.string()),
-                "size": pa.array([key[1] for _, key, *_ in selected], pa.int64()),
-                "mtime_ns": pa.array([key[2] for _, key, *_ in selected], pa.int64()),
+                "path": pa.array([key[0] for key in keys], pa.string()),
+                "size": pa.array([key[1] for key in keys], pa.int64()),
+                "mtime_ns": pa.array([key[2] for key in keys], pa.int64()),
                 "frame_start": pa.array(frame_starts[:-1], pa.int64()),
                 "frame_count": pa.array(frame_counts, pa.int32()),
             },
@@ -388,7 +444,7 @@ def commit(
     settings = {"type": index_type}
     if index_type != "exact":
         stored = np.load(temporary("embeddings"), mmap_mode="r")
-        vectors, settings = build_vector_index(stored, index_type, options)
+        vectors, settings = build_vector_index(stored, index_type, options, previous_vectors)
         import faiss
 
         faiss.write_index(vectors, str(temporary("vectors")))
@@ -426,14 +482,15 @@ def commit(
 
     # Only now is the old generation garbage.
     remove_orphans(index_dir, keep=set(name for name in names.values() if name))
-    for part in parts:
-        (index_dir / PARTS_DIR / part.name).unlink(missing_ok=True)
     return metadata
 
 
-def build_vector_index(embeddings: np.ndarray, index_type: str, options: VectorIndexOptions):
+def build_vector_index(
+    embeddings: np.ndarray, index_type: str, options: VectorIndexOptions, previous: Path | None = None
+):
     """A FAISS index over `embeddings` (rows, dim; a memory map), trained on a sample and filled chunk by chunk:
-    8-bit scalar-quantised vectors (a quarter of float32) under IVF lists or an HNSW graph."""
+    8-bit scalar-quantised vectors (a quarter of float32) under IVF lists or an HNSW graph. The training of
+    `previous` (a FAISS file of the same kind and size) is reused: an incremental run does not train again."""
     import faiss
 
     num_videos, dim = embeddings.shape
@@ -446,9 +503,10 @@ def build_vector_index(embeddings: np.ndarray, index_type: str, options: VectorI
             quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
         )
         vectors.cp.niter = 10
-        vectors.cp.max_points_per_centroid = 64
-        training_size = min(num_videos, 64 * nlist)
-        settings = {"type": "ivf", "nlist": nlist, "nprobe": options.nprobe or max(1, min(nlist, nlist // 16))}
+        vectors.cp.spherical = True  # inner-product lists: unit centroids, so that no list wins by its norm
+        training_size = min(num_videos, 40 * nlist)
+        vectors.cp.max_points_per_centroid = 40
+        settings = {"type": "ivf", "nlist": nlist, "nprobe": options.nprobe or max(1, min(nlist, nlist // 32))}
     elif index_type == "hnsw":
         vectors = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         vectors.hnsw.efConstruction = 80
@@ -456,11 +514,32 @@ def build_vector_index(embeddings: np.ndarray, index_type: str, options: VectorI
         settings = {"type": "hnsw", "m": options.hnsw_m, "ef_search": options.ef_search}
     else:
         raise ValueError(f"unknown approximate index type {index_type!r}")
-    sample = np.sort(rng.choice(num_videos, training_size, replace=False))
-    vectors.train(np.ascontiguousarray(embeddings[sample], np.float32))
+    reused = _trained(previous, vectors)
+    if reused is not None:
+        vectors = reused
+        settings["trained"] = "reused"
+    else:
+        sample = np.sort(rng.choice(num_videos, training_size, replace=False))
+        vectors.train(np.ascontiguousarray(embeddings[sample], np.float32))
     for start in range(0, num_videos, _CHUNK_ROWS):
         vectors.add(np.ascontiguousarray(embeddings[start : start + _CHUNK_ROWS], np.float32))
     return vectors, settings
+
+
+def _trained(previous: Path | None, fresh):
+    """`previous` emptied of its vectors, if it is an index of the same structure as `fresh` (type, width, lists)."""
+    if previous is None or type(fresh).__name__ == "IndexHNSWSQ":  # an HNSW graph is rebuilt from scratch anyway
+        return None
+    import faiss
+
+    try:
+        old = faiss.read_index(str(previous))
+    except Exception:  # damaged or unreadable: train afresh
+        return None
+    if type(old) is not type(fresh) or old.d != fresh.d or getattr(old, "nlist", None) != getattr(fresh, "nlist", None):
+        return None
+    old.reset()
+    return old
 
 
 def remove_orphans(index_dir: Path, keep: set[str]) -> None:
