@@ -41,3 +41,31 @@ def test_two_processes_equal_one_process_on_the_full_batch(tmp_path):
     # Not vacuous: the temporal modules and both towers received gradient.
     assert reference["temporal_difference_block.type_embeddings.weight"].abs().sum() > 0
     assert reference["vision_model.embeddings.patch_embedding.weight"].abs().sum() > 0
+
+
+RUN = Path(__file__).resolve().parents[1] / "training" / "run.py"
+TINY_RUN = ["--num_synthetic_train_clips", "64", "--num_train_epochs", "1", "--global_batch_size", "16",
+            "--num_frames", "4", "--eval_batch_size", "60", "--checkpointing_steps", "no", "--no-mean_pooling_baseline",
+            "--report_to", "none", "--data_dir", "data"]
+
+
+@pytest.mark.slow
+def test_run_py_on_two_cpu_processes_equals_one_process(tmp_path):
+    # `accelerate launch --multi_gpu` on a machine without a GPU: run.py must form one gloo group, not run twice.
+    from safetensors.torch import load_file
+
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(RUN), *TINY_RUN, "--output_dir", "one"], cwd=tmp_path,
+                         capture_output=True, text=True, env=environment, timeout=600)
+    assert one.returncode == 0, one.stderr[-4000:]
+    two = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--main_process_port", "29519", str(RUN), *TINY_RUN, "--output_dir", "two"],
+        cwd=tmp_path, capture_output=True, text=True, env=environment, timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-4000:]
+    expected, actual = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(expected["text_projection.weight"], tiny_model().text_projection.weight)

@@ -1018,6 +1018,9 @@ def main(argv=None):
         report_to = "tensorboard" if is_tensorboard_available() else "trackio" if is_trackio_available() else "none"
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
+        # Without a GPU, accelerate runs the processes of `accelerate launch --multi_gpu` as independent single
+        # processes unless told to use the CPU: then they form one gloo group (MULTI_CPU).
+        cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available(),
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if report_to == "none" else report_to,
