@@ -213,7 +213,8 @@ class CLIP2VideoZeroShotVideoClassificationPipeline(_ThroughTheProcessor, Pipeli
             postprocess_params["top_k"] = check_top_k(top_k)
         if function_to_apply is not None:
             if function_to_apply not in _SCORE_FUNCTIONS:
-                raise ValueError(f"`function_to_apply` must be one of {_SCORE_FUNCTIONS}, got {_shown(function_to_apply)}.")
+                choices = f"one of {_SCORE_FUNCTIONS}"
+                raise ValueError(f"`function_to_apply` must be {choices}, got {_shown(function_to_apply)}.")
             postprocess_params["function_to_apply"] = function_to_apply
         return preprocess_params, {}, postprocess_params
 

@@ -97,7 +97,9 @@ def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url)
         "labels_not_strings": {"inputs": {"video": encoded, "candidate_labels": [1, 2]}},
         "unknown_parameter": {"inputs": encoded, "parameters": {"candidate_labels": LABELS, "top": 3}},
         "bad_template": {"inputs": encoded, "parameters": {"candidate_labels": LABELS, "hypothesis_template": "x"}},
-        "format_template": {"inputs": encoded, "parameters": {"candidate_labels": LABELS, "hypothesis_template": "{}{}"}},
+        "format_template": {
+            "inputs": encoded, "parameters": {"candidate_labels": LABELS, "hypothesis_template": "{}{}"}
+        },
         "negative_top_k": {"inputs": encoded, "parameters": {"candidate_labels": LABELS, "top_k": -1}},
         "missing_path": {"inputs": {"video": "missing.mp4", "texts": TEXTS}},
         "corrupt_bytes": {"inputs": {"video": corrupt, "texts": TEXTS}},
@@ -105,6 +107,7 @@ def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url)
         "video_not_string": {"inputs": {"video": 3, "texts": TEXTS}},
         "empty_videos": {"inputs": {"videos": [], "texts": TEXTS}},
         "too_many_videos": {"inputs": {"videos": [encoded] * 9, "texts": TEXTS}},
+        "text_too_long": {"inputs": {"video": encoded, "texts": ["a" * 1001]}},
     }
     (workdir / "requests.json").write_text(json.dumps({**good, **bad}))
     run_without_repo(
@@ -155,7 +158,8 @@ def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url)
     embeddings = answers["texts_path"]["body"]
     assert embeddings["video_embedding"] == pytest.approx(output.video_embeds[0].tolist(), abs=1e-5)
     torch.testing.assert_close(torch.tensor(embeddings["text_embeddings"]), output.text_embeds, rtol=0, atol=1e-5)
-    assert answers["embedding_only"]["body"]["video_embedding"] == pytest.approx(embeddings["video_embedding"], abs=1e-5)
+    embedding_only = answers["embedding_only"]["body"]["video_embedding"]
+    assert embedding_only == pytest.approx(embeddings["video_embedding"], abs=1e-5)
     assert set(answers["embedding_only"]["body"]) == {"video_embedding"}
 
     # Several videos: batched, each bad one reported in its place, the good ones answered.
@@ -186,6 +190,7 @@ def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url)
         "empty_videos": "non-empty list",
         "too_many_videos": "at most 8 per request",
         "empty_bytes": '"video" is empty',
+        "text_too_long": '"texts[0]" has 1001 characters; at most 1000',
     }
     for name, fragment in expected_errors.items():
         answer = answers[name]

@@ -248,7 +248,8 @@ def test_http_errors_and_redirects(servers):
     # A redirect is checked like the first URL: here 127.0.0.1 is trusted but 127.0.0.2 is not.
     before = len(other.requests)
     only_first = lambda address: str(address) == "127.0.0.1"  # noqa: E731
-    with pytest.raises(ValueError, match=r"/elsewhere \(redirected to http://127\.0\.0\.2:\d+/video\.mp4\): .*127\.0\.0\.2"):
+    redirected = r"/elsewhere \(redirected to http://127\.0\.0\.2:\d+/video\.mp4\): .*127\.0\.0\.2"
+    with pytest.raises(ValueError, match=redirected):
         _fetch(base + "/elsewhere", 10**6, 5.0, 10.0, only_first)
     assert len(other.requests) == before
     # ... and followed when allowed.

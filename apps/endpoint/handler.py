@@ -47,6 +47,8 @@ DTYPE_VARIABLE = "CLIP2VIDEO_ENDPOINT_DTYPE"  # default: bfloat16 on CUDA, float
 VIDEO_ROOT_VARIABLE = "CLIP2VIDEO_ENDPOINT_VIDEO_ROOT"  # default: unset, no local paths
 MAX_VIDEOS_VARIABLE, DEFAULT_MAX_VIDEOS = "CLIP2VIDEO_ENDPOINT_MAX_VIDEOS", 8
 MAX_TEXTS_VARIABLE, DEFAULT_MAX_TEXTS = "CLIP2VIDEO_ENDPOINT_MAX_TEXTS", 256
+# Captions are cut at 32 tokens by the processor: a longer text would be scored on its start without saying so.
+MAX_TEXT_CHARACTERS = 1000
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _MAX_SHOWN = 80
 
@@ -156,8 +158,8 @@ class EndpointHandler:
         if not isinstance(videos, list) or not videos:
             raise RequestError(f'"videos" must be a non-empty list, got {_shown(videos)}.')
         if len(videos) > self.max_videos:
-            message = f'"videos" has {len(videos)} videos; at most {self.max_videos} per request ({MAX_VIDEOS_VARIABLE}).'
-            raise RequestError(message, status_code=413)
+            message = f'"videos" has {len(videos)} videos; at most {self.max_videos} per request'
+            raise RequestError(f"{message} ({MAX_VIDEOS_VARIABLE}).", status_code=413)
 
         labels, texts = fields.get("candidate_labels"), fields.get("texts")
         if labels is not None and texts is not None:
@@ -196,6 +198,11 @@ class EndpointHandler:
         for index, item in enumerate(value):
             if not isinstance(item, str) or not item.strip():
                 raise RequestError(f'"{name}[{index}]" must be a non-empty string, got {_shown(item)}.')
+            if len(item) > MAX_TEXT_CHARACTERS:
+                raise RequestError(
+                    f'"{name}[{index}]" has {len(item)} characters; at most {MAX_TEXT_CHARACTERS} (the model reads '
+                    "32 tokens)."
+                )
         return value
 
     # -- the videos ----------------------------------------------------------------------------------------------
@@ -295,7 +302,8 @@ class EndpointHandler:
 
     def _score(self, request, videos, usable, answers, folder):
         if request["labels"] is not None:
-            labels, arguments = request["labels"], {"hypothesis_template": request["template"], "top_k": request["top_k"]}
+            labels = request["labels"]
+            arguments = {"hypothesis_template": request["template"], "top_k": request["top_k"]}
         else:
             # Texts are captions already: the template is the caption itself, the scores the logits, in order.
             labels, arguments = request["texts"], {"hypothesis_template": "{}", "function_to_apply": "none"}
