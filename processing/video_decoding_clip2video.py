@@ -53,6 +53,10 @@ class DecodeLimits:
             keep this off, or a client can make it request internal services.
         max_download_seconds (`float`, defaults to 120): the whole download of a URL, redirects included (a server
             that sends one byte every few seconds never trips `url_timeout_seconds`).
+        max_decoded_pixels (`int`, defaults to 5 * 10^10): width * height summed over every frame the decoder
+            outputs for one video, the reference frames decoded on the way to a sampled frame included (PyAV
+            backend). Sampling 12 frames of a 1080p video with a keyframe every 10 s decodes about 7 * 10^9; a file
+            with one keyframe and a million large frames would otherwise keep a CPU busy for hours.
     """
 
     max_input_bytes: int = 256 * 2**20
@@ -62,6 +66,7 @@ class DecodeLimits:
     url_timeout_seconds: float = 10.0
     allow_private_urls: bool = False
     max_download_seconds: float = 120.0
+    max_decoded_pixels: int = 50_000_000_000
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -445,11 +450,13 @@ def _pyav_decode_in_order(av, source, chosen: list[int], name: str, limits: Deco
         source.seek(0)
     wanted = set(chosen)
     frames = []
+    budget = _DecodeBudget(name, limits)
     try:
         with av.open(source, metadata_errors="ignore", options=_pyav_options(limits)) as container:
             stream = container.streams.video[0]
             stream.codec_context.options = _pyav_options(limits)
             for position, frame in enumerate(container.decode(stream)):
+                budget.spend(frame)
                 if position in wanted:
                     frames.append(_pyav_rgb(frame, name, limits))
                 if len(frames) == len(wanted):
@@ -459,6 +466,19 @@ def _pyav_decode_in_order(av, source, chosen: list[int], name: str, limits: Deco
     if len(frames) < len(wanted):
         raise ValueError(f"Cannot decode video {name}: only {len(frames)} of the frames listed could be decoded.")
     return frames
+
+
+class _DecodeBudget:
+    """Counts the pixels of every decoded frame against `limits.max_decoded_pixels`."""
+
+    def __init__(self, name: str, limits: DecodeLimits):
+        self.name, self.limit, self.spent = name, limits.max_decoded_pixels, 0
+
+    def spend(self, frame) -> None:
+        self.spent += frame.width * frame.height
+        if self.spent > self.limit:
+            what = "the pixels decoded to reach its sampled frames (at least)"
+            raise limit_error(self.name, what, self.spent, "max_decoded_pixels", self.limit)
 
 
 def _fps_from_pts(frame_pts: list[int], time_base) -> float:
@@ -480,12 +500,16 @@ def _pyav_decode_at(
     wanted = set(wanted_pts)
     codec = stream.codec_context
 
+    budget = _DecodeBudget(name, limits)
+
     def frames_from(keyframe):
         container.seek(keyframe, stream=stream, backward=True, any_frame=False)
         for packet in container.demux(stream):
             # Set per packet: the decoder reads it when the packet is submitted, also with frame threads.
             codec.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
-            yield from packet.decode()
+            for frame in packet.decode():
+                budget.spend(frame)
+                yield frame
 
     frames = []
     decoded = None

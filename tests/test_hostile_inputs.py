@@ -471,6 +471,25 @@ def test_byte_duration_and_frame_count_limits(tmp_path, video_file):
         assert all(np.array_equal(a, b) for a, b in zip(read_video_frames(video, sample).frames, frames))
 
 
+def test_decoding_work_is_bounded_for_a_video_with_one_keyframe(tmp_path):
+    path = tmp_path / "one_keyframe.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"g": "1000", "keyint_min": "1000", "bf": "0"})
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for index in range(200):
+            frame = np.full((64, 64, 3), index % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    last = lambda table: [len(table.times) - 1]  # noqa: E731  reached only by decoding every frame before it
+    assert len(read_video_frames(path, last).frames) == 1
+    with pytest.raises(ValueError, match=r"one_keyframe\.mp4: the pixels decoded .* exceeds the limit of 409600 "
+                                         r"\(`max_decoded_pixels`\).*CLIP2VIDEO_MAX_DECODED_PIXELS"):
+        read_video_frames(path, last, limits=DecodeLimits(max_decoded_pixels=100 * 64 * 64))
+
+
 def test_not_files_and_not_videos(tmp_path):
     fifo = tmp_path / "pipe.mp4"
     os.mkfifo(fifo)  # opening it would block forever
