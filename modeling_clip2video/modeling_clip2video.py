@@ -13,6 +13,7 @@ Where this port differs from the authors' code: padded frames are handled exactl
 on its padding nor on the other videos of its batch). On videos without padding the scores are the same.
 """
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -303,11 +304,17 @@ class CLIP2VideoModel(CLIPModel):
     config_class = CLIP2VideoConfig
     main_input_name = "pixel_values_videos"
     input_modalities = ("video", "text")
-    # In half precision only the vision tower (nearly all of a video's cost) runs in bf16 / fp16. The temporal heads
-    # and the logit scale stay in float32 (their sigmoids, norms and the scale would move scores by more than 1e-2),
-    # and so does the text tower: a batch of 32-token captions costs about 5% of a batch of 12-frame videos, and in
-    # bf16 it alone moves ViT-B/32 scores by ~1.1e-2 (vision in bf16: ~0.3e-2); see docs/model.md.
+    # In half precision only the vision tower's linear layers (nearly all of a video's cost) hold bf16 / fp16 weights,
+    # and they run under autocast of that dtype (`_vision_precision`), so that the residual stream, the embeddings and
+    # the layer norms stay float32. The temporal heads and the logit scale stay in float32 (their sigmoids, norms and
+    # the scale would move scores by more than 1e-2), and so does the text tower: a batch of 32-token captions costs
+    # about 5% of a batch of 12-frame videos, and in bf16 it alone moves ViT-B/32 scores by ~1.1e-2; docs/model.md.
     _keep_in_fp32_modules_strict = [
+        "vision_model.embeddings",
+        "vision_model.pre_layrnorm",
+        "vision_model.post_layernorm",
+        "layer_norm1",
+        "layer_norm2",
         "text_model",
         "text_projection",
         "frame_position_embeddings",
@@ -559,8 +566,9 @@ class CLIP2VideoModel(CLIPModel):
         """Projected CLIP embeddings of the real frames, (batch, frames, projection_dim) with zeros at padding, and
         the vision tower's output for the real frames. Padded frames are not passed through the vision tower."""
         real_frames = pixel_values_videos[video_mask]
-        vision_outputs = self.vision_model(pixel_values=real_frames, return_dict=True, **kwargs)
-        real_embeds = self.visual_projection(vision_outputs.pooler_output)
+        with self._vision_precision(real_frames.device.type):
+            vision_outputs = self.vision_model(pixel_values=real_frames, return_dict=True, **kwargs)
+            real_embeds = self.visual_projection(vision_outputs.pooler_output)
         frame_embeds = real_embeds.new_zeros(*video_mask.shape, real_embeds.shape[-1])
         frame_embeds[video_mask] = real_embeds
         return frame_embeds, vision_outputs
@@ -569,6 +577,15 @@ class CLIP2VideoModel(CLIPModel):
         """Rows `0 .. num_frames - 1` of the frame-position table, (num_frames, width), looked up through the
         embedding's forward (where accelerate's offload hooks load the table)."""
         return self.frame_position_embeddings(torch.arange(num_frames, device=device))
+
+    def _vision_precision(self, device_type: str):
+        """Autocast to the vision weights' dtype when they are half precision (`from_pretrained(dtype=...)`): the
+        linear layers then run on the stored bf16 / fp16 weights while the residual stream, embeddings and norms stay
+        float32. Plain bf16 execution would also round the residual stream: at ViT-B/32 size it moved scores by
+        1.3e-2 of the largest score, against 0.4e-2 this way, and was not faster."""
+        if self.dtype in (torch.float16, torch.bfloat16):
+            return torch.autocast(device_type=device_type, dtype=self.dtype)
+        return contextlib.nullcontext()
 
     def _global_video_embeds(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         num_frames = frames.shape[1]

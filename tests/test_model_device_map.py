@@ -100,7 +100,7 @@ def test_whole_model_cpu_offload_reads_every_parameter_inside_its_modules_forwar
 def test_model_dtype_is_the_towers_dtype(checkpoint, dtype):
     model = CLIP2VideoModel.from_pretrained(checkpoint, dtype=dtype)
     assert model.dtype == dtype
-    assert model.vision_model.embeddings.patch_embedding.weight.dtype == dtype
+    assert model.vision_model.encoder.layers[0].self_attn.q_proj.weight.dtype == dtype
     assert model.logit_scale.dtype == torch.float32  # kept in float32, and first in parameters()
 
 
