@@ -68,11 +68,12 @@ TESTS_OF = {
     MODEL: [
         "tests/test_temporal_blocks_by_hand.py",
         "tests/test_scoring_mix.py",
+        "tests/test_temporal_layer_settings.py",
         "tests/test_model_outputs.py",
         "tests/test_modeling.py",
         "tests/test_conversion.py",
     ],
-    CONVERTER: ["tests/test_scoring_mix.py", "tests/test_conversion.py"],
+    CONVERTER: ["tests/test_conversion_formats.py", "tests/test_scoring_mix.py", "tests/test_conversion.py"],
     SAMPLING: ["tests/test_processing.py"],
     VIDEO_PROCESSING: ["tests/test_processing.py", "tests/test_video_processor_contract.py"],
     PROCESSOR: ["tests/test_processing_text_and_hub.py", "tests/test_processing.py"],
@@ -667,40 +668,36 @@ def main(argv=None) -> int:
     print(f"private copy of {args.ref} ({commit[:10]}) in {tree}")
     check_imports_the_copy(tree, env)
 
-    # The unmutated tests must pass; their time sets each mutant's limit.
-    selections = {}
-    for mutant in mutants:
-        tests = [test for test in TESTS_OF[mutant.path] if (tree / test).is_file()]
-        selections.setdefault(tuple(tests), None)
+    # The unmutated tests must pass, each file once; their time sets each mutant's limit.
+    selections = {m.path: [t for t in TESTS_OF[m.path] if (tree / t).is_file()] for m in mutants}
     baseline = {}
-    for tests in selections:
-        status, seconds, tail = run_tests(list(tests), tree, env, timeout=1800)
-        print(f"unmutated {' '.join(tests)}: {status} in {seconds:.0f} s")
+    for test in dict.fromkeys(t for tests in selections.values() for t in tests):
+        status, seconds, tail = run_tests([test], tree, env, timeout=1800)
+        print(f"unmutated {test}: {status} in {seconds:.0f} s", flush=True)
         if status != "passed":
             print(tail)
             return 2
-        baseline[tests] = seconds
+        baseline[test] = seconds
 
     results = []
     campaign_started = time.perf_counter()
     for number, mutant in enumerate(mutants, 1):
-        tests = tuple(test for test in TESTS_OF[mutant.path] if (tree / test).is_file())
+        tests = selections[mutant.path]
         original = plant(tree, mutant)
         if original is None:
             result = Result(mutant.name, mutant.path, mutant.description, "not applicable",
                             detail="snippet not found exactly once")
         else:
             try:
-                status, seconds, tail = run_tests(
-                    list(tests), tree, env, timeout=args.timeout_factor * baseline[tests] + 60
-                )
+                limit = args.timeout_factor * sum(baseline[test] for test in tests) + 60
+                status, seconds, tail = run_tests(tests, tree, env, timeout=limit)
             finally:
                 (tree / mutant.path).write_text(original)
             outcome = "survived" if status == "passed" else "caught"
             if mutant.equivalent:
                 outcome = f"equivalent ({outcome})"
             detail = "timeout" if status == "timeout" else (tail.splitlines()[-1] if tail else "")
-            result = Result(mutant.name, mutant.path, mutant.description, outcome, seconds, detail, list(tests))
+            result = Result(mutant.name, mutant.path, mutant.description, outcome, seconds, detail, tests)
         results.append(result)
         print(f"[{number}/{len(mutants)}] {result.outcome:20} {result.seconds:6.0f} s  {mutant.name}"
               + (f"  ({result.detail})" if result.outcome != "caught" and result.detail else ""), flush=True)
