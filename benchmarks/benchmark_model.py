@@ -6,8 +6,9 @@ the authors' float32 image encoder, in one process.
 Random weights (the paper's full model: TDB, temporal transformer, TAB), 224 px, `--videos` x `--frames` frames.
 Candidates, timed in turns so that a busy machine slows them alike (median seconds per batch):
     - float32: the model as built;
-    - bf16 weights: the same weights saved and loaded with `from_pretrained(..., dtype=torch.bfloat16)` (CLIP towers
-      in bf16; the temporal heads and `logit_scale` stay in float32, `_keep_in_fp32_modules_strict`);
+    - bf16 weights: the same weights saved and loaded with `from_pretrained(..., dtype=torch.bfloat16)` (the vision
+      tower's linear layers in bf16; its embeddings and norms, the text tower, the temporal heads and `logit_scale`
+      in float32, see docs/model.md);
     - bf16 autocast: the float32 model under `torch.autocast("cpu", dtype=torch.bfloat16)`;
     - authors fp32: with `--authors_code` pointing at a checkout of CryhanFang/CLIP2Video, their CLIP `encode_image`
       on the same frames (their video encoder's cost: the temporal modules add under 1% at this size).
@@ -68,7 +69,7 @@ def main():
 
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"batch: {args.videos} videos x {args.frames} frames, 224 px, ViT-B/32 + TDB + temporal transformer + TAB")
-    print(f"bf16 weights: model.dtype {bf16_model.dtype}, temporal heads {bf16_model.logit_scale.dtype}")
+    print(f"bf16 weights: model.dtype {bf16_model.dtype}, heads and logit_scale {bf16_model.logit_scale.dtype}")
 
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     paths = {

@@ -5,8 +5,8 @@ autocast, and how far the bf16 scores move from float32.
     python benchmarks/gpu_check_model.py --tiny --device cpu       # smoke check of this script on any machine
 
 ViT-B/32 sizes with the paper's full model (TDB, temporal transformer, TAB), random weights, 224 px. The bf16
-weights are the float32 model saved and loaded with `from_pretrained(..., dtype=torch.bfloat16)` (vision tower in
-bf16; text tower, temporal heads and `logit_scale` kept in float32). Float32 matmuls run in full float32 (TF32 off,
+weights are the float32 model saved and loaded with `from_pretrained(..., dtype=torch.bfloat16)` (the vision
+tower's linear layers in bf16; its embeddings and norms, the text tower, temporal heads and `logit_scale` in float32). Float32 matmuls run in full float32 (TF32 off,
 PyTorch's default). Throughput is videos per second over `--iterations` batches after two warm-up batches; the
 score difference is the largest |bf16 - float32| over 64 captions x the batch, relative to the largest float32 score.
 Takes about a minute on one H100/H200-class GPU (the budget of this part is 5 minutes).
