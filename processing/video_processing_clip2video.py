@@ -50,7 +50,7 @@ class CLIP2VideoVideoProcessorKwargs(VideosKwargs, total=False):
     video_backend (`str`, *optional*, defaults to `self.video_backend`):
         Decoder for encoded videos: `"pyav"`, `"torchcodec"` or `"decord"`.
     max_input_bytes, max_frame_pixels, max_duration_seconds, max_source_frames, url_timeout_seconds,
-    allow_private_urls, max_download_seconds (*optional*):
+    allow_private_urls, max_download_seconds, max_decoded_pixels (*optional*):
         Override the matching field of `DecodeLimits` (whose defaults and `CLIP2VIDEO_*` environment variables apply
         otherwise) for this call or, given at construction, for this processor.
     """
@@ -66,6 +66,7 @@ class CLIP2VideoVideoProcessorKwargs(VideosKwargs, total=False):
     url_timeout_seconds: int | float | None
     allow_private_urls: bool | None
     max_download_seconds: int | float | None
+    max_decoded_pixels: int | None
 
 
 # Earlier names of `num_frames` and `fps`, still accepted at construction so that saved folders keep loading.
