@@ -600,13 +600,20 @@ def _frames_to_uint8_rgb(video, input_data_format=None) -> torch.Tensor:
         sizes = {tuple(frame.shape[:2]) for frame in frames}
         if len(sizes) > 1:
             raise ValueError(f"All frames of a video must have the same size, got {sorted(sizes)}.")
-        return torch.stack(frames).permute(0, 3, 1, 2)
+        return _with_a_size(torch.stack(frames).permute(0, 3, 1, 2))
     video = _as_uint8_tensor(video)
     if input_data_format is None:
         input_data_format = "channels_last" if video.shape[-1] in (1, 3, 4) else "channels_first"
     if input_data_format != "channels_last":
         video = video.permute(0, 2, 3, 1)
-    return _rgb_channels(video).permute(0, 3, 1, 2)
+    return _with_a_size(_rgb_channels(video).permute(0, 3, 1, 2))
+
+
+def _with_a_size(frames: torch.Tensor) -> torch.Tensor:
+    """`[frames, 3, height, width]` frames, refused when they have no pixels (resizing would divide by zero)."""
+    if frames.shape[-2] == 0 or frames.shape[-1] == 0:
+        raise ValueError(f"Video frames must have a size, got {frames.shape[-2]}x{frames.shape[-1]} pixels.")
+    return frames
 
 
 def _frame_to_rgb_hwc(frame, input_data_format=None) -> torch.Tensor:

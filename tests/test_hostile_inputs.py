@@ -531,6 +531,20 @@ def test_decode_limits_validate_their_values(monkeypatch):
     assert DecodeLimits.from_env(max_input_bytes=5).max_input_bytes == 5  # an argument beats the environment
 
 
+@pytest.mark.parametrize(
+    "video", [np.zeros((2, 0, 8, 3), np.uint8), np.zeros((2, 8, 0, 3), np.uint8), [np.zeros((0, 5, 3), np.uint8)]]
+)
+def test_frames_without_pixels_are_value_errors(video):
+    with pytest.raises(ValueError, match="Video frames must have a size"):
+        tiny_processor()(videos=[video])
+
+
+@pytest.mark.parametrize("fps", [float("nan"), -5, 0, float("inf"), "30"])
+def test_bad_frame_rates_in_video_metadata_are_value_errors(fps):
+    with pytest.raises(ValueError, match="fps"):
+        tiny_processor()(videos=[np.zeros((10, 8, 8, 3), np.uint8)], video_metadata=[{"fps": fps}])
+
+
 def test_processor_applies_the_limits_and_the_url_policy(servers, video_file):
     main, base, _, _ = servers
     processor = tiny_processor()
