@@ -167,8 +167,11 @@ class _CheckedConnection:
         self.expired = False
         self.open_socket = None
         self._lock = threading.Lock()
+        # `HTTPConnection.__init__` sets this instance attribute to `socket.create_connection`, which would resolve
+        # the host name again.
+        self._create_connection = self._connect_to_checked_address
 
-    def _create_connection(self, _, timeout, source_address=None):
+    def _connect_to_checked_address(self, _, timeout, source_address=None):
         return socket.create_connection((self.address, self.port), timeout, source_address)
 
     def connect(self):

@@ -235,6 +235,20 @@ def test_a_server_dripping_a_byte_every_two_seconds_hits_the_deadline(servers, p
     assert time.monotonic() - started < 6
 
 
+def test_the_connection_goes_to_the_checked_address_not_a_new_dns_answer(servers, video_file):
+    from clip2video.processing.url_fetching_clip2video import _CheckedHTTPConnection
+
+    main, _, _, _ = servers
+    # The host name cannot resolve: the request reaches the server only through the address given (no second lookup
+    # a rebinding DNS server could answer differently).
+    connection = _CheckedHTTPConnection("rebinding.invalid", main.server_address[1], "127.0.0.1", timeout=5)
+    try:
+        connection.request("GET", "/video.mp4")
+        assert connection.getresponse().read() == video_file.read_bytes()
+    finally:
+        connection.close()
+
+
 def test_http_errors_and_redirects(servers):
     main, base, other, other_base = servers
     with pytest.raises(ValueError, match=r"/missing: HTTP 404"):
