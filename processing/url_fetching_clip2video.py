@@ -113,7 +113,7 @@ def _get_once(url: str, where: str, max_bytes: int, timeout: float, deadline: fl
         raise ValueError(f"Cannot fetch video {where}: only http:// and https:// URLs are fetched.")
     host = parts.hostname
     try:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        port = parts.port if parts.port is not None else (443 if parts.scheme.lower() == "https" else 80)
     except ValueError:
         raise ValueError(f"Cannot fetch video {where}: the port is not a number from 0 to 65535.") from None
     if not host:
@@ -143,7 +143,8 @@ def _get_once(url: str, where: str, max_bytes: int, timeout: float, deadline: fl
                 raise ValueError(f"Cannot fetch video {where}: HTTP {response.status} redirect without a Location.")
             return response.status, location, b""
         if response.status != 200:
-            raise ValueError(f"Cannot fetch video {where}: HTTP {response.status} {response.reason}.")
+            reason = response.reason if len(response.reason) <= 100 else response.reason[:97] + "..."
+            raise ValueError(f"Cannot fetch video {where}: HTTP {response.status} {reason}.")
         return 200, None, _read_body(response, where, max_bytes, connection)
     except (OSError, http.client.HTTPException):
         if connection.expired:
