@@ -1,127 +1,276 @@
-"""CLIP2Video demo, in the shape of a Hugging Face Space: pick or upload videos, type a query (or labels), and see
-the videos ranked by the model, each with the frame that matches the words best and its score.
+"""CLIP2Video demo, in the shape of a Hugging Face Space: type what you are looking for and find the moment in a
+collection of videos, then play it; or pick videos by their pictures and classify them with your own labels.
 
     python apps/demo/app.py                              # outputs/clip2video-synthetic on http://127.0.0.1:7860
     python apps/demo/app.py --model clip2video-msrvtt --examples_dir my_videos --port 8080
     CLIP2VIDEO_MODEL=my-org/clip2video-msrvtt python app.py     # on a Space (set the variable in its settings)
 
+The example folder (`--examples_dir`, by default the synthetic test clips when `training/run.py` wrote them) and
+`--videos_dir` are indexed once with the project's video search (`apps.search`) when the demo starts, or the index is
+loaded when one built with the same model is there (and brought up to date); the page shows the progress. A query
+then scores the whole collection from the stored embeddings, and uploads are embedded and added for the session.
+
 Runs offline with a local checkpoint, on the GPU when there is one (bfloat16 there; `--device`, `--dtype`). Scores
-are the model's `logits_per_text` (query mode; higher is better) or the softmax over the labels of
-`logits_per_video` (labels mode, through the zero-shot pipeline's own caption and ranking functions). Uploads and
-videos obey the processor's decoding limits (`CLIP2VIDEO_MAX_INPUT_BYTES` and the other `CLIP2VIDEO_*` variables):
-a larger upload is refused with a message saying which file and which limit.
+are the model's `logits_per_text` (search; higher is better) or the softmax over the labels of `logits_per_video`
+(classify, through the zero-shot pipeline's own caption and ranking functions). Uploads obey the processor's decoding
+limits (`CLIP2VIDEO_MAX_INPUT_BYTES` and the other `CLIP2VIDEO_*` variables): a refused file gets a message saying
+which file and why.
 """
 
 import argparse
+import html
+import logging
+import math
 import os
-from dataclasses import dataclass
+import time
+import urllib.parse
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the demo must work offline
 
 import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModel, AutoProcessor  # noqa: E402
 
-from clip2video.pipelines.pipeline_clip2video import (  # noqa: E402
-    DEFAULT_HYPOTHESIS_TEMPLATE,
-    check_hypothesis_template,
-    check_labels,
-    hypothesis_captions,
-    rank_labels,
+from clip2video.apps.demo.collection import (  # noqa: E402
+    Classified,
+    CollectionVideo,
+    Hit,
+    UploadedVideo,
+    VideoCollection,
+    default_index_root,
+    frame_jpeg,
 )
 from clip2video.processing.video_decoding_clip2video import DecodeLimits  # noqa: E402
 
 
 DEFAULT_MODEL = os.environ.get("CLIP2VIDEO_MODEL", "outputs/clip2video-synthetic")
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ogv")
-MAX_VIDEOS = 16  # decoded together in one batch
+SYNTHETIC_EXAMPLES = "outputs/data/synthetic/test/videos"  # written by training/run.py
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MAX_UPLOADS = 16  # per session
+MAX_LABELS = 32
+MAX_QUERY_CHARS = 500  # the tokenizer keeps 32 tokens anyway
+GALLERY_LIMIT = 240  # thumbnails on the page; the search covers every video
+QUERY_PLACEHOLDER = "Describe a moment: a red square moves left, a man is playing the guitar, ..."
+LABELS_PLACEHOLDER = "Labels, separated by commas: red, green, blue"
 
 
-@dataclass
-class RankedVideo:
-    name: str
-    score: float
-    moment_seconds: float  # the frame closest to the query (the first frame in labels mode)
-    thumbnail: np.ndarray  # that frame as the model saw it, (height, width, 3) uint8
-    labels: list[tuple[str, float]] | None = None  # labels mode: (label, probability), best first
+# ----------------------------------------------------------------------------------------------------------------
+# HTML (every text from a file name or a person is escaped)
+# ----------------------------------------------------------------------------------------------------------------
 
 
-class VideoRanker:
-    """The model and processor of a checkpoint, and the two ways the demo uses them.
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
 
-    Args:
-        device (`str`, *optional*): defaults to `"cuda"` when available, else `"cpu"`.
-        dtype (`str`, *optional*): defaults to `"bfloat16"` on CUDA, `"float32"` elsewhere.
-    """
 
-    def __init__(self, model_name: str, device: str | None = None, dtype: str | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = DTYPES[dtype or ("bfloat16" if self.device.type == "cuda" else "float32")]
-        self.model = AutoModel.from_pretrained(model_name, trust_remote_code=True, dtype=dtype).to(self.device).eval()
-        self.dtype = dtype
-        self.processor = AutoProcessor.from_pretrained(model_name, trust_remote_code=True)
-        video_processor = self.processor.video_processor
-        self.mean = torch.tensor(video_processor.image_mean).view(3, 1, 1)
-        self.std = torch.tensor(video_processor.image_std).view(3, 1, 1)
+def file_url(path: str) -> str:
+    """Gradio's route for a file it may serve (an uploaded file, or one under `allowed_paths`), relative to the
+    page so that it works behind a Space's proxy."""
+    return "gradio_api/file=" + urllib.parse.quote(os.path.abspath(path))
 
-    @torch.inference_mode()
-    def _run(self, captions: list[str], videos: list[str]):
-        inputs = self.processor(text=captions, videos=videos, return_tensors="pt", return_timestamps=True)
-        timestamps = inputs.pop("video_timestamps")
-        inputs = inputs.to(self.device)
-        inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
-        return inputs, timestamps, self.model(**inputs)
 
-    def _thumbnail(self, pixels: torch.Tensor) -> np.ndarray:
-        image = (pixels.float().cpu() * self.std + self.mean).clamp(0, 1) * 255
-        return image.round().to(torch.uint8).permute(1, 2, 0).numpy()
+def _picture(video: CollectionVideo, seconds: float | None = None) -> str:
+    uri = frame_jpeg(video.path, seconds)
+    if uri is None:
+        return '<div class="nopicture">no picture</div>'
+    return f'<img src="{uri}" alt="{_e(video.name)}" loading="lazy">'
 
-    def rank(self, videos: list[str], query: str) -> list[RankedVideo]:
-        """The videos sorted by `logits_per_text` for the query, best first."""
-        inputs, timestamps, output = self._run([query], videos)
-        scores = output.logits_per_text[0].float().cpu()
-        # Best moment: the frame whose CLIP embedding is closest to the caption's global embedding.
-        with torch.inference_mode():
-            caption = self.model.get_text_features(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-            ).global_embeds[0]
-        frames = torch.nn.functional.normalize(output.frame_embeds.float(), dim=-1) @ caption.float()
-        frames = frames.masked_fill(inputs["video_mask"] == 0, -float("inf")).cpu()
-        ranked = []
-        for index in torch.argsort(scores, descending=True, stable=True).tolist():
-            best = int(frames[index].argmax())
-            ranked.append(
-                RankedVideo(
-                    name=Path(videos[index]).name,
-                    score=float(scores[index]),
-                    moment_seconds=float(timestamps[index, best]),
-                    thumbnail=self._thumbnail(inputs["pixel_values_videos"][index, best]),
-                )
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "start"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}:{rest:05.2f}" if minutes else f"{rest:.2f} s"
+
+
+def hits_html(hits: list[Hit]) -> str:
+    cards = []
+    for rank, hit in enumerate(hits, 1):
+        start = hit.moment_seconds if math.isfinite(hit.moment_seconds) else 0.0
+        cards.append(
+            f'<button type="button" class="hit" data-src="{_e(file_url(hit.video.path))}" data-time="{start:.3f}" '
+            f'data-name="{_e(hit.video.name)}" data-score="{hit.score:.6f}" title="Play {_e(hit.video.name)} from '
+            f'{_e(format_seconds(start))}">'
+            f'<span class="frame">{_picture(hit.video, hit.moment_seconds)}'
+            f'<span class="rank">{rank}</span><span class="at">&#9654; {_e(format_seconds(hit.moment_seconds))}</span>'
+            f'</span><span class="caption"><span class="name">{_e(hit.video.name)}</span>'
+            f'<span class="score">score {hit.score:.2f}</span></span></button>'
+        )
+    return '<div class="hits">' + "".join(cards) + "</div>"
+
+
+def charts_html(results: list[Classified]) -> str:
+    cards = []
+    for result in results:
+        bars = "".join(
+            f'<div class="bar" data-label="{_e(label)}" data-probability="{probability:.6f}">'
+            f'<span class="label">{_e(label)}</span><span class="track"><span class="fill" '
+            f'style="width:{100 * probability:.2f}%"></span></span><span class="value">{100 * probability:.1f}%</span></div>'
+            for label, probability in result.labels
+        )
+        cards.append(
+            f'<div class="chart" data-name="{_e(result.video.name)}">'
+            f'<button type="button" class="hit small" data-src="{_e(file_url(result.video.path))}" data-time="0" '
+            f'data-name="{_e(result.video.name)}" title="Play {_e(result.video.name)}">'
+            f'<span class="frame">{_picture(result.video)}</span></button>'
+            f'<div class="bars"><div class="name">{_e(result.video.name)}</div>{bars}</div></div>'
+        )
+    return '<div class="charts">' + "".join(cards) + "</div>"
+
+
+def gallery_html(videos: list[CollectionVideo], selected: list[str]) -> str:
+    if not videos:
+        return '<p class="empty">No videos yet: upload some, or start the demo with --examples_dir.</p>'
+    chosen = set(selected)
+    tiles = []
+    for video in videos[:GALLERY_LIMIT]:
+        is_selected = video.key in chosen
+        tiles.append(
+            f'<button type="button" class="tile{" selected" if is_selected else ""}" data-key="{_e(video.key)}" '
+            f'aria-pressed="{str(is_selected).lower()}" title="{_e(video.name)}">'
+            f'{_picture(video)}<span class="tick">&#10003;</span><span class="name">{_e(video.name)}</span></button>'
+        )
+    more = (
+        f'<p class="more">Showing {GALLERY_LIMIT} of {len(videos)} videos; search covers all of them.</p>'
+        if len(videos) > GALLERY_LIMIT else ""
+    )
+    return '<div class="tiles">' + "".join(tiles) + "</div>" + more
+
+
+def progress_html(collection: VideoCollection) -> str:
+    parts = []
+    for folder in collection.folders:
+        if folder.state == "indexing" and folder.total:
+            share = folder.done / folder.total
+            parts.append(
+                f'<div class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="{folder.total}" '
+                f'aria-valuenow="{folder.done}"><span style="width:{100 * share:.1f}%"></span></div>'
+                f"<span>Indexing {_e(folder.name)}: {folder.done} of {folder.total} videos&hellip;</span>"
             )
-        return ranked
+        elif folder.state in ("waiting", "indexing"):
+            parts.append(f"<span>Opening the index of {_e(folder.name)}&hellip;</span>")
+        elif folder.state == "failed":
+            parts.append(f'<span class="error" role="alert">Could not index {_e(folder.name)}: {_e(folder.message)}</span>')
+        elif folder.message:
+            parts.append(f'<span class="note">{_e(folder.name)}: {_e(folder.message)}</span>')
+    return "".join(f'<div class="line">{part}</div>' for part in parts)
 
-    def classify(self, videos: list[str], labels: list[str], template: str = DEFAULT_HYPOTHESIS_TEMPLATE):
-        """Each video (in the order given) with its label probabilities, best first, scored by the zero-shot
-        pipeline's own functions (captions from the template, softmax over the labels)."""
-        labels = check_labels(labels)
-        captions = hypothesis_captions(labels, check_hypothesis_template(template))
-        inputs, timestamps, output = self._run(captions, videos)
-        results = []
-        for index, logits in enumerate(output.logits_per_video.float().cpu()):
-            ordered = [(item["label"], item["score"]) for item in rank_labels(logits, labels)]
-            results.append(
-                RankedVideo(
-                    name=Path(videos[index]).name,
-                    score=ordered[0][1],
-                    moment_seconds=float(timestamps[index, 0]),
-                    thumbnail=self._thumbnail(inputs["pixel_values_videos"][index, 0]),
-                    labels=ordered,
-                )
-            )
-        return results
+
+def status_html(collection: VideoCollection, uploads: list[UploadedVideo], message: str = "", error: str = "") -> str:
+    lines = progress_html(collection)
+    if collection.ready:
+        counts = ", ".join(f"{folder.name}: {len(folder.videos)}" for folder in collection.folders if folder.videos)
+        total = len(collection) + len(uploads)
+        summary = f"{total} video{'s' if total != 1 else ''} searchable"
+        if counts or uploads:
+            summary += " (" + ", ".join(filter(None, [counts, f"uploads: {len(uploads)}" if uploads else ""])) + ")"
+        lines = f'<div class="line ready">{_e(summary)}</div>' + lines
+    if message:
+        lines += f'<div class="line message">{_e(message)}</div>'
+    if error:
+        lines += f'<div class="line error" role="alert">{_e(error)}</div>'
+    return lines
+
+
+PLAYER_HTML = (
+    '<div class="player"><video controls playsinline preload="metadata"></video>'
+    '<div class="now">Click a result to play it from its best moment.</div></div>'
+)
+
+# Results: a click on a hit plays its video from the moment (the media fragment and, once the metadata is known,
+# currentTime; either alone is not enough in every browser).
+RESULTS_JS = """
+element.addEventListener('click', (event) => {
+  const hit = event.target.closest('[data-src]');
+  if (!hit) return;
+  const video = document.querySelector('#player video');
+  const now = document.querySelector('#player .now');
+  const start = parseFloat(hit.dataset.time) || 0;
+  element.querySelectorAll('.playing').forEach((other) => other.classList.remove('playing'));
+  hit.classList.add('playing');
+  now.textContent = `${hit.dataset.name} from ${start.toFixed(2)} s`;
+  const begin = () => { video.currentTime = start; video.play().catch(() => {}); };
+  if (video.dataset.src === hit.dataset.src && video.readyState >= 1) { begin(); return; }
+  video.dataset.src = hit.dataset.src;
+  video.addEventListener('loadedmetadata', begin, {once: true});
+  video.src = `${hit.dataset.src}#t=${start}`;
+  video.load();
+});
+"""
+
+# Gallery: a click toggles a picture; the page tells the server the selection.
+GALLERY_JS = """
+element.addEventListener('click', (event) => {
+  const tile = event.target.closest('.tile');
+  if (!tile) return;
+  const selected = tile.classList.toggle('selected');
+  tile.setAttribute('aria-pressed', String(selected));
+  const keys = [...element.querySelectorAll('.tile.selected')].map((other) => other.dataset.key);
+  trigger('select', {keys});
+});
+"""
+
+CSS = """
+#header h1 { margin: 0; font-size: 1.6rem; }
+#header p { margin: 0.2rem 0 0; color: var(--body-text-color-subdued); }
+#querybar, #gallery-bar { align-items: center; }
+#mode .wrap { flex-wrap: nowrap; }
+#gallery-title h3 { margin: 0.6rem 0 0; }
+#gallery-title p { margin: 0.1rem 0 0; color: var(--body-text-color-subdued); font-size: 0.9rem; }
+#status .line { margin: 0.15rem 0; font-size: 0.92rem; }
+#status .ready { color: var(--body-text-color-subdued); }
+#status .error { color: #b42318; font-weight: 600; }
+#status .note { color: var(--body-text-color-subdued); }
+#status .progress { display: inline-block; width: 220px; height: 10px; margin-right: 0.6rem; border-radius: 5px;
+  background: var(--neutral-200); overflow: hidden; vertical-align: middle; }
+#status .progress span { display: block; height: 100%; background: var(--color-accent); transition: width 0.3s; }
+.hits { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 0.75rem; }
+.hit { all: unset; cursor: pointer; display: flex; flex-direction: column; border-radius: 10px; overflow: hidden;
+  background: var(--block-background-fill); border: 1px solid var(--border-color-primary);
+  box-shadow: 0 1px 2px rgba(0,0,0,0.06); transition: transform 0.1s, box-shadow 0.1s; }
+.hit:hover, .hit:focus-visible { transform: translateY(-2px); box-shadow: 0 4px 12px rgba(0,0,0,0.12); }
+.hit.playing { outline: 3px solid var(--color-accent); }
+.frame { position: relative; display: block; aspect-ratio: 4 / 3; background: #111; }
+.frame img, .tile img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; display: block; }
+.frame .rank { position: absolute; top: 6px; left: 6px; background: rgba(0,0,0,0.7); color: #fff;
+  border-radius: 999px; min-width: 1.5rem; text-align: center; font-weight: 700; font-size: 0.8rem; padding: 1px 6px; }
+.frame .at { position: absolute; bottom: 6px; right: 6px; background: var(--color-accent); color: #fff;
+  border-radius: 6px; font-size: 0.78rem; padding: 1px 6px; font-weight: 600; }
+.hit .caption { display: flex; flex-direction: column; padding: 0.3rem 0.5rem; font-size: 0.82rem; }
+.hit .name { font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.hit .score { color: var(--body-text-color-subdued); white-space: nowrap; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 0.75rem; }
+.chart { display: flex; gap: 0.6rem; padding: 0.5rem; border-radius: 10px; border: 1px solid var(--border-color-primary);
+  background: var(--block-background-fill); }
+.chart .hit.small { width: 96px; flex: none; }
+.chart .bars { flex: 1; min-width: 0; }
+.chart .name { font-weight: 600; font-size: 0.85rem; margin-bottom: 0.25rem; }
+.bar { display: grid; grid-template-columns: minmax(60px, 34%) 1fr 3.2rem; gap: 0.4rem; align-items: center;
+  font-size: 0.8rem; margin: 2px 0; }
+.bar .label { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.bar .track { height: 12px; background: var(--neutral-100); border-radius: 6px; overflow: hidden; }
+.bar .fill { display: block; height: 100%; background: var(--color-accent); border-radius: 6px; }
+.bar .value { text-align: right; font-variant-numeric: tabular-nums; }
+.player video { width: 100%; aspect-ratio: 4 / 3; background: #000; border-radius: 10px; image-rendering: pixelated; }
+.player .now { font-size: 0.85rem; color: var(--body-text-color-subdued); margin-top: 0.3rem; }
+.tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(84px, 1fr)); gap: 0.5rem; }
+.tile { all: unset; cursor: pointer; position: relative; border-radius: 8px; overflow: hidden; aspect-ratio: 1;
+  background: #111; border: 3px solid transparent; }
+.tile:hover, .tile:focus-visible { border-color: var(--neutral-400); }
+.tile.selected { border-color: var(--color-accent); }
+.tile .tick { display: none; position: absolute; top: 4px; right: 4px; background: var(--color-accent); color: #fff;
+  border-radius: 999px; width: 1.2rem; height: 1.2rem; text-align: center; font-size: 0.8rem; line-height: 1.2rem; }
+.tile.selected .tick { display: block; }
+.tile .name { position: absolute; left: 0; right: 0; bottom: 0; background: rgba(0,0,0,0.55); color: #fff;
+  font-size: 0.68rem; padding: 1px 4px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.empty, .more { color: var(--body-text-color-subdued); }
+"""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The page
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def oversized_upload(paths: list[str], limits: DecodeLimits) -> str | None:
@@ -136,87 +285,166 @@ def oversized_upload(paths: list[str], limits: DecodeLimits) -> str | None:
     return None
 
 
-def list_example_videos(examples_dir: str | None) -> dict[str, str]:
-    if not examples_dir:
-        return {}
-    folder = Path(examples_dir)
-    if not folder.is_dir():
-        raise SystemExit(f"--examples_dir {examples_dir} is not a folder.")
-    return {p.name: str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()}
+def build_demo(collection: VideoCollection, limits: DecodeLimits, top_k: int = 12) -> gr.Blocks:
+    def all_videos(uploads: list[UploadedVideo]) -> list[CollectionVideo]:
+        return list(uploads) + collection.videos()
 
-
-def format_ranking(results: list[RankedVideo], mode: str) -> str:
-    lines = []
-    for rank, result in enumerate(results, 1):
+    def run(mode, text, uploads, selected):
+        started = time.perf_counter()
+        text = (text or "").strip()
+        if not collection.ready:
+            raise gr.Error("The videos are still being indexed; the bar above shows how far it got.")
+        if not text:
+            raise gr.Error("Type what you are looking for." if mode == "query" else "Type labels, separated by commas.")
+        if len(text) > MAX_QUERY_CHARS:
+            raise gr.Error(f"At most {MAX_QUERY_CHARS} characters, got {len(text)}.")
         if mode == "query":
-            lines.append(
-                f"{rank}. **{result.name}** | score {result.score:.4f} | best moment {result.moment_seconds:.2f} s"
-            )
-        else:  # every video with its labels, in the order given
-            labels = ", ".join(f"{label} {probability:.4f}" for label, probability in result.labels)
-            lines.append(f"- **{result.name}** | {labels}")
-    return "\n".join(lines)
+            if not len(collection) and not uploads:
+                raise gr.Error("There are no videos to search: upload some.")
+            hits = collection.search(text, uploads, top_k)
+            body = hits_html(hits)
+            message = f"Best {len(hits)} of {len(collection) + len(uploads)} videos for “{text}”"
+        else:
+            labels = [label.strip() for label in text.split(",") if label.strip()]
+            if not 2 <= len(labels) <= MAX_LABELS:
+                raise gr.Error(f"Type 2 to {MAX_LABELS} labels, separated by commas.")
+            known = {video.key for video in all_videos(uploads)}
+            keys = [key for key in selected if key in known]
+            if not keys:
+                raise gr.Error("Select the videos to classify: click their pictures below (or “Select all”).")
+            try:
+                results = collection.classify(keys, uploads, labels)
+            except ValueError as error:
+                raise gr.Error(str(error)) from None
+            body = charts_html(results)
+            message = f"{len(results)} video{'s' if len(results) != 1 else ''} classified with {len(labels)} labels"
+        message += f" in {1000 * (time.perf_counter() - started):.0f} ms."
+        return body, status_html(collection, uploads, message)
 
-
-def build_demo(ranker: VideoRanker, examples: dict[str, str], limits: DecodeLimits) -> gr.Blocks:
-    def run(uploaded, picked, mode, text):
-        uploads = [str(path) for path in uploaded or []]
-        videos = uploads + [examples[name] for name in picked or [] if name in examples]
-        if not videos:
-            raise gr.Error("Upload a video or pick an example first.")
-        if len(videos) > MAX_VIDEOS:
-            raise gr.Error(f"At most {MAX_VIDEOS} videos at a time, got {len(videos)}.")
-        refused = oversized_upload(uploads, limits)
-        if refused:
-            raise gr.Error(refused)
-        if not text or not text.strip():
-            raise gr.Error("Type a query." if mode == "query" else "Type labels, separated by commas.")
-        try:
-            if mode == "query":
-                results = ranker.rank(videos, text.strip())
-                captions = [f"{r.name}: {r.score:.3f} at {r.moment_seconds:.1f} s" for r in results]
-            else:
-                labels = [label.strip() for label in text.split(",") if label.strip()]
-                results = ranker.classify(videos, labels)
-                captions = [f"{r.name}: {r.labels[0][0]} ({r.labels[0][1]:.2f})" for r in results]
-        except (FileNotFoundError, ValueError) as error:  # unreadable video or over a limit: say which and why
-            raise gr.Error(str(error)) from None
-        gallery = [(result.thumbnail, caption) for result, caption in zip(results, captions)]
-        return gallery, format_ranking(results, mode)
-
-    with gr.Blocks(title="CLIP2Video video search") as demo:
-        gr.Markdown(
-            "# CLIP2Video: find videos with words\n"
-            "Upload videos (or pick examples), then rank them for a query, or classify each of them with your own "
-            "labels. Scores come from the model; each thumbnail is the sampled frame that matches the query best."
+    def upload(files, uploads, selected):
+        paths = [str(path) for path in files or []]
+        uploads, selected = list(uploads), list(selected)
+        before, errors = len(uploads), []
+        if len(uploads) + len(paths) > MAX_UPLOADS:
+            errors.append(f"At most {MAX_UPLOADS} uploads per session; {len(paths)} more refused.")
+            paths = []
+        for path in paths:
+            name = Path(path).name
+            refused = oversized_upload([path], limits)
+            if refused:
+                errors.append(refused)
+                continue
+            key = f"upload/{len(uploads)}/{name}"
+            try:
+                uploads.append(collection.embed_upload(path, key, name))
+            except Exception as error:  # unreadable, over a decoding limit, ...: say which file and why
+                errors.append(str(error) if name in str(error) else f"{name}: {error}")
+                continue
+            selected.append(key)
+        for error in errors:
+            gr.Warning(error)
+        added = len(uploads) - before
+        message = f"Added {added} uploaded video{'s' if added != 1 else ''} to the collection." if added else ""
+        return (
+            uploads, selected, gallery_html(all_videos(uploads), selected),
+            status_html(collection, uploads, message, " ".join(errors)),
         )
+
+    def pick(uploads, event: gr.EventData):
+        keys = getattr(event, "keys", None)
+        known = {video.key for video in all_videos(uploads)}
+        return [key for key in keys if isinstance(key, str) and key in known] if isinstance(keys, list) else []
+
+    def select_all(uploads):
+        selected = [video.key for video in all_videos(uploads)]
+        return selected, gallery_html(all_videos(uploads), selected)
+
+    def clear(uploads):
+        return [], gallery_html(all_videos(uploads), [])
+
+    def tick(uploads, selected):
+        if not collection.ready:
+            return status_html(collection, uploads), gr.skip(), gr.Timer(active=True)
+        return status_html(collection, uploads), gallery_html(all_videos(uploads), selected), gr.Timer(active=False)
+
+    def switch(mode):
+        if mode == "query":
+            return gr.update(placeholder=QUERY_PLACEHOLDER), gr.update(value="Search")
+        return gr.update(placeholder=LABELS_PLACEHOLDER), gr.update(value="Classify")
+
+    with gr.Blocks(title="CLIP2Video: find the moment in your videos") as demo:
+        uploads = gr.State([])
+        selected = gr.State([])
+        gr.HTML(
+            "<h1>CLIP2Video: find the moment in your videos</h1><p>Type what happens; the model scores every video "
+            "and shows the moment that matches best. Click a result to play it from there.</p>",
+            elem_id="header",
+        )
+        with gr.Row(elem_id="querybar"):
+            mode = gr.Radio(
+                [("Search", "query"), ("Classify", "labels")], value="query", show_label=False, scale=0,
+                min_width=210, elem_id="mode", container=False,
+            )
+            text = gr.Textbox(
+                show_label=False, placeholder=QUERY_PLACEHOLDER, lines=1, max_lines=1, scale=6,
+                elem_id="text", container=False, autofocus=True,
+            )
+            button = gr.Button("Search", variant="primary", scale=0, min_width=120, elem_id="run")
+        status = gr.HTML(status_html(collection, []), elem_id="status", js_on_load=None)
         with gr.Row():
-            with gr.Column():
-                uploaded = gr.File(label="Upload videos", file_count="multiple", file_types=["video"], elem_id="upload")
-                picked = gr.CheckboxGroup(
-                    choices=list(examples), label="Example videos", visible=bool(examples), elem_id="examples"
+            with gr.Column(scale=3):
+                results = gr.HTML(
+                    '<p class="empty">Results appear here.</p>', elem_id="results", js_on_load=RESULTS_JS
                 )
-                mode = gr.Radio(
-                    choices=[("Rank videos for a query", "query"), ("Classify with labels", "labels")],
-                    value="query", label="What to do", elem_id="mode",
-                )
-                text = gr.Textbox(
-                    label="Query, or labels separated by commas", placeholder="a man is playing the guitar",
-                    elem_id="text",
-                )
-                button = gr.Button("Rank videos", variant="primary", elem_id="run")
-            with gr.Column():
-                gallery = gr.Gallery(label="Ranked videos", columns=3, elem_id="gallery")
-                ranking = gr.Markdown(elem_id="ranking")
-        button.click(run, inputs=[uploaded, picked, mode, text], outputs=[gallery, ranking])
-        text.submit(run, inputs=[uploaded, picked, mode, text], outputs=[gallery, ranking])
+            with gr.Column(scale=2, min_width=260):
+                gr.HTML(PLAYER_HTML, elem_id="player", js_on_load=None)
+        with gr.Row(elem_id="gallery-bar"):
+            gr.HTML(
+                "<h3>Videos</h3><p>Click pictures to select them for Classify; search always covers every video.</p>",
+                elem_id="gallery-title",
+            )
+            select_all_button = gr.Button("Select all", size="sm", scale=0, min_width=100, elem_id="select-all")
+            clear_button = gr.Button("Clear", size="sm", scale=0, min_width=80, elem_id="clear")
+            upload_button = gr.UploadButton(
+                "Upload videos", file_count="multiple", file_types=["video"], size="sm", scale=0, min_width=140,
+                elem_id="upload",
+            )
+        gallery = gr.HTML(gallery_html([], []), elem_id="gallery", js_on_load=GALLERY_JS)
+        timer = gr.Timer(0.5)
+
+        mode.change(switch, inputs=mode, outputs=[text, button])
+        for trigger in (button.click, text.submit):
+            trigger(run, inputs=[mode, text, uploads, selected], outputs=[results, status])
+        upload_button.upload(
+            upload, inputs=[upload_button, uploads, selected], outputs=[uploads, selected, gallery, status]
+        )
+        gallery.select(pick, inputs=uploads, outputs=selected, queue=False)
+        select_all_button.click(select_all, inputs=uploads, outputs=[selected, gallery])
+        clear_button.click(clear, inputs=uploads, outputs=[selected, gallery])
+        timer.tick(tick, inputs=[uploads, selected], outputs=[status, gallery, timer])
     return demo
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder or Hub id (env CLIP2VIDEO_MODEL)")
-    parser.add_argument("--examples_dir", default=os.environ.get("CLIP2VIDEO_EXAMPLES"), help="videos to pick from")
+    parser.add_argument(
+        "--examples_dir", default=os.environ.get("CLIP2VIDEO_EXAMPLES"),
+        help=f"example videos, indexed at start (env CLIP2VIDEO_EXAMPLES; default {SYNTHETIC_EXAMPLES} if present)",
+    )
+    parser.add_argument(
+        "--videos_dir", default=os.environ.get("CLIP2VIDEO_VIDEOS"),
+        help="another folder of videos to index and search (env CLIP2VIDEO_VIDEOS)",
+    )
+    parser.add_argument(
+        "--index_root", default=os.environ.get("CLIP2VIDEO_DEMO_INDEXES"),
+        help=f"where the folders' indexes are kept (env CLIP2VIDEO_DEMO_INDEXES; default {default_index_root()})",
+    )
+    parser.add_argument("--top_k", type=int, default=12, help="hits shown per query (default 12)")
+    parser.add_argument("--batch_size", type=int, default=8, help="videos per forward pass when indexing")
+    parser.add_argument(
+        "--num_workers", type=int, default=0, help="decoding worker processes when indexing (default 0: in-process)"
+    )
     parser.add_argument(
         "--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         help="address to serve on (a Space sets 0.0.0.0)",
@@ -224,28 +452,58 @@ def parse_args(argv=None):
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, else float32")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("top_k", "batch_size"):
+        if not 1 <= getattr(args, name) <= 1000:
+            parser.error(f"--{name} must be between 1 and 1000.")
+    if args.num_workers < 0:
+        parser.error("--num_workers must be at least 0.")
+    if args.examples_dir is None and Path(SYNTHETIC_EXAMPLES).is_dir():
+        args.examples_dir = SYNTHETIC_EXAMPLES
+    for name in ("examples_dir", "videos_dir"):
+        folder = getattr(args, name)
+        if folder and not Path(folder).is_dir():
+            parser.error(f"--{name} {folder} is not a folder.")
+    return args
+
+
+def load_model(name: str, device: str | None, dtype: str | None):
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = DTYPES[dtype or ("bfloat16" if device.type == "cuda" else "float32")]
+    model = AutoModel.from_pretrained(name, trust_remote_code=True, dtype=dtype).to(device).eval()
+    return model, AutoProcessor.from_pretrained(name, trust_remote_code=True)
 
 
 def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
     try:
-        ranker = VideoRanker(args.model, device=args.device, dtype=args.dtype)
+        model, processor = load_model(args.model, args.device, args.dtype)
     except OSError as error:
         raise SystemExit(
             f"Cannot load the model {args.model!r} ({error}). Train the default one with `python training/run.py` "
             "(it writes outputs/clip2video-synthetic), or pass --model / set CLIP2VIDEO_MODEL."
         ) from None
+    folders = {}
+    if args.examples_dir:
+        folders["examples"] = args.examples_dir
+    if args.videos_dir and (not args.examples_dir or Path(args.videos_dir).resolve() != Path(args.examples_dir).resolve()):
+        folders["videos"] = args.videos_dir
+    collection = VideoCollection(
+        model, processor, folders, Path(args.index_root) if args.index_root else default_index_root(),
+        batch_size=args.batch_size, num_workers=args.num_workers,
+    )
+    collection.start()  # the page is served meanwhile and shows the progress
     limits = DecodeLimits.from_env()
-    demo = build_demo(ranker, list_example_videos(args.examples_dir), limits)
+    demo = build_demo(collection, limits, top_k=args.top_k)
     # System fonts: the default theme would fetch Google Fonts, which an offline machine cannot.
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
-    # Gradio refuses larger uploads itself; `run` says which file and which limit for the ones it lets through.
+    # Gradio refuses larger uploads itself; `upload` says which file and which limit for the ones it lets through.
     demo.launch(
-        server_name=args.host, server_port=args.port, theme=theme, show_error=True,
-        max_file_size=limits.max_input_bytes,
+        server_name=args.host, server_port=args.port, theme=theme, css=CSS, show_error=True,
+        max_file_size=limits.max_input_bytes, allowed_paths=[str(Path(folder).resolve()) for folder in folders.values()],
     )
 
 

@@ -1,0 +1,344 @@
+"""The demo's video collection: folders indexed once with the project's video search (`apps.search`; built at
+start-up, or loaded and brought up to date when present), the session's uploads embedded the same way, and frames
+read back from the files for the pictures on the page.
+
+Every score is the model's `logits_per_text` (`logit_scale.exp() * text . video` over the `pooler_output`
+embeddings, what `VideoIndex.search` returns); labels are ranked by the zero-shot pipeline's own functions over the
+same embeddings, so a query never decodes a video again.
+"""
+
+import base64
+import hashlib
+import io
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from clip2video.apps.search.index_build import PARTS_DIR, IndexLock, VectorIndexOptions, commit, load_parts
+from clip2video.apps.search.index_videos import VideoFiles, embed_videos, index_share, prepare, stack_videos
+from clip2video.apps.search.video_index import VideoIndex, model_fingerprint
+from clip2video.pipelines.pipeline_clip2video import (
+    DEFAULT_HYPOTHESIS_TEMPLATE,
+    check_hypothesis_template,
+    check_labels,
+    hypothesis_captions,
+    rank_labels,
+)
+
+
+logger = logging.getLogger(__name__)
+
+THUMBNAIL_SIDE = 320  # larger frames are shrunk to this many pixels on their longer side
+MAX_DECODED_FRAMES = 2_000  # frames decoded at most to find one moment (a bound on hostile files)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frames for the page
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _frame_jpeg(path: str, mtime_ns: int, seconds: float | None) -> str | None:
+    import av
+    from PIL import Image
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            if seconds is None:  # the middle of the video
+                if stream.duration and stream.time_base:
+                    seconds = float(stream.duration * stream.time_base) / 2
+                else:
+                    seconds = (container.duration or 0) / 2e6
+            if seconds > 0 and stream.time_base:
+                container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
+            chosen = None
+            for count, frame in enumerate(container.decode(stream)):
+                chosen = frame
+                if frame.time is None or frame.time >= seconds - 1e-3 or count >= MAX_DECODED_FRAMES:
+                    break
+            if chosen is None:
+                return None
+            image = chosen.to_image()
+    except Exception as error:  # a picture is decoration: a file PyAV cannot read shows none, the rest works
+        logger.warning("No frame of %s at %s s: %s", path, seconds, error)
+        return None
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def frame_jpeg(path: str | Path, seconds: float | None = None) -> str | None:
+    """The frame of `path` shown at `seconds` (the middle of the video when None) as a JPEG `data:` URI, at most
+    `THUMBNAIL_SIDE` pixels on a side; None when it cannot be read. Cached per file version and time."""
+    try:
+        mtime_ns = os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+    if seconds is not None and not math.isfinite(seconds):
+        seconds = None
+    return _frame_jpeg(str(path), mtime_ns, None if seconds is None else round(float(seconds), 3))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the page shows
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CollectionVideo:
+    """One video of the collection. `key`: unique in the demo (`<folder name>/<path in the folder>`, or
+    `upload/<n>/<file name>`); `name`: what the page calls it; `path`: the file."""
+
+    key: str
+    name: str
+    path: str
+
+
+@dataclass
+class UploadedVideo(CollectionVideo):
+    """A video a person uploaded, embedded as the indexer embeds (`embed_videos`). `embedding`: `[embedding_dim]`
+    retrieval embedding; `frames`: `[frames, projection_dim]` normalised frame embeddings; `times`: `[frames]` s."""
+
+    embedding: np.ndarray = field(default=None, repr=False)
+    frames: np.ndarray = field(default=None, repr=False)
+    times: np.ndarray = field(default=None, repr=False)
+
+
+@dataclass
+class Hit:
+    video: CollectionVideo
+    score: float  # logits_per_text
+    moment_seconds: float  # the sampled frame closest to the query (NaN if unknown)
+
+
+@dataclass
+class Classified:
+    video: CollectionVideo
+    labels: list[tuple[str, float]]  # (label, probability), best first
+
+
+@dataclass
+class FolderState:
+    """Where the indexing of one folder stands, for the progress bar."""
+
+    name: str
+    root: Path
+    index_dir: Path
+    state: str = "waiting"  # waiting, indexing, ready, failed
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    index: VideoIndex | None = None
+    videos: list[CollectionVideo] = field(default_factory=list)
+
+
+class _CountingModel:
+    """The model as `index_share` uses it (`get_video_features`, `device`, `dtype`), reporting each embedded batch
+    to the progress bar: the batches are embedded in this process, whichever process decoded them."""
+
+    def __init__(self, model, on_batch):
+        self._model, self._on_batch = model, on_batch
+        self.device, self.dtype = model.device, model.dtype
+
+    def get_video_features(self, **kwargs):
+        output = self._model.get_video_features(**kwargs)
+        self._on_batch(len(output.pooler_output))
+        return output
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The collection
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def default_index_root() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "clip2video" / "demo-indexes"
+
+
+class VideoCollection:
+    """The folders' videos (indexed with `apps.search`) and a model to search them with.
+
+    Args:
+        model, processor: a CLIP2Video checkpoint's, in eval mode.
+        folders (`dict[str, str]`): name shown on the page -> folder of videos (searched recursively).
+        index_root (`Path`): each folder's index lives in `index_root/<name>-<hash of the folder's path>`.
+        batch_size, num_workers: of the indexing (`apps.search.index_videos`'s `--batch_size`, `--num_workers`).
+    """
+
+    def __init__(self, model, processor, folders: dict[str, str], index_root: Path, batch_size: int = 8, num_workers: int = 0):
+        self.model, self.processor = model, processor
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.logit_scale = float(model.logit_scale.detach().exp())
+        self.folders: list[FolderState] = []
+        for name, folder in folders.items():
+            root = Path(folder).resolve()
+            digest = hashlib.blake2b(str(root).encode(), digest_size=6).hexdigest()
+            self.folders.append(FolderState(name, root, Path(index_root) / f"{name}-{digest}"))
+        self._fingerprint = None
+        self._thread = None
+
+    # -- indexing -----------------------------------------------------------------------------------------------
+
+    def start(self) -> threading.Thread:
+        """Indexes (or loads) every folder in a background thread; `progress()` says how far it got."""
+        self._thread = threading.Thread(target=self.index_all, name="clip2video-indexing", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def index_all(self) -> None:
+        for folder in self.folders:
+            try:
+                self._index_folder(folder)
+            except BaseException as error:  # SystemExit included: the indexer's refusals are messages for the page
+                logger.exception("Indexing %s failed", folder.root)
+                folder.state, folder.message = "failed", str(error) or type(error).__name__
+
+    def _index_folder(self, folder: FolderState) -> None:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        fingerprint = dict(self._fingerprint, name=str(self.model.name_or_path))
+        projection_dim = self.model.config.projection_dim
+        embedding_dim = projection_dim * (2 if self.model.config.use_temporal_alignment_block else 1)
+        folder.state = "indexing"
+        parts_dir = folder.index_dir / PARTS_DIR
+        with IndexLock(folder.index_dir, wait=True):
+            parts_dir.mkdir(parents=True, exist_ok=True)
+            # rebuild=True: an index of another model, or a damaged one, is this demo's own cache: index again.
+            current, parts, quarantined, note, videos, pending = prepare(
+                folder.index_dir, folder.root, fingerprint["hash"], embedding_dim, projection_dim, rebuild=True
+            )
+            folder.total, folder.done = len(pending), 0
+            unchanged = current is not None and not parts and not pending and len(current) == len(videos)
+            unreadable = {}
+            if pending:
+                logger.info("Indexing %d of the %d videos under %s", len(pending), len(videos), folder.root)
+
+                def on_batch(count: int) -> None:
+                    folder.done += count
+
+                settings = SimpleNamespace(batch_size=self.batch_size, save_every=64, num_workers=self.num_workers)
+                unreadable, _, _ = index_share(
+                    _CountingModel(self.model, on_batch), VideoFiles(pending, folder.root, self.processor), settings,
+                    fingerprint["hash"], parts_dir, 0, show_progress=True,
+                )
+            if not unchanged:
+                new_parts, _ = load_parts(folder.index_dir, fingerprint["hash"], embedding_dim, projection_dim)
+                commit(
+                    folder.index_dir, folder.root, current, new_parts, fingerprint, self.logit_scale, embedding_dim,
+                    projection_dim, VectorIndexOptions(),
+                )
+        index = VideoIndex(folder.index_dir)
+        index.check_model(self.model)
+        folder.videos = [
+            CollectionVideo(f"{folder.name}/{path}", path, str(folder.root / path)) for path in index.paths
+        ]
+        for video in folder.videos:  # the gallery's pictures, read once
+            frame_jpeg(video.path)
+        skipped = f"; {len(unreadable)} unreadable file(s) skipped: " + ", ".join(sorted(unreadable)) if unreadable else ""
+        folder.message = (note or "") + skipped
+        folder.index, folder.state = index, "ready"
+
+    @property
+    def ready(self) -> bool:
+        return all(folder.state in ("ready", "failed") for folder in self.folders)
+
+    def videos(self) -> list[CollectionVideo]:
+        """Every indexed video, folder by folder, in path order."""
+        return [video for folder in self.folders for video in folder.videos]
+
+    def __len__(self) -> int:
+        return sum(len(folder.videos) for folder in self.folders)
+
+    # -- the model --------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`pooler_output` `[texts, embedding_dim]` (retrieval) and `global_embeds` `[texts, projection_dim]`
+        (the best moment), as float32."""
+        inputs = self.processor(text=texts, return_tensors="pt")
+        output = self.model.get_text_features(
+            input_ids=inputs["input_ids"].to(self.model.device),
+            attention_mask=inputs["attention_mask"].to(self.model.device),
+        )
+        return output.pooler_output.float().cpu().numpy(), output.global_embeds.float().cpu().numpy()
+
+    def embed_upload(self, path: str, key: str, name: str) -> UploadedVideo:
+        """Decodes and embeds one uploaded video as the indexer would. Raises what the processor raises for a file
+        it cannot read or one over the decoding limits (the message names the file)."""
+        inputs = self.processor(videos=[path], return_tensors="pt", return_timestamps=True)
+        [(embedding, frames, times)] = embed_videos(self.model, stack_videos([{key: inputs[key] for key in inputs}]))
+        video = UploadedVideo(key, name, path, embedding, frames, times)
+        frame_jpeg(path)
+        return video
+
+    # -- search -----------------------------------------------------------------------------------------------
+
+    def search(self, query: str, uploads: list[UploadedVideo], top_k: int) -> list[Hit]:
+        """The `top_k` videos of the collection and the uploads for `query`, best first (ties by key)."""
+        [text], [moment] = self.embed_texts([query])
+        hits = []
+        for folder in self.folders:
+            if folder.index is None or not len(folder.index):
+                continue
+            by_path = {video.name: video for video in folder.videos}
+            for hit in folder.index.search(text, top_k, moment_embeddings=moment):
+                hits.append(Hit(by_path[hit.path], hit.score, hit.moment_seconds))
+        moment = moment / max(float(np.linalg.norm(moment)), 1e-12)
+        for video in uploads:
+            score = self.logit_scale * float(video.embedding @ text)
+            seconds = float(video.times[int(np.argmax(video.frames @ moment))]) if len(video.times) else math.nan
+            hits.append(Hit(video, score, seconds))
+        hits.sort(key=lambda hit: (-hit.score, hit.video.key))
+        return hits[:top_k]
+
+    def classify(
+        self, keys: list[str], uploads: list[UploadedVideo], labels, template: str = DEFAULT_HYPOTHESIS_TEMPLATE
+    ) -> list[Classified]:
+        """Label probabilities of each video named in `keys` (in that order), best first: the softmax over the
+        labels of `logits_per_video`, ranked by the zero-shot pipeline's `rank_labels`."""
+        labels = check_labels(labels)
+        texts, _ = self.embed_texts(hypothesis_captions(labels, check_hypothesis_template(template)))
+        embeddings = self._embeddings(keys, uploads)
+        results = []
+        for key in keys:
+            video, embedding = embeddings[key]
+            logits = torch.from_numpy(self.logit_scale * (texts @ embedding))
+            results.append(Classified(video, [(item["label"], item["score"]) for item in rank_labels(logits, labels)]))
+        return results
+
+    def _embeddings(self, keys: list[str], uploads: list[UploadedVideo]) -> dict[str, tuple[CollectionVideo, np.ndarray]]:
+        wanted, found = set(keys), {}
+        for video in uploads:
+            if video.key in wanted:
+                found[video.key] = (video, video.embedding)
+        for folder in self.folders:
+            if folder.index is None:
+                continue
+            for row, video in enumerate(folder.videos):
+                if video.key in wanted:
+                    found[video.key] = (video, np.asarray(folder.index.embeddings[row], np.float32))
+        missing = wanted - set(found)
+        if missing:
+            raise ValueError(f"Unknown video(s): {', '.join(sorted(missing))}.")
+        return found
+
+
+def wait_until_ready(collection: VideoCollection, timeout: float) -> None:
+    """Blocks until every folder is indexed or failed (for scripts and benchmarks)."""
+    deadline = time.monotonic() + timeout
+    while not collection.ready:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"indexing did not finish in {timeout} s")
+        time.sleep(0.1)
