@@ -69,3 +69,42 @@ def test_run_py_on_two_cpu_processes_equals_one_process(tmp_path):
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
     assert not torch.equal(expected["text_projection.weight"], tiny_model().text_projection.weight)
+
+
+@pytest.mark.slow
+def test_streaming_on_two_processes_splits_shards_and_resumes_exactly(tmp_path):
+    # Each process reads its own shards; evaluation's DataLoader worker is forked after the decoding threads stop
+    # (a fork while they run could deadlock); a resume restores every process's own stream position.
+    from safetensors.torch import load_file
+
+    from tiny_checkpoint import save_tiny_checkpoint
+    from training_data_builders import write_shards
+
+    save_tiny_checkpoint(tmp_path / "tiny", with_apps=False)
+    write_shards(tmp_path / "shards", "train", 32, seed=0, num_shards=2)
+    write_shards(tmp_path / "shards", "test", 8, seed=1, num_shards=1)
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    arguments = [
+        "--dataset_name", "webdataset", "--data_files", "train=shards/train-*.tar", "test=shards/test-*.tar",
+        "--streaming", "--max_train_steps", "6", "--shuffle_block_size", "8", "--global_batch_size", "8",
+        "--num_frames", "4", "--model_name_or_path", "tiny", "--report_to", "none", "--checkpointing_steps", "3",
+        "--num_workers", "1",
+    ]
+
+    def launch(*extra):
+        result = subprocess.run(
+            [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+             "no", "--main_process_port", "29521", str(RUN), *arguments, *extra],
+            cwd=tmp_path, capture_output=True, text=True, env=environment, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        return result
+
+    launch("--output_dir", "full")
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step_00000003",
+                    tmp_path / "resumed" / "checkpoints" / "step_00000003")
+    assert "step 3" in launch("--output_dir", "resumed", "--resume_from_checkpoint", "latest").stdout
+    expected, actual = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)

@@ -859,6 +859,8 @@ def train_and_evaluate(
             if progress.optimizer_steps >= total_steps:
                 epoch_finished = progress.batches_done_in_epoch >= (len(train_loader) if train_loader else math.inf)
                 break
+        if args.streaming:
+            batches.close()
         if epoch_finished or progress.optimizer_steps >= total_steps:
             progress.epoch += 1
             progress.batches_done_in_epoch = 0
@@ -895,20 +897,25 @@ def streamed_batches(accelerator, stream: StreamingBatches, progress: TrainingPr
     """This process's streamed batches, on the device, for as long as every process has one (processes read
     different shards and may run out at different times; all end the epoch together)."""
     batches = iter(stream)
-    while True:
-        item = next(batches, None)
-        has_batch = torch.tensor([0 if item is None else 1], device=accelerator.device)
-        if accelerator.num_processes > 1:
-            has_batch = accelerator.reduce(has_batch, "min")
-        if not int(has_batch.item()):
-            batches.close()
-            stream.state = {"epoch": progress.epoch + 1, "block": 0, "block_state": None, "position": 0}
-            return
-        batch, _ = item
-        bad_videos = batch.pop("bad_videos")
-        batch = send_to_device(batch, accelerator.device)
-        batch["bad_videos"] = bad_videos
-        yield batch
+    try:
+        while True:
+            item = next(batches, None)
+            has_batch = torch.tensor([0 if item is None else 1], device=accelerator.device)
+            if accelerator.num_processes > 1:
+                has_batch = accelerator.reduce(has_batch, "min")
+            if not int(has_batch.item()):
+                batches.close()
+                stream.state = {"epoch": progress.epoch + 1, "block": 0, "block_state": None, "position": 0}
+                return
+            batch, _ = item
+            bad_videos = batch.pop("bad_videos")
+            batch = send_to_device(batch, accelerator.device)
+            batch["bad_videos"] = bad_videos
+            yield batch
+    finally:
+        # Stops the decoding threads now, not when garbage collected: evaluation forks DataLoader workers, and a
+        # fork taken while another thread decodes can deadlock in the child.
+        batches.close()
 
 
 def save_checkpoint(accelerator, output_dir: Path, progress: TrainingProgress, fingerprint: dict, stream=None):
