@@ -22,8 +22,9 @@ Hugging Face inference toolkit answers every exception a handler raises with HTT
 Failures of the server itself (CUDA out of memory, a broken model) are never turned into `RequestError`: they
 propagate unchanged, so a server that tells them apart (`serve.py` next to this file) answers them with 500.
 
-The model runs on CUDA when available, in bfloat16 there by default (`CLIP2VIDEO_ENDPOINT_DEVICE`,
-`CLIP2VIDEO_ENDPOINT_DTYPE` override), in eval mode under `torch.inference_mode`. Decoding limits are the processor's
+The model runs on CUDA when available, loaded with `dtype=bfloat16` there by default (the model then keeps everything
+but its vision tower's linear layers in float32; `CLIP2VIDEO_ENDPOINT_DEVICE`, `CLIP2VIDEO_ENDPOINT_DTYPE` override),
+in eval mode under `torch.inference_mode`. Decoding limits are the processor's
 `CLIP2VIDEO_*` environment variables (see `DecodeLimits`). Imports only torch, transformers and the standard library.
 """
 
@@ -333,7 +334,8 @@ class EndpointHandler:
 
         def video_embeddings(paths):
             inputs = self.processor(videos=paths, return_tensors="pt").to(self.device)
-            pixels = inputs["pixel_values_videos"].to(self.dtype)
+            # As the pipeline does: the model's own dtype (float32; only its vision linear layers run in `self.dtype`).
+            pixels = inputs["pixel_values_videos"].to(self.model.dtype)
             embeds = self.model.get_video_features(pixel_values_videos=pixels, video_mask=inputs["video_mask"])
             return embeds.pooler_output.float().tolist()
 
