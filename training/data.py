@@ -319,6 +319,14 @@ class VideoTextCollator:
 
     def __call__(self, rows: list[dict]) -> dict:
         rows = list(rows)
+        if self.frame_cache is not None and not any(video_key(row["video"]) in self._known_bad for row in rows):
+            # Every frame is in the cache: one read for the batch.
+            pixel_values_videos, video_mask = self.frame_cache([row["video"] for row in rows])
+            input_ids, attention_mask = self.tokenize([row["caption"] for row in rows])
+            return {
+                "input_ids": input_ids, "attention_mask": attention_mask, "pixel_values_videos": pixel_values_videos,
+                "video_mask": video_mask, "valid": torch.ones(len(rows), dtype=torch.bool), "bad_videos": [],
+            }
         pixel_values, masks, valid, bad_videos = [], [], [], []
         for position, row in enumerate(rows):
             replacements = None
