@@ -126,9 +126,16 @@ def test_datasets_video_column_without_decoding(processor, video_path, reference
 
 def test_torchcodec_decoder_as_datasets_decodes_it(processor, video_path, reference):
     decoders = pytest.importorskip("torchcodec.decoders")
-    output = processor(decoders.VideoDecoder(video_path), return_timestamps=True, return_metadata=True)
-    torch.testing.assert_close(output["video_timestamps"], reference["video_timestamps"])
-    torch.testing.assert_close(output["pixel_values_videos"], reference["pixel_values_videos"], atol=0.05, rtol=0)
+    datasets = pytest.importorskip("datasets")
+    decoded_row = datasets.Dataset.from_dict({"video": [video_path]}).cast_column("video", datasets.Video())[0]["video"]
+    assert isinstance(decoded_row, decoders.VideoDecoder)
+    for video in (decoders.VideoDecoder(video_path), decoded_row):
+        output = processor(video, return_timestamps=True, return_metadata=True)
+        assert output["video_metadata"][0].frames_indices == expected_indices()
+        assert output["video_metadata"][0].video_backend == "torchcodec"
+        torch.testing.assert_close(output["video_timestamps"], reference["video_timestamps"])
+        # torchcodec's FFmpeg may convert YUV to RGB slightly differently from PyAV's.
+        torch.testing.assert_close(output["pixel_values_videos"], reference["pixel_values_videos"], atol=0.05, rtol=0)
 
 
 def test_url(processor, video_path, reference):
