@@ -54,7 +54,8 @@ def parse_args():
     parser.add_argument("--queries", type=int, default=200, help="timed single queries per setting")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64], help="IVF lists searched")
     parser.add_argument("--candidates", type=int, default=256, help="videos re-scored exactly per query")
-    parser.add_argument("--hnsw_up_to", type=int, default=10**5, help="also build HNSW up to this many vectors")
+    parser.add_argument("--index_types", nargs="+", choices=("ivf", "hnsw"), default=["ivf", "hnsw"])
+    parser.add_argument("--hnsw_up_to", type=int, default=10**5, help="build HNSW only up to this many vectors")
     parser.add_argument("--num_videos", type=int, default=24)
     parser.add_argument("--video_seconds", type=float, default=10.0)
     parser.add_argument("--batch_size", type=int, default=8)
@@ -168,7 +169,7 @@ def benchmark_search(args, workdir: Path):
         started = time.perf_counter()
         truth = collection.exact_top_k(queries, 10)
         truth_seconds = time.perf_counter() - started
-        index_types = ["ivf"] + (["hnsw"] if count <= args.hnsw_up_to else [])
+        index_types = [t for t in args.index_types if t == "ivf" or count <= args.hnsw_up_to]
         for index_type in index_types:
             folder = workdir / f"{index_type}-{count}"
             folder.mkdir()

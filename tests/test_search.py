@@ -315,7 +315,8 @@ def test_an_incremental_commit_reuses_the_ivf_training(tmp_path):
     metadata = first.metadata
     commit(
         first.index_dir, tmp_path / "videos", first, [], metadata["model"], metadata["logit_scale"],
-        metadata["embedding_dim"], metadata["projection_dim"], VectorIndexOptions(index_type="ivf"),
+        metadata["embedding_dim"], metadata["projection_dim"],
+        VectorIndexOptions(index_type="ivf", embedding_dtype="float32"),
     )
     second = VideoIndex(first.index_dir)
     assert second.metadata["vector_index"]["trained"] == "reused"
