@@ -121,7 +121,7 @@ def _get_once(url: str, where: str, max_bytes: int, timeout: float, deadline: fl
     if any(character.isspace() or ord(character) < 32 for character in url):
         raise ValueError(f"Cannot fetch video {where}: the URL contains whitespace or control characters.")
 
-    address = _checked_address(host, port, where, address_allowed)
+    address = _checked_address(host, port, where, address_allowed, _remaining(deadline, timeout, where))
     https = parts.scheme.lower() == "https"
     connection = (_CheckedHTTPSConnection if https else _CheckedHTTPConnection)(
         host, port, address, timeout=_remaining(deadline, timeout, where)
@@ -200,12 +200,9 @@ class _CheckedHTTPSConnection(_CheckedConnection, http.client.HTTPSConnection):
     pass
 
 
-def _checked_address(host: str, port: int, where: str, address_allowed) -> str:
+def _checked_address(host: str, port: int, where: str, address_allowed, timeout: float) -> str:
     """The first address `host` resolves to, after checking all of them (any refused one refuses the URL)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as error:
-        raise ValueError(f"Cannot fetch video {where}: the host name does not resolve ({error.strerror}).") from None
+    infos = _resolve(host, port, where, timeout)
     addresses = []
     for _, _, _, _, socket_address in infos:
         text = socket_address[0]
@@ -221,6 +218,30 @@ def _checked_address(host: str, port: int, where: str, address_allowed) -> str:
     if not addresses:
         raise ValueError(f"Cannot fetch video {where}: the host name does not resolve.")
     return addresses[0]
+
+
+def _resolve(host: str, port: int, where: str, timeout: float) -> list:
+    """`socket.getaddrinfo`, given at most `timeout` seconds (the system resolver has no timeout of its own that a
+    caller can set; a lookup that takes longer is abandoned in its thread)."""
+    outcome = {}
+
+    def lookup():
+        try:
+            outcome["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ValueError(f"Cannot fetch video {where}: the host name did not resolve within {timeout:g} s.")
+    error = outcome.get("error")
+    if isinstance(error, socket.gaierror):
+        raise ValueError(f"Cannot fetch video {where}: the host name does not resolve ({error.strerror}).")
+    if error is not None:
+        raise error
+    return outcome["infos"]
 
 
 def _remaining(deadline: float, timeout: float, where: str) -> float:

@@ -249,6 +249,19 @@ def test_the_connection_goes_to_the_checked_address_not_a_new_dns_answer(servers
         connection.close()
 
 
+def test_a_resolver_that_hangs_is_given_the_timeout(monkeypatch):
+    # No slow DNS server can run here: the system resolver is replaced by one that hangs for 5 s.
+    def hanging(*args, **kwargs):
+        time.sleep(5)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"http://videos\.example/a\.mp4: the host name did not resolve within 0\.5 s"):
+        fetch_url("http://videos.example/a.mp4", max_bytes=10**6, timeout=0.5, total_timeout=10)
+    assert time.monotonic() - started < 2
+
+
 def test_http_errors_and_redirects(servers):
     main, base, other, other_base = servers
     with pytest.raises(ValueError, match=r"/missing: HTTP 404"):
