@@ -165,7 +165,8 @@ _MAX_NAME_LENGTH = 200
 
 
 def is_url(video: str) -> bool:
-    return video.startswith(("http://", "https://"))
+    # URL schemes are case-insensitive (RFC 3986).
+    return video[:8].lower().startswith(("http://", "https://"))
 
 
 def describe_video(video) -> str:

@@ -217,7 +217,7 @@ class EndpointHandler:
                 f'"{where}" must be a string (base64, a data URI, an http(s) URL or an allowed path), got '
                 f"{type(video).__name__}."
             )
-        elif video.startswith(("http://", "https://")):
+        elif video[:8].lower().startswith(("http://", "https://")):
             try:
                 content = self.fetcher.fetch_url(
                     video,
