@@ -76,9 +76,32 @@ class CLIP2VideoProcessor(ProcessorMixin):
         tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
         return cls(video_processor=video_processor, tokenizer=tokenizer)
 
+    def _merge_kwargs(self, ModelProcessorKwargs=None, tokenizer_init_kwargs=None, **kwargs) -> dict[str, dict]:
+        """`ProcessorMixin._merge_kwargs`, except that a keyword no modality accepts is an error (the base class logs
+        it and drops it, so a misspelt `num_frame=4` would silently give 12 frames)."""
+        kwargs_class = ModelProcessorKwargs or self.valid_processor_kwargs
+        known = set(kwargs_class.__annotations__) | {"common_kwargs", "text", "images", "videos", "audio"}
+        for modality, attribute in _MODALITIES.items():
+            modality_kwargs = kwargs_class.__annotations__.get(modality)
+            known |= set(getattr(modality_kwargs, "__annotations__", {}))
+            valid_kwargs = getattr(getattr(self, attribute, None), "valid_kwargs", None)
+            known |= set(getattr(valid_kwargs, "__annotations__", {}))
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown keyword argument(s): {', '.join(unknown)}.")
+        return super()._merge_kwargs(ModelProcessorKwargs, tokenizer_init_kwargs=tokenizer_init_kwargs, **kwargs)
+
     @property
     def model_input_names(self) -> list[str]:
         return self.tokenizer.model_input_names + self.video_processor.model_input_names
+
+
+_MODALITIES = {
+    "text_kwargs": "tokenizer",
+    "images_kwargs": "image_processor",
+    "videos_kwargs": "video_processor",
+    "audio_kwargs": "feature_extractor",
+}
 
 
 def clean_caption(caption: str) -> str:

@@ -269,6 +269,19 @@ def test_unknown_keyword_raises(processor, video_path):
         processor(video_path, num_frames=0)
 
 
+def test_unknown_keyword_raises_through_the_processor_too(processor, all_frames):
+    combined = CLIP2VideoProcessor(video_processor=processor, tokenizer=offline_clip_tokenizer())
+    with pytest.raises(TypeError, match="unknown keyword argument\\(s\\): max_frame"):
+        combined(text=["a clip"], videos=all_frames, max_frame=4)
+    # Keywords of either modality, flat or grouped as transformers allows, still reach their processor.
+    output = combined(
+        text=["a clip"], videos=all_frames, num_frames=2, padding="max_length", return_tensors="pt", images=None
+    )
+    assert output["video_mask"].shape == (1, 2) and output["input_ids"].shape == (1, 32)
+    grouped = combined(text=["a clip"], videos=all_frames, videos_kwargs={"num_frames": 3}, text_kwargs={"max_length": 16})
+    assert grouped["video_mask"].shape == (1, 3) and len(grouped["input_ids"][0]) == 16
+
+
 def test_earlier_argument_names_still_load(tmp_path):
     old = CLIP2VideoVideoProcessor(max_frames=6, sampling_fps=5)
     assert (old.num_frames, old.fps) == (6, 5)
