@@ -177,7 +177,8 @@ def reference(demo):
         frames = torch.nn.functional.normalize(output.frame_embeds, dim=-1) @ caption_embedding
         best = frames.masked_fill(inputs["video_mask"] == 0, -float("inf")).argmax(dim=1)
         labelled = processor(
-            text=[DEFAULT_HYPOTHESIS_TEMPLATE.replace("{}", label) for label in LABELS], videos=videos, return_tensors="pt"
+            text=[DEFAULT_HYPOTHESIS_TEMPLATE.replace("{}", label) for label in LABELS], videos=videos,
+            return_tensors="pt",
         )
         probabilities = model(**labelled).logits_per_video.softmax(dim=-1)
     names = [Path(video).name for video in demo["clips"]] + [f"upload:{name}" for name in demo["uploads"]]
@@ -273,7 +274,8 @@ def test_click_selects_examples_and_classify_draws_charts(demo, page, reference)
     charts = page.eval_on_selector_all(
         "#results .chart",
         "charts => charts.map(chart => [chart.dataset.name, [...chart.querySelectorAll('.bar')].map(bar =>"
-        " [bar.dataset.label, parseFloat(bar.dataset.probability), bar.querySelector('.fill').getBoundingClientRect().width])])",
+        " [bar.dataset.label, parseFloat(bar.dataset.probability),"
+        " bar.querySelector('.fill').getBoundingClientRect().width])])",
     )
     assert [name for name, _ in charts] == picked
     for name, bars in charts:

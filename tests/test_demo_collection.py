@@ -39,7 +39,8 @@ def test_indexed_once_then_loaded_and_rebuilt_for_another_model(setup):
     [state] = setup["collection"].folders
     assert state.state == "ready" and (state.done, state.total) == (4, 5)
     assert "broken.mp4" in state.message  # the unreadable file is named on the page, the rest is searchable
-    assert [video.key for video in setup["collection"].videos()] == [f"examples/{name}.mp4" for name in sorted(setup["videos"])]
+    keys = [video.key for video in setup["collection"].videos()]
+    assert keys == [f"examples/{name}.mp4" for name in sorted(setup["videos"])]
 
     # A second start loads the index: only the unreadable file is tried again, no video is embedded again.
     again = open_collection(setup["checkpoint"], setup["folder"] / "videos", setup["folder"] / "indexes")
@@ -63,7 +64,8 @@ def test_search_uploads_and_labels_give_the_models_numbers(setup, tmp_path):
         inputs = processor(text=[QUERY], videos=paths, return_tensors="pt", return_timestamps=True)
         times = inputs.pop("video_timestamps")
         output = model(**inputs)
-        moment = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).global_embeds[0]
+        text = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        moment = text.global_embeds[0]
         best = (torch.nn.functional.normalize(output.frame_embeds, dim=-1) @ moment).masked_fill(
             inputs["video_mask"] == 0, -float("inf")
         ).argmax(dim=1)
@@ -92,7 +94,8 @@ def test_search_uploads_and_labels_give_the_models_numbers(setup, tmp_path):
     videos = [setup["videos"]["green"], str(copy), setup["videos"]["red"]]
     with torch.no_grad():
         captions = [DEFAULT_HYPOTHESIS_TEMPLATE.replace("{}", label) for label in labels]
-        probabilities = model(**processor(text=captions, videos=videos, return_tensors="pt")).logits_per_video.softmax(-1)
+        labelled = processor(text=captions, videos=videos, return_tensors="pt")
+        probabilities = model(**labelled).logits_per_video.softmax(-1)
     assert [result.video.key for result in results] == keys
     for result, row in zip(results, probabilities.tolist()):
         assert [p for _, p in result.labels] == sorted((p for _, p in result.labels), reverse=True)

@@ -106,7 +106,8 @@ def charts_html(results: list[Classified]) -> str:
         bars = "".join(
             f'<div class="bar" data-label="{_e(label)}" data-probability="{probability:.6f}">'
             f'<span class="label">{_e(label)}</span><span class="track"><span class="fill" '
-            f'style="width:{100 * probability:.2f}%"></span></span><span class="value">{100 * probability:.1f}%</span></div>'
+            f'style="width:{100 * probability:.2f}%"></span></span>'
+            f'<span class="value">{100 * probability:.1f}%</span></div>'
             for label, probability in result.labels
         )
         cards.append(
@@ -151,7 +152,9 @@ def progress_html(collection: VideoCollection) -> str:
         elif folder.state in ("waiting", "indexing"):
             parts.append(f"<span>Opening the index of {_e(folder.name)}&hellip;</span>")
         elif folder.state == "failed":
-            parts.append(f'<span class="error" role="alert">Could not index {_e(folder.name)}: {_e(folder.message)}</span>')
+            parts.append(
+                f'<span class="error" role="alert">Could not index {_e(folder.name)}: {_e(folder.message)}</span>'
+            )
         elif folder.message:
             parts.append(f'<span class="note">{_e(folder.name)}: {_e(folder.message)}</span>')
     return "".join(f'<div class="line">{part}</div>' for part in parts)
@@ -241,8 +244,8 @@ CSS = """
 .hit .name { font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .hit .score { color: var(--body-text-color-subdued); white-space: nowrap; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 0.75rem; }
-.chart { display: flex; gap: 0.6rem; padding: 0.5rem; border-radius: 10px; border: 1px solid var(--border-color-primary);
-  background: var(--block-background-fill); }
+.chart { display: flex; gap: 0.6rem; padding: 0.5rem; border-radius: 10px;
+  border: 1px solid var(--border-color-primary); background: var(--block-background-fill); }
 .chart .hit.small { width: 96px; flex: none; }
 .chart .bars { flex: 1; min-width: 0; }
 .chart .name { font-weight: 600; font-size: 0.85rem; margin-bottom: 0.25rem; }
@@ -285,41 +288,49 @@ def oversized_upload(paths: list[str], limits: DecodeLimits) -> str | None:
     return None
 
 
+def respond(
+    collection: VideoCollection, mode: str, text: str, uploads: list[UploadedVideo], selected: list[str], top_k: int
+):
+    """What the button does: the results' HTML and the status line, or a `gr.Error` with what to do. `mode`:
+    "query" (search the whole collection and the uploads) or "labels" (classify the `selected` videos)."""
+    started = time.perf_counter()
+    text = (text or "").strip()
+    if not collection.ready:
+        raise gr.Error("The videos are still being indexed; the bar above shows how far it got.")
+    if not text:
+        raise gr.Error("Type what you are looking for." if mode == "query" else "Type labels, separated by commas.")
+    if len(text) > MAX_QUERY_CHARS:
+        raise gr.Error(f"At most {MAX_QUERY_CHARS} characters, got {len(text)}.")
+    if mode == "query":
+        if not len(collection) and not uploads:
+            raise gr.Error("There are no videos to search: upload some.")
+        hits = collection.search(text, uploads, top_k)
+        body = hits_html(hits)
+        message = f"Best {len(hits)} of {len(collection) + len(uploads)} videos for “{text}”"
+    else:
+        labels = [label.strip() for label in text.split(",") if label.strip()]
+        if not 2 <= len(labels) <= MAX_LABELS:
+            raise gr.Error(f"Type 2 to {MAX_LABELS} labels, separated by commas.")
+        known = {video.key for video in [*uploads, *collection.videos()]}
+        keys = [key for key in selected if key in known]
+        if not keys:
+            raise gr.Error("Select the videos to classify: click their pictures below (or “Select all”).")
+        try:
+            results = collection.classify(keys, uploads, labels)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        body = charts_html(results)
+        message = f"{len(results)} video{'s' if len(results) != 1 else ''} classified with {len(labels)} labels"
+    message += f" in {1000 * (time.perf_counter() - started):.0f} ms."
+    return body, status_html(collection, uploads, message)
+
+
 def build_demo(collection: VideoCollection, limits: DecodeLimits, top_k: int = 12) -> gr.Blocks:
     def all_videos(uploads: list[UploadedVideo]) -> list[CollectionVideo]:
         return list(uploads) + collection.videos()
 
     def run(mode, text, uploads, selected):
-        started = time.perf_counter()
-        text = (text or "").strip()
-        if not collection.ready:
-            raise gr.Error("The videos are still being indexed; the bar above shows how far it got.")
-        if not text:
-            raise gr.Error("Type what you are looking for." if mode == "query" else "Type labels, separated by commas.")
-        if len(text) > MAX_QUERY_CHARS:
-            raise gr.Error(f"At most {MAX_QUERY_CHARS} characters, got {len(text)}.")
-        if mode == "query":
-            if not len(collection) and not uploads:
-                raise gr.Error("There are no videos to search: upload some.")
-            hits = collection.search(text, uploads, top_k)
-            body = hits_html(hits)
-            message = f"Best {len(hits)} of {len(collection) + len(uploads)} videos for “{text}”"
-        else:
-            labels = [label.strip() for label in text.split(",") if label.strip()]
-            if not 2 <= len(labels) <= MAX_LABELS:
-                raise gr.Error(f"Type 2 to {MAX_LABELS} labels, separated by commas.")
-            known = {video.key for video in all_videos(uploads)}
-            keys = [key for key in selected if key in known]
-            if not keys:
-                raise gr.Error("Select the videos to classify: click their pictures below (or “Select all”).")
-            try:
-                results = collection.classify(keys, uploads, labels)
-            except ValueError as error:
-                raise gr.Error(str(error)) from None
-            body = charts_html(results)
-            message = f"{len(results)} video{'s' if len(results) != 1 else ''} classified with {len(labels)} labels"
-        message += f" in {1000 * (time.perf_counter() - started):.0f} ms."
-        return body, status_html(collection, uploads, message)
+        return respond(collection, mode, text, uploads, selected, top_k)
 
     def upload(files, uploads, selected):
         paths = [str(path) for path in files or []]
@@ -487,11 +498,12 @@ def main(argv=None):
     folders = {}
     if args.examples_dir:
         folders["examples"] = args.examples_dir
-    if args.videos_dir and (not args.examples_dir or Path(args.videos_dir).resolve() != Path(args.examples_dir).resolve()):
+    same_folder = args.examples_dir and Path(args.videos_dir or ".").resolve() == Path(args.examples_dir).resolve()
+    if args.videos_dir and not same_folder:
         folders["videos"] = args.videos_dir
     collection = VideoCollection(
         model, processor, folders, Path(args.index_root) if args.index_root else default_index_root(),
-        batch_size=args.batch_size, num_workers=args.num_workers,
+        batch_size=args.batch_size, num_workers=args.num_workers, pictures=GALLERY_LIMIT,
     )
     collection.start()  # the page is served meanwhile and shows the progress
     limits = DecodeLimits.from_env()
@@ -503,7 +515,8 @@ def main(argv=None):
     # Gradio refuses larger uploads itself; `upload` says which file and which limit for the ones it lets through.
     demo.launch(
         server_name=args.host, server_port=args.port, theme=theme, css=CSS, show_error=True,
-        max_file_size=limits.max_input_bytes, allowed_paths=[str(Path(folder).resolve()) for folder in folders.values()],
+        max_file_size=limits.max_input_bytes,
+        allowed_paths=[str(Path(folder).resolve()) for folder in folders.values()],  # the videos the player plays
     )
 
 

@@ -175,11 +175,21 @@ class VideoCollection:
         folders (`dict[str, str]`): name shown on the page -> folder of videos (searched recursively).
         index_root (`Path`): each folder's index lives in `index_root/<name>-<hash of the folder's path>`.
         batch_size, num_workers: of the indexing (`apps.search.index_videos`'s `--batch_size`, `--num_workers`).
+        pictures: how many videos of each folder get their gallery picture read when the folder is ready.
     """
 
-    def __init__(self, model, processor, folders: dict[str, str], index_root: Path, batch_size: int = 8, num_workers: int = 0):
+    def __init__(
+        self,
+        model,
+        processor,
+        folders: dict[str, str],
+        index_root: Path,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        pictures: int = 240,
+    ):
         self.model, self.processor = model, processor
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.pictures = batch_size, num_workers, pictures
         self.logit_scale = float(model.logit_scale.detach().exp())
         self.folders: list[FolderState] = []
         for name, folder in folders.items():
@@ -240,14 +250,15 @@ class VideoCollection:
                     projection_dim, VectorIndexOptions(),
                 )
         index = VideoIndex(folder.index_dir)
-        index.check_model(self.model)
+        if index.metadata["model"]["hash"] != fingerprint["hash"]:  # never score with another model's embeddings
+            raise RuntimeError(f"{folder.index_dir} now holds another model's index (replaced by another process).")
         folder.videos = [
             CollectionVideo(f"{folder.name}/{path}", path, str(folder.root / path)) for path in index.paths
         ]
-        for video in folder.videos:  # the gallery's pictures, read once
+        for video in folder.videos[: self.pictures]:  # the gallery's pictures, read once
             frame_jpeg(video.path)
-        skipped = f"; {len(unreadable)} unreadable file(s) skipped: " + ", ".join(sorted(unreadable)) if unreadable else ""
-        folder.message = (note or "") + skipped
+        skipped = f"{len(unreadable)} unreadable file(s) skipped: {', '.join(sorted(unreadable))}" if unreadable else ""
+        folder.message = "; ".join(filter(None, [note, skipped]))
         folder.index, folder.state = index, "ready"
 
     @property
@@ -318,7 +329,9 @@ class VideoCollection:
             results.append(Classified(video, [(item["label"], item["score"]) for item in rank_labels(logits, labels)]))
         return results
 
-    def _embeddings(self, keys: list[str], uploads: list[UploadedVideo]) -> dict[str, tuple[CollectionVideo, np.ndarray]]:
+    def _embeddings(
+        self, keys: list[str], uploads: list[UploadedVideo]
+    ) -> dict[str, tuple[CollectionVideo, np.ndarray]]:
         wanted, found = set(keys), {}
         for video in uploads:
             if video.key in wanted:
