@@ -181,12 +181,14 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
         random_frame_jitter: bool | None = None,
         **kwargs,
     ) -> np.ndarray:
-        """Indices of the frames kept among `metadata.total_num_frames` frames given directly: with `metadata.fps`,
-        the authors' rule on those frames' times (`i / fps`), as for a file; without it the frames are taken as
-        already extracted, all kept and reduced uniformly to `num_frames`.
+        """Indices of the frames kept among frames given directly: with `metadata.fps`, the authors' rule on those
+        frames' times (`i / fps`, or `frames_indices[i] / fps` for frames sampled from a longer video, as
+        `transformers.video_utils.load_video` returns them), as for a file; without it the frames are taken as already
+        extracted, all kept and reduced uniformly to `num_frames`.
 
         Args:
-            metadata (`VideoMetadata`): `total_num_frames` and, if known, `fps` of the given frames.
+            metadata (`VideoMetadata`): `total_num_frames`, if known `fps`, and `frames_indices` when the given
+                frames are a subset of a longer video's.
             num_frames (`int`, *optional*, defaults to `self.num_frames`): at most this many frames.
             fps (`float`, *optional*, defaults to `self.fps`): frames per second kept, in (0, 5].
             random_frame_jitter (`bool`, *optional*, defaults to `self.random_frame_jitter`): the training jitter.
@@ -197,13 +199,15 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
         num_frames = self.num_frames if num_frames is None else num_frames
         fps = self.fps if fps is None else fps
         jitter = self.random_frame_jitter if random_frame_jitter is None else random_frame_jitter
-        total = metadata.total_num_frames
+        positions = _source_positions(metadata)
         if metadata.fps:
             rate = float(metadata.fps)
-            table = FrameTable([i / rate for i in range(total)], [1 / rate] * total, rate)
+            # Each given frame stays on screen until the next one (one source frame for the last).
+            durations = [(after - before) / rate for before, after in zip(positions, positions[1:])] + [1 / rate]
+            table = FrameTable([position / rate for position in positions], durations, rate)
             return np.asarray(_select(table, num_frames, fps, jitter), dtype=np.int64)
         _check_sampling_options(num_frames, fps)
-        return uniform_positions(total, FRAME_EXTRACTION_FPS, num_frames, jitter)
+        return uniform_positions(len(positions), FRAME_EXTRACTION_FPS, num_frames, jitter)
 
     def _decode_and_sample_videos(
         self,
@@ -231,12 +235,15 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
             if image_paths is None and len(video) == 0:
                 raise ValueError(f"Video {index} has no frames.")
             metadata = _frames_metadata(entry, len(video), index)
+            positions = _source_positions(metadata)
             if do_sample_frames:
                 indices = [int(i) for i in sample_indices_fn(metadata=metadata)]
             else:
                 indices = list(range(len(video)))
-            metadata.frames_indices = indices
-            timestamps = [i / metadata.fps for i in indices] if metadata.fps else [math.nan] * len(indices)
+            # As for files, `frames_indices` are the chosen frames' indices in the source video.
+            metadata.frames_indices = [positions[i] for i in indices]
+            rate = metadata.fps
+            timestamps = [positions[i] / rate for i in indices] if rate else [math.nan] * len(indices)
             prepared.append(
                 _Video(
                     metadata=metadata,
@@ -497,18 +504,44 @@ def _as_metadata_list(video_metadata, num_videos: int) -> list:
 
 def _frames_metadata(entry: dict | None, count: int, index: int) -> VideoMetadata:
     """The metadata of a video of `count` given frames: the frame rate is `entry["fps"]`, or
-    `total_num_frames / duration`, or unknown."""
+    `total_num_frames / duration`, or unknown. Frames sampled from a longer video (`total_num_frames` more than
+    `count`) need `frames_indices`, one increasing source index per given frame, as `load_video` returns them."""
     entry = {key: value for key, value in (entry or {}).items() if value is not None}
     total = entry.get("total_num_frames", count)
-    if total != count:
-        raise ValueError(f"Video {index} has {count} frames but its `video_metadata` says total_num_frames={total}.")
+    source_indices = entry.get("frames_indices")
+    if source_indices is not None:
+        source_indices = [int(position) for position in source_indices]
+        if (
+            len(source_indices) != count
+            or any(after <= before for before, after in zip(source_indices, source_indices[1:]))
+            or source_indices[0] < 0
+            or source_indices[-1] >= total
+        ):
+            raise ValueError(
+                f"Video {index} has {count} frames but its `video_metadata` frames_indices are not {count} increasing "
+                f"indices below total_num_frames={total}."
+            )
+    elif total != count:
+        raise ValueError(
+            f"Video {index} has {count} frames but its `video_metadata` says total_num_frames={total} without the "
+            "frames_indices of the given frames."
+        )
     fps = entry.get("fps")
     if fps is None and entry.get("duration"):
-        fps = count / entry["duration"]
+        fps = total / entry["duration"]
     if fps is not None and not (isinstance(fps, (int, float)) and 0 < fps < math.inf):
         raise ValueError(f"Video {index}: `video_metadata` fps must be a positive number, got {fps!r}.")
-    duration = count / fps if fps else entry.get("duration")
-    return VideoMetadata(total_num_frames=count, fps=fps, duration=duration, video_backend=None)
+    duration = total / fps if fps else entry.get("duration")
+    return VideoMetadata(
+        total_num_frames=total, fps=fps, duration=duration, video_backend=None, frames_indices=source_indices
+    )
+
+
+def _source_positions(metadata: VideoMetadata) -> list[int]:
+    """The source index of each given frame: `frames_indices` when the metadata has them, else 0, 1, ..."""
+    if metadata.frames_indices is not None:
+        return list(metadata.frames_indices)
+    return list(range(metadata.total_num_frames))
 
 
 def _dict_source(video: dict, index: int):

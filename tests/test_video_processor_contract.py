@@ -171,6 +171,25 @@ def test_decoded_frames_with_their_rate_give_the_frames_of_the_path(processor, a
         assert_same_output(output, reference)
 
 
+def test_frames_and_metadata_from_transformers_load_video(processor, video_path, all_frames, reference):
+    from transformers.video_utils import load_video
+
+    # Every frame, with the metadata load_video returns: the path's frames.
+    video, metadata = load_video(video_path, backend="pyav")
+    output = processor(video, video_metadata=metadata, return_timestamps=True, return_metadata=True)
+    assert_same_output(output, reference)
+    # 20 frames load_video sampled from the 60: the rule runs on their own times (source index / fps), and the
+    # chosen frames are named by their source index.
+    video, metadata = load_video(video_path, backend="pyav", num_frames=20)
+    assert metadata.total_num_frames == NUM_FRAMES and len(video) == 20
+    output = processor(video, video_metadata=metadata, return_timestamps=True, return_metadata=True)
+    chosen = output["video_metadata"][0].frames_indices
+    assert len(chosen) == 4 and set(chosen) <= {int(i) for i in metadata.frames_indices}
+    assert output["video_timestamps"][0].tolist() == pytest.approx([i / FPS for i in chosen])
+    direct = processor(all_frames[chosen], do_sample_frames=False)
+    torch.testing.assert_close(output["pixel_values_videos"], direct["pixel_values_videos"], rtol=0, atol=0)
+
+
 @pytest.fixture(scope="module")
 def frame_images(all_frames, tmp_path_factory) -> list[str]:
     """The test video's frames as PNG files (lossless), in order: how the authors store pre-extracted frames."""
