@@ -6,10 +6,11 @@ autocast, and how far the bf16 scores move from float32.
 
 ViT-B/32 sizes with the paper's full model (TDB, temporal transformer, TAB), random weights, 224 px. The bf16
 weights are the float32 model saved and loaded with `from_pretrained(..., dtype=torch.bfloat16)` (the vision
-tower's linear layers in bf16; its embeddings and norms, the text tower, temporal heads and `logit_scale` in float32). Float32 matmuls run in full float32 (TF32 off,
-PyTorch's default). Throughput is videos per second over `--iterations` batches after two warm-up batches; the
-score difference is the largest |bf16 - float32| over 64 captions x the batch, relative to the largest float32 score.
-Takes about a minute on one H100/H200-class GPU (the budget of this part is 5 minutes).
+tower's linear layers in bf16; its embeddings and norms, the text tower, temporal heads and `logit_scale` in
+float32). Float32 matmuls run in full float32 (TF32 off, PyTorch's default). Throughput is videos per second over
+`--iterations` batches after two warm-up batches; the score difference is the largest |bf16 - float32| over 64
+captions x the batch, relative to the largest float32 score. Expected to take about a minute on one H100/H200-class
+GPU (not yet run on one; the budget of this part is 5 minutes).
 """
 
 import argparse

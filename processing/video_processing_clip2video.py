@@ -594,8 +594,8 @@ def _read_torchcodec_decoder(decoder, select_frames, limits: DecodeLimits) -> De
     metadata = decoder.metadata
     width, height = metadata.width or 0, metadata.height or 0
     if width * height > limits.max_frame_pixels:
-        raise limit_error(name, f"its frame size {width}x{height} in pixels", width * height, "max_frame_pixels",
-                          limits.max_frame_pixels)
+        what = f"its frame size {width}x{height} in pixels"
+        raise limit_error(name, what, width * height, "max_frame_pixels", limits.max_frame_pixels)
     num_frames = metadata.num_frames or 0
     average_fps = float(metadata.average_fps or 0)
     if num_frames == 0 or not 0 < average_fps < math.inf:
@@ -604,7 +604,8 @@ def _read_torchcodec_decoder(decoder, select_frames, limits: DecodeLimits) -> De
         raise limit_error(name, "its frame count", num_frames, "max_source_frames", limits.max_source_frames)
     if num_frames / average_fps > limits.max_duration_seconds:
         duration = round(num_frames / average_fps, 3)
-        raise limit_error(name, "its duration in seconds", duration, "max_duration_seconds", limits.max_duration_seconds)
+        limit = limits.max_duration_seconds
+        raise limit_error(name, "its duration in seconds", duration, "max_duration_seconds", limit)
     begin = float(getattr(metadata, "begin_stream_seconds", None) or 0.0)
     table = FrameTable(
         times=[begin + index / average_fps for index in range(num_frames)],
