@@ -501,11 +501,14 @@ class BadVideos:
     def check(self, accelerator, collective: bool = True):
         """Raises when there are more bad videos than the cap allows. `collective`: every process calls it at the
         same point (training steps), and the counts met by each process are summed."""
-        count = len(self.videos) - self.known_at_start
+        count, rows_read = len(self.videos) - self.known_at_start, self.rows_read
         if collective and accelerator.num_processes > 1:
-            count = int(accelerator.reduce(torch.tensor([count], device=accelerator.device), "sum").item())
+            summed = accelerator.reduce(torch.tensor([count, rows_read], device=accelerator.device), "sum")
+            count, rows_read = (int(value) for value in summed.tolist())
         count += self.known_at_start
-        total = self.total or max(self.rows_read, 1)
+        if self.total is None and rows_read < 100:  # a stream: a fraction of the first few rows means nothing yet
+            return
+        total = self.total or rows_read
         if count > self.limit(total):
             examples = "\n".join(f"  {name}: {reason}" for name, reason in list(self.videos.items())[:20])
             raise RuntimeError(
@@ -648,7 +651,9 @@ class EvaluationData:
 
 
 @torch.no_grad()
-def evaluate(accelerator, embedder, data: EvaluationData, dual_softmax: bool) -> tuple[dict, dict[str, str]]:
+def evaluate(
+    accelerator, embedder, data: EvaluationData, dual_softmax: bool, max_bad_videos: float | None = None
+) -> tuple[dict, dict[str, str]]:
     """Retrieval metrics through the prepared module (sharded parameters are gathered by its forward), and the
     videos left out. A left-out video takes its captions with it: R@k is over the videos that could be decoded,
     and `num_dropped_videos` / `num_dropped_captions` say how many were not."""
@@ -682,6 +687,14 @@ def evaluate(accelerator, embedder, data: EvaluationData, dual_softmax: bool) ->
     if dual_softmax:
         metrics.update(compute_retrieval_metrics(similarity, index, dual_softmax=True))
     metrics.update(num_dropped_videos=int((~valid).sum()), num_dropped_captions=len(data.captions) - len(kept_captions))
+    if max_bad_videos is not None:
+        limit = max_bad_videos if max_bad_videos >= 1 or max_bad_videos == 0 else max_bad_videos * len(valid)
+        if metrics["num_dropped_videos"] > limit:
+            examples = "\n".join(f"  {name}: {reason}" for name, reason in list(bad_videos.items())[:20])
+            raise RuntimeError(
+                f"{metrics['num_dropped_videos']} of the {len(valid)} test videos could not be decoded, more than "
+                f"--max_bad_videos {max_bad_videos:g} allows: the test split looks broken. Some of them:\n{examples}"
+            )
     return metrics, dict(sorted(bad_videos.items()))
 
 
@@ -748,7 +761,7 @@ def train_and_evaluate(
         if args.resume_from_checkpoint:
             accelerator.load_state(resolve_checkpoint(args.resume_from_checkpoint, output_dir))
         started = time.perf_counter()
-        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax)
+        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax, args.max_bad_videos)
         timings["evaluation_seconds"] = time.perf_counter() - started
         return embedder, metrics, eval_bad, timings
 
@@ -833,6 +846,7 @@ def train_and_evaluate(
             new_bad = batch.pop("bad_videos")
             batch.pop("valid", None)
             train_bad.add(new_bad)
+            train_bad.rows_read += batch["input_ids"].shape[0] + len(new_bad)
             with accelerator.accumulate(embedder):
                 embeddings = embedder(**batch)
                 loss = global_contrastive_loss(embeddings, weight)
@@ -866,7 +880,7 @@ def train_and_evaluate(
             progress.batches_done_in_epoch = 0
         training_seconds += time.perf_counter() - started
         started = time.perf_counter()
-        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax)
+        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax, args.max_bad_videos)
         evaluation_seconds += time.perf_counter() - started
         accelerator.log({f"{log_prefix}eval/{name}": value for name, value in metrics.items()},
                         step=progress.optimizer_steps)
@@ -880,7 +894,7 @@ def train_and_evaluate(
         started = time.perf_counter()
     progress_bar.close()
     if metrics is None:  # resumed from the very end: nothing left to train
-        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax)
+        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax, args.max_bad_videos)
     timings.update(training_seconds=training_seconds, evaluation_seconds=evaluation_seconds)
     return embedder, metrics, eval_bad, timings
 
