@@ -1,6 +1,6 @@
 """Cost of video search at scale: the approximate index's recall and latency, and indexing against the model's rate.
 
-    python benchmarks/benchmark_search.py                                   # 10^5 and 10^6 vectors, 24 videos
+    python benchmarks/benchmark_search.py                                   # 10^5 and 10^6 vectors, 16 videos
     python benchmarks/benchmark_search.py --vectors 100000 --skip_indexing  # one size, search only
 
 1. Search. `--vectors` stored embeddings of `--dim` values (1024 = 2 x 512 with the Temporal Alignment Block) that
@@ -56,7 +56,8 @@ def parse_args():
     parser.add_argument("--candidates", type=int, default=256, help="videos re-scored exactly per query")
     parser.add_argument("--index_types", nargs="+", choices=("ivf", "hnsw"), default=["ivf", "hnsw"])
     parser.add_argument("--hnsw_up_to", type=int, default=10**5, help="build HNSW only up to this many vectors")
-    parser.add_argument("--num_videos", type=int, default=24)
+    parser.add_argument("--num_videos", type=int, default=16)
+    parser.add_argument("--indexing_repeats", type=int, default=1, help="indexer runs, each between two model runs")
     parser.add_argument("--video_seconds", type=float, default=10.0)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--model", default=None, help="checkpoint to index with (default: paper-size, random)")
@@ -292,7 +293,7 @@ def benchmark_indexing(args, workdir: Path):
     ]
     environment = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     rates = [model_rate(model, batches)]
-    for attempt in range(2):
+    for attempt in range(args.indexing_repeats):
         index_dir = workdir / f"index{attempt}"
         result = subprocess.run(
             command + ["--index_dir", str(index_dir)], cwd=REPO, env=environment, capture_output=True, text=True,

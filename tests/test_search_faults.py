@@ -18,6 +18,7 @@ import torch
 from clip2video.apps.search import IndexDamagedError, ModelMismatchError, SearchParameters, VideoIndex
 from clip2video.apps.search.index_build import IndexLock
 from clip2video.apps.search.index_videos import VideoFiles
+from clip2video.apps.search import query_videos
 from clip2video.apps.search.query_videos import search_texts
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from tiny_checkpoint import COLOURS, save_tiny_checkpoint, tiny_processor, write_video
@@ -287,11 +288,16 @@ def test_a_second_indexer_exits_with_a_message_or_waits(copy):
     waiter.join()
 
 
-def test_top_k_and_search_settings_must_be_positive(copy):
+def test_top_k_and_search_settings_must_be_positive(copy, capsys):
     _, _, index_dir = copy
     for top_k in ("0", "-1", "two"):
-        result = run_module("query_videos", "--index_dir", index_dir, "red", "--top_k", top_k, check=False)
-        assert result.returncode == 2 and "--top_k" in result.stderr, result.stderr[-1000:]
+        with pytest.raises(SystemExit) as exit_:
+            query_videos.main(["--index_dir", str(index_dir), "red", "--top_k", top_k])
+        assert exit_.value.code == 2 and "--top_k" in capsys.readouterr().err
+    for option in ("--candidates", "--nprobe", "--ef_search"):
+        with pytest.raises(SystemExit):
+            query_videos.main(["--index_dir", str(index_dir), "red", option, "0"])
+        assert option in capsys.readouterr().err
     index_ = VideoIndex(index_dir)
     query = np.ones(index_.metadata["embedding_dim"], np.float32)
     query /= np.linalg.norm(query)

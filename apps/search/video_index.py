@@ -26,7 +26,7 @@ embedding (`get_text_features(...).global_embeds`).
 import hashlib
 import json
 import math
-import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,20 @@ def damaged(path: Path, reason: str, index_dir: Path, metadata: dict | None = No
 # ----------------------------------------------------------------------------------------------------------------
 # Model fingerprint
 # ----------------------------------------------------------------------------------------------------------------
+
+
+_FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def cached_model_fingerprint(model) -> dict[str, Any]:
+    """`model_fingerprint`, computed once per model object while its tensors stay the same (same storage, no
+    in-place change): hashing every weight takes about a second for the paper's model, too long for each query."""
+    state = tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
+    cached = _FINGERPRINTS.get(model)
+    if cached is None or cached[0] != state:
+        cached = (state, model_fingerprint(model))
+        _FINGERPRINTS[model] = cached
+    return cached[1]
 
 
 def model_fingerprint(model) -> dict[str, Any]:
@@ -297,7 +311,7 @@ class VideoIndex:
         config), or `force` (then only the embedding width must agree)."""
         built_with = self.metadata["model"]
         if not force:
-            given = model_fingerprint(model)
+            given = cached_model_fingerprint(model)
             if given["hash"] != built_with["hash"]:
                 raise ModelMismatchError(
                     f"{self.index_dir} was built with the model {built_with['name']!r} (fingerprint "
