@@ -1,7 +1,7 @@
 """Mutation testing of CLIP2Video's core: plant realistic bugs one at a time and check that the tests catch them.
 
     python tools/mutation_testing.py                  # the whole catalogue against HEAD (about 20-30 min, 2 cores)
-    python tools/mutation_testing.py --list           # the catalogue, without running anything
+    python tools/mutation_testing.py --list           # the catalogue and which snippets HEAD still holds
     python tools/mutation_testing.py --only 'model.*' # mutants whose name matches a glob (repeatable)
 
 Each mutant is one exact snippet of a source file replaced by a buggy variant (`MUTANTS` below). The campaign never
@@ -363,8 +363,14 @@ MUTANTS = [
     ),
     Mutant(
         "processing.timestamps_times_fps", VIDEO_PROCESSING,
-        "timestamps = [i / metadata.fps for i in indices] if metadata.fps else [math.nan] * len(indices)",
-        "timestamps = [i * metadata.fps for i in indices] if metadata.fps else [math.nan] * len(indices)",
+        (
+            "timestamps = [i / metadata.fps for i in indices] if metadata.fps else [math.nan] * len(indices)",
+            "timestamps = [positions[i] / rate for i in indices] if rate else [math.nan] * len(indices)",
+        ),
+        (
+            "timestamps = [i * metadata.fps for i in indices] if metadata.fps else [math.nan] * len(indices)",
+            "timestamps = [positions[i] * rate for i in indices] if rate else [math.nan] * len(indices)",
+        ),
         "frame timestamps of frame arrays multiplied by the rate",
     ),
     Mutant(
@@ -649,10 +655,18 @@ def main(argv=None) -> int:
 
     mutants = [m for m in MUTANTS if not args.only or any(fnmatch.fnmatch(m.name, p) for p in args.only)]
     if args.list:
+        applicable = 0
         for mutant in mutants:
+            source = subprocess.run(
+                ["git", "-C", str(REPO), "show", f"{args.ref}:{mutant.path}"], capture_output=True, text=True
+            ).stdout
+            originals = mutant.original if isinstance(mutant.original, tuple) else (mutant.original,)
+            found = any(source.count(original) == 1 for original in originals)
+            applicable += found
             flag = f"  [equivalent: {mutant.equivalent}]" if mutant.equivalent else ""
-            print(f"{mutant.name:48} {mutant.path}\n    {mutant.description}{flag}")
-        print(f"{len(mutants)} mutants")
+            state = "" if found else f"  NOT APPLICABLE at {args.ref}"
+            print(f"{mutant.name:48} {mutant.path}{state}\n    {mutant.description}{flag}")
+        print(f"{len(mutants)} mutants, {applicable} applicable at {args.ref}")
         return 0
     if not mutants:
         raise SystemExit(f"no mutant matches {args.only}")
