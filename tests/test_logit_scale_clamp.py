@@ -1,10 +1,11 @@
-"""One optimizer step of `training/run.py`, run as users run it, against the same step computed here by hand, from
+"""Optimizer steps of `training/run.py`, run as users run it, against the same steps computed here by hand, from
 checkpoints whose loss pulls the logit scale up: one at CLIP's ln 100 (released CLIP stores it: float32 rounds it
 6e-8 above the cap, where the loss's clamp stops the gradient) and one just below it, where the step itself would
 pass the cap. The scale must stay capped at ln 100, and every other weight must be where AdamW puts it with the
 paper's loss (global/aligned weight 0.8 here, where swapping w and 1 - w shows), the two learning rates (CLIP's
 weights at `--clip_learning_rate_scale` times the rate) and weight decay on matrices only."""
 
+import copy
 import csv
 import math
 import os
@@ -50,20 +51,30 @@ def paper_loss(model: CLIP2VideoModel, inputs, weight: float) -> torch.Tensor:
     return weight * infonce(global_scores) + (1 - weight) * infonce(aligned_scores)
 
 
-def adamw_first_step(model: CLIP2VideoModel, inputs, weight: float) -> dict[str, torch.Tensor]:
-    """AdamW's first step written out: decoupled decay p * (1 - lr * wd) on matrices that are not embedding tables,
-    then p - lr * m / (sqrt(v) + eps) with m = g and v = g^2 after bias correction; then the cap on the scale."""
-    model.zero_grad()
-    paper_loss(model, inputs, weight).backward()
-    stepped = {}
-    for name, parameter in model.named_parameters():
-        lr = LEARNING_RATE * (CLIP_RATE_SCALE if name.startswith(CLIP_PREFIXES) else 1.0)
-        decay = WEIGHT_DECAY if parameter.ndim >= 2 and name not in EMBEDDING_TABLES else 0.0
-        gradient = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
-        value = parameter.detach() * (1 - lr * decay) - lr * gradient / (gradient.abs() + 1e-6)
-        stepped[name] = value.clamp(max=LN_100) if name == "logit_scale" else value
-    model.zero_grad()
-    return stepped
+def adamw_steps(model: CLIP2VideoModel, inputs, weight: float, steps: int) -> dict[str, torch.Tensor]:
+    """`steps` AdamW steps written out, on a copy of `model`, over the whole batch each time, with the script's
+    schedule (no warm-up, cosine decay to 0 over `steps`: rate factor (1 + cos(pi t / steps)) / 2 at step t = 0, 1...)
+    and the cap on the logit scale after each step. AdamW (betas 0.9, 0.98, eps 1e-6): decoupled decay
+    p * (1 - lr * wd) on matrices that are not embedding tables, m = 0.9 m + 0.1 g, v = 0.98 v + 0.02 g^2,
+    p - lr * (m / (1 - 0.9^t)) / (sqrt(v / (1 - 0.98^t)) + eps)."""
+    model = copy.deepcopy(model)
+    moments = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in model.named_parameters()}
+    for step in range(1, steps + 1):
+        model.zero_grad()
+        paper_loss(model, inputs, weight).backward()
+        schedule = (1 + math.cos(math.pi * (step - 1) / steps)) / 2
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                lr = LEARNING_RATE * (CLIP_RATE_SCALE if name.startswith(CLIP_PREFIXES) else 1.0) * schedule
+                decay = WEIGHT_DECAY if parameter.ndim >= 2 and name not in EMBEDDING_TABLES else 0.0
+                gradient = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+                m, v = moments[name]
+                m.mul_(0.9).add_(0.1 * gradient)
+                v.mul_(0.98).add_(0.02 * gradient * gradient)
+                parameter.mul_(1 - lr * decay)
+                parameter.sub_(lr * (m / (1 - 0.9**step)) / ((v / (1 - 0.98**step)).sqrt() + 1e-6))
+            model.logit_scale.clamp_(max=LN_100)
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
 
 # Where the checkpoints' logit scale starts: CLIP's value, and half a step of the scale below the cap.
@@ -108,8 +119,9 @@ def fitted(tmp_path_factory):
     return folder, model, inputs, tiny_processor()
 
 
-def train_one_step(folder: Path, model: CLIP2VideoModel, processor, start: str) -> dict[str, torch.Tensor]:
-    """Saves the model with the logit scale at `STARTS[start]` and returns its weights after one step of run.py."""
+def train(folder: Path, model: CLIP2VideoModel, processor, start: str, steps: int) -> dict[str, torch.Tensor]:
+    """Saves the model with the logit scale at `STARTS[start]` and returns its weights after `steps` optimizer steps
+    of run.py (one epoch each: the two pairs are one batch)."""
     with torch.no_grad():
         model.logit_scale.fill_(STARTS[start])
     model.save_pretrained(folder / start)
@@ -118,7 +130,7 @@ def train_one_step(folder: Path, model: CLIP2VideoModel, processor, start: str) 
         [
             sys.executable, str(RUN), "--dataset", "videofolder", "--train_dir", str(folder), "--eval_dir",
             str(folder), "--model_name_or_path", str(folder / start), "--output_dir", str(folder / f"out_{start}"),
-            "--num_frames", "4", "--max_train_steps", "1", "--global_batch_size", "2", "--eval_batch_size", "2",
+            "--num_frames", "4", "--max_train_steps", str(steps), "--global_batch_size", "2", "--eval_batch_size", "2",
             "--learning_rate", str(LEARNING_RATE), "--clip_learning_rate_scale", str(CLIP_RATE_SCALE),
             "--weight_decay", str(WEIGHT_DECAY), "--warmup_proportion", "0", "--max_grad_norm", "0",
             "--no-random_frame_jitter", "--num_workers", "0", "--checkpointing_steps", "no", "--report_to", "none",
@@ -134,7 +146,7 @@ def train_one_step(folder: Path, model: CLIP2VideoModel, processor, start: str) 
 @pytest.mark.slow
 def test_one_step_from_clips_ln_100_stays_at_the_cap(fitted):
     folder, model, inputs, processor = fitted
-    trained = train_one_step(folder, model, processor, "at_ln_100")
+    trained = train(folder, model, processor, "at_ln_100", steps=1)
     stored = load_file(folder / "at_ln_100" / "model.safetensors")["logit_scale"]
     assert stored.item() == torch.tensor(LN_100).item()  # exactly CLIP's float32 value
     assert trained["logit_scale"].item() <= stored.item()
@@ -142,9 +154,9 @@ def test_one_step_from_clips_ln_100_stays_at_the_cap(fitted):
 
 
 @pytest.mark.slow
-def test_one_step_from_below_ln_100_is_capped_and_equals_adamw_on_the_papers_loss(fitted):
+def test_two_steps_from_below_ln_100_are_capped_and_equal_adamw_on_the_papers_loss(fitted):
     folder, model, inputs, processor = fitted
-    trained = train_one_step(folder, model, processor, "just_below_ln_100")
+    trained = train(folder, model, processor, "just_below_ln_100", steps=2)
     # Precondition, computed here: the loss wants a larger scale, and a full step would pass the cap.
     model.zero_grad()
     paper_loss(model, inputs, WEIGHT).backward()
@@ -152,14 +164,14 @@ def test_one_step_from_below_ln_100_is_capped_and_equals_adamw_on_the_papers_los
     model.zero_grad()
     assert trained["logit_scale"].item() == pytest.approx(LN_100, abs=1e-6)
 
-    expected = adamw_first_step(model, inputs, WEIGHT)
-    swapped = adamw_first_step(model, inputs, 1 - WEIGHT)
+    expected = adamw_steps(model, inputs, WEIGHT, steps=2)
+    swapped = adamw_steps(model, inputs, 1 - WEIGHT, steps=2)
     assert set(trained) == set(expected)
 
     original = model.state_dict()
 
     def agreeing(reference: dict[str, torch.Tensor]) -> float:
-        """Fraction of the weights this step moves (most rows of the token table have no gradient) that are within
+        """Fraction of the weights the steps move (most rows of the token table have no gradient) that are within
         1e-3 of a step of the reference: a weight whose gradient is within rounding of zero may move either way."""
         close = total = 0
         for name, value in reference.items():

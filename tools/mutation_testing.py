@@ -218,6 +218,16 @@ MUTANTS = [
         "TAB residuals averaged without per-centre normalisation",
     ),
     Mutant(
+        "model.tab_final_not_normalised", MODEL,
+        "return F.normalize(residuals.mean(dim=1), dim=-1)", "return residuals.mean(dim=1)",
+        "TAB's aligned embedding not L2-normalised",
+    ),
+    Mutant(
+        "model.text_global_not_normalised", MODEL,
+        "return F.normalize(pooled.to(head_dtype), dim=-1), aligned_embeds", "return pooled.to(head_dtype), aligned_embeds",
+        "the caption's global embedding not L2-normalised",
+    ),
+    Mutant(
         "model.tab_start_token_kept", MODEL,
         "word_mask[:, 0] = False", "pass",
         "the start token joins the caption's TAB tokens",
@@ -452,6 +462,16 @@ MUTANTS = [
         "training loss ignores the configured global_similarity_weight",
     ),
     Mutant(
+        "run.zero_grad_dropped", RUN,
+        "                optimizer.zero_grad()\n", "",
+        "gradients accumulate across optimizer steps",
+    ),
+    Mutant(
+        "run.schedule_not_stepped", RUN,
+        "                scheduler.step()\n", "",
+        "the learning-rate schedule never advances",
+    ),
+    Mutant(
         "run.decay_on_vectors", RUN,
         "decays = parameter.ndim >= 2 and name not in embedding_weights",
         "decays = parameter.ndim >= 1 and name not in embedding_weights",
@@ -514,6 +534,11 @@ MUTANTS = [
         "search.exact_scores_unscaled", SEARCH,
         "return self.logit_scale * inner, rows", "return inner, rows",
         "exact search returns cosine similarities instead of the model's logits",
+    ),
+    Mutant(
+        "search.best_moment_least_similar", SEARCH,
+        "best = int(np.argmax(similarities))", "best = int(np.argmin(similarities))",
+        "a hit's best moment is its least similar frame",
     ),
     Mutant(
         "pipelines.rank_labels_not_sorted", PIPELINES,
