@@ -294,7 +294,9 @@ def respond(
     """What the button does: the results' HTML and the status line, or a `gr.Error` with what to do. `mode`:
     "query" (search the whole collection and the uploads) or "labels" (classify the `selected` videos)."""
     started = time.perf_counter()
-    text = (text or "").strip()
+    text = (text or "").strip() if isinstance(text, str) else ""
+    if mode not in ("query", "labels"):
+        raise gr.Error(f"Unknown mode {str(mode)[:40]!r}: 'query' or 'labels'.")
     if not collection.ready:
         raise gr.Error("The videos are still being indexed; the bar above shows how far it got.")
     if not text:
@@ -452,6 +454,9 @@ def parse_args(argv=None):
         help=f"where the folders' indexes are kept (env CLIP2VIDEO_DEMO_INDEXES; default {default_index_root()})",
     )
     parser.add_argument("--top_k", type=int, default=12, help="hits shown per query (default 12)")
+    parser.add_argument(
+        "--query_threads", type=int, default=1, help="torch threads per query on CPU (default 1; see docs/demo.md)"
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="videos per forward pass when indexing")
     parser.add_argument(
         "--num_workers", type=int, default=0, help="decoding worker processes when indexing (default 0: in-process)"
@@ -464,7 +469,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, else float32")
     args = parser.parse_args(argv)
-    for name in ("top_k", "batch_size"):
+    for name in ("top_k", "batch_size", "query_threads"):
         if not 1 <= getattr(args, name) <= 1000:
             parser.error(f"--{name} must be between 1 and 1000.")
     if args.num_workers < 0:
@@ -504,6 +509,7 @@ def main(argv=None):
     collection = VideoCollection(
         model, processor, folders, Path(args.index_root) if args.index_root else default_index_root(),
         batch_size=args.batch_size, num_workers=args.num_workers, pictures=GALLERY_LIMIT,
+        query_threads=args.query_threads,
     )
     collection.start()  # the page is served meanwhile and shows the progress
     limits = DecodeLimits.from_env()
