@@ -126,3 +126,25 @@ def test_progress_and_arguments(tmp_path):
         parse_args(["--examples_dir", str(tmp_path / "missing")])
     with pytest.raises(SystemExit):
         parse_args(["--top_k", "0"])
+
+
+def test_two_folders_are_one_collection(setup, tmp_path):
+    # --examples_dir and --videos_dir: two indexes, one ranking by the model's scores.
+    first, second = tmp_path / "examples", tmp_path / "videos"
+    for folder, names in ((first, ["red", "green"]), (second, ["blue", "yellow"])):
+        folder.mkdir()
+        for name in names:
+            shutil.copy(setup["videos"][name], folder / f"{name}.mp4")
+    model = CLIP2VideoModel.from_pretrained(setup["checkpoint"]).eval()
+    collection = VideoCollection(
+        model, tiny_processor(), {"examples": str(first), "videos": str(second)}, tmp_path / "indexes"
+    )
+    collection.index_all()
+    assert [folder.state for folder in collection.folders] == ["ready", "ready"] and len(collection) == 4
+    hits = collection.search(QUERY, [], top_k=4)
+    alone = {hit.video.name: hit.score for hit in setup["collection"].search(QUERY, [], top_k=4)}
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+    assert {hit.video.key: hit.score for hit in hits} == pytest.approx(
+        {f"{'examples' if name in ('red.mp4', 'green.mp4') else 'videos'}/{name}": score for name, score in alone.items()},
+        abs=1e-6,
+    )
