@@ -144,7 +144,7 @@ def test_two_folders_are_one_collection(setup, tmp_path):
     hits = collection.search(QUERY, [], top_k=4)
     alone = {hit.video.name: hit.score for hit in setup["collection"].search(QUERY, [], top_k=4)}
     assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+    folder_of = {"red.mp4": "examples", "green.mp4": "examples", "blue.mp4": "videos", "yellow.mp4": "videos"}
     assert {hit.video.key: hit.score for hit in hits} == pytest.approx(
-        {f"{'examples' if name in ('red.mp4', 'green.mp4') else 'videos'}/{name}": score for name, score in alone.items()},
-        abs=1e-6,
+        {f"{folder_of[name]}/{name}": score for name, score in alone.items()}, abs=1e-6
     )
