@@ -443,6 +443,14 @@ class CLIP2VideoModel(CLIPModel):
 
         parameters = dict(self.named_parameters())
         initialised = sorted(name for name in copies if name in missing_keys)
+        # Offloaded parameters wait on the meta device, where a copy is silently a no-op.
+        offloaded = [name for name in initialised if parameters[name].is_meta or copies[name].is_meta]
+        if offloaded:
+            raise ValueError(
+                f"Cannot initialise {', '.join(offloaded)} from CLIP: they or their CLIP source are offloaded by the "
+                "device_map. Load the CLIP checkpoint without offloading, save_pretrained the CLIP2Video model, and "
+                "load that folder with your device_map."
+            )
         for name in initialised:
             parameters[name].copy_(copies[name])
         if initialised:

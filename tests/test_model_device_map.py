@@ -196,3 +196,15 @@ def test_fresh_process_remote_code_offload_dtype_alias_and_missing_tensor_warnin
         """,
         cwd=tmp_path,
     )
+
+
+def test_initialising_offloaded_temporal_modules_from_clip_is_an_error(tmp_path):
+    # Copying CLIP weights into parameters that wait on the meta device would silently do nothing.
+    torch.manual_seed(0)
+    CLIPModel(tiny_clip_config()).save_pretrained(tmp_path / "clip")
+    towers = ("text_model", "vision_model", "visual_projection", "text_projection", "logit_scale")
+    device_map = {**{name: "cpu" for name in towers}, **{name: "disk" for name in TEMPORAL_MODULES}}
+    with pytest.raises(ValueError, match="frame_position_embeddings.weight.*offloaded by the device_map"):
+        CLIP2VideoModel.from_pretrained(
+            tmp_path / "clip", device_map=device_map, offload_folder=tmp_path / "offload", temporal_num_layers=2
+        )
