@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from transformers import AutoModel, AutoProcessor  # noqa: E402
 
 from clip2video.apps.demo.collection import (  # noqa: E402
+    MOMENT_SIDE,
     Classified,
     CollectionVideo,
     Hit,
@@ -70,8 +71,8 @@ def file_url(path: str) -> str:
     return "gradio_api/file=" + urllib.parse.quote(os.path.abspath(path))
 
 
-def _picture(video: CollectionVideo, seconds: float | None = None) -> str:
-    uri = frame_jpeg(video.path, seconds)
+def _picture(video: CollectionVideo, seconds: float | None = None, large: bool = False) -> str:
+    uri = frame_jpeg(video.path, seconds, MOMENT_SIDE) if large else frame_jpeg(video.path, seconds)
     if uri is None:
         return '<div class="nopicture">no picture</div>'
     return f'<img src="{uri}" alt="{_e(video.name)}" loading="lazy">'
@@ -92,7 +93,7 @@ def hits_html(hits: list[Hit]) -> str:
             f'<button type="button" class="hit" data-src="{_e(file_url(hit.video.path))}" data-time="{start:.3f}" '
             f'data-name="{_e(hit.video.name)}" data-score="{hit.score:.6f}" title="Play {_e(hit.video.name)} from '
             f'{_e(format_seconds(start))}">'
-            f'<span class="frame">{_picture(hit.video, hit.moment_seconds)}'
+            f'<span class="frame">{_picture(hit.video, hit.moment_seconds, large=True)}'
             f'<span class="rank">{rank}</span><span class="at">&#9654; {_e(format_seconds(hit.moment_seconds))}</span>'
             f'</span><span class="caption"><span class="name">{_e(hit.video.name)}</span>'
             f'<span class="score">score {hit.score:.2f}</span></span></button>'
@@ -317,6 +318,8 @@ def respond(
         keys = [key for key in selected if key in known]
         if not keys:
             raise gr.Error("Select the videos to classify: click their pictures below (or “Select all”).")
+        if len(keys) > GALLERY_LIMIT:
+            raise gr.Error(f"Classify at most {GALLERY_LIMIT} videos at a time, got {len(keys)}.")
         try:
             results = collection.classify(keys, uploads, labels)
         except ValueError as error:
@@ -368,8 +371,8 @@ def build_demo(collection: VideoCollection, limits: DecodeLimits, top_k: int = 1
         known = {video.key for video in all_videos(uploads)}
         return [key for key in keys if isinstance(key, str) and key in known] if isinstance(keys, list) else []
 
-    def select_all(uploads):
-        selected = [video.key for video in all_videos(uploads)]
+    def select_all(uploads):  # the pictures on the page
+        selected = [video.key for video in all_videos(uploads)[:GALLERY_LIMIT]]
         return selected, gallery_html(all_videos(uploads), selected)
 
     def clear(uploads):

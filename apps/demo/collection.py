@@ -38,7 +38,10 @@ from clip2video.pipelines.pipeline_clip2video import (
 
 logger = logging.getLogger(__name__)
 
-THUMBNAIL_SIDE = 320  # larger frames are shrunk to this many pixels on their longer side
+# Longest side in pixels of the pictures on the page (larger frames are shrunk): the gallery's are small and many,
+# a hit's moment is shown larger.
+PICTURE_SIDE = 160
+MOMENT_SIDE = 320
 MAX_DECODED_FRAMES = 2_000  # frames decoded at most to find one moment (a bound on hostile files)
 
 
@@ -48,7 +51,7 @@ MAX_DECODED_FRAMES = 2_000  # frames decoded at most to find one moment (a bound
 
 
 @lru_cache(maxsize=4096)
-def _frame_jpeg(path: str, mtime_ns: int, seconds: float | None) -> str | None:
+def _frame_jpeg(path: str, mtime_ns: int, seconds: float | None, side: int) -> str | None:
     import av
     from PIL import Image
 
@@ -73,22 +76,22 @@ def _frame_jpeg(path: str, mtime_ns: int, seconds: float | None) -> str | None:
     except Exception as error:  # a picture is decoration: a file PyAV cannot read shows none, the rest works
         logger.warning("No frame of %s at %s s: %s", path, seconds, error)
         return None
-    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def frame_jpeg(path: str | Path, seconds: float | None = None) -> str | None:
+def frame_jpeg(path: str | Path, seconds: float | None = None, side: int = PICTURE_SIDE) -> str | None:
     """The frame of `path` shown at `seconds` (the middle of the video when None) as a JPEG `data:` URI, at most
-    `THUMBNAIL_SIDE` pixels on a side; None when it cannot be read. Cached per file version and time."""
+    `side` pixels on a side; None when it cannot be read. Cached per file version, time and size."""
     try:
         mtime_ns = os.stat(path).st_mtime_ns
     except OSError:
         return None
     if seconds is not None and not math.isfinite(seconds):
         seconds = None
-    return _frame_jpeg(str(path), mtime_ns, None if seconds is None else round(float(seconds), 3))
+    return _frame_jpeg(str(path), mtime_ns, None if seconds is None else round(float(seconds), 3), side)
 
 
 # ----------------------------------------------------------------------------------------------------------------
