@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clip2video.apps.demo.app import gallery_html, hits_html, parse_args, progress_html
+from clip2video.apps.demo.app import gallery_html, hits_html, parse_args, progress_html, status_html
 from clip2video.apps.demo.collection import CollectionVideo, FolderState, Hit, VideoCollection
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from clip2video.pipelines.pipeline_clip2video import DEFAULT_HYPOTHESIS_TEMPLATE
@@ -112,6 +112,10 @@ def test_names_reach_the_page_escaped(tmp_path):
         assert "<img src=x" not in page and 'onerror="' not in page
         assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;.mp4" in page
         assert "data:image/jpeg;base64," in page  # the file's own picture
+    empty = VideoCollection.__new__(VideoCollection)
+    empty.folders = []
+    status = status_html(empty, [], message="<b onclick=x>", error="<i>")
+    assert "<b onclick" not in status and "&lt;b onclick=x&gt;" in status and "&lt;i&gt;" in status
     assert 'class="tile selected"' in gallery_html([video], [video.key])
     assert 'class="tile selected"' not in gallery_html([video], [])
 
