@@ -242,6 +242,8 @@ def test_approximate_index_returns_the_exact_top_k_on_clustered_vectors(
     vectors = clustered_unit_vectors(4000, 64, clusters=40, seed=0)
     index = synthetic_index(tmp_path, vectors, index_type=index_type, embedding_dtype=embedding_dtype)
     assert index.index_type == index_type and index.metadata["embedding_dtype"] == embedding_dtype
+    # The recall measured at build time (stored videos as queries) is recorded with the settings that reached it.
+    assert index.metadata["vector_index"]["measured_recall_at_10"] >= min_recall - 0.01
     queries = clustered_unit_vectors(200, 64, clusters=40, seed=1)
     exact_scores, exact_rows = exact_top_k(vectors, queries, 10)
     # Exact search over what is stored: for float32 the model's own scores, for float16 within the bound.

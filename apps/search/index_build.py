@@ -445,6 +445,7 @@ def write_generation(
     if index_type != "exact":
         stored = np.load(temporary("embeddings"), mmap_mode="r")
         vectors, settings = build_vector_index(stored, index_type, options, previous_vectors)
+        settings = calibrate(vectors, stored, settings, explicit=options.nprobe if index_type == "ivf" else None)
         import faiss
 
         faiss.write_index(vectors, str(temporary("vectors")))
@@ -524,6 +525,51 @@ def build_vector_index(
     for start in range(0, num_videos, _CHUNK_ROWS):
         vectors.add(np.ascontiguousarray(embeddings[start : start + _CHUNK_ROWS], np.float32))
     return vectors, settings
+
+
+CALIBRATION_QUERIES = 100
+TARGET_RECALL = 0.99
+
+
+def calibrate(vectors, embeddings: np.ndarray, settings: dict, explicit: int | None = None) -> dict:
+    """Measures the index's recall@10 instead of assuming it: `CALIBRATION_QUERIES` stored videos (themselves
+    left out) are searched with the default candidates, against an exact scan of the stored embeddings. The search
+    breadth (IVF `nprobe` unless given, HNSW `ef_search`) is doubled until recall reaches `TARGET_RECALL` or a
+    quarter of the lists / 2048; the result is recorded in `index.json` (`measured_recall_at_10`)."""
+    import faiss
+
+    from .video_index import DEFAULT_CANDIDATES, exact_top_k
+
+    num_videos = len(embeddings)
+    if num_videos <= 11:
+        return {**settings, "measured_recall_at_10": 1.0}
+    rng = np.random.default_rng(1)
+    rows = np.sort(rng.choice(num_videos, min(CALIBRATION_QUERIES, num_videos), replace=False))
+    queries = np.ascontiguousarray(embeddings[rows], np.float32)
+    _, truth = exact_top_k(embeddings, queries, 11)
+    truth_sets = [set(t.tolist()) - {row} for t, row in zip(truth, rows)]
+    candidates = min(DEFAULT_CANDIDATES, num_videos)
+
+    def recall() -> float:
+        _, found = vectors.search(queries, candidates)
+        return float(np.mean([len(t & set(f.tolist())) / max(len(t), 1) for t, f in zip(truth_sets, found)]))
+
+    if settings["type"] == "ivf":
+        ivf = faiss.extract_index_ivf(vectors)
+        key, limit = "nprobe", max(settings["nprobe"], settings["nlist"] // 4)
+        setter = lambda value: setattr(ivf, "nprobe", value)  # noqa: E731
+    else:
+        hnsw = faiss.downcast_index(vectors).hnsw
+        key, limit = "ef_search", 2048
+        setter = lambda value: setattr(hnsw, "efSearch", max(value, candidates))  # noqa: E731
+    value = settings[key]
+    setter(value)
+    measured = recall()
+    while explicit is None and measured < TARGET_RECALL and value * 2 <= limit:
+        value *= 2
+        setter(value)
+        measured = recall()
+    return {**settings, key: value, "measured_recall_at_10": round(measured, 4)}
 
 
 def _trained(previous: Path | None, fresh):

@@ -300,6 +300,13 @@ def main(argv=None):
                 projection_dim, options,
             )
             write_json(index_dir / UNREADABLE_FILE, unreadable)
+            settings = metadata["vector_index"]
+            if settings.get("measured_recall_at_10", 1.0) < 0.99:
+                print(
+                    f"Warning: the {settings['type']} index finds {settings['measured_recall_at_10']:.1%} of the true "
+                    "top 10 of stored videos (measured at build). Many small topics spread over IVF lists do this; "
+                    "--index_type hnsw, or query_videos --exact, or more --candidates / --nprobe recover the rest."
+                )
             print(
                 f"Indexed {metadata['num_videos']} videos into {index_dir} ({metadata['vector_index']['type']} search, "
                 f"{metadata['embedding_dtype']} embeddings) in {time.perf_counter() - started:.1f} s."
