@@ -374,9 +374,17 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
 # Sampling options
 
 
+# Every video of a batch is padded to `num_frames` slots of float32 pixels (0.6 MB each at 224 px), allocated before
+# any frame is decoded; the model's frame-position table has 77 rows. A larger request is refused before any work.
+MAX_NUM_FRAMES = 1024
+
+
 def _check_sampling_options(num_frames, fps) -> None:
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"`num_frames` must be a positive integer, got {num_frames!r}.")
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= MAX_NUM_FRAMES:
+        raise ValueError(
+            f"`num_frames` must be an integer from 1 to {MAX_NUM_FRAMES} (CLIP2Video scores at most 77 frames), "
+            f"got {num_frames!r}."
+        )
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= FRAME_EXTRACTION_FPS:
         raise ValueError(f"`fps` must be in (0, {FRAME_EXTRACTION_FPS}], got {fps!r}.")
 

@@ -246,6 +246,13 @@ def test_num_frames_is_at_most_that_many_frames(processor, video_path):
     assert many["video_mask"].tolist() == [[1] * 6]
 
 
+def test_num_frames_is_bounded_before_any_allocation(processor, video_path):
+    # Every video is padded to `num_frames` float32 slots: a huge request must fail at once, not allocate.
+    for bad in (10**9, 1025, 0, -3):
+        with pytest.raises(ValueError, match="`num_frames` must be an integer from 1 to 1024"):
+            processor(videos=[video_path], num_frames=bad, return_tensors="pt")
+
+
 def test_fps_is_the_sampling_rate(processor, video_path):
     for fps in (5, 2.5, 1):
         output = processor(video_path, fps=fps, num_frames=20, return_metadata=True, pad_to_max_frames=False)
