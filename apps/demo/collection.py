@@ -225,7 +225,7 @@ class VideoCollection:
     # -- indexing -----------------------------------------------------------------------------------------------
 
     def start(self) -> threading.Thread:
-        """Indexes (or loads) every folder in a background thread; `progress()` says how far it got."""
+        """Indexes (or loads) every folder in a background thread; `folders` (`FolderState`s) say how far it got."""
         self._thread = threading.Thread(target=self.index_all, name="clip2video-indexing", daemon=True)
         self._thread.start()
         return self._thread
@@ -281,8 +281,13 @@ class VideoCollection:
         ]
         for video in folder.videos[: self.pictures]:  # the gallery's pictures, read once
             frame_jpeg(video.path)
-        skipped = f"{len(unreadable)} unreadable file(s) skipped: {', '.join(sorted(unreadable))}" if unreadable else ""
-        folder.message = "; ".join(filter(None, [note, skipped]))
+        names = sorted(unreadable)
+        skipped = (
+            f"{len(names)} unreadable file(s) skipped: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
+            if names else ""
+        )
+        damaged = f"{len(quarantined)} damaged part(s) of the index set aside and indexed again" if quarantined else ""
+        folder.message = "; ".join(filter(None, [note, damaged, skipped]))
         folder.index, folder.state = index, "ready"
 
     @property
