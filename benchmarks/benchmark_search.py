@@ -33,6 +33,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from transformers import AutoModel, AutoProcessor
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -279,8 +280,9 @@ def benchmark_indexing(args, workdir: Path):
     for index in range(args.num_videos):
         write_synthetic_video(videos / f"video{index:04d}.mp4", args.video_seconds, seed=index)
     checkpoint = args.model or str(paper_size_checkpoint(workdir / "checkpoint"))
-    model = CLIP2VideoModel.from_pretrained(checkpoint).eval()
-    processor = CLIP2VideoProcessor.from_pretrained(checkpoint)
+    # What the indexer loads: the checkpoint's own (remote) code.
+    model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
     paths = sorted(str(p) for p in videos.iterdir())
     started = time.perf_counter()
     decoded = [processor(videos=paths[i : i + args.batch_size], return_tensors="pt") for i in range(0, len(paths), args.batch_size)]

@@ -507,7 +507,7 @@ def build_vector_index(
         vectors.cp.spherical = True  # inner-product lists: unit centroids, so that no list wins by its norm
         training_size = min(num_videos, 40 * nlist)
         vectors.cp.max_points_per_centroid = 40
-        settings = {"type": "ivf", "nlist": nlist, "nprobe": options.nprobe or min(nlist, max(16, nlist // 32))}
+        settings = {"type": "ivf", "nlist": nlist, "nprobe": options.nprobe or min(nlist, max(16, nlist // 128))}
     elif index_type == "hnsw":
         vectors = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         vectors.hnsw.efConstruction = 80

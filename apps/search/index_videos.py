@@ -66,7 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help=f"with --index_type auto, videos above which the index is approximate (default {APPROXIMATE_ABOVE})",
     )
     parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default: about sqrt(videos))")
-    parser.add_argument("--nprobe", type=int, default=None, help="IVF lists searched by default (default: nlist/16)")
+    parser.add_argument(
+        "--nprobe", type=int, default=None,
+        help="IVF lists searched by default (default: max(16, nlist/128), doubled at build until the recall@10 "
+        "measured on stored videos is 0.99)",
+    )
     parser.add_argument("--hnsw_m", type=int, default=32, help="HNSW links per vector")
     parser.add_argument("--ef_search", type=int, default=256, help="HNSW default search breadth")
     parser.add_argument(
