@@ -74,7 +74,7 @@ TESTS_OF = {
         "tests/test_conversion.py",
     ],
     CONVERTER: ["tests/test_conversion_formats.py", "tests/test_scoring_mix.py", "tests/test_conversion.py"],
-    SAMPLING: ["tests/test_processing.py"],
+    SAMPLING: ["tests/test_frame_sampling_rules.py", "tests/test_processing.py"],
     VIDEO_PROCESSING: ["tests/test_processing.py", "tests/test_video_processor_contract.py"],
     PROCESSOR: ["tests/test_processing_text_and_hub.py", "tests/test_processing.py"],
     CONTRASTIVE: ["tests/test_logit_scale_clamp.py", "tests/test_training_distributed.py"],
@@ -325,6 +325,7 @@ MUTANTS = [
         "sampling.drift_not_reset", SAMPLING,
         "        if drift < 0 < delta:\n            drift = 0\n", "",
         "negative drift of a frame that still covers the slot is not reset",
+        equivalent="drift is read only by `drift > 1.1` afterwards, which a negative drift and 0 both fail",
     ),
     Mutant(
         "sampling.end_repeats_minimum", SAMPLING,
