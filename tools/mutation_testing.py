@@ -76,7 +76,7 @@ TESTS_OF = {
     CONVERTER: ["tests/test_conversion_formats.py", "tests/test_scoring_mix.py", "tests/test_conversion.py"],
     SAMPLING: ["tests/test_frame_sampling_rules.py", "tests/test_processing.py"],
     VIDEO_PROCESSING: ["tests/test_processing.py", "tests/test_video_processor_contract.py"],
-    PROCESSOR: ["tests/test_processing_text_and_hub.py", "tests/test_processing.py"],
+    PROCESSOR: ["tests/test_caption_cleaning.py", "tests/test_processing_text_and_hub.py", "tests/test_processing.py"],
     CONTRASTIVE: ["tests/test_logit_scale_clamp.py", "tests/test_training_distributed.py"],
     RUN: [
         "tests/test_logit_scale_clamp.py",
