@@ -232,7 +232,12 @@ def current_keys(current: VideoIndex | None) -> set[tuple[str, int, int]]:
     if current is None:
         return set()
     table = current.table
-    return set(zip(table.column("path").to_pylist(), table.column("size").to_pylist(), table.column("mtime_ns").to_pylist()))
+    return set(table_keys(table))
+
+
+def table_keys(table: pa.Table):
+    """(path, size, mtime_ns) of each row of an index table."""
+    return zip(*(table.column(name).to_pylist() for name in ("path", "size", "mtime_ns")))
 
 
 def file_key(path: Path, root: Path) -> tuple[str, int, int]:
@@ -286,8 +291,7 @@ def commit(
     latest: dict[str, tuple[int, int, tuple[str, int, int]]] = {}
     for source_index, source in enumerate(sources):
         if isinstance(source, VideoIndex):
-            table = source.table
-            keys = zip(table.column("path").to_pylist(), table.column("size").to_pylist(), table.column("mtime_ns").to_pylist())
+            keys = table_keys(source.table)
         else:
             keys = zip(source.paths, source.sizes.tolist(), source.mtimes_ns.tolist())
         for row, key in enumerate(keys):
@@ -380,7 +384,8 @@ def write_generation(
     num_videos = len(keys)
     # float16 storage error bound: for unit queries |q.v - q.float16(v)| <= ||v - float16(v)||.
     for block in embedding_chunks():
-        float16_error = max(float16_error, float(np.linalg.norm(block - block.astype(np.float16), axis=1).max(initial=0)))
+        rounding = np.linalg.norm(block - block.astype(np.float16), axis=1)
+        float16_error = max(float16_error, float(rounding.max(initial=0)))
     index_type = options.index_type
     if index_type == "auto":
         index_type = "exact" if num_videos <= options.approximate_above else "ivf"

@@ -172,7 +172,8 @@ def index_share(model, dataset: VideoFiles, args, model_hash: str, parts_dir: Pa
     def run_batch():
         nonlocal embedded
         if batch:
-            for item, (embedding, frames, times) in zip(batch, embed_videos(model, stack_videos([i["inputs"] for i in batch]))):
+            embedded_batch = embed_videos(model, stack_videos([item["inputs"] for item in batch]))
+            for item, (embedding, frames, times) in zip(batch, embedded_batch):
                 part.add(item["key"], embedding, frames, times)
             embedded += len(batch)
             batch.clear()

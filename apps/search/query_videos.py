@@ -16,7 +16,9 @@ from dataclasses import asdict
 import torch
 from transformers import AutoModel, AutoProcessor
 
-from .video_index import DEFAULT_CANDIDATES, IndexDamagedError, ModelMismatchError, SearchHit, SearchParameters, VideoIndex
+from .video_index import (
+    DEFAULT_CANDIDATES, IndexDamagedError, ModelMismatchError, SearchHit, SearchParameters, VideoIndex,
+)
 
 
 def positive_int(text: str) -> int:
@@ -38,7 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help=f"approximate indexes: videos re-scored exactly per query (default {DEFAULT_CANDIDATES})",
     )
     parser.add_argument("--nprobe", type=positive_int, default=None, help="IVF lists searched (default: the index's)")
-    parser.add_argument("--ef_search", type=positive_int, default=None, help="HNSW search breadth (default: the index's)")
+    parser.add_argument(
+        "--ef_search", type=positive_int, default=None, help="HNSW search breadth (default: the index's)"
+    )
     parser.add_argument("--force", action="store_true", help="search with a model other than the index's")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)

@@ -261,7 +261,8 @@ class VideoIndex:
             self.vectors = self._open(files["vectors"], lambda path: faiss.read_index(str(path)))
             if self.vectors.ntotal != num_videos or self.vectors.d != dim:
                 raise self._damaged(
-                    files["vectors"], f"holds {self.vectors.ntotal} vectors of {self.vectors.d}, expected {num_videos} of {dim}"
+                    files["vectors"],
+                    f"holds {self.vectors.ntotal} vectors of {self.vectors.d}, expected {num_videos} of {dim}",
                 )
 
     # -- loading ----------------------------------------------------------------------------------------------
@@ -323,7 +324,8 @@ class VideoIndex:
         widths = (dim, 2 * dim) if dim else ()
         if widths and self.metadata["embedding_dim"] not in widths:
             raise ModelMismatchError(
-                f"{self.index_dir} stores {self.metadata['embedding_dim']}-dimensional embeddings, the model gives {widths}."
+                f"{self.index_dir} stores {self.metadata['embedding_dim']}-dimensional embeddings, the model "
+                f"gives {widths}."
             )
 
     # -- search -------------------------------------------------------------------------------------------------
@@ -402,7 +404,8 @@ class VideoIndex:
                 seconds = similarity = math.nan
                 if moment_embeddings is not None and self._frame_count[row] > 0:
                     start, count = int(self._frame_start[row]), int(self._frame_count[row])
-                    similarities = np.asarray(self.frames[start : start + count], np.float32) @ moment_embeddings[query_index]
+                    frames = np.asarray(self.frames[start : start + count], np.float32)
+                    similarities = frames @ moment_embeddings[query_index]
                     best = int(np.argmax(similarities))
                     seconds, similarity = float(self.frame_times[start + best]), float(similarities[best])
                 hits.append(SearchHit(self.paths[int(row)], float(score), seconds, similarity))
@@ -414,7 +417,8 @@ class VideoIndex:
         dim = self.metadata["embedding_dim"]
         if queries.ndim != 2 or queries.shape[1] != dim:
             raise ValueError(
-                f"text embeddings must have shape (texts, {dim}) for {self.index_dir}, got {np.shape(text_embeddings)}: "
+                f"text embeddings must have shape (texts, {dim}) for {self.index_dir}, got "
+                f"{np.shape(text_embeddings)}: "
                 "was the index built with another model?"
             )
         if not np.isfinite(queries).all():
@@ -427,7 +431,8 @@ class VideoIndex:
         bad = ~(np.abs(norms - 1) < 1e-2)
         if bad.any():
             raise self._damaged(
-                self.metadata["files"]["embeddings"], f"row {int(rows[bad][0])} is not a unit vector (norm {norms[bad][0]})"
+                self.metadata["files"]["embeddings"],
+                f"row {int(rows[bad][0])} is not a unit vector (norm {norms[bad][0]})",
             )
 
     def _configure(self, parameters: SearchParameters) -> None:
@@ -488,7 +493,8 @@ def read_metadata(index_dir: Path) -> dict:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise damaged(path, f"no valid {key!r}", index_dir, metadata if isinstance(metadata, dict) else None)
     if metadata["format"] != FORMAT_VERSION:
-        raise damaged(path, f"format {metadata['format']}, this code reads format {FORMAT_VERSION}", index_dir, metadata)
+        reason = f"format {metadata['format']}, this code reads format {FORMAT_VERSION}"
+        raise damaged(path, reason, index_dir, metadata)
     files = metadata["files"]
     for key in ("table", "embeddings", "frames", "frame_times"):
         if not isinstance(files.get(key), str) or "/" in files[key] or files[key].startswith("."):
@@ -499,6 +505,6 @@ def read_metadata(index_dir: Path) -> dict:
         (metadata["vector_index"]["type"] == "exact") != (files.get("vectors") is None)
     ):
         raise damaged(path, "vector index type and files disagree", index_dir, metadata)
-    if not all(isinstance(key, str) and isinstance(model_key := metadata["model"].get(key), str) and model_key for key in ("name", "hash")):
+    if not all(isinstance(metadata["model"].get(key), str) and metadata["model"][key] for key in ("name", "hash")):
         raise damaged(path, "no valid model fingerprint", index_dir, metadata)
     return metadata
