@@ -294,6 +294,7 @@ def test_click_selects_examples_and_classify_draws_charts(demo, page, reference)
 
 
 def test_uploads_join_the_search_and_bad_ones_are_explained(demo, page, reference):
+    page.wait_for_function(f"document.querySelectorAll('#gallery .tile').length === {len(CLIPS)}")
     upload = page.locator("#upload input[type=file], input[type=file]").first
     upload.set_input_files(list(demo["uploads"].values()))
     page.wait_for_function(f"document.querySelectorAll('#gallery .tile').length === {len(CLIPS) + 2}")
