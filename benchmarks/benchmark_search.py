@@ -55,7 +55,7 @@ def parse_args():
     parser.add_argument("--queries", type=int, default=200, help="timed single queries per setting")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64], help="IVF lists searched")
     parser.add_argument("--candidates", type=int, default=256, help="videos re-scored exactly per query")
-    parser.add_argument("--index_types", nargs="+", choices=("ivf", "hnsw"), default=["ivf", "hnsw"])
+    parser.add_argument("--index_types", nargs="+", choices=("ivf", "hnsw", "exact"), default=["ivf", "hnsw"])
     parser.add_argument("--hnsw_up_to", type=int, default=10**5, help="build HNSW only up to this many vectors")
     parser.add_argument("--num_videos", type=int, default=16)
     parser.add_argument("--indexing_repeats", type=int, default=1, help="indexer runs, each between two model runs")
@@ -171,7 +171,7 @@ def benchmark_search(args, workdir: Path):
         started = time.perf_counter()
         truth = collection.exact_top_k(queries, 10)
         truth_seconds = time.perf_counter() - started
-        index_types = [t for t in args.index_types if t == "ivf" or count <= args.hnsw_up_to]
+        index_types = [t for t in args.index_types if t != "hnsw" or count <= args.hnsw_up_to]
         for index_type in index_types:
             folder = workdir / f"{index_type}-{count}"
             folder.mkdir()
@@ -187,6 +187,8 @@ def benchmark_search(args, workdir: Path):
             settings = [SearchParameters(nprobe=n, candidates=args.candidates) for n in args.nprobe]
             if index_type == "hnsw":
                 settings = [SearchParameters(ef_search=e, candidates=args.candidates) for e in (256, 512)]
+            elif index_type == "exact":
+                settings = [SearchParameters()]
             for parameters in settings:
                 _, rows = index.nearest(queries, 10, parameters)
                 scores, _ = index.nearest(queries[:1], 10, parameters)
@@ -195,7 +197,9 @@ def benchmark_search(args, workdir: Path):
                 started = time.perf_counter()
                 index.nearest(queries[:batch], 10, parameters)
                 batched = 1000 * (time.perf_counter() - started) / batch
-                knob = f"nprobe {parameters.nprobe}" if index_type == "ivf" else f"efSearch {parameters.ef_search}"
+                knob = {
+                    "ivf": f"nprobe {parameters.nprobe}", "hnsw": f"efSearch {parameters.ef_search}", "exact": "exact"
+                }[index_type]
                 print(
                     f"  {knob:>12}, {parameters.candidates} candidates: recall@10 {recall(rows, truth):.4f}; one query "
                     f"median {median:.2f} ms, p95 {p95:.2f} ms; batched ({batch}) {batched:.2f} ms/query  ({load()})"
@@ -214,7 +218,7 @@ def benchmark_search(args, workdir: Path):
             error = np.abs(scores.reshape(-1) - float32)
             relative = error / np.abs(float32)
             print(
-                f"  float16 re-ranking: max |score error| {error.max():.2e} (bound {100 * index.metadata['float16_error_bound']:.2e}), "
+                f"  {index.metadata['embedding_dtype']} storage: max |score error| vs float32 {error.max():.2e} (bound {100 * index.metadata['float16_error_bound']:.2e}), "
                 f"max relative to the score {relative.max():.2e}"
             )
             if index_type == "ivf":
