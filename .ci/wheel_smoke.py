@@ -74,7 +74,7 @@ def main() -> None:
         folder = Path(folder) / "published"
         write_publishable_folder(folder, model, processor, results, push_to_hub=False, hub_model_id=None)
         written = {path.name for path in folder.iterdir()}
-        expected = {"config.json", "model.safetensors", "README.md", "handler.py", "requirements.txt",
+        expected = {"config.json", "model.safetensors", "README.md", "handler.py", "requirements.txt", "serve.py",
                     "pipeline_clip2video.py", "modeling_clip2video.py", "configuration_clip2video.py"}
         if not expected <= written:
             sys.exit(f"the published folder lacks {sorted(expected - written)} (it has {sorted(written)})")

@@ -18,12 +18,13 @@ from . import add_custom_pipelines
 
 # `<package root>/apps/endpoint` both in the source tree and in the installed wheel (package data).
 ENDPOINT_DIR = Path(__file__).resolve().parents[1] / "apps" / "endpoint"
-ENDPOINT_FILES = ("handler.py", "requirements.txt")
+# serve.py: the server of a custom container, which the Inference Endpoints toolkit's image needs for transformers 5.
+ENDPOINT_FILES = ("handler.py", "requirements.txt", "serve.py")
 
 
 def add_pipelines_and_handler(checkpoint_dir: str | Path) -> list[str]:
-    """Adds to a saved checkpoint (model and processor already in it) the two pipelines, registered in
-    `config.json` under `custom_pipelines`, and the Inference Endpoints `handler.py` with its `requirements.txt`.
+    """Adds to a saved checkpoint (model and processor already in it) the pipelines, registered in `config.json`
+    under `custom_pipelines`, and the Inference Endpoints `handler.py` with its `requirements.txt` and `serve.py`.
     Returns the names of the files written.
 
     Raises:

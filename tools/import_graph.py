@@ -22,7 +22,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 NAMESPACE = "clip2video"
 LAYERS = {"modeling_clip2video": 0, "processing": 0, "pipelines": 1, "training": 2, "apps": 3}
 # Files that travel alone into a checkpoint folder, besides the remote-code folders.
-COPIED_INTO_CHECKPOINTS = ("pipelines/pipeline_clip2video.py", "apps/endpoint/handler.py")
+COPIED_INTO_CHECKPOINTS = ("pipelines/pipeline_clip2video.py", "apps/endpoint/handler.py", "apps/endpoint/serve.py")
 # What remote code may import at module level: transformers' own dependencies, which a machine that can load a
 # transformers checkpoint always has. torchvision is required by transformers' video processors.
 REMOTE_CODE_MODULE_LEVEL = {
@@ -30,6 +30,7 @@ REMOTE_CODE_MODULE_LEVEL = {
     "processing": {"torch", "transformers", "huggingface_hub", "numpy", "torchvision"},
     "pipelines/pipeline_clip2video.py": {"torch", "transformers"},
     "apps/endpoint/handler.py": {"torch", "transformers"},
+    "apps/endpoint/serve.py": set(),
 }
 
 
