@@ -9,7 +9,6 @@ steps/s and peak GPU memory of each; the loss must stay finite.
     PYTHONPATH=. python benchmarks/gpu_check.py --parts training
 """
 
-import math
 import os
 import time
 
@@ -34,7 +33,8 @@ def random_batch(batch: int, frames: int, image_size: int, device, generator) ->
 
 def train_steps(embedder, model, steps: int, batch: int, frames: int, device, autocast: bool) -> dict:
     from clip2video.training.contrastive import global_contrastive_loss
-    from clip2video.training.run import clamp_logit_scale, parameter_groups
+    from clip2video.training.contrastive import clamp_logit_scale
+    from clip2video.training.recipes import parameter_groups
 
     optimizer = torch.optim.AdamW(parameter_groups(embedder.model, 1e-4, 1e-3, 0.2), betas=(0.9, 0.98), eps=1e-6)
     generator = torch.Generator().manual_seed(0)

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from clip2video.training.loaders import AnnotationFileError, BadRowsError, load_msrvtt, load_video_folder
-from clip2video.training.run import parse_args, run_fingerprint
+from clip2video.training.checkpoints import run_fingerprint
+from clip2video.training.run import parse_args
 from clip2video.training.synthetic import write_mp4
 
 INVALID = [

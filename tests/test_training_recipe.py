@@ -3,7 +3,8 @@
 import pytest
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
-from clip2video.training.run import PAPER_RECIPE, parameter_groups, parse_args, small_synthetic_config
+from clip2video.training.recipes import PAPER_RECIPE, parameter_groups, small_synthetic_config
+from clip2video.training.run import parse_args
 
 
 def test_real_data_defaults_are_the_clip4clip_recipe():

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from clip2video.training.contrastive import ContrastiveEmbedder, global_contrastive_loss
-from clip2video.training.run import small_synthetic_config
+from clip2video.training.recipes import small_synthetic_config
 
 GLOBAL_BATCH = 8
 NUM_FRAMES = 4

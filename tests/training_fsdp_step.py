@@ -26,7 +26,7 @@ from clip2video.training.contrastive import (  # noqa: E402
     make_logit_scale_shardable,
     scalar_logit_scale,
 )
-from clip2video.training.run import clamp_logit_scale  # noqa: E402
+from clip2video.training.contrastive import clamp_logit_scale  # noqa: E402
 
 
 def shard(embedder: ContrastiveEmbedder) -> ContrastiveEmbedder:

@@ -58,6 +58,8 @@ VIDEO_PROCESSING = "processing/video_processing_clip2video.py"
 PROCESSOR = "processing/processing_clip2video.py"
 CONTRASTIVE = "training/contrastive.py"
 RUN = "training/run.py"
+RECIPES = "training/recipes.py"
+EVALUATION = "training/evaluation.py"
 METRICS = "training/metrics/video_text_retrieval/video_text_retrieval.py"
 SEARCH = "apps/search/video_index.py"
 PIPELINES = "pipelines/pipeline_clip2video.py"
@@ -83,6 +85,8 @@ TESTS_OF = {
         "tests/test_evaluation_orientation.py",
         "tests/test_training_recipe.py",
     ],
+    RECIPES: ["tests/test_training_recipe.py", "tests/test_logit_scale_clamp.py"],
+    EVALUATION: ["tests/test_evaluation_orientation.py"],
     METRICS: [
         "tests/test_retrieval_metrics_by_counting.py",
         "tests/test_training_metrics.py",
@@ -431,7 +435,7 @@ MUTANTS = [
         "the videos' aligned embeddings replaced by the captions'",
     ),
     Mutant(
-        "run.logit_scale_clamp_removed", RUN,
+        "run.logit_scale_clamp_removed", CONTRASTIVE,
         "                parameter.clamp_(max=MAX_LOGIT_SCALE)\n", "                pass\n",
         "the logit scale is no longer capped at ln 100 after each optimizer step",
     ),
@@ -451,7 +455,7 @@ MUTANTS = [
         "the loss uses the stored logit scale even above the cap",
     ),
     Mutant(
-        "run.evaluation_videos_by_captions", RUN,
+        "run.evaluation_videos_by_captions", EVALUATION,
         "similarity = (logit_scale.float().exp().cpu() * text @ videos.t()).numpy()",
         "similarity = (logit_scale.float().exp().cpu() * videos @ text.t()).numpy()",
         "evaluation similarity built as videos x captions",
@@ -473,13 +477,13 @@ MUTANTS = [
         "the learning-rate schedule never advances",
     ),
     Mutant(
-        "run.decay_on_vectors", RUN,
+        "run.decay_on_vectors", RECIPES,
         "decays = parameter.ndim >= 2 and name not in embedding_weights",
         "decays = parameter.ndim >= 1 and name not in embedding_weights",
         "biases and norms decayed",
     ),
     Mutant(
-        "run.clip_rate_inverted", RUN,
+        "run.clip_rate_inverted", RECIPES,
         '"lr": learning_rate * (clip_learning_rate_scale if is_clip else 1.0),',
         '"lr": learning_rate * (1.0 if is_clip else clip_learning_rate_scale),',
         "the new modules learn at CLIP's reduced rate and CLIP at the full one",

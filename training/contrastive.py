@@ -133,3 +133,13 @@ def global_contrastive_loss(embeddings: PairEmbeddings, global_similarity_weight
     )
     _, global_logits, aligned_logits = similarity_logits(text, video, embeddings.logit_scale, global_similarity_weight)
     return contrastive_loss(global_logits, aligned_logits, global_similarity_weight)
+
+
+def clamp_logit_scale(embedder: nn.Module):
+    """CLIP's bound on the temperature, applied in place to the prepared module's own parameter (a DTensor shard
+    under FSDP2, a view under FSDP with original parameters: clamping elementwise is right for every piece). The
+    loss also clamps in the forward, which covers wrappers that hide the parameter."""
+    with torch.no_grad():
+        for name, parameter in embedder.named_parameters():
+            if name.endswith("logit_scale"):
+                parameter.clamp_(max=MAX_LOGIT_SCALE)

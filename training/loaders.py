@@ -41,7 +41,6 @@ import json
 import os
 import pickle
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 

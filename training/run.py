@@ -30,29 +30,33 @@ listed in `results.json`, up to `--max_bad_videos`. See docs/training.md.
 """
 
 import argparse
-import hashlib
-import json
 import math
 import os
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedType
-from accelerate.utils import ProjectConfiguration, gather_object, send_to_device, set_seed
+from accelerate.utils import ProjectConfiguration, send_to_device, set_seed
 from accelerate.utils import is_tensorboard_available, is_trackio_available
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+from transformers import get_cosine_schedule_with_warmup
 
-from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
-from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
+from clip2video.processing import CLIP2VideoProcessor
+from clip2video.training.checkpoints import (
+    TrainingProgress,
+    claim_output_dir,
+    public_args,
+    resolve_checkpoint,
+    run_fingerprint,
+    save_checkpoint,
+)
 from clip2video.training.contrastive import (
-    MAX_LOGIT_SCALE,
     ContrastiveEmbedder,
+    clamp_logit_scale,
     global_contrastive_loss,
     make_logit_scale_shardable,
     scalar_logit_scale,
@@ -65,84 +69,32 @@ from clip2video.training.data import (
     StreamingBatches,
     VideoTextCollator,
     video_key,
-    video_name,
 )
-from clip2video.training.loaders import (
-    group_by_video,
-    load_hub_dataset,
-    load_lsmdc,
-    load_msrvtt,
-    load_msvd,
-    load_vatex,
-    load_video_folder,
-)
-from clip2video.training.metrics.video_text_retrieval.video_text_retrieval import compute_retrieval_metrics
+from clip2video.training.distributed import fill_deepspeed_batch_sizes, set_cpu_threads
+from clip2video.training.evaluation import EvaluationData, evaluate
+from clip2video.training.loaders import group_by_video
 from clip2video.training.publish import prepare_hub_repo, print_results_table, push_folder, write_publishable_folder
-from clip2video.training.synthetic import SyntheticConfig, generate_synthetic_dataset
+from clip2video.training.recipes import (
+    ARCHITECTURES,
+    PAPER_RECIPE,
+    SYNTHETIC_RECIPE,
+    build_model,
+    build_processor,
+    model_config,
+    parameter_groups,
+)
+from clip2video.training.splits import (
+    PUBLISHED_LOADERS,
+    BadVideos,
+    build_frame_cache,
+    load_splits,
+    missing_videos,
+    train_candidates,
+)
+from clip2video.training.synthetic import SyntheticConfig
 
-# The recipe of CLIP4Clip, which CLIP2Video's authors trained with (their README and scripts): Adam(0.9, 0.98, 1e-6)
-# with decoupled weight decay 0.2, learning rate 1e-4 for the new modules and 1e-4 * 1e-3 for CLIP's weights, 10%
-# linear warm-up then cosine decay, 5 epochs, global batch 128, 12 frames, 32 tokens, gradient norm clipped at 1.
-PAPER_RECIPE = dict(
-    learning_rate=1e-4,
-    clip_learning_rate_scale=1e-3,
-    weight_decay=0.2,
-    warmup_proportion=0.1,
-    num_train_epochs=5,
-    global_batch_size=128,
-    num_frames=12,
-    max_text_length=32,
-    max_grad_norm=1.0,
-    eval_batch_size=64,
-    cache_frames=False,
-    distinct_captions_in_batch=False,
-    mean_pooling_baseline=False,
-)
-# The embedded default: a small model trained from scratch, so every weight learns at the full rate.
-SYNTHETIC_RECIPE = dict(
-    learning_rate=2e-3,
-    clip_learning_rate_scale=1.0,
-    weight_decay=0.05,
-    warmup_proportion=0.1,
-    num_train_epochs=10,
-    global_batch_size=128,
-    num_frames=8,
-    max_text_length=32,
-    max_grad_norm=1.0,
-    eval_batch_size=60,
-    cache_frames=True,
-    distinct_captions_in_batch=True,
-    mean_pooling_baseline=True,
-)
-DEFAULT_SPLITS = {
-    "msrvtt": ("train_9k", "test_1k_a"),
-    "msvd": ("train", "test"),
-    "vatex": ("train", "test"),
-    "lsmdc": ("train", "test"),
-    "hub": ("train", "test"),
-}
-PUBLISHED_LOADERS = {"msrvtt": load_msrvtt, "msvd": load_msvd, "vatex": load_vatex, "lsmdc": load_lsmdc}
-# Temporal modules per architecture; `clip2video` keeps the configuration's (the paper's) defaults.
-ARCHITECTURES = {
-    "clip2video": {},
-    "mean_pooling": dict(
-        temporal_pooling="mean",
-        use_temporal_difference_block=False,
-        difference_projection="none",
-        use_temporal_alignment_block=False,
-    ),
-}
-CLIP_PARAMETER_PREFIXES = ("text_model.", "vision_model.", "text_projection.", "visual_projection.", "logit_scale")
 TRACKERS = ("auto", "all", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "aim",
             "swanlab", "none")
-# Flags that change how a run is carried out, not what it trains: a checkpoint may be resumed with other values.
-OPERATIONAL_FLAGS = {
-    "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "eval_only", "num_workers", "cpu_threads",
-    "report_to", "checkpointing_steps", "eval_batch_size", "dual_softmax", "max_bad_videos", "push_to_hub",
-    "hub_model_id", "hub_token", "hub_private", "hub_revision", "hub_create_pr", "data_dir", "videos_dir",
-    "annotations_dir", "train_dir", "eval_dir", "data_files", "eval_split", "max_eval_samples",
-}
-SECRET_FLAGS = ("hub_token",)
 
 
 def _int_at_least(minimum: int, description: str):
@@ -376,376 +328,44 @@ def parse_args(argv=None):
     return args
 
 
-def public_args(args) -> dict:
-    """The arguments as recorded in results.json, checkpoints and trackers: secrets left out."""
-    return {name: ("<redacted>" if name in SECRET_FLAGS and value else value) for name, value in vars(args).items()}
-
-
-def run_fingerprint(args) -> dict:
-    """What a checkpoint must share with the run resuming it: every argument that changes what is trained."""
-    trained = {name: value for name, value in sorted(vars(args).items()) if name not in OPERATIONAL_FLAGS}
-    digest = hashlib.sha256(json.dumps(trained, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {"fingerprint": digest, "arguments": trained}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _data_files(patterns: list[str] | None):
-    """`["train=a/*.tar", "test=b/*.tar"]` -> `{"train": [...], "test": [...]}`; plain patterns are the train split."""
-    if not patterns:
-        return None
-    files: dict[str, list[str]] = {}
-    for pattern in patterns:
-        split, separator, rest = pattern.partition("=")
-        if not separator or "/" in split or not split:
-            split, rest = "train", pattern
-        files.setdefault(split, []).append(rest)
-    return files
-
-
-def load_splits(args, accelerator):
-    """(train Dataset / IterableDataset or None, eval Dataset, description of the eval split for results.json)."""
-    if args.dataset == "synthetic":
-        config = SyntheticConfig(num_train_clips=args.num_synthetic_train_clips, num_frames=args.num_frames)
-        with accelerator.main_process_first():
-            if accelerator.is_main_process:
-                generate_synthetic_dataset(args.data_dir, config)
-        data_dir = Path(args.data_dir)
-        train, evaluation = load_video_folder(data_dir / "train"), load_video_folder(data_dir / "test")
-        source = {"dataset": "synthetic", "split": "test", "data_dir": str(data_dir), "generation": vars(config)}
-    elif args.dataset == "videofolder":
-        train = None if args.eval_only else load_video_folder(args.train_dir, on_bad_row=args.on_bad_row)
-        evaluation = load_video_folder(args.eval_dir, on_bad_row=args.on_bad_row)
-        source = {"dataset": "videofolder", "eval_dir": args.eval_dir}
-    elif args.dataset == "hub":
-        train_split = args.train_split or DEFAULT_SPLITS["hub"][0]
-        eval_split = args.eval_split or DEFAULT_SPLITS["hub"][1]
-        common = dict(
-            name=args.dataset_config, data_files=_data_files(args.data_files), data_dir=args.dataset_dir,
-            revision=args.dataset_revision, token=args.hub_token, video_column=args.video_column,
-            caption_column=args.caption_column, id_column=args.id_column,
-        )
-        with accelerator.main_process_first():  # the main process downloads and prepares; the others read the cache
-            train = None
-            if not args.eval_only:
-                train = load_hub_dataset(args.dataset_name, split=train_split, streaming=args.streaming, **common)
-            evaluation = load_hub_dataset(args.dataset_name, split=eval_split, **common)
-        source = {"dataset": "hub", "dataset_name": args.dataset_name, "config": args.dataset_config,
-                  "split": eval_split}
-    else:
-        load = PUBLISHED_LOADERS[args.dataset]
-        train_split = args.train_split or DEFAULT_SPLITS[args.dataset][0]
-        eval_split = args.eval_split or DEFAULT_SPLITS[args.dataset][1]
-        train = None if args.eval_only else load(args.annotations_dir, args.videos_dir, train_split, args.on_bad_row)
-        evaluation = load(args.annotations_dir, args.videos_dir, eval_split, args.on_bad_row)
-        source = {"dataset": args.dataset, "split": eval_split, "annotations_dir": args.annotations_dir}
-    if args.max_eval_samples:
-        evaluation = evaluation.select(range(min(args.max_eval_samples, len(evaluation))))
-    return train, evaluation, source
-
-
-def missing_videos(dataset: datasets.Dataset) -> dict[str, str]:
-    """Video key -> reason for the local files a split names that do not exist (checked once, before training)."""
-    missing = {}
-    table = dataset.select_columns(["video"]).with_format("arrow")
-    for start in range(0, len(dataset), 10_000):
-        column = table[start : start + 10_000].column("video").combine_chunks()
-        for path, no_bytes in zip(column.field("path").to_pylist(), column.field("bytes").is_null().to_pylist()):
-            if no_bytes and path and "://" not in path and not os.path.isfile(path):
-                missing[path] = "FileNotFoundError: video file not found"
-    return missing
-
-
-def build_frame_cache(args, accelerator, processor, datasets_to_cache):
-    videos = {}
-    for dataset in datasets_to_cache:
-        if dataset is not None:
-            for video in dataset["video"]:
-                videos.setdefault(video_key(video), video)
-    cache_dir = Path(args.data_dir if args.dataset == "synthetic" else args.output_dir) / "frame_cache"
-    with accelerator.main_process_first():
-        return FrameCache.load_or_build(
-            [videos[key] for key in sorted(videos)], processor, cache_dir, num_workers=os.cpu_count() or 1,
-            build=accelerator.is_main_process,
-        )
-
-
-class BadVideos:
-    """The videos a run could not use, with the reason, and the cap that ends the run when there are too many.
-
-    `cap`: an absolute count (>= 1 or 0) or a fraction (< 1) of `total` videos (for a stream, of the rows read).
-    Every process meets its own share of the videos: `check` sums the counts over processes (every process reaches
-    the same decision, so none is left waiting in a collective)."""
-
-    def __init__(self, split: str, cap: float, total: int | None):
-        self.split, self.cap, self.total = split, cap, total
-        self.videos: dict[str, str] = {}
-        self.known_at_start = 0  # found before training, the same on every process
-        self.rows_read = 0
-
-    def add(self, bad_videos, known_at_start: bool = False):
-        for name, reason in bad_videos:
-            if name not in self.videos:
-                self.videos[name] = reason
-                self.known_at_start += known_at_start
-
-    def limit(self, total: int) -> float:
-        return self.cap if self.cap >= 1 or self.cap == 0 else self.cap * total
-
-    def check(self, accelerator, collective: bool = True):
-        """Raises when there are more bad videos than the cap allows. `collective`: every process calls it at the
-        same point (training steps), and the counts met by each process are summed."""
-        count, rows_read = len(self.videos) - self.known_at_start, self.rows_read
-        if collective and accelerator.num_processes > 1:
-            summed = accelerator.reduce(torch.tensor([count, rows_read], device=accelerator.device), "sum")
-            count, rows_read = (int(value) for value in summed.tolist())
-        count += self.known_at_start
-        if self.total is None and rows_read < 100:  # a stream: a fraction of the first few rows means nothing yet
-            return
-        total = self.total or rows_read
-        if count > self.limit(total):
-            examples = "\n".join(f"  {name}: {reason}" for name, reason in list(self.videos.items())[:20])
-            raise RuntimeError(
-                f"{count} {self.split} videos could not be decoded, more than --max_bad_videos {self.cap:g} allows "
-                f"(of {total} videos): the data looks broken wholesale. Some of them:\n{examples}\nFix or remove "
-                "them, or raise --max_bad_videos."
-            )
-
-    def gathered(self, accelerator) -> dict[str, str]:
-        """Every process's bad videos (a collective: call on every process)."""
-        merged = {}
-        for part in gather_object([self.videos]) if accelerator.num_processes > 1 else [self.videos]:
-            merged.update(part)
-        return dict(sorted(merged.items()))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Model, processor, optimizer
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def small_synthetic_config(num_frames: int, architecture: str) -> CLIP2VideoConfig:
-    """A small CLIP for 32x32 frames: a 2-layer ViT of width 32 on 8x8-pixel patches (16 patches a frame: 4x4
-    patches learned the motions in about two thirds of the optimizer steps, but each step cost 4.6 times as much), a
-    2-layer text transformer of width 64, 64-d embeddings, and the 49,408-token embedding table of the CLIP
-    tokenizer."""
-    width = 64
-    return CLIP2VideoConfig(
-        projection_dim=width,
-        text_config=dict(
-            hidden_size=width, intermediate_size=4 * width, num_attention_heads=2, num_hidden_layers=2,
-            max_position_embeddings=32,
-        ),
-        vision_config=dict(
-            hidden_size=32, intermediate_size=128, num_attention_heads=2, num_hidden_layers=2,
-            image_size=32, patch_size=8,
-        ),
-        temporal_num_layers=2,
-        num_frames=num_frames,
-        max_frame_positions=max(16, num_frames),
-        **ARCHITECTURES[architecture],
-    )
-
-
-def build_model(args, architecture: str | None) -> CLIP2VideoModel:
-    if args.model_name_or_path is None:
-        return CLIP2VideoModel(small_synthetic_config(args.num_frames, architecture or "clip2video"))
-    overrides = dict(ARCHITECTURES[architecture]) if architecture else {}
-    return CLIP2VideoModel.from_pretrained(args.model_name_or_path, num_frames=args.num_frames, **overrides)
-
-
-def build_processor(args, config: CLIP2VideoConfig) -> CLIP2VideoProcessor:
-    """The paper's video processing at the model's image size and `--num_frames`, and the checkpoint's CLIP tokenizer
-    (the same vocabulary as OpenAI CLIP's, read from the open-clip-torch wheel when the checkpoint has none)."""
-    image_size = config.vision_config.image_size
-    video_processor = CLIP2VideoVideoProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-        max_frames=args.num_frames,
-    )
-    tokenizer = None
-    if args.model_name_or_path is not None:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
-        except (OSError, ValueError):
-            tokenizer = None
-    return CLIP2VideoProcessor(video_processor=video_processor, tokenizer=tokenizer or offline_clip_tokenizer())
-
-
-def parameter_groups(model: nn.Module, learning_rate: float, clip_learning_rate_scale: float, weight_decay: float):
-    """CLIP's pretrained weights learn at `learning_rate * clip_learning_rate_scale`, the new temporal modules at
-    `learning_rate`; biases, norms, embedding tables and the logit scale (every parameter of fewer than 2 dimensions,
-    and every `nn.Embedding`) are not decayed."""
-    embedding_weights = {
-        f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Embedding)
-    }
-    groups = {}
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        is_clip = name.startswith(CLIP_PARAMETER_PREFIXES)
-        decays = parameter.ndim >= 2 and name not in embedding_weights
-        key = (is_clip, decays)
-        if key not in groups:
-            groups[key] = {
-                "params": [],
-                "lr": learning_rate * (clip_learning_rate_scale if is_clip else 1.0),
-                "weight_decay": weight_decay if decays else 0.0,
-            }
-        groups[key]["params"].append(parameter)
-    return list(groups.values())
-
-
-class TrainingProgress:
-    """Where training stands; saved in every checkpoint so a resume continues with the same data order. With
-    --streaming, `stream_states` holds every process's `StreamingBatches` state."""
-
-    def __init__(self):
-        self.epoch = 0
-        self.batches_done_in_epoch = 0
-        self.optimizer_steps = 0
-        self.stream_states = None
-
-    def state_dict(self):
-        return dict(vars(self))
-
-    def load_state_dict(self, state):
-        self.__init__()
-        vars(self).update(state)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class EvaluationData:
-    """The eval split as separate caption and video loaders (each video embedded once, whatever its caption count).
-    Videos known to be missing are not decoded; they, and those that fail to decode, are left out of the metrics."""
-
-    def __init__(self, accelerator, evaluation, collator, batch_size, num_workers, known_bad: dict[str, str]):
-        self.video_ids, self.videos, self.caption_video_index = group_by_video(evaluation)
-        self.captions = list(evaluation["caption"])
-        self.collator = collator
-        self.known_bad = known_bad
-        self.text_loader = accelerator.prepare_data_loader(
-            DataLoader(self.captions, batch_size=batch_size, collate_fn=self._tokenize)
-        )
-        rows = [{"video": video, "caption": ""} for video in self.videos]
-        self.video_loader = accelerator.prepare_data_loader(
-            DataLoader(rows, batch_size=batch_size, collate_fn=self._videos, num_workers=num_workers)
-        )
-
-    def _tokenize(self, captions):
-        input_ids, attention_mask = self.collator.tokenize(captions)
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-    def _videos(self, rows):
-        self.collator._known_bad.update(self.known_bad)
-        return self.collator(rows)
-
-
-@torch.no_grad()
-def evaluate(
-    accelerator, embedder, data: EvaluationData, dual_softmax: bool, max_bad_videos: float | None = None
-) -> tuple[dict, dict[str, str]]:
-    """Retrieval metrics through the prepared module (sharded parameters are gathered by its forward), and the
-    videos left out. A left-out video takes its captions with it: R@k is over the videos that could be decoded,
-    and `num_dropped_videos` / `num_dropped_captions` say how many were not."""
-    embedder.eval()
-    text_embeds, logit_scale = [], None
-    for batch in data.text_loader:
-        embeds, logit_scale = embedder(**batch)
-        text_embeds.append(accelerator.gather_for_metrics(embeds))
-    video_embeds, valid, bad_videos = [], [], {}
-    for batch in data.video_loader:
-        for name, reason in batch.pop("bad_videos"):
-            bad_videos.setdefault(name, reason)
-        valid.append(accelerator.gather_for_metrics(batch.pop("valid")))
-        embeds, logit_scale = embedder(pixel_values_videos=batch["pixel_values_videos"], video_mask=batch["video_mask"])
-        video_embeds.append(accelerator.gather_for_metrics(embeds))
-    if accelerator.num_processes > 1:
-        bad_videos = {name: reason for part in gather_object([bad_videos]) for name, reason in part.items()}
-    valid = torch.cat(valid).cpu()
-    if not valid.any():
-        raise RuntimeError(f"none of the {len(valid)} test videos could be decoded, e.g. {next(iter(bad_videos.items()), '')}")
-    kept_videos = valid.nonzero().flatten()
-    new_position = torch.full((len(valid),), -1, dtype=torch.long)
-    new_position[kept_videos] = torch.arange(len(kept_videos))
-    caption_video = new_position[torch.tensor(data.caption_video_index)]
-    kept_captions = (caption_video >= 0).nonzero().flatten()
-    text = torch.cat(text_embeds).float().cpu()[kept_captions]
-    videos = torch.cat(video_embeds).float().cpu()[kept_videos]
-    similarity = (logit_scale.float().exp().cpu() * text @ videos.t()).numpy()
-    index = caption_video[kept_captions].tolist()
-    metrics = compute_retrieval_metrics(similarity, index)
-    if dual_softmax:
-        metrics.update(compute_retrieval_metrics(similarity, index, dual_softmax=True))
-    metrics.update(num_dropped_videos=int((~valid).sum()), num_dropped_captions=len(data.captions) - len(kept_captions))
-    if max_bad_videos is not None:
-        limit = max_bad_videos if max_bad_videos >= 1 or max_bad_videos == 0 else max_bad_videos * len(valid)
-        if metrics["num_dropped_videos"] > limit:
-            examples = "\n".join(f"  {name}: {reason}" for name, reason in list(bad_videos.items())[:20])
-            raise RuntimeError(
-                f"{metrics['num_dropped_videos']} of the {len(valid)} test videos could not be decoded, more than "
-                f"--max_bad_videos {max_bad_videos:g} allows: the test split looks broken. Some of them:\n{examples}"
-            )
-    return metrics, dict(sorted(bad_videos.items()))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def fill_deepspeed_batch_sizes(accelerator, micro_batch_size: int, args):
-    """DeepSpeed's `"auto"` batch sizes are read by accelerate from the data loader's `batch_size`, which a batch
-    sampler (or a stream) does not have: fill them from the run's own numbers."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is None:
-        return
-    config = plugin.deepspeed_config
-    per_device = micro_batch_size // accelerator.num_processes
-    values = {
-        "train_micro_batch_size_per_gpu": per_device,
-        "train_batch_size": args.global_batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "gradient_clipping": args.max_grad_norm or 0.0,
-    }
-    for name, value in values.items():
-        if config.get(name, "auto") == "auto":
-            config[name] = value
+@dataclass
+class Run:
+    """What every model this job trains shares: the flags, the processes, the output folder and the data."""
 
-
-def clamp_logit_scale(embedder: nn.Module):
-    """CLIP's bound on the temperature, applied in place to the prepared module's own parameter (a DTensor shard
-    under FSDP2, a view under FSDP with original parameters: clamping elementwise is right for every piece). The
-    loss also clamps in the forward, which covers wrappers that hide the parameter."""
-    with torch.no_grad():
-        for name, parameter in embedder.named_parameters():
-            if name.endswith("logit_scale"):
-                parameter.clamp_(max=MAX_LOGIT_SCALE)
+    args: argparse.Namespace
+    accelerator: Accelerator
+    output_dir: Path
+    fingerprint: dict  # `run_fingerprint(args)`, written with every checkpoint
+    processor: CLIP2VideoProcessor
+    train: datasets.Dataset | datasets.IterableDataset | None  # None with --eval_only
+    evaluation: datasets.Dataset
+    frame_cache: FrameCache | None
+    eval_known_bad: dict[str, str]  # test videos missing or undecodable before any training
 
 
 def train_and_evaluate(
-    args, accelerator, progress, train, evaluation, processor, frame_cache, architecture, output_dir, checkpointing,
-    train_bad: BadVideos, eval_known_bad: dict[str, str], fingerprint: dict, log_prefix="",
+    run: Run, architecture: str | None, progress: TrainingProgress, train_bad: BadVideos, checkpointing: str,
+    log_prefix: str = "",
 ):
     """Trains (unless --eval_only) one model and returns (embedder, final metrics, evaluation's bad videos,
-    timings). Tracker values are logged under `log_prefix` (the baseline's curves must not overwrite the main
-    model's)."""
+    timings). `checkpointing`: --checkpointing_steps, or "no" for a model that is neither resumed nor published.
+    Tracker values are logged under `log_prefix` (the baseline's curves must not overwrite the main model's)."""
+    args, accelerator, output_dir, train = run.args, run.accelerator, run.output_dir, run.train
     accelerator.free_memory()  # forget the models, optimizers and loaders of a previous run in this process
     set_seed(args.seed)
     timings = {}
-    model = build_model(args, architecture)
+    model = build_model(args.model_name_or_path, args.num_frames, architecture)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    collator = VideoTextCollator(processor, args.max_text_length, frame_cache)
-    num_workers = args.num_workers if args.num_workers is not None else (0 if frame_cache else os.cpu_count() or 1)
-    evaluation_data = EvaluationData(accelerator, evaluation, collator, args.eval_batch_size, num_workers,
-                                     eval_known_bad)
+    collator = VideoTextCollator(run.processor, args.max_text_length, run.frame_cache)
+    num_workers = args.num_workers if args.num_workers is not None else (0 if run.frame_cache else os.cpu_count() or 1)
+    evaluation_data = EvaluationData(accelerator, run.evaluation, collator, args.eval_batch_size, num_workers,
+                                     run.eval_known_bad)
 
     micro_batch_size = args.global_batch_size // args.gradient_accumulation_steps
     if accelerator.distributed_type == DistributedType.FSDP:
@@ -763,7 +383,7 @@ def train_and_evaluate(
         return embedder, metrics, eval_bad, timings
 
     train_collator = VideoTextCollator(
-        processor, args.max_text_length, frame_cache, random_frame_jitter=args.random_frame_jitter,
+        run.processor, args.max_text_length, run.frame_cache, random_frame_jitter=args.random_frame_jitter,
         jitter_seed=args.seed, dataset=None if args.streaming else train,
         candidates=None if args.streaming else train_candidates(train, train_bad),
     )
@@ -866,7 +486,7 @@ def train_and_evaluate(
                              f"{log_prefix}train/bad_videos": len(train_bad.videos)},
                             step=progress.optimizer_steps)
             if checkpointing.isdigit() and progress.optimizer_steps % int(checkpointing) == 0:
-                save_checkpoint(accelerator, output_dir, progress, fingerprint, stream if args.streaming else None)
+                save_checkpoint(accelerator, output_dir, progress, run.fingerprint, stream if args.streaming else None)
             if progress.optimizer_steps >= total_steps:
                 epoch_finished = progress.batches_done_in_epoch >= (len(train_loader) if train_loader else math.inf)
                 break
@@ -887,7 +507,7 @@ def train_and_evaluate(
                                           if metrics["num_dropped_videos"] else "")
         )
         if checkpointing == "epoch":
-            save_checkpoint(accelerator, output_dir, progress, fingerprint, stream if args.streaming else None)
+            save_checkpoint(accelerator, output_dir, progress, run.fingerprint, stream if args.streaming else None)
         started = time.perf_counter()
     progress_bar.close()
     if metrics is None:  # resumed from the very end: nothing left to train
@@ -895,13 +515,6 @@ def train_and_evaluate(
     timings.update(training_seconds=training_seconds, evaluation_seconds=evaluation_seconds)
     return embedder, metrics, eval_bad, timings
 
-
-def train_candidates(train: datasets.Dataset, train_bad: BadVideos) -> list[int]:
-    """The training rows whose video is not known to be bad (missing, or failed when the frames were cached)."""
-    if not train_bad.videos:
-        return list(range(len(train)))
-    return [index for index, video in enumerate(train["video"]) if video_name(video) not in train_bad.videos
-            and video_key(video) not in train_bad.videos]
 
 
 def streamed_batches(accelerator, stream: StreamingBatches, progress: TrainingProgress):
@@ -927,100 +540,6 @@ def streamed_batches(accelerator, stream: StreamingBatches, progress: TrainingPr
         # Stops the decoding threads now, not when garbage collected: evaluation forks DataLoader workers, and a
         # fork taken while another thread decodes can deadlock in the child.
         batches.close()
-
-
-def save_checkpoint(accelerator, output_dir: Path, progress: TrainingProgress, fingerprint: dict, stream=None):
-    """`accelerator.save_state` into `checkpoints/step_<n>` with the run's fingerprint in `run.json`, written under
-    another name and renamed when complete, so a run killed while saving never leaves a half-written checkpoint."""
-    if stream is not None:
-        progress.stream_states = gather_object([stream.state_dict()]) if accelerator.num_processes > 1 else [stream.state_dict()]
-    final = output_dir / "checkpoints" / f"step_{progress.optimizer_steps:08d}"
-    partial = final.with_name(final.name + ".partial")
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (partial / "run.json").write_text(json.dumps(fingerprint, indent=2, default=str))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
-    accelerator.wait_for_everyone()
-
-
-def resolve_checkpoint(checkpoint: str, output_dir: Path) -> str:
-    if checkpoint != "latest":
-        return checkpoint
-    candidates = sorted(path for path in (output_dir / "checkpoints").glob("step_*") if path.suffix != ".partial")
-    if not candidates:
-        raise FileNotFoundError(f"no checkpoint in {output_dir / 'checkpoints'}")
-    return str(candidates[-1])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The output folder
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def claim_output_dir(args, accelerator, fingerprint: dict):
-    """One run per output folder: a folder with another run's files is refused, unless --overwrite_output_dir
-    (cleared) or --resume_from_checkpoint of a checkpoint whose run fingerprint matches this run's arguments."""
-    output_dir = Path(args.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"--output_dir {output_dir} is a file")
-    contents = set(os.listdir(output_dir)) if output_dir.is_dir() else set()
-    if contents <= {"run.json", "logs"} and (output_dir / "run.json").is_file():
-        # This same run, stopped before its first checkpoint (only its fingerprint and logs are there): restart it.
-        try:
-            same_run = json.loads((output_dir / "run.json").read_text()).get("fingerprint") == fingerprint["fingerprint"]
-        except (OSError, ValueError):
-            same_run = False
-        if same_run:
-            contents = set()
-    occupied = bool(contents)
-    if occupied and not args.overwrite_output_dir:
-        if args.resume_from_checkpoint:
-            check_resumable(resolve_checkpoint(args.resume_from_checkpoint, output_dir), fingerprint)
-        elif args.eval_only and not (output_dir / "checkpoints").exists() and not (output_dir / "model.safetensors").exists():
-            pass  # an earlier evaluation's results only
-        else:
-            contents = sorted(entry.name for entry in output_dir.iterdir())[:8]
-            raise FileExistsError(
-                f"--output_dir {output_dir} already holds another run's files ({', '.join(contents)}). Pass "
-                "--overwrite_output_dir to clear it, --resume_from_checkpoint latest to continue that run, or "
-                "choose another --output_dir."
-            )
-    elif args.resume_from_checkpoint and args.resume_from_checkpoint != "latest":
-        check_resumable(args.resume_from_checkpoint, fingerprint)
-    elif args.resume_from_checkpoint:
-        resolve_checkpoint("latest", output_dir)  # a clear error when there is none
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if occupied and args.overwrite_output_dir:
-            for entry in list(output_dir.iterdir()):
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "run.json").write_text(json.dumps(fingerprint, indent=2, default=str))
-    accelerator.wait_for_everyone()
-
-
-def check_resumable(checkpoint: str, fingerprint: dict):
-    recorded_path = Path(checkpoint) / "run.json"
-    if not recorded_path.is_file():
-        raise ValueError(
-            f"{checkpoint} has no run.json: it was not written by training/run.py (or by an older version), so it "
-            "cannot be checked against this run's arguments. Start a new run in another --output_dir."
-        )
-    recorded = json.loads(recorded_path.read_text())
-    if recorded.get("fingerprint") == fingerprint["fingerprint"]:
-        return
-    theirs, ours = recorded.get("arguments", {}), fingerprint["arguments"]
-    differences = [
-        f"--{name} {theirs.get(name)!r} there, {ours.get(name)!r} here"
-        for name in sorted(set(theirs) | set(ours)) if theirs.get(name) != ours.get(name)
-    ]
-    raise ValueError(
-        f"{checkpoint} belongs to a run with other training arguments: {'; '.join(differences)}. Resume with the "
-        "same arguments, or start a new run (--overwrite_output_dir, or another --output_dir)."
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1053,12 +572,7 @@ def main(argv=None):
             f"accumulation steps on {accelerator.num_processes} processes (equal batches on every process): pass a "
             f"multiple of {args.gradient_accumulation_steps * accelerator.num_processes}"
         )
-    if accelerator.device.type == "cpu":
-        threads = args.cpu_threads
-        if threads == "auto":
-            local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-            threads = max(1, len(os.sched_getaffinity(0)) // local_processes)
-        torch.set_num_threads(int(threads))
+    set_cpu_threads(accelerator, args.cpu_threads)
 
     # Everything that can fail without training fails first: the output folder, the Hub repository, the data.
     fingerprint = run_fingerprint(args)
@@ -1074,11 +588,8 @@ def main(argv=None):
     started = time.perf_counter()
     train, evaluation, eval_source = load_splits(args, accelerator)
     timings = {"data_seconds": time.perf_counter() - started}
-    first_model_config = (
-        small_synthetic_config(args.num_frames, "clip2video") if args.model_name_or_path is None
-        else CLIP2VideoConfig.from_pretrained(args.model_name_or_path, token=args.hub_token)
-    )
-    processor = build_processor(args, first_model_config)
+    config = model_config(args.model_name_or_path, args.num_frames, token=args.hub_token)
+    processor = build_processor(args.model_name_or_path, args.num_frames, config)
     streaming = isinstance(train, datasets.IterableDataset)
     train_bad = BadVideos("training", args.max_bad_videos,
                           None if train is None or streaming else len(set(train["video_id"])))
@@ -1106,11 +617,11 @@ def main(argv=None):
            if train_bad.videos or eval_bad_known else "")
     )
 
+    run = Run(args, accelerator, output_dir, fingerprint, processor, train, evaluation, frame_cache, eval_bad_known)
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress)
     embedder, metrics, eval_bad, model_timings = train_and_evaluate(
-        args, accelerator, progress, train, evaluation, processor, frame_cache, args.architecture, output_dir,
-        args.checkpointing_steps, train_bad, eval_bad_known, fingerprint,
+        run, args.architecture, progress, train_bad, args.checkpointing_steps
     )
     timings.update(model_timings)
     runs = {args.architecture or "clip2video": {"metrics": metrics, "timings": model_timings}}
@@ -1118,12 +629,10 @@ def main(argv=None):
     state_dict = accelerator.get_state_dict(embedder)
     model = accelerator.unwrap_model(embedder).model
     if args.mean_pooling_baseline and not args.eval_only:
-        progress.__init__()
+        # A comparison, not a model to resume or publish: its own progress, never checkpointed.
         _, baseline_metrics, _, baseline_timings = train_and_evaluate(
-            args, accelerator, progress, train, evaluation, processor, frame_cache, "mean_pooling", output_dir,
-            checkpointing="no",  # a comparison, not a model to resume or publish
-            train_bad=BadVideos("training", args.max_bad_videos, train_bad.total), eval_known_bad=eval_bad_known,
-            fingerprint=fingerprint, log_prefix="mean_pooling/",
+            run, "mean_pooling", TrainingProgress(), BadVideos("training", args.max_bad_videos, train_bad.total),
+            checkpointing="no", log_prefix="mean_pooling/",
         )
         runs["mean_pooling"] = {"metrics": baseline_metrics, "timings": baseline_timings}
     training_bad_videos = train_bad.gathered(accelerator)

@@ -35,7 +35,7 @@ def parse_args(argv=None):
 def random_checkpoint(kind: str, folder: Path) -> Path:
     from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
     from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
-    from clip2video.training.run import small_synthetic_config
+    from clip2video.training.recipes import small_synthetic_config
 
     torch.manual_seed(0)
     config = small_synthetic_config(8, "clip2video") if kind == "synthetic" else CLIP2VideoConfig()

@@ -32,6 +32,8 @@ from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor
 
+from clip2video.training.distributed import cores_per_process, set_cpu_threads
+
 from .index_build import (
     PARTS_DIR, IndexLock, Part, VectorIndexOptions, commit, current_keys, file_key, load_parts, open_current,
     write_part,
@@ -223,11 +225,9 @@ def main(argv=None):
     # Without a GPU (or other accelerator) the processes must be CPU ones to join a gloo group under
     # `accelerate launch --multi_gpu`; otherwise each would index everything on its own.
     accelerator = Accelerator(cpu=not torch.accelerator.is_available())
-    cpus = len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-    if accelerator.device.type == "cpu":
-        torch.set_num_threads(args.cpu_threads or max(1, cpus))
+    set_cpu_threads(accelerator, args.cpu_threads)
     if args.num_workers is None:
-        args.num_workers = max(1, min(8, cpus // 2))
+        args.num_workers = max(1, min(8, cores_per_process(accelerator) // 2))
     root = Path(args.videos).resolve()
     if not root.is_dir():
         raise SystemExit(f"--videos {args.videos} is not a folder.")
