@@ -42,15 +42,13 @@ def write_clip(path: Path, seconds: int = 10, fps: int = 30, width: int = 320, h
 
 def publish(folder: Path) -> Path:
     from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
-    from clip2video.pipelines.publishing import add_pipelines_and_handler
+    from clip2video.pipelines.publishing import save_publishable_checkpoint
     from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
 
     torch.manual_seed(0)
-    CLIP2VideoModel(CLIP2VideoConfig()).eval().save_pretrained(folder)
-    CLIP2VideoProcessor(video_processor=CLIP2VideoVideoProcessor(), tokenizer=offline_clip_tokenizer()).save_pretrained(
-        folder
-    )
-    add_pipelines_and_handler(folder)
+    model = CLIP2VideoModel(CLIP2VideoConfig()).eval()
+    processor = CLIP2VideoProcessor(video_processor=CLIP2VideoVideoProcessor(), tokenizer=offline_clip_tokenizer())
+    save_publishable_checkpoint(folder, model, processor)
     return folder
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import validate_repo_id
 
-from clip2video.pipelines.publishing import add_pipelines_and_handler
+from clip2video.pipelines.publishing import save_publishable_checkpoint
 
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
 TABLE_METRICS = (
@@ -197,9 +197,7 @@ def write_publishable_folder(
     card = model_card(results, repo_id)  # checked before anything is written
 
     def write(folder: Path):
-        model.save_pretrained(folder, state_dict=state_dict)
-        processor.save_pretrained(folder)
-        add_pipelines_and_handler(folder)  # the two pipelines (custom_pipelines) and the Inference Endpoints handler
+        save_publishable_checkpoint(folder, model, processor, state_dict=state_dict)
         card.save(folder / "README.md")
         (folder / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
 
