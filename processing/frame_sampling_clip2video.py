@@ -30,18 +30,23 @@ FRAME_EXTRACTION_FPS = 5
 def ffmpeg_cfr_frame_runs(
     frame_times: Sequence[float],
     frame_durations: Sequence[float | None],
-    average_fps: float,
+    nominal_fps: float,
     output_fps: float = FRAME_EXTRACTION_FPS,
 ) -> list[tuple[int, int]]:
     """The images written by `ffmpeg -i video -r output_fps frame_%08d.jpg`, as runs `(source frame index, count)`.
 
-    ffmpeg (checked against the ffmpeg 5.1 command line on H.264 and MPEG-4 files from 1 to 60 fps) converts to a
-    constant output rate by walking the decoded frames in presentation order and comparing each frame's time with the
-    next output slot, both counted in output frames: a frame is dropped when it ends more than 1.1 slots before the
-    next slot, and written `round(delta)` times when it ends more than 1.1 slots after it. For videos of 10 fps and
-    more this means: images 0 and 1 are frames 0 and 1, and image `k >= 2` is the first frame still on screen at
-    `(k - 1.1) / 5` seconds (the first whose end, start + 1 / fps, is at or after that time); e.g. frames
-    0, 1, 5, 11, 17, ... of a 30 fps video.
+    ffmpeg (checked against the ffmpeg 5.1 command line on H.264 and MPEG-4 files, constant rates from 1 to 60 fps
+    and variable rates) converts to a constant output rate by walking the decoded frames in presentation order and
+    comparing each frame's time with the next output slot, both counted in output frames: a frame is dropped when it
+    ends more than 1.1 slots before the next slot, and written `round(delta)` times when it ends more than 1.1 slots
+    after it. For videos of 10 fps and more this means: images 0 and 1 are frames 0 and 1, and image `k >= 2` is the
+    first frame still on screen at `(k - 1.1) / 5` seconds (the first whose end, start + 1 / fps, is at or after that
+    time); e.g. frames 0, 1, 5, 11, 17, ... of a 30 fps video.
+
+    A frame ends `duration` after its start where its packet gives a duration longer than half a slot (0.1 s at
+    5 fps), otherwise `1 / nominal_fps` after it, at most one slot: for a variable-rate video that is the nominal
+    rate (FFmpeg's `r_frame_rate`, what `av_guess_frame_rate` returns), not the average rate, so a 30 fps phone
+    video whose average is 20 fps still has its short frames last 1/30 s.
 
     Runs instead of one entry per image: a gap between two frames (or a frame's duration) writes images in
     proportion to its length, and a hostile file can make that length 10^9 seconds; the runs stay at most two per
@@ -51,11 +56,12 @@ def ffmpeg_cfr_frame_runs(
         frame_times (`Sequence[float]`):
             Presentation time of every frame in seconds, relative to the start of the video, increasing and finite.
         frame_durations (`Sequence[float | None]`):
-            Duration of every frame in seconds as stored in its packet, `None` where unknown. Only durations over
-            0.1 s matter (videos under 10 fps, gaps in variable-rate videos); on B-frame MP4 streams ffmpeg 5.1 takes
-            a neighbouring frame's duration instead, so such gaps can shift an image by one frame.
-        average_fps (`float`):
-            The stream's average frame rate, used where a frame's duration is unknown or shorter than half a slot.
+            Duration of every frame in seconds as ffmpeg's demuxer gives it in the frame's packet, `None` where
+            unknown. Only durations over 0.1 s matter (videos under 10 fps, gaps in variable-rate videos).
+        nominal_fps (`float`):
+            The stream's nominal frame rate (`r_frame_rate` as `av_guess_frame_rate` corrects it; PyAV's
+            `stream.guessed_rate`), used where a frame's duration is unknown or shorter than half a slot. Equal to the
+            average rate for constant-rate videos.
         output_fps (`float`, *optional*, defaults to 5):
             The `-r` of the ffmpeg command.
 
@@ -67,8 +73,10 @@ def ffmpeg_cfr_frame_runs(
         `ValueError`: a rate that is not a positive finite number, times and durations of different lengths, or a
             time or duration that is not a finite number.
     """
-    average_fps = _positive_rate(average_fps, "average_fps")
+    nominal_fps = _positive_rate(nominal_fps, "nominal_fps")
     output_fps = _positive_rate(output_fps, "output_fps")
+    # ffmpeg's fallback duration: one nominal frame, capped at one output slot (`do_video_out` in fftools/ffmpeg.c).
+    nominal_slots = min(output_fps / nominal_fps, 1.0)
     if len(frame_times) != len(frame_durations):
         raise ValueError(f"Got {len(frame_times)} frame times but {len(frame_durations)} frame durations.")
     runs: list[tuple[int, int]] = []
@@ -89,7 +97,7 @@ def ffmpeg_cfr_frame_runs(
         # ffmpeg rescales the timestamp to 1/65536 of a slot and nudges it away from exact midpoints.
         slot_time = np.floor(time * output_fps * 65536 + 0.5) / 65536
         slot_time += (1 if slot_time > 0 else -1) / 131072
-        slot_duration = output_fps / average_fps
+        slot_duration = nominal_slots
         if duration is not None and round(duration * output_fps) > 0:
             slot_duration = round(duration * output_fps)
 
@@ -119,7 +127,7 @@ def ffmpeg_cfr_frame_runs(
 def ffmpeg_cfr_frame_indices(
     frame_times: Sequence[float],
     frame_durations: Sequence[float | None],
-    average_fps: float,
+    nominal_fps: float,
     output_fps: float = FRAME_EXTRACTION_FPS,
 ) -> list[int]:
     """Source frame index of every image written by `ffmpeg -i video -r output_fps frame_%08d.jpg`: the runs of
@@ -130,7 +138,7 @@ def ffmpeg_cfr_frame_indices(
         `list[int]`: one index into `frame_times` per written image, non-decreasing, with repeats where ffmpeg
         duplicates a frame.
     """
-    runs = ffmpeg_cfr_frame_runs(frame_times, frame_durations, average_fps, output_fps)
+    runs = ffmpeg_cfr_frame_runs(frame_times, frame_durations, nominal_fps, output_fps)
     return [index for index, count in runs for _ in range(count)]
 
 
@@ -194,7 +202,7 @@ def _linspace_floor(stop: int, num: int, at: np.ndarray) -> np.ndarray:
 def select_source_frames(
     frame_times: Sequence[float],
     frame_durations: Sequence[float | None],
-    average_fps: float,
+    nominal_fps: float,
     sampling_fps: float,
     max_frames: int,
     random_jitter: bool = False,
@@ -204,7 +212,7 @@ def select_source_frames(
 
     The work is proportional to the number of source frames and `max_frames`, whatever the span of the timestamps.
     """
-    runs = ffmpeg_cfr_frame_runs(frame_times, frame_durations, average_fps)
+    runs = ffmpeg_cfr_frame_runs(frame_times, frame_durations, nominal_fps)
     if not runs:
         return []
     # Image position -> source frame: the run whose first image is the last at or before the position.

@@ -16,7 +16,8 @@ import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from fractions import Fraction
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -133,13 +134,22 @@ class FrameTable:
 
     Attributes:
         times (`list[float]`): presentation time of each frame in seconds, relative to the start of the file.
-        durations (`list[float | None]`): duration of each frame in seconds as stored by the container, if known.
-        average_fps (`float`): the stream's average frame rate.
+        durations (`list[float | None]`): duration of each frame in seconds as FFmpeg's demuxer gives it, if known.
+        average_fps (`float`): the stream's average frame rate (frames / duration), what metadata reports.
+        nominal_fps (`float`, *optional*, defaults to `average_fps`): the rate `ffmpeg -r 5` assumes for a frame
+            without a usable duration: FFmpeg's `r_frame_rate` as `av_guess_frame_rate` corrects it. It differs
+            from the average for variable-rate videos (a 30 fps phone video that averages 20 fps); for constant-rate
+            videos and tables built from one rate the two are equal.
     """
 
     times: list[float]
     durations: list[float | None]
     average_fps: float
+    nominal_fps: float | None = None
+
+    def __post_init__(self):
+        if self.nominal_fps is None:
+            self.nominal_fps = self.average_fps
 
 
 @dataclass
@@ -298,6 +308,15 @@ def _import_pyav():
     return av
 
 
+class _PacketEntry(NamedTuple):
+    """One video packet's timing, in the stream's time base, read without decoding."""
+
+    pts: int | None
+    dts: int | None
+    duration: int
+    is_keyframe: bool
+
+
 def _read_with_pyav(source, name: str, select_frames: FrameSelector, limits: DecodeLimits) -> DecodedFrames:
     av = _import_pyav()
     try:
@@ -325,12 +344,12 @@ def _read_with_pyav_unguarded(av, source, name: str, select_frames: FrameSelecto
         packets = _pyav_packet_index(container, stream, name, limits)
         if not packets:
             raise ValueError(f"Cannot read video {name}: its video stream has no frames.")
-        if stream.frames and len(packets) < stream.frames:
+        if stream.frames and _frames_read(container, stream, packets) < stream.frames:
             raise ValueError(
                 f"Cannot read video {name}: truncated or corrupt, its index lists {stream.frames} frames but only "
                 f"{len(packets)} could be read."
             )
-        if any(pts is None for pts, _, _ in packets):
+        if any(packet.pts is None for packet in packets):
             # Raw elementary streams (e.g. `.h264`) carry no timestamps: like ffmpeg, number the frames at the
             # stream's rate. Such streams cannot seek either, so they are decoded in one pass.
             fps = float(stream.guessed_rate or stream.average_rate or 25)
@@ -339,19 +358,34 @@ def _read_with_pyav_unguarded(av, source, name: str, select_frames: FrameSelecto
             chosen = select_frames(FrameTable(times=times, durations=[None] * len(times), average_fps=fps))
             frames = _pyav_decode_in_order(av, source, chosen, name, limits)
             return DecodedFrames(frames=frames, timestamps=[times[i] for i in chosen])
-        packets.sort()
-        frame_pts = [pts for pts, _, _ in packets]
-        keyframe_pts = sorted(pts for pts, _, is_keyframe in packets if is_keyframe) or frame_pts[:1]
+        durations = _ffmpeg_packet_durations(container, stream, packets)
+        order = sorted(range(len(packets)), key=lambda index: packets[index].pts)
+        frame_pts = [packets[index].pts for index in order]
+        keyframe_pts = sorted(packet.pts for packet in packets if packet.is_keyframe) or frame_pts[:1]
         average_fps = float(stream.average_rate or stream.guessed_rate or 0) or _fps_from_pts(frame_pts, time_base)
         table = FrameTable(
             times=[float((pts - start) * time_base) for pts in frame_pts],
-            durations=[float(duration * time_base) if duration else None for _, duration, _ in packets],
+            durations=[durations[index] for index in order],
             average_fps=average_fps,
+            nominal_fps=float(stream.guessed_rate or 0) or average_fps,
         )
         _check_time_span(table.times, name, limits)
         chosen = select_frames(table)
         frames = _pyav_decode_at(av, container, stream, [frame_pts[i] for i in chosen], keyframe_pts, name, limits)
         return DecodedFrames(frames=frames, timestamps=[table.times[i] for i in chosen])
+
+
+def _frames_read(container, stream, packets: list[_PacketEntry]) -> int:
+    """How many of the frames a stream's header counts the packets read account for.
+
+    An AVI stores a frame dropped by a variable-rate source (a screen or webcam capture) as an empty chunk, which the
+    header counts and the demuxer skips; its timestamps number the chunks, so the last one read says how many the
+    file holds up to there (a truncated AVI still falls short)."""
+    if container.format.name == "avi":
+        numbers = [packet.dts for packet in packets if packet.dts is not None]
+        if numbers:
+            return max(numbers) + 1 - (stream.start_time or 0)
+    return len(packets)
 
 
 def _check_pyav_header(container, stream, name: str, limits: DecodeLimits) -> None:
@@ -427,8 +461,8 @@ def _pyav_start_pts(container, stream) -> int:
     return stream.start_time or 0
 
 
-def _pyav_packet_index(container, stream, name: str, limits: DecodeLimits) -> list[tuple[int | None, int, bool]]:
-    """(pts, duration, is_keyframe) of every video packet, read without decoding, at most `max_source_frames`."""
+def _pyav_packet_index(container, stream, name: str, limits: DecodeLimits) -> list[_PacketEntry]:
+    """Timing of every video packet in decoding order, read without decoding, at most `max_source_frames`."""
     av = _import_pyav()
 
     index = []
@@ -438,11 +472,37 @@ def _pyav_packet_index(container, stream, name: str, limits: DecodeLimits) -> li
                 if len(index) == limits.max_source_frames:
                     what = "its frame count (at least)"
                     raise limit_error(name, what, len(index) + 1, "max_source_frames", limits.max_source_frames)
-                index.append((packet.pts, packet.duration, packet.is_keyframe))
+                index.append(_PacketEntry(packet.pts, packet.dts, packet.duration or 0, packet.is_keyframe))
     except av.FFmpegError as error:
         message = f"Cannot read video {name}: truncated or corrupt after {len(index)} frames ({error})."
         raise ValueError(message) from error
     return index
+
+
+def _ffmpeg_packet_durations(container, stream, packets: list[_PacketEntry]) -> list[float | None]:
+    """The duration in seconds of every packet (in `packets`' order) as FFmpeg 5.1 and earlier read it (the authors
+    extracted their frames in 2021; the tests compare with the 5.1 command line), `None` where they read none.
+
+    The FFmpeg bundled with PyAV is newer and reads MP4 / MOV tracks with composition offsets (B-frames) differently.
+    FFmpeg 5.1's MOV demuxer takes a sample's duration from the file only for tracks without them; for the others
+    libavformat guesses one from a frame rate (`ff_compute_frame_duration`): the codec's for H.264 and HEVC (none
+    from 1000 fps up, what PyAV-written files with a fine time base declare; a duration that short never counts
+    anyway), the stream's `r_frame_rate` for other codecs. Which frames `-r 5` writes changes only where the guess or
+    the stored duration is over 0.1 s: videos under 10 fps and gaps in variable-rate videos.
+    """
+    time_base = stream.time_base
+    stored = [float(packet.duration * time_base) if packet.duration else None for packet in packets]
+    reordered = any(
+        packet.pts != packet.dts for packet in packets if packet.pts is not None and packet.dts is not None
+    )
+    if not reordered or "mov" not in container.format.name.split(","):
+        return stored
+    rate = stream.codec_context.framerate if stream.codec_context.name in ("h264", "hevc") else stream.base_rate
+    if not rate or not time_base:
+        return [None] * len(packets)
+    # `av_rescale_rnd(..., AV_ROUND_DOWN)`: whole ticks of the stream's time base.
+    ticks = math.floor(1 / (Fraction(rate) * Fraction(time_base)))
+    return [float(ticks * time_base) if ticks else None] * len(packets)
 
 
 def _pyav_decode_in_order(av, source, chosen: list[int], name: str, limits: DecodeLimits) -> list[np.ndarray]:

@@ -397,7 +397,7 @@ def _check_backend(backend) -> None:
 def _select(table: FrameTable, num_frames: int, fps: float, jitter: bool) -> list[int]:
     _check_sampling_options(num_frames, fps)
     return select_source_frames(
-        table.times, table.durations, table.average_fps, sampling_fps=fps, max_frames=num_frames, random_jitter=jitter
+        table.times, table.durations, table.nominal_fps, sampling_fps=fps, max_frames=num_frames, random_jitter=jitter
     )
 
 
