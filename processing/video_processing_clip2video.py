@@ -30,6 +30,10 @@ from .video_decoding_clip2video import (
 
 # A string with one of these endings is a frame image, not a video: a list of them is one video.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# The files that folders of videos are read for (search indexes, dataset folders): containers FFmpeg demuxes.
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".ogv",
+)
 _DECODE_LIMIT_FIELDS = tuple(field.name for field in dataclasses.fields(DecodeLimits))
 
 
@@ -305,23 +309,21 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
         processed = super()._preprocess(videos=clips, return_tensors=None, **kwargs)["pixel_values_videos"]
         num_slots = num_frames if pad_to_max_frames else max(len(clip) for clip in processed)
         first = processed[0]
-        pixel_values_videos = first.new_zeros((len(processed), num_slots, *first.shape[1:]), dtype=torch.float32)
-        video_mask = torch.zeros((len(processed), num_slots), dtype=torch.int64)
-        for index, clip in enumerate(processed):
+        one_by_one = []
+        for index, (clip, frame_times) in enumerate(zip(processed, timestamps)):
             if clip.shape[1:] != first.shape[1:]:
                 raise ValueError(
                     f"Frames of video {index} are {tuple(clip.shape[1:])} after resizing but {tuple(first.shape[1:])} "
                     "for video 0; keep `do_center_crop=True` to batch videos of different sizes."
                 )
-            pixel_values_videos[index, : len(clip)] = clip
-            video_mask[index, : len(clip)] = 1
-        data = {"pixel_values_videos": pixel_values_videos, "video_mask": video_mask}
-        if return_timestamps:
-            video_timestamps = torch.full((len(processed), num_slots), math.nan, dtype=torch.float64)
-            for index, frame_times in enumerate(timestamps):
-                video_timestamps[index, : len(frame_times)] = torch.tensor(frame_times, dtype=torch.float64)
-            data["video_timestamps"] = video_timestamps
-        return BatchFeature(data=data, tensor_type=return_tensors)
+            video = {
+                "pixel_values_videos": clip[None].float(),
+                "video_mask": torch.ones((1, len(clip)), dtype=torch.int64),
+            }
+            if return_timestamps:
+                video["video_timestamps"] = torch.tensor([frame_times], dtype=torch.float64).reshape(1, -1)
+            one_by_one.append(video)
+        return BatchFeature(data=stack_videos(one_by_one, num_slots), tensor_type=return_tensors)
 
     def _decode(
         self, video: _Video, num_frames: int, fps: float, jitter: bool, backend: str, limits: DecodeLimits
@@ -387,6 +389,36 @@ def _check_sampling_options(num_frames, fps) -> None:
         )
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= FRAME_EXTRACTION_FPS:
         raise ValueError(f"`fps` must be in (0, {FRAME_EXTRACTION_FPS}], got {fps!r}.")
+
+
+def stack_videos(videos: list[dict[str, torch.Tensor]], num_frames: int | None = None) -> dict[str, torch.Tensor]:
+    """Processed videos as one batch, the time axis padded to `num_frames` (default: the longest): padding frames
+    are zeros with `video_mask` 0 and `video_timestamps` NaN. The one rule for padding time, used by the processor
+    itself and by callers that process videos one at a time (e.g. to survive a video that fails to decode).
+
+    Args:
+        videos: each a dict of `pixel_values_videos` `[B_i, T_i, 3, H, W]`, `video_mask` `[B_i, T_i]` and optionally
+            `video_timestamps` `[B_i, T_i]` (all videos or none), as the processor returns them.
+        num_frames: the padded length, at least the longest `T_i`.
+
+    Returns:
+        `dict[str, torch.Tensor]`: the same keys, `[sum B_i, num_frames, ...]`.
+    """
+    longest = max(video["video_mask"].shape[1] for video in videos)
+    num_frames = longest if num_frames is None else num_frames
+    if num_frames < longest:
+        raise ValueError(f"cannot pad {longest} frames to {num_frames}")
+    padding = {"pixel_values_videos": 0, "video_mask": 0, "video_timestamps": math.nan}
+
+    def pad(tensor: torch.Tensor, value: float) -> torch.Tensor:
+        missing = num_frames - tensor.shape[1]
+        if missing == 0:
+            return tensor
+        return torch.cat([tensor, tensor.new_full((tensor.shape[0], missing, *tensor.shape[2:]), value)], dim=1)
+
+    return {
+        key: torch.cat([pad(video[key], value) for video in videos]) for key, value in padding.items() if key in videos[0]
+    }
 
 
 def _check_backend(backend) -> None:

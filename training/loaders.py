@@ -46,6 +46,8 @@ from pathlib import Path
 
 import datasets
 
+from clip2video.processing.video_processing_clip2video import VIDEO_EXTENSIONS
+
 ON_BAD_ROW_CHOICES = ("error", "skip")
 VIDEO_FEATURE = datasets.Video(decode=False)
 FEATURES = datasets.Features(
@@ -129,16 +131,38 @@ class _RowCollector:
 
 
 def index_videos(videos_dir: str | os.PathLike) -> dict[str, str]:
-    """Maps each file name stem under `videos_dir` (recursively) to its path."""
+    """Maps each file name stem under `videos_dir` (recursively, in sorted order) to its path.
+
+    Any extension is accepted, but a file with a video extension (`VIDEO_EXTENSIONS`) wins over other files of the
+    same stem (`video7.json` beside `video7.mp4`). When one stem has several video files (the same clip in two
+    sub-folders), the first in sorted order is used and a warning names how many stems were ambiguous."""
     videos_dir = Path(videos_dir)
     if not videos_dir.is_dir():
         raise FileNotFoundError(f"videos folder not found: {videos_dir}")
-    index = {}
-    for root, _, files in os.walk(videos_dir):
+    index: dict[str, str] = {}
+    ambiguous: dict[str, list[str]] = {}
+    for root, folders, files in os.walk(videos_dir):
+        folders.sort()  # os.walk lists folders in the file system's order: sorted, the choice is the same everywhere
         for name in sorted(files):
-            if not name.startswith("."):
-                index.setdefault(os.path.splitext(name)[0], os.path.join(root, name))
+            if name.startswith("."):
+                continue
+            stem, path = os.path.splitext(name)[0], os.path.join(root, name)
+            if stem not in index or (_is_video_file(path) and not _is_video_file(index[stem])):
+                index[stem] = path
+            elif _is_video_file(path):
+                ambiguous.setdefault(stem, [index[stem]]).append(path)
+    if ambiguous:
+        examples = "; ".join(f"{stem}: {', '.join(paths)}" for stem, paths in list(ambiguous.items())[:5])
+        warnings.warn(
+            f"{len(ambiguous)} video ids under {videos_dir} have more than one video file; the first of each (in "
+            f"sorted order) is used, e.g. {examples}",
+            stacklevel=2,
+        )
     return index
+
+
+def _is_video_file(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
 
 
 def _video_path(videos: dict[str, str], videos_dir: str | os.PathLike, video_id: str) -> str:

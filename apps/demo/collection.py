@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from clip2video.apps.search.index_build import PARTS_DIR, IndexLock, VectorIndexOptions, commit, load_parts
-from clip2video.apps.search.index_videos import VideoFiles, embed_videos, index_share, prepare, stack_videos
+from clip2video.apps.search.index_videos import VideoFiles, embed_videos, index_share, prepare
 from clip2video.apps.search.video_index import VideoIndex, model_fingerprint
+from clip2video.processing.video_processing_clip2video import stack_videos
 from clip2video.pipelines.pipeline_clip2video import (
     DEFAULT_HYPOTHESIS_TEMPLATE,
     check_hypothesis_template,

@@ -306,15 +306,6 @@ def commit(
         except OSError:
             pass  # vanished meanwhile: left out like a deleted video
 
-    def embedding_rows(source, rows):
-        return np.asarray(source.embeddings[rows], np.float32)
-
-    def frame_ranges(source, row):
-        if isinstance(source, VideoIndex):
-            start = int(source._frame_start[row])
-            return source.frames, source.frame_times, start, start + int(source._frame_count[row])
-        return source.frames, source.frame_times, int(source.frame_offsets[row]), int(source.frame_offsets[row + 1])
-
     num_videos = len(selected)
     source_of = np.array([s for _, _, s, _ in selected], np.int64)
     row_of = np.array([r for _, _, _, r in selected], np.int64)

@@ -32,6 +32,7 @@ from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor
 
+from clip2video.processing.video_processing_clip2video import stack_videos
 from clip2video.training.distributed import cores_per_process, set_cpu_threads
 
 from .index_build import (
@@ -121,23 +122,6 @@ class VideoFiles(torch.utils.data.Dataset):
 
 def _one_item(items):
     return items
-
-
-def stack_videos(decoded: list[dict]) -> dict[str, torch.Tensor]:
-    """Videos processed one by one, as one batch: the time axis padded to the longest (zeros, mask 0, NaN times)."""
-    num_frames = max(item["video_mask"].shape[1] for item in decoded)
-
-    def pad(tensor, value):
-        missing = num_frames - tensor.shape[1]
-        if missing == 0:
-            return tensor
-        return torch.cat([tensor, tensor.new_full((tensor.shape[0], missing, *tensor.shape[2:]), value)], dim=1)
-
-    return {
-        "pixel_values_videos": torch.cat([pad(item["pixel_values_videos"], 0) for item in decoded]),
-        "video_mask": torch.cat([pad(item["video_mask"], 0) for item in decoded]),
-        "video_timestamps": torch.cat([pad(item["video_timestamps"], float("nan")) for item in decoded]),
-    }
 
 
 @torch.no_grad()

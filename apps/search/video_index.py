@@ -34,10 +34,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from clip2video.processing.video_processing_clip2video import VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = (
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".ogv",
-)
+
 METADATA_FILE = "index.json"
 FORMAT_VERSION = 2
 INDEX_TYPES = ("auto", "exact", "ivf", "hnsw")
