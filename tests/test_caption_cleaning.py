@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from clip2video.processing.processing_clip2video import clean_caption
-from tiny_checkpoint import tiny_processor
+from tests.helpers.models import tiny_processor
 
 CAPTIONS = [
     ("rock &amp;amp; roll", "rock & roll"),  # escaped twice

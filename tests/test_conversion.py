@@ -1,5 +1,5 @@
 """The converter for the authors' checkpoints, checked against an independent statement of the authors' computation
-(`original_clip2video.py`) on checkpoints in their format with every parameter random."""
+(`helpers/original_clip2video.py`) on checkpoints in their format with every parameter random."""
 
 import subprocess
 import sys
@@ -10,8 +10,8 @@ import torch
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from clip2video.modeling_clip2video.convert_original_checkpoint import ConversionError, convert_original_checkpoint
-from original_clip2video import original_logits, random_original_checkpoint
-from tiny_models import END, START, text_inputs
+from tests.helpers.models import END, START, text_inputs
+from tests.helpers.original_clip2video import original_logits, random_original_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,6 +61,7 @@ def test_converted_checkpoint_scores_equal_the_originals(tmp_path, variant):
     assert_scores_match(ours.logits_per_text, reference)
 
 
+@pytest.mark.slow
 def test_cli_converts_a_released_size_checkpoint_with_the_msrvtt_defaults(tmp_path):
     """512-wide temporal modules, eight heads, four temporal layers, float16 CLIP tensors: the released layout."""
     state_dict = random_original_checkpoint(

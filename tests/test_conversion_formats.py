@@ -5,8 +5,8 @@ import torch
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from clip2video.modeling_clip2video.convert_original_checkpoint import convert_original_checkpoint
-from original_clip2video import original_logits, random_original_checkpoint
-from tiny_models import text_inputs
+from tests.helpers.models import text_inputs
+from tests.helpers.original_clip2video import original_logits, random_original_checkpoint
 
 
 def test_distributed_prefix_converts_like_the_plain_checkpoint(tmp_path):

@@ -12,11 +12,8 @@ Skipped only when chromium is not installed.
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,9 @@ import torch
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from clip2video.pipelines.pipeline_clip2video import DEFAULT_HYPOTHESIS_TEMPLATE
 from clip2video.training.synthetic import SyntheticConfig, render_clip, write_mp4
-from tiny_checkpoint import COLOURS, tiny_config, tiny_processor, write_video
+from tests.helpers.models import tiny_checkpoint_config, tiny_processor
+from tests.helpers.servers import free_port, wait_until_serving
+from tests.helpers.videos import COLOURS, write_square_video
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,17 +46,14 @@ QUERY = "a red square moves left"  # CLIPS[0]; CLIPS[1] has the same square movi
 LABELS = ["red", "blue", "green"]
 LIMIT_BYTES = 5_000  # the demo's upload limit in this test
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"),
+    pytest.mark.slow,  # trains the tiny model and starts the demo and a browser
+]
 
 
 def caption(clip) -> str:
     return "a {} {} {}".format(*clip)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def train_tiny_model(videos: list[str], captions: list[str], folder: Path, max_steps: int = 300) -> Path:
@@ -66,7 +62,7 @@ def train_tiny_model(videos: list[str], captions: list[str], folder: Path, max_s
     processor = tiny_processor()
     inputs = processor(text=captions, videos=videos, return_tensors="pt")
     torch.manual_seed(0)
-    model = CLIP2VideoModel(tiny_config())
+    model = CLIP2VideoModel(tiny_checkpoint_config())
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small only loses time to threads on a shared machine
@@ -103,12 +99,12 @@ def demo(tmp_path_factory):
         clips.append(str(path))
     checkpoint = train_tiny_model(clips, [caption(clip) for clip in CLIPS], folder / "checkpoint")
     uploads = {
-        "red.mp4": write_video(folder / "red.mp4", COLOURS["red"], num_frames=30),
-        "blue.mp4": write_video(folder / "blue.mp4", COLOURS["blue"], num_frames=12),
+        "red.mp4": write_square_video(folder / "red.mp4", COLOURS["red"], num_frames=30),
+        "blue.mp4": write_square_video(folder / "blue.mp4", COLOURS["blue"], num_frames=12),
     }
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really")
     # Over the demo's upload limit (set below); the other videos are under it.
-    write_video(folder / "large.mp4", num_frames=200, size=96)
+    write_square_video(folder / "large.mp4", num_frames=200, size=96)
     large = (folder / "large.mp4").stat().st_size
     assert large > LIMIT_BYTES > max(Path(video).stat().st_size for video in [*uploads.values(), *clips]), large
     port = free_port()
@@ -124,17 +120,7 @@ def demo(tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            if app.poll() is not None:
-                pytest.fail(f"the demo exited with code {app.returncode}:\n{(folder / 'app.log').read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(url, timeout=5)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the demo did not start in 240 s:\n{(folder / 'app.log').read_text()[-3000:]}")
-                time.sleep(0.5)
+        wait_until_serving(app, url, timeout=240, log=(folder / "app.log").read_text)
         yield {"url": url, "checkpoint": checkpoint, "uploads": uploads, "clips": clips, "folder": folder}
     finally:
         app.terminate()

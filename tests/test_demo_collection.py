@@ -12,7 +12,8 @@ from clip2video.apps.demo.app import gallery_html, hits_html, parse_args, progre
 from clip2video.apps.demo.collection import CollectionVideo, FolderState, Hit, VideoCollection
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from clip2video.pipelines.pipeline_clip2video import DEFAULT_HYPOTHESIS_TEMPLATE
-from tiny_checkpoint import save_tiny_checkpoint, tiny_processor, write_video, write_videos
+from tests.helpers.models import tiny_processor
+from tests.helpers.videos import write_square_video
 
 
 QUERY = "a red square slides to the right"
@@ -26,16 +27,17 @@ def open_collection(checkpoint: Path, videos: Path, index_root: Path) -> VideoCo
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_checkpoints, tiny_videos):
     folder = tmp_path_factory.mktemp("collection")
-    videos = write_videos(folder / "videos")
+    shutil.copytree(Path(tiny_videos["red"]).parent, folder / "videos")  # a folder of its own: a file is added
+    videos = {name: str(folder / "videos" / Path(path).name) for name, path in tiny_videos.items()}
     (folder / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really")
-    checkpoint = save_tiny_checkpoint(folder / "checkpoint", with_apps=False)
+    checkpoint = tiny_checkpoints(with_apps=False)
     collection = open_collection(checkpoint, folder / "videos", folder / "indexes")
     return {"folder": folder, "videos": videos, "checkpoint": checkpoint, "collection": collection}
 
 
-def test_indexed_once_then_loaded_and_rebuilt_for_another_model(setup):
+def test_indexed_once_then_loaded_and_rebuilt_for_another_model(setup, tiny_checkpoints):
     [state] = setup["collection"].folders
     assert state.state == "ready" and (state.done, state.total) == (4, 5)
     assert "broken.mp4" in state.message  # the unreadable file is named on the page, the rest is searchable
@@ -48,7 +50,7 @@ def test_indexed_once_then_loaded_and_rebuilt_for_another_model(setup):
     assert state.state == "ready" and (state.done, state.total) == (0, 1) and len(again) == 4
 
     # Another model: the index is this demo's cache, so it is built again (and its fingerprint checked).
-    other = save_tiny_checkpoint(setup["folder"] / "other", with_apps=False, seed=1)
+    other = tiny_checkpoints(seed=1, with_apps=False)
     rebuilt = open_collection(other, setup["folder"] / "videos", setup["folder"] / "indexes")
     [state] = rebuilt.folders
     assert state.state == "ready" and (state.done, state.total) == (4, 5)
@@ -106,7 +108,7 @@ def test_search_uploads_and_labels_give_the_models_numbers(setup, tmp_path):
 
 def test_names_reach_the_page_escaped(tmp_path):
     hostile = tmp_path / '<img src=x onerror="alert(1)">.mp4'
-    write_video(hostile)
+    write_square_video(hostile)
     video = CollectionVideo("upload/0/" + hostile.name, hostile.name, str(hostile))
     for page in (gallery_html([video], [video.key]), hits_html([Hit(video, 1.5, 0.4)])):
         assert "<img src=x" not in page and 'onerror="' not in page

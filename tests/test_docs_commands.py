@@ -121,6 +121,14 @@ def test_documented_python_parses_and_its_project_imports_exist(page, code):
                     importlib.import_module(alias.name)
 
 
+def test_the_pages_name_test_files_that_exist():
+    # Test files move as the code moves: a page that names one (a `pytest tests/...` command, a mention) must follow.
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\btests/[\w/]+\.py\b", text):
+            assert (REPOSITORY / target).is_file(), f"{page.name} names {target}, which does not exist"
+
+
 def test_the_pages_link_to_pages_that_exist():
     for page in PAGES:
         for target in re.findall(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):

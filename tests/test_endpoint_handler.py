@@ -6,21 +6,22 @@ client errors (`RequestError`, a `ValueError`) and server failures (which must p
 Scores are checked against the model and processor run directly."""
 
 import base64
-import functools
 import http.client
-import http.server
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import textwrap
-import threading
 
 import pytest
 import torch
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
-from tiny_checkpoint import run_without_repo, save_tiny_checkpoint, tiny_processor, write_video
+from tests.helpers.models import tiny_processor
+from tests.helpers.processes import REPO, run_isolated
+from tests.helpers.servers import free_port, wait_until_serving
+from tests.helpers.videos import write_square_video
 
 
 LABELS = ["cooking", "a red square", "playing guitar"]
@@ -51,11 +52,11 @@ def toolkit_predict(handler, body):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, tiny_checkpoint):
     folder = tmp_path_factory.mktemp("endpoint")
-    save_tiny_checkpoint(folder / "checkpoint")
+    shutil.copytree(tiny_checkpoint, folder / "checkpoint")
     (folder / "served").mkdir()
-    write_video(folder / "served" / "clip.mp4", (230, 20, 20), num_frames=30)
+    write_square_video(folder / "served" / "clip.mp4", (230, 20, 20), num_frames=30)
     (folder / "served" / "corrupt.mp4").write_bytes((folder / "served" / "clip.mp4").read_bytes()[:400])
     (folder / "secret.mp4").write_bytes((folder / "served" / "clip.mp4").read_bytes())  # outside the root
     (folder / "served" / "escape.mp4").symlink_to(folder / "secret.mp4")
@@ -63,16 +64,11 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def video_url(workdir):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(workdir / "served"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
-    server.shutdown()
-    server.server_close()
+def video_url(workdir, serve_folder):
+    return serve_folder(workdir / "served").url + "/clip.mp4"
 
 
+@pytest.mark.slow
 def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url):
     video_bytes = (workdir / "served" / "clip.mp4").read_bytes()
     encoded = base64.b64encode(video_bytes).decode()
@@ -110,7 +106,7 @@ def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url)
         "text_too_long": {"inputs": {"video": encoded, "texts": ["a" * 1001]}},
     }
     (workdir / "requests.json").write_text(json.dumps({**good, **bad}))
-    run_without_repo(
+    run_isolated(
         TOOLKIT_CALL
         + textwrap.dedent(
             """
@@ -281,22 +277,16 @@ EndpointHandler.__init__ = _broken_init
 
 
 def test_served_over_http_with_4xx_for_the_client_and_5xx_for_the_server(workdir, tmp_path):
-    import shutil
-    import socket
     import subprocess
-    import time
     import urllib.error
     import urllib.request
-    from pathlib import Path
 
     folder = tmp_path / "broken"
     shutil.copytree(workdir / "checkpoint", folder)
     with open(folder / "handler.py", "a") as handler_file:
         handler_file.write(BROKEN_MODEL)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    serve = Path(__file__).resolve().parents[1] / "apps" / "endpoint" / "serve.py"
+    port = free_port()
+    serve = REPO / "apps" / "endpoint" / "serve.py"
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "CLIP2VIDEO_MAX_INPUT_BYTES": "200000"}
     server = subprocess.Popen(
         [sys.executable, str(serve), str(folder), "--host", "127.0.0.1", "--port", str(port)],
@@ -314,16 +304,9 @@ def test_served_over_http_with_4xx_for_the_client_and_5xx_for_the_server(workdir
             return error.code, json.loads(error.read())
 
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.communicate()[1][-3000:]
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    assert response.status == 200
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.5)
+        # Its log is read once it has exited (reading a running server's pipe would wait for it to end).
+        log = lambda: "" if server.poll() is None else server.communicate()[1]  # noqa: E731
+        wait_until_serving(server, url, timeout=120, log=log)
         encoded = base64.b64encode((workdir / "served" / "clip.mp4").read_bytes()).decode()
         status, answer = post({"inputs": {"video": encoded}, "parameters": {"return_embeddings": True}})
         assert status == 200 and len(answer["video_embedding"]) > 0

@@ -5,7 +5,6 @@ line: gap images show the previous frame)."""
 
 import shutil
 import subprocess
-from fractions import Fraction
 
 import av
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from PIL import Image
 
 from clip2video.processing.frame_sampling_clip2video import ffmpeg_cfr_frame_indices, uniform_positions
+from tests.helpers.videos import frame_index, write_video
 
 
 @pytest.mark.parametrize(
@@ -44,20 +44,6 @@ def test_training_jitter_only_when_half_the_gap_exceeds_two(num_kept, jittered):
         assert all(-3 <= int(a) - b < 3 for a, b in zip(draw, fixed))
 
 
-def index_frame(index: int, width: int = 64, height: int = 48) -> np.ndarray:
-    """A frame showing `index` in binary as 8 white or black vertical stripes."""
-    frame = np.zeros((height, width, 3), np.uint8)
-    for bit in range(8):
-        if (index >> bit) & 1:
-            frame[:, 8 * bit : 8 * (bit + 1)] = 255
-    return frame
-
-
-def frame_index(frame: np.ndarray) -> int:
-    grey = frame.astype(np.float32).mean(axis=-1)
-    return sum(1 << bit for bit in range(8) if grey[4:-4, 8 * bit + 2 : 8 * (bit + 1) - 2].mean() > 128)
-
-
 # Variable-rate clips (no B-frames) whose late frames leave gaps that ffmpeg fills with the previous frame: in MP4 the
 # packet before a gap lasts until the next frame; in Matroska every packet keeps the nominal duration, so the gap
 # is a drift that ffmpeg fills by repeating the previous frame, and repeats the last frame at the end.
@@ -72,18 +58,8 @@ VARIABLE_RATE = {
 @pytest.mark.parametrize("container", ["mp4", "mkv"])
 @pytest.mark.parametrize("name", list(VARIABLE_RATE))
 def test_variable_rate_gaps_match_the_ffmpeg_command_line(tmp_path, name, container):
-    path = str(tmp_path / f"video.{container}")
-    with av.open(path, "w") as container:
-        stream = container.add_stream("libx264", rate=30, options={"bf": "0"})
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1000)
-        for index, seconds in enumerate(VARIABLE_RATE[name]):
-            frame = av.VideoFrame.from_ndarray(index_frame(index), format="rgb24")
-            frame.pts, frame.time_base = round(seconds * 1000), Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    times = VARIABLE_RATE[name]
+    path = write_video(tmp_path / f"video.{container}", len(times), 30, frame_times=times, bf="0")
     subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-r", "5", "-q", "0", str(tmp_path / "%08d.jpg")], check=True)
     from_ffmpeg = [frame_index(np.asarray(Image.open(jpeg))) for jpeg in sorted(tmp_path.glob("*.jpg"))]
     assert len(from_ffmpeg) > len(set(from_ffmpeg)) + 5  # gaps were filled by repeated frames

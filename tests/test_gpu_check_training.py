@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.distributed import tiny_model
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.mark.slow
 def test_training_check_runs_plain_and_fsdp_small():
     import gpu_check_training
-    from training_distributed_step import tiny_model
 
     config = tiny_model().config
     figures = gpu_check_training.run(steps=2, batch=4, frames=4, config=config, device="cpu")

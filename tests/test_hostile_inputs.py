@@ -8,8 +8,6 @@ the machine down; every case is bounded to seconds.
 """
 
 import base64
-import functools
-import http.server
 import importlib.util
 import io
 import json
@@ -18,12 +16,9 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -34,9 +29,10 @@ from clip2video.pipelines import RETRIEVAL_TASK, ZERO_SHOT_TASK
 from clip2video.processing.frame_sampling_clip2video import select_source_frames, uniform_positions
 from clip2video.processing.url_fetching_clip2video import _fetch, fetch_url, is_public_address
 from clip2video.processing.video_decoding_clip2video import DecodeLimits, read_video_frames
-from tiny_checkpoint import save_tiny_checkpoint, tiny_processor, write_video
-
 from clip2video.modeling_clip2video import CLIP2VideoModel
+from tests.helpers.models import tiny_processor
+from tests.helpers.servers import misbehaving_handler, start_server, stop_server
+from tests.helpers.videos import write_square_video, write_video
 
 
 FETCHER_FILE = Path(__file__).resolve().parents[1] / "processing" / "url_fetching_clip2video.py"
@@ -51,122 +47,20 @@ def sample(table):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# A misbehaving HTTP server on loopback.
-
-
-class MisbehavingHandler(http.server.BaseHTTPRequestHandler):
-    """Paths: /video.mp4 (a real video), /never (never answers), /drip (headers, then a byte every 2 s),
-    /drip_headers (the status line a byte every 2 s), /missing (404), /loop (redirects to itself),
-    /elsewhere (redirects to the `other` server), /ftp (redirects to ftp://), /huge (claims 1.5 GB, streams zeros),
-    /endless (no Content-Length, streams zeros), /short (Content-Length larger than the body)."""
-
-    protocol_version = "HTTP/1.1"
-    video = b""
-    other_url = ""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.server.requests.append(self.path)
-        stop = self.server.stop
-        if self.path == "/video.mp4":
-            self._send(200, self.video)
-        elif self.path == "/never":
-            stop.wait(30)
-        elif self.path == "/drip":
-            self.send_response(200)
-            self.send_header("Content-Length", "1000")
-            self.end_headers()
-            self.wfile.flush()
-            for _ in range(15):
-                if stop.wait(2):
-                    return
-                self.wfile.write(b"x")
-                self.wfile.flush()
-        elif self.path == "/drip_headers":
-            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 20:
-                if stop.wait(2):
-                    return
-                self.wfile.write(bytes([byte]))
-                self.wfile.flush()
-        elif self.path == "/missing":
-            self._send(404, b"no such video")
-        elif self.path == "/loop":
-            self._redirect("/loop")
-        elif self.path == "/elsewhere":
-            self._redirect(self.other_url)
-        elif self.path == "/ftp":
-            self._redirect("ftp://127.0.0.1/video.mp4")
-        elif self.path == "/huge":
-            self.send_response(200)
-            self.send_header("Content-Length", str(1_500_000_000))
-            self.end_headers()
-            self._stream_zeros()
-        elif self.path == "/endless":
-            self.send_response(200)
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self._stream_zeros()
-        elif self.path == "/short":
-            self.send_response(200)
-            self.send_header("Content-Length", "5000")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(self.video[:100])
-        else:
-            self._send(500, b"unexpected path")
-
-    def _send(self, status, body):
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _redirect(self, location):
-        self.send_response(302)
-        self.send_header("Location", location)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def _stream_zeros(self):
-        chunk = bytes(1 << 16)
-        try:
-            for _ in range(30_000):  # up to ~2 GB, stopped by the client closing the connection
-                if self.server.stop.is_set():
-                    return
-                self.wfile.write(chunk)
-        except OSError:
-            pass
-
-
-def start_server(host: str, video: bytes, other_url: str = ""):
-    handler = type("Handler", (MisbehavingHandler,), {"video": video, "other_url": other_url})
-    server = http.server.ThreadingHTTPServer((host, 0), handler)
-    server.daemon_threads = True
-    server.requests = []
-    server.stop = threading.Event()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://{host}:{server.server_address[1]}"
-
-
-def stop_server(server):
-    server.stop.set()
-    server.shutdown()
-    server.server_close()
+# A misbehaving HTTP server on loopback (`helpers.servers.MisbehavingHandler`).
 
 
 @pytest.fixture(scope="module")
 def video_file(tmp_path_factory):
-    return Path(write_video(tmp_path_factory.mktemp("hostile") / "clip.mp4", num_frames=20))
+    return Path(write_square_video(tmp_path_factory.mktemp("hostile") / "clip.mp4", num_frames=20))
 
 
 @pytest.fixture(scope="module")
 def servers(video_file):
     # `other` is on 127.0.0.2 (also loopback on Linux): the address a redirect must not reach.
-    other, other_base = start_server("127.0.0.2", video_file.read_bytes())
-    main, base = start_server("127.0.0.1", video_file.read_bytes(), other_url=other_base + "/video.mp4")
-    yield main, base, other, other_base
+    other = start_server(misbehaving_handler(video_file.read_bytes()), "127.0.0.2")
+    main = start_server(misbehaving_handler(video_file.read_bytes(), other_url=other.url + "/video.mp4"), "127.0.0.1")
+    yield main, main.url, other, other.url
     stop_server(main)
     stop_server(other)
 
@@ -363,30 +257,15 @@ def test_an_endless_body_stays_within_memory(servers):
 
 def write_two_frames(path: Path, second_frame_seconds: float) -> Path:
     """An MKV of two 16x16 frames, the second `second_frame_seconds` after the first (754 bytes or so)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=1)
-        stream.width = stream.height = 16
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, 1000)
-        for index, seconds in enumerate((0, second_frame_seconds)):
-            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 100 * index, np.uint8))
-            frame.pts, frame.time_base = int(seconds * 1000), Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    frames = [np.full((16, 16, 3), 100 * index, np.uint8) for index in range(2)]
+    write_video(path, 2, 1, codec="mpeg4", width=16, height=16, frames=frames, frame_times=(0, second_frame_seconds))
     return path
 
 
 def write_large_frame(path: Path, width: int, height: int) -> Path:
     """A MOV with one grey PNG frame of `width x height` pixels (a few kB on disk)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("png", rate=1)
-        stream.width, stream.height, stream.pix_fmt = width, height, "gray"
-        for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((height, width), np.uint8), format="gray")):
-            container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_video(path, 1, 1, codec="png", width=width, height=height, frames=[np.zeros((height, width), np.uint8)],
+                pix_fmt="gray")
     return path
 
 
@@ -430,10 +309,10 @@ def test_sampling_work_does_not_grow_with_the_timestamps():
         ([0.0, float("nan")], [None, None], 30.0, "finite"),
         ([0.0, float("inf")], [None, None], 30.0, "finite"),
         ([0.0, 0.1], [None, float("nan")], 30.0, "finite"),
-        ([0.0, 0.1], [None, None], float("nan"), "average_fps"),
-        ([0.0, 0.1], [None, None], -30.0, "average_fps"),
-        ([0.0, 0.1], [None, None], 0, "average_fps"),
-        ([0.0, 0.1], [None, None], "30", "average_fps"),
+        ([0.0, 0.1], [None, None], float("nan"), "nominal_fps"),
+        ([0.0, 0.1], [None, None], -30.0, "nominal_fps"),
+        ([0.0, 0.1], [None, None], 0, "nominal_fps"),
+        ([0.0, 0.1], [None, None], "30", "nominal_fps"),
         ([0.0, "0.1"], [None, None], 30.0, "finite"),
         ([0.0, 0.1], [None], 30.0, "durations"),
     ],
@@ -459,7 +338,7 @@ def test_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
     assert time.monotonic() - started < 1
     assert len(read_video_frames(path, SELECT_ALL, limits=DecodeLimits(max_frame_pixels=20_000_000)).frames) == 1
     with pytest.raises(ValueError, match=r"clip\.mp4: its frame size 48x48 in pixels 2304 exceeds the limit of 1000"):
-        read_video_frames(write_video(tmp_path / "clip.mp4"), SELECT_ALL, limits=DecodeLimits(max_frame_pixels=1000))
+        read_video_frames(write_square_video(tmp_path / "clip.mp4"), SELECT_ALL, limits=DecodeLimits(max_frame_pixels=1000))
 
 
 def test_a_large_frame_is_refused_within_a_memory_limit(tmp_path):
@@ -500,16 +379,8 @@ def test_byte_duration_and_frame_count_limits(tmp_path, video_file):
 
 def test_decoding_work_is_bounded_for_a_video_with_one_keyframe(tmp_path):
     path = tmp_path / "one_keyframe.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25, options={"g": "1000", "keyint_min": "1000", "bf": "0"})
-        stream.width = stream.height = 64
-        stream.pix_fmt = "yuv420p"
-        for index in range(200):
-            frame = np.full((64, 64, 3), index % 256, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame)):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    frames = [np.full((64, 64, 3), index % 256, np.uint8) for index in range(200)]
+    write_video(path, 200, 25, width=64, height=64, frames=frames, g="1000", keyint_min="1000", bf="0")
     last = lambda table: [len(table.times) - 1]  # noqa: E731  reached only by decoding every frame before it
     assert len(read_video_frames(path, last).frames) == 1
     with pytest.raises(ValueError, match=r"one_keyframe\.mp4: the pixels decoded .* exceeds the limit of 409600 "
@@ -591,8 +462,8 @@ def test_processor_applies_the_limits_and_the_url_policy(servers, video_file):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("hostile_checkpoint") / "checkpoint")
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -706,11 +577,12 @@ def test_pipeline_timeout_bounds_a_url_that_never_answers(loaded_pipelines, serv
 # The endpoint handler: the server's network and files are out of reach.
 
 
+@pytest.mark.slow
 def test_handler_reaches_neither_internal_servers_nor_files_outside_its_root(checkpoint, servers, tmp_path):
     main, base, other, other_base = servers
     root = tmp_path / "served"
     root.mkdir()
-    write_video(root / "clip.mp4")
+    write_square_video(root / "clip.mp4")
     secret = tmp_path / "secret.mp4"
     secret.write_bytes((root / "clip.mp4").read_bytes())
     (root / "escape.mp4").symlink_to(secret)
@@ -810,7 +682,7 @@ def test_handler_refuses_oversized_payloads_before_decoding(checkpoint, tmp_path
 
 @pytest.fixture(scope="module")
 def original_checkpoint(tmp_path_factory):
-    from original_clip2video import random_original_checkpoint
+    from tests.helpers.original_clip2video import random_original_checkpoint
 
     folder = tmp_path_factory.mktemp("original")
     state_dict = random_original_checkpoint()
@@ -826,6 +698,7 @@ def run_converter(checkpoint, output_dir):
     )
 
 
+@pytest.mark.slow
 def test_converter_refuses_an_output_dir_that_is_a_file(original_checkpoint, tmp_path):
     checkpoint, _ = original_checkpoint
     existing = tmp_path / "existing_file"

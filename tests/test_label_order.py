@@ -5,22 +5,25 @@ loaded as users load it, with remote code in a fresh process; the order is compu
 
 import base64
 import json
+import shutil
 
 import pytest
 import torch
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
-from tiny_checkpoint import run_without_repo, save_tiny_checkpoint, tiny_processor, write_videos
+from tests.helpers.models import tiny_processor
+from tests.helpers.processes import run_isolated
+from tests.helpers.videos import write_square_videos
 
 LABELS = ["cooking", "a red square", "playing guitar", "a green field", "snow", "traffic at night"]
 QUERY = "a red square slides to the right"
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, tiny_checkpoints):
     folder = tmp_path_factory.mktemp("label_order")
-    save_tiny_checkpoint(folder / "checkpoint", seed=1)
-    videos = write_videos(folder, num_frames=12)
+    shutil.copytree(tiny_checkpoints(seed=1), folder / "checkpoint")
+    videos = write_square_videos(folder, num_frames=12)
     return folder, videos
 
 
@@ -62,7 +65,7 @@ def test_rankings_are_sorted_whatever_the_request_order(workdir):
     request = {"labels": labels, "texts": texts, "videos": request_videos, "query": QUERY, "video": video,
                "encoded": encoded}
     (folder / "request.json").write_text(json.dumps(request))
-    run_without_repo(
+    run_isolated(
         """
         import importlib.util, json, os, sys
         from transformers import pipeline

@@ -59,3 +59,23 @@ def test_the_architecture_page_shows_the_current_graph():
     graph = "\n".join(line for line in printed.splitlines() if not line.endswith("violations"))
     page = (import_graph.REPOSITORY / "docs" / "architecture.md").read_text(encoding="utf-8")
     assert graph in page, "docs/architecture.md shows an old import graph: paste `python tools/import_graph.py`"
+
+
+def test_tests_import_helpers_and_never_each_other():
+    # Shared test code lives in tests/helpers (and fixtures in tests/conftest.py): a test module imported by another
+    # runs its tests twice and couples the two; a bare `import tiny_models` works only from one working directory.
+    import ast
+
+    tests = Path(__file__).resolve().parent
+    modules = {path.stem for path in tests.rglob("*.py")}
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] in modules or (parts[0] == "tests" and any(part.startswith("test_") for part in parts)):
+                    found.append(f"{path.relative_to(tests)}: import {name}")
+    assert not found, "\n".join(found)

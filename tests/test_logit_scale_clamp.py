@@ -8,9 +8,6 @@ weights at `--clip_learning_rate_scale` times the rate) and weight decay on matr
 import copy
 import csv
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +16,10 @@ from safetensors.torch import load_file
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from clip2video.training.contrastive import MAX_LOGIT_SCALE, ContrastiveEmbedder
-from tiny_checkpoint import tiny_config, tiny_processor, write_video
+from tests.helpers.models import tiny_checkpoint_config, tiny_processor
+from tests.helpers.processes import environment, run_training
+from tests.helpers.videos import write_square_video
 
-RUN = Path(__file__).resolve().parents[1] / "training" / "run.py"
 LN_100 = math.log(100.0)
 WEIGHT = 0.8
 PAIRS = [("red.mp4", (230, 20, 20), "a red square slides to the right"), ("green.mp4", (20, 200, 20), "a green square")]
@@ -90,7 +88,7 @@ def matched_model(folder: Path) -> tuple[CLIP2VideoModel, dict]:
         return_tensors="pt",
     )
     torch.manual_seed(0)
-    config = tiny_config()
+    config = tiny_checkpoint_config()
     config.global_similarity_weight = WEIGHT
     model = CLIP2VideoModel(config)
     with torch.no_grad():
@@ -110,7 +108,7 @@ def matched_model(folder: Path) -> tuple[CLIP2VideoModel, dict]:
 def fitted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clamp")
     for name, colour, _ in PAIRS:
-        write_video(folder / name, colour, num_frames=12)
+        write_square_video(folder / name, colour, num_frames=12)
     with open(folder / "metadata.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["file_name", "caption"])
@@ -126,20 +124,15 @@ def train(folder: Path, model: CLIP2VideoModel, processor, start: str, steps: in
         model.logit_scale.fill_(STARTS[start])
     model.save_pretrained(folder / start)
     processor.save_pretrained(folder / start)
-    result = subprocess.run(
-        [
-            sys.executable, str(RUN), "--dataset", "videofolder", "--train_dir", str(folder), "--eval_dir",
-            str(folder), "--model_name_or_path", str(folder / start), "--output_dir", str(folder / f"out_{start}"),
-            "--num_frames", "4", "--max_train_steps", str(steps), "--global_batch_size", "2", "--eval_batch_size", "2",
-            "--learning_rate", str(LEARNING_RATE), "--clip_learning_rate_scale", str(CLIP_RATE_SCALE),
-            "--weight_decay", str(WEIGHT_DECAY), "--warmup_proportion", "0", "--max_grad_norm", "0",
-            "--no-random_frame_jitter", "--num_workers", "0", "--checkpointing_steps", "no", "--report_to", "none",
-            "--no-mean_pooling_baseline",
-        ],
-        cwd=folder, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(folder / "hf_home")},
+    run_training(
+        "--dataset", "videofolder", "--train_dir", folder, "--eval_dir", folder, "--model_name_or_path",
+        folder / start, "--output_dir", folder / f"out_{start}", "--num_frames", "4", "--max_train_steps", steps,
+        "--global_batch_size", "2", "--eval_batch_size", "2", "--learning_rate", LEARNING_RATE,
+        "--clip_learning_rate_scale", CLIP_RATE_SCALE, "--weight_decay", WEIGHT_DECAY, "--warmup_proportion", "0",
+        "--max_grad_norm", "0", "--no-random_frame_jitter", "--num_workers", "0", "--checkpointing_steps", "no",
+        "--report_to", "none", "--no-mean_pooling_baseline",
+        cwd=folder, env=environment(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_HOME=str(folder / "hf_home")),
     )
-    assert result.returncode == 0, result.stderr[-4000:]
     return load_file(folder / f"out_{start}" / "model.safetensors")
 
 
@@ -189,7 +182,7 @@ def test_the_loss_sees_the_capped_scale():
     """A checkpoint above the cap (saved by other code): the loss uses ln 100, and no gradient pushes the stored
     value further up."""
     torch.manual_seed(0)
-    model = CLIP2VideoModel(tiny_config())
+    model = CLIP2VideoModel(tiny_checkpoint_config())
     with torch.no_grad():
         model.logit_scale.fill_(LN_100 + 1.0)
     assert MAX_LOGIT_SCALE == pytest.approx(LN_100)

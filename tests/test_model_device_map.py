@@ -10,8 +10,8 @@ from accelerate import cpu_offload, infer_auto_device_map
 from safetensors.torch import load_file, save_file
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
-from tiny_models import run_isolated, text_inputs, tiny_clip_config, tiny_config, video_inputs
-from transformers import CLIPModel
+from tests.helpers.models import text_inputs, tiny_config, video_inputs
+from tests.helpers.processes import run_isolated
 
 
 TEMPORAL_MODULES = (
@@ -146,11 +146,9 @@ def test_missing_temporal_tensors_of_a_clip2video_checkpoint_are_named(checkpoin
     assert not [record for record in caplog.records if record.name == MODEL_LOGGER]
 
 
-def test_a_clip_checkpoint_starts_the_temporal_modules_without_that_warning(tmp_path, caplog):
-    torch.manual_seed(0)
-    CLIPModel(tiny_clip_config()).save_pretrained(tmp_path)
+def test_a_clip_checkpoint_starts_the_temporal_modules_without_that_warning(tiny_clip_checkpoint, caplog):
     with caplog.at_level(logging.WARNING, logger=MODEL_LOGGER):
-        model = CLIP2VideoModel.from_pretrained(tmp_path, temporal_num_layers=2)
+        model = CLIP2VideoModel.from_pretrained(tiny_clip_checkpoint, temporal_num_layers=2)
     assert not [record for record in caplog.records if record.name == MODEL_LOGGER]
     text_positions = model.text_model.embeddings.position_embedding.weight
     torch.testing.assert_close(model.frame_position_embeddings.weight, text_positions, rtol=0, atol=0)
@@ -198,13 +196,11 @@ def test_fresh_process_remote_code_offload_dtype_alias_and_missing_tensor_warnin
     )
 
 
-def test_initialising_offloaded_temporal_modules_from_clip_is_an_error(tmp_path):
+def test_initialising_offloaded_temporal_modules_from_clip_is_an_error(tiny_clip_checkpoint, tmp_path):
     # Copying CLIP weights into parameters that wait on the meta device would silently do nothing.
-    torch.manual_seed(0)
-    CLIPModel(tiny_clip_config()).save_pretrained(tmp_path / "clip")
     towers = ("text_model", "vision_model", "visual_projection", "text_projection", "logit_scale")
     device_map = {**{name: "cpu" for name in towers}, **{name: "disk" for name in TEMPORAL_MODULES}}
     with pytest.raises(ValueError, match="frame_position_embeddings.weight.*offloaded by the device_map"):
         CLIP2VideoModel.from_pretrained(
-            tmp_path / "clip", device_map=device_map, offload_folder=tmp_path / "offload", temporal_num_layers=2
+            tiny_clip_checkpoint, device_map=device_map, offload_folder=tmp_path / "offload", temporal_num_layers=2
         )

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
-from tiny_models import run_isolated, text_inputs, tiny_config, video_inputs
+from tests.helpers.models import text_inputs, tiny_config, video_inputs
+from tests.helpers.processes import run_isolated
 
 # A non-default mix and centre count: with w = 0.5 swapping w and 1 - w would be invisible.
 WEIGHT = 0.8

@@ -6,7 +6,8 @@ import torch
 from transformers import CLIPModel
 
 from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
-from tiny_models import VARIANTS, run_isolated, text_inputs, tiny_clip_config, tiny_config, video_inputs
+from tests.helpers.models import VARIANTS, text_inputs, tiny_clip_config, tiny_config, video_inputs
+from tests.helpers.processes import run_isolated
 
 
 def build(variant="tab_tdb", seed=0, **overrides):

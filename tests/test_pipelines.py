@@ -3,6 +3,7 @@ and remote code), their scores against the model's own logits, batching, and bad
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,9 @@ from transformers import pipeline
 
 from clip2video import pipelines  # noqa: F401  registers the tasks in this process
 from clip2video.pipelines import RETRIEVAL_TASK, ZERO_SHOT_TASK
-from tiny_checkpoint import run_without_repo, save_tiny_checkpoint, tiny_processor, write_video, write_videos
+from tests.helpers.models import tiny_processor
+from tests.helpers.processes import run_isolated
+from tests.helpers.videos import write_square_video
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
 
@@ -21,12 +24,13 @@ QUERY = "a red square slides to the right"
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, tiny_checkpoint, tiny_videos):
     folder = tmp_path_factory.mktemp("pipelines")
-    save_tiny_checkpoint(folder / "checkpoint")
-    videos = write_videos(folder / "videos")
+    shutil.copytree(tiny_checkpoint, folder / "checkpoint")
+    shutil.copytree(Path(tiny_videos["red"]).parent, folder / "videos")
+    videos = dict(tiny_videos)
     # 0.3 s: fewer frames than the others, so it is padded when batched with them.
-    videos["short"] = write_video(folder / "videos" / "short.mp4", (200, 200, 200), num_frames=3)
+    videos["short"] = write_square_video(folder / "videos" / "short.mp4", (200, 200, 200), num_frames=3)
     return folder, {name: f"videos/{name}.mp4" for name in videos}
 
 
@@ -63,6 +67,7 @@ def test_checkpoint_lists_both_pipelines(workdir):
     assert (folder / "checkpoint" / "pipeline_clip2video.py").is_file()
 
 
+@pytest.mark.slow
 def test_pipelines_from_a_saved_folder_in_a_fresh_process(workdir, model_and_processor):
     folder, videos = workdir
     order = ["red", "short", "green", "blue"]
@@ -72,7 +77,7 @@ def test_pipelines_from_a_saved_folder_in_a_fresh_process(workdir, model_and_pro
     pipeline(RETRIEVAL_TASK, model=model, processor=processor).save_pretrained(folder / "saved_by_pipeline")
     saved = json.loads((folder / "saved_by_pipeline" / "config.json").read_text())["custom_pipelines"]
     assert list(saved) == [RETRIEVAL_TASK]
-    run_without_repo(
+    run_isolated(
         f"""
         import json
         from transformers import pipeline
@@ -167,7 +172,7 @@ def test_processor_errors_reach_the_caller_unchanged(loaded_pipelines, tmp_path)
     processor = tiny_processor()
     missing = str(tmp_path / "missing.mp4")
     corrupt = tmp_path / "corrupt.mp4"
-    shutil.copyfile(write_video(tmp_path / "good.mp4"), corrupt)
+    shutil.copyfile(write_square_video(tmp_path / "good.mp4"), corrupt)
     corrupt.write_bytes(corrupt.read_bytes()[:300])
     for video, error_type in ((missing, FileNotFoundError), (str(corrupt), ValueError)):
         with pytest.raises(error_type) as from_processor:
@@ -175,7 +180,7 @@ def test_processor_errors_reach_the_caller_unchanged(loaded_pipelines, tmp_path)
         with pytest.raises(error_type) as from_classifier:
             classifier(video, candidate_labels=LABELS)
         with pytest.raises(error_type) as from_retriever:
-            retriever(QUERY, videos=[write_video(tmp_path / "fine.mp4"), video], batch_size=2)
+            retriever(QUERY, videos=[write_square_video(tmp_path / "fine.mp4"), video], batch_size=2)
         assert str(from_classifier.value) == str(from_retriever.value) == str(from_processor.value)
         assert video in str(from_processor.value)
 
@@ -194,6 +199,6 @@ def test_processor_errors_reach_the_caller_unchanged(loaded_pipelines, tmp_path)
 )
 def test_bad_arguments_are_named(loaded_pipelines, tmp_path, call, message):
     classifier, retriever = loaded_pipelines
-    video = write_video(tmp_path / "clip.mp4")
+    video = write_square_video(tmp_path / "clip.mp4")
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(".", r"\.")):
         call(classifier, retriever, video)

@@ -2,12 +2,9 @@
 inputs are accepted and how bad ones fail."""
 
 import fractions
-import functools
-import http.server
 import math
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import av
@@ -20,56 +17,25 @@ from torchvision import transforms
 from clip2video.processing import CLIP2VideoVideoProcessor
 from clip2video.processing.frame_sampling_clip2video import ffmpeg_cfr_frame_indices, select_source_frames, uniform_positions
 from clip2video.processing.video_decoding_clip2video import read_video_frames
+from tests.helpers.videos import (
+    HEIGHT,
+    WIDTH,
+    frame_index,
+    index_frame,
+    natural_frames,
+    write_audio_only,
+    write_video,
+    write_video_after_audio,
+)
 
 
-WIDTH, HEIGHT = 64, 48
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Test videos: frame i shows its index in binary, 8 bits per half of the picture (white or black vertical stripes), so
-# that a decoded frame tells which source frame it is.
-
-
-def index_frame(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    frame = np.zeros((height, width, 3), np.uint8)
-    stripe = width // 8
-    for bit in range(16):
-        if (index >> bit) & 1:
-            rows = slice(0, height // 2) if bit < 8 else slice(height // 2, height)
-            frame[rows, stripe * (bit % 8) : stripe * (bit % 8 + 1)] = 255
-    return frame
-
-
-def frame_index(frame: np.ndarray) -> int:
-    grey = frame.astype(np.float32).mean(axis=-1)
-    height, width = grey.shape
-    stripe = width // 8
-    index = 0
-    for bit in range(16):
-        rows = slice(2, height // 2 - 2) if bit < 8 else slice(height // 2 + 2, height - 2)
-        if grey[rows, stripe * (bit % 8) + 2 : stripe * (bit % 8 + 1) - 2].mean() > 128:
-            index |= 1 << bit
-    return index
-
-
-def write_video(
-    path, num_frames, fps, codec="libx264", width=WIDTH, height=HEIGHT, frames=None, rotation=None, **options
-):
-    """Encode `num_frames` index frames (or the given RGB `frames`) at a constant `fps` with PyAV."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps, options=options or None)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for index in range(num_frames):
-            image = frames[index] if frames is not None else index_frame(index, width, height)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return str(path)
+# Test videos: frame i shows its index in binary (`helpers.videos.index_frame`), so that a decoded frame tells which
+# source frame it is.
 
 
 @pytest.fixture(scope="module")
@@ -204,24 +170,7 @@ def test_extraction_matches_the_ffmpeg_command_line(tmp_path, fps):
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)")
 def test_extraction_matches_ffmpeg_when_the_video_starts_after_the_audio(tmp_path):
     # ffmpeg counts time from the start of the file (here the audio), so the first image is repeated: kept once.
-    path = str(tmp_path / "late_video.mp4")
-    with av.open(path, "w") as container:
-        video = container.add_stream("libx264", rate=30)
-        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        audio = container.add_stream("aac", rate=16000, layout="mono")
-        for index in range(45):
-            frame = av.VideoFrame.from_ndarray(index_frame(index), format="rgb24")
-            frame.pts, frame.time_base = index + 9, fractions.Fraction(1, 30)  # starts at 0.3 s
-            for packet in video.encode(frame):
-                container.mux(packet)
-        for index in range(25):
-            samples = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            samples.sample_rate, samples.pts = 16000, index * 1024
-            for packet in audio.encode(samples):
-                container.mux(packet)
-        for stream in (video, audio):
-            for packet in stream.encode():
-                container.mux(packet)
+    path = write_video_after_audio(tmp_path / "late_video.mp4", 45, 30, video_start_frames=9)  # starts at 0.3 s
     subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-r", "5", "-q", "0", str(tmp_path / "%08d.jpg")], check=True)
     from_ffmpeg = [frame_index(np.asarray(Image.open(jpeg))) for jpeg in sorted(tmp_path.glob("*.jpg"))]
     assert from_ffmpeg[:2] == [0, 0]
@@ -287,14 +236,6 @@ def authors_transform(image: Image.Image) -> torch.Tensor:
             transforms.Normalize(CLIP_MEAN, CLIP_STD),
         ]
     )(image.convert("RGB"))
-
-
-def natural_frames(num_frames, height, width, seed=0):
-    """Smooth random images (like camera footage, unlike white noise, which no two resamplers agree on)."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(num_frames, 3, height // 8 + 2, width // 8 + 2, generator=generator)
-    smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
-    return (smooth.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def test_defaults_are_the_papers():
@@ -465,20 +406,11 @@ def test_rotation_matches_ffmpeg_autorotate(tmp_path):
     assert np.abs(ours - from_ffmpeg).mean() < 3
 
 
-def test_http_url_gives_the_same_output_as_the_path(videos, small_processor, monkeypatch):
+def test_http_url_gives_the_same_output_as_the_path(videos, small_processor, monkeypatch, serve_folder):
     # The server is on loopback, which URLs may reach only when the deployment opts in (trusted local use).
     monkeypatch.setenv("CLIP2VIDEO_ALLOW_PRIVATE_URLS", "1")
-    folder = Path(videos["30fps_1s"]).parent
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/{Path(videos['30fps_1s']).name}"
-        from_url = small_processor(url)["pixel_values_videos"]
-    finally:
-        server.shutdown()
-        server.server_close()
+    server = serve_folder(Path(videos["30fps_1s"]).parent)
+    from_url = small_processor(f"{server.url}/{Path(videos['30fps_1s']).name}")["pixel_values_videos"]
     torch.testing.assert_close(from_url, small_processor(videos["30fps_1s"])["pixel_values_videos"])
 
 
@@ -504,18 +436,9 @@ def test_not_a_video(small_processor, tmp_path):
 
 
 def test_audio_only_file_has_no_video_stream(small_processor, tmp_path):
-    path = tmp_path / "speech.m4a"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 16000
-        for _ in range(10):
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = write_audio_only(tmp_path / "speech.m4a")
     with pytest.raises(ValueError, match=r"Cannot read video .*speech\.m4a: it has no video stream"):
-        small_processor(str(path))
+        small_processor(path)
 
 
 def test_truncated_file(small_processor, videos, tmp_path):
@@ -528,14 +451,8 @@ def test_truncated_file(small_processor, videos, tmp_path):
 
 def test_truncated_fast_start_file(small_processor, tmp_path):
     path = tmp_path / "fast_start.mp4"
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for index in range(60):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(natural_frames(1, HEIGHT, WIDTH, index)[0])):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    frames = [natural_frames(1, HEIGHT, WIDTH, index)[0] for index in range(60)]
+    write_video(path, 60, 30, frames=frames, container_options={"movflags": "faststart"})
     data = path.read_bytes()
     truncated = tmp_path / "fast_start_truncated.mp4"
     truncated.write_bytes(data[: int(len(data) * 0.6)])  # index intact, last frames' data missing

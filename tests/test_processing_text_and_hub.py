@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 from open_clip.tokenizer import SimpleTokenizer
-from test_processing import write_video
-from tiny_models import run_isolated
 
 from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
+from tests.helpers.models import save_tiny_checkpoint, tiny_processor
+from tests.helpers.processes import run_isolated
+from tests.helpers.videos import write_video
 
 
 START, END = 49406, 49407
@@ -49,8 +50,7 @@ def original_ids(caption, tokenizer, max_words=32):
 
 @pytest.fixture(scope="module")
 def processor():
-    video_processor = CLIP2VideoVideoProcessor(size={"shortest_edge": 32}, crop_size=32, max_frames=4)
-    return CLIP2VideoProcessor(video_processor=video_processor, tokenizer=offline_clip_tokenizer())
+    return tiny_processor()  # 32 x 32 pixels, at most 4 frames
 
 
 def test_offline_tokenizer_is_openais_vocabulary():
@@ -202,26 +202,8 @@ def test_round_trip_in_a_fresh_process(processor, tmp_path, next_to_model_config
 
 
 @pytest.mark.slow
-def test_processor_and_model_saved_together_run_end_to_end(processor, tmp_path):
-    from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
-
-    width = 64
-    config = CLIP2VideoConfig(
-        projection_dim=width,
-        text_config=dict(
-            hidden_size=width, intermediate_size=4 * width, num_attention_heads=1, num_hidden_layers=1,
-            max_position_embeddings=77, bos_token_id=START, eos_token_id=END, pad_token_id=END,
-        ),
-        vision_config=dict(
-            hidden_size=width, intermediate_size=4 * width, num_attention_heads=1, num_hidden_layers=1,
-            image_size=32, patch_size=16,
-        ),
-        temporal_num_layers=1,
-        num_frames=4,
-    )
-    torch.manual_seed(0)
-    CLIP2VideoModel(config).eval().save_pretrained(tmp_path / "checkpoint")
-    processor.save_pretrained(tmp_path / "checkpoint")
+def test_processor_and_model_saved_together_run_end_to_end(tmp_path):
+    save_tiny_checkpoint(tmp_path / "checkpoint", with_apps=False)  # the model and `tiny_processor()`, saved together
     write_video(tmp_path / "clip.mp4", 45, 30)
     result = run_isolated(
         """

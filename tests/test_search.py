@@ -4,10 +4,8 @@ independent computation, and two processes with `accelerate launch`. The faults 
 `test_search_faults.py`."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,21 +17,16 @@ from clip2video.apps.search.index_build import LoadedPart, VectorIndexOptions, c
 from clip2video.apps.search.query_videos import search_texts
 from clip2video.apps.search.video_index import exact_top_k
 from clip2video.modeling_clip2video import CLIP2VideoModel
-from tiny_checkpoint import COLOURS, save_tiny_checkpoint, tiny_processor, write_video
+from tests.helpers.models import tiny_processor
+from tests.helpers.processes import accelerate_launch, run_module
+from tests.helpers.videos import COLOURS, write_square_video
 
 
-REPO = Path(__file__).resolve().parents[1]
 QUERIES = ["a red square slides to the right", "green", "a blue box on grey", "a dog barks"]
 
 
-def run_indexer(*args, launcher=(), env=None, check=True) -> subprocess.CompletedProcess:
-    command = [*launcher] if launcher else [sys.executable]
-    command += ["-m", "clip2video.apps.search.index_videos", *map(str, args)]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})}
-    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result
+def run_indexer(*args, launch=None, env=None, check=True) -> subprocess.CompletedProcess:
+    return run_module("clip2video.apps.search.index_videos", *args, launch=launch, env=env, check=check)
 
 
 def rebuilt(index_dir: Path, destination: Path, **options) -> VideoIndex:
@@ -49,16 +42,16 @@ def rebuilt(index_dir: Path, destination: Path, **options) -> VideoIndex:
 
 
 @pytest.fixture(scope="module")
-def collection(tmp_path_factory):
+def collection(tmp_path_factory, tiny_checkpoint):
     folder = tmp_path_factory.mktemp("search")
-    checkpoint = save_tiny_checkpoint(folder / "checkpoint")
+    checkpoint = tiny_checkpoint
     videos = folder / "videos"
     (videos / "nested" / "deeper").mkdir(parents=True)
-    write_video(videos / "red.mp4", COLOURS["red"], num_frames=30)
-    write_video(videos / "green.mp4", COLOURS["green"], num_frames=20, moving=False)
-    write_video(videos / "nested" / "blue.mp4", COLOURS["blue"], num_frames=25)
-    write_video(videos / "nested" / "deeper" / "yellow.mp4", COLOURS["yellow"], num_frames=40)
-    write_video(videos / "nested" / "short.mp4", (200, 200, 200), num_frames=3)
+    write_square_video(videos / "red.mp4", COLOURS["red"], num_frames=30)
+    write_square_video(videos / "green.mp4", COLOURS["green"], num_frames=20, moving=False)
+    write_square_video(videos / "nested" / "blue.mp4", COLOURS["blue"], num_frames=25)
+    write_square_video(videos / "nested" / "deeper" / "yellow.mp4", COLOURS["yellow"], num_frames=40)
+    write_square_video(videos / "nested" / "short.mp4", (200, 200, 200), num_frames=3)
     (videos / "nested" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
     (videos / "notes.txt").write_text("not a video, not listed")
     index_dir = folder / "index"
@@ -158,6 +151,7 @@ def test_best_moment_is_the_frame_closest_to_the_caption(collection, model_and_p
             assert hit.moment_similarity == pytest.approx(similarities[best].item(), abs=2e-3)
 
 
+@pytest.mark.slow
 def test_resumes_and_follows_changes_without_growing(collection, tmp_path):
     _, checkpoint, videos, index_dir, _, env = collection
     shutil.copytree(videos, tmp_path / "videos")
@@ -166,9 +160,9 @@ def test_resumes_and_follows_changes_without_growing(collection, tmp_path):
     before = VideoIndex(index_dir)
     embedding_before = dict(zip(before.paths, np.array(before.embeddings)))
     # Copies keep size and mtime (copytree uses copy2): nothing to redo but the unreadable file.
-    write_video(videos / "nested" / "new.mp4", (20, 200, 200), num_frames=15)
+    write_square_video(videos / "nested" / "new.mp4", (20, 200, 200), num_frames=15)
     (videos / "green.mp4").unlink()
-    write_video(videos / "red.mp4", COLOURS["blue"], num_frames=12)  # changed content: indexed again
+    write_square_video(videos / "red.mp4", COLOURS["blue"], num_frames=12)  # changed content: indexed again
     output = run_indexer("--model", checkpoint, "--videos", videos, "--index_dir", index_dir, env=env).stdout
     assert "6 videos" in output and "3 already indexed, 3 to index" in output, output
 
@@ -293,14 +287,9 @@ def test_exact_top_k_orders_ties_by_index_and_scans_in_chunks(monkeypatch):
 @pytest.mark.slow
 def test_two_processes_with_accelerate_launch_give_the_same_index(collection, tmp_path):
     _, checkpoint, videos, index_dir, _, _ = collection
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
-    launcher = [
-        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--main_process_port", "29531",
-    ]
     output = run_indexer(
         "--model", checkpoint, "--videos", videos, "--index_dir", tmp_path / "index", "--batch_size", 2,
-        "--save_every", 1, launcher=launcher, env={"OMP_NUM_THREADS": "1"},
+        "--save_every", 1, launch=accelerate_launch(2, port=29531), env={"OMP_NUM_THREADS": "1"},
     ).stdout
     assert "on 2 process(es)" in output and "process 0: embedded" in output and "process 1: embedded" in output
     two, one = VideoIndex(tmp_path / "index"), VideoIndex(index_dir)

@@ -5,8 +5,6 @@ that loads, or in an error naming the damaged file and the repair command."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,24 +19,12 @@ from clip2video.apps.search.index_videos import VideoFiles
 from clip2video.apps.search import query_videos
 from clip2video.apps.search.query_videos import search_texts
 from clip2video.modeling_clip2video import CLIP2VideoModel
-from tiny_checkpoint import COLOURS, save_tiny_checkpoint, tiny_processor, write_video
+from tests.helpers.models import tiny_processor
+from tests.helpers.processes import run_module
+from tests.helpers.videos import COLOURS, write_square_video
 
 
-REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("faiss")
-
-
-def run_module(module: str, *args, prelude: str = "", check=True) -> subprocess.CompletedProcess:
-    """`python -m clip2video.apps.search.<module> args`, with `prelude` run first in the same process."""
-    code = f"import sys, runpy\n{prelude}\nsys.argv = ['{module}', *sys.argv[1:]]\nrunpy.run_module('clip2video.apps.search.{module}', run_name='__main__')"
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)], cwd=REPO, env=environment, capture_output=True, text=True,
-        timeout=600,
-    )
-    if check:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result
 
 
 # Ends the process like a kill (no cleanup, no `finally`) at the `nth` rename to a name starting with `prefix`,
@@ -63,16 +49,16 @@ def kill_at_rename(prefix: str, before: bool, nth: int = 1) -> str:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
+def base(tmp_path_factory, tiny_checkpoints):
     folder = tmp_path_factory.mktemp("faults")
-    checkpoint = save_tiny_checkpoint(folder / "checkpoint", with_apps=False)
+    checkpoint = tiny_checkpoints(with_apps=False)
     videos = folder / "videos"
     videos.mkdir()
     for name in ("red", "green", "blue"):
-        write_video(videos / f"{name}.mp4", COLOURS[name], num_frames=12)
+        write_square_video(videos / f"{name}.mp4", COLOURS[name], num_frames=12)
     index_dir = folder / "index"
     # An approximate index, so that the FAISS file exists too.
-    run_module("index_videos", "--model", checkpoint, "--videos", videos, "--index_dir", index_dir, "--index_type", "ivf")
+    index(checkpoint, videos, index_dir)
     return folder, checkpoint, videos, index_dir
 
 
@@ -86,9 +72,11 @@ def copy(base, tmp_path):
 
 
 def index(checkpoint, videos, index_dir, *extra, prelude="", check=True):
+    """`python -m clip2video.apps.search.index_videos` building an approximate index (so that the FAISS file exists
+    too), with `prelude` run first in the same process."""
     return run_module(
-        "index_videos", "--model", checkpoint, "--videos", videos, "--index_dir", index_dir, "--index_type", "ivf",
-        *extra, prelude=prelude, check=check,
+        "clip2video.apps.search.index_videos", "--model", checkpoint, "--videos", videos, "--index_dir", index_dir,
+        "--index_type", "ivf", *extra, prelude=prelude, check=check,
     )
 
 
@@ -96,11 +84,12 @@ def stored_files(index_dir: Path) -> list[str]:
     return sorted(p.name for p in index_dir.iterdir() if p.is_file() and p.name not in (".lock", "unreadable.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", ["before index.json", "after index.json"])
 def test_killed_between_writes_leaves_a_loadable_index(copy, moment):
     checkpoint, videos, index_dir = copy
     old_paths = VideoIndex(index_dir).paths
-    write_video(videos / "yellow.mp4", COLOURS["yellow"], num_frames=12)
+    write_square_video(videos / "yellow.mp4", COLOURS["yellow"], num_frames=12)
     if moment == "before index.json":  # new table renamed, killed renaming the embeddings
         prelude = kill_at_rename("embeddings-", before=True)
     else:  # index.json switched, killed before the old generation is removed
@@ -124,10 +113,11 @@ def test_killed_between_writes_leaves_a_loadable_index(copy, moment):
     assert not list(index_dir.glob(".*.tmp")) and list((index_dir / "parts").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_damaged_parts_are_quarantined_and_their_videos_indexed_again(copy):
     checkpoint, videos, index_dir = copy
-    write_video(videos / "yellow.mp4", COLOURS["yellow"], num_frames=12)
-    write_video(videos / "cyan.mp4", (20, 220, 220), num_frames=12)
+    write_square_video(videos / "yellow.mp4", COLOURS["yellow"], num_frames=12)
+    write_square_video(videos / "cyan.mp4", (20, 220, 220), num_frames=12)
     # One part per video, killed while renaming the second: one real part on disk.
     killed = index(
         checkpoint, videos, index_dir, "--batch_size", 1, "--save_every", 1,
@@ -204,6 +194,7 @@ def test_a_changed_value_is_found_by_verify_and_by_the_search(copy):
             index.nearest(query, k=len(index), parameters=parameters)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["faiss garbage", "embeddings truncated"])
 def test_rebuild_repairs_a_damaged_index(copy, damage):
     checkpoint, videos, index_dir = copy
@@ -220,9 +211,10 @@ def test_rebuild_repairs_a_damaged_index(copy, damage):
     assert VideoIndex(index_dir, verify=True).paths == paths
 
 
-def test_a_foreign_model_is_refused_unless_forced(copy, tmp_path):
+@pytest.mark.slow
+def test_a_foreign_model_is_refused_unless_forced(copy, tiny_checkpoints):
     checkpoint, videos, index_dir = copy
-    other = save_tiny_checkpoint(tmp_path / "other", with_apps=False, seed=1)  # same widths, other weights
+    other = tiny_checkpoints(seed=1, with_apps=False)  # same widths, other weights
     index_ = VideoIndex(index_dir)
     own, foreign = (CLIP2VideoModel.from_pretrained(c).eval() for c in (checkpoint, other))
     processor = tiny_processor()
@@ -231,9 +223,10 @@ def test_a_foreign_model_is_refused_unless_forced(copy, tmp_path):
         search_texts(index_, foreign, processor, ["red"], top_k=2)
     assert len(search_texts(index_, foreign, processor, ["red"], top_k=2, force=True)[0]) == 2
 
-    refused = run_module("query_videos", "--index_dir", index_dir, "--model", other, "red", check=False)
+    query = ["clip2video.apps.search.query_videos", "--index_dir", index_dir, "--model", other, "red"]
+    refused = run_module(*query, check=False)
     assert refused.returncode != 0 and "--force" in refused.stderr, refused.stderr[-2000:]
-    assert "red.mp4" in run_module("query_videos", "--index_dir", index_dir, "--model", other, "red", "--force").stdout
+    assert "red.mp4" in run_module(*query, "--force").stdout
 
     refused = index(other, videos, index_dir, check=False)
     assert refused.returncode != 0 and "--rebuild" in refused.stderr, refused.stderr[-2000:]
@@ -251,13 +244,13 @@ class ChangingProcessor:
         outputs = self.processor(**kwargs)
         if self.changes:
             self.changes -= 1
-            write_video(self.path, COLOURS["blue"], num_frames=12 + self.changes)
+            write_square_video(self.path, COLOURS["blue"], num_frames=12 + self.changes)
             os.utime(self.path, ns=(time.time_ns(), time.time_ns() + 10**9 * self.changes))
         return outputs
 
 
 def test_a_file_changed_while_decoded_is_read_again_or_reported(tmp_path):
-    path = Path(write_video(tmp_path / "clip.mp4", COLOURS["red"], num_frames=12))
+    path = Path(write_square_video(tmp_path / "clip.mp4", COLOURS["red"], num_frames=12))
     item = VideoFiles([path], tmp_path, ChangingProcessor(path, changes=1))[0]
     stat = path.stat()
     assert item["key"] == ("clip.mp4", stat.st_size, stat.st_mtime_ns)  # the key of what was decoded
@@ -268,6 +261,7 @@ def test_a_file_changed_while_decoded_is_read_again_or_reported(tmp_path):
     assert "key" not in item and "kept changing" in item["error"]
 
 
+@pytest.mark.slow
 def test_a_second_indexer_exits_with_a_message_or_waits(copy):
     checkpoint, videos, index_dir = copy
     with IndexLock(index_dir):

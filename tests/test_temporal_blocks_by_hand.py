@@ -1,6 +1,6 @@
 """The temporal modules on cases small enough to compute by hand: the Temporal Difference Block's tokens (each
 projection), the temporal pooling around it, and the Temporal Alignment Block's aggregation (against the
-independent statement of the authors' computation in `original_clip2video.py`). A second check of these numbers,
+independent statement of the authors' computation in `helpers/original_clip2video.py`). A second check of these numbers,
 beside the conversion tests, which compare whole scores only."""
 
 import math
@@ -13,8 +13,8 @@ from clip2video.modeling_clip2video.modeling_clip2video import (
     CLIP2VideoTemporalAlignmentBlock,
     CLIP2VideoTemporalDifferenceBlock,
 )
-from original_clip2video import _aligned as original_aggregate
-from tiny_models import VARIANTS, text_inputs, tiny_config, video_inputs
+from tests.helpers.models import VARIANTS, text_inputs, tiny_config, video_inputs
+from tests.helpers.original_clip2video import _aligned as original_aggregate
 
 WIDTH = 4
 # Three frames of width 4; the third is padding in the padded case.

@@ -8,7 +8,7 @@ import torch
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from clip2video.modeling_clip2video.modeling_clip2video import CLIP2VideoTemporalTransformer
-from tiny_models import tiny_config
+from tests.helpers.models import tiny_config
 
 
 def temporal_transformers(model):

@@ -3,40 +3,29 @@
 training sets with broken videos."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_checkpoint import save_tiny_checkpoint  # noqa: E402
-from training_data_builders import break_videos, write_parquet, write_shards, write_videofolder  # noqa: E402
+from tests.helpers.models import assert_resumed_exactly
+from tests.helpers.processes import environment, run_training
+from tests.helpers.training_data import break_videos, write_parquet, write_shards, write_videofolder
 
-RUN = Path(__file__).resolve().parents[1] / "training" / "run.py"
 TINY = ["--global_batch_size", "8", "--eval_batch_size", "16", "--num_frames", "4", "--report_to", "none",
         "--learning_rate", "1e-3", "--clip_learning_rate_scale", "1", "--num_workers", "0"]
 
 
-def run_training(*arguments, cwd, check=True) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(cwd / "datasets_cache"),
-                   "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, str(RUN), *TINY, *arguments], cwd=cwd, capture_output=True, text=True,
-                            timeout=600, env=environment)
-    if check:
-        assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, tiny_checkpoints):
     workdir = tmp_path_factory.mktemp("training_datasets")
-    save_tiny_checkpoint(workdir / "tiny", with_apps=False)
+    shutil.copytree(tiny_checkpoints(with_apps=False), workdir / "tiny")
     return workdir
+
+
+def offline(workdir: Path) -> dict[str, str]:
+    """The training runs' environment: offline, one thread, `datasets`' cache in the work folder."""
+    return environment(OMP_NUM_THREADS="1", HF_DATASETS_CACHE=str(workdir / "datasets_cache"), HF_HUB_OFFLINE="1")
 
 
 def published(folder: Path) -> dict:
@@ -52,8 +41,8 @@ def published(folder: Path) -> dict:
 def test_videofolder_read_by_load_dataset(workdir):
     write_videofolder(workdir / "vf" / "train", 24, seed=0)
     write_videofolder(workdir / "vf" / "test", 12, seed=1)
-    run_training("--dataset_name", "videofolder", "--dataset_dir", "vf", "--model_name_or_path", "tiny",
-                 "--num_train_epochs", "1", "--output_dir", "out_videofolder", cwd=workdir)
+    run_training(*TINY, "--dataset_name", "videofolder", "--dataset_dir", "vf", "--model_name_or_path", "tiny",
+                 "--num_train_epochs", "1", "--output_dir", "out_videofolder", cwd=workdir, env=offline(workdir))
     results = published(workdir / "out_videofolder")
     metrics = results["runs"]["clip2video"]["metrics"]
     assert metrics["num_captions"] == metrics["num_videos"] == 12 and metrics["num_dropped_videos"] == 0
@@ -64,9 +53,9 @@ def test_videofolder_read_by_load_dataset(workdir):
 def test_parquet_with_embedded_video_bytes(workdir):
     write_parquet(workdir / "pq" / "train.parquet", 24, seed=0)
     write_parquet(workdir / "pq" / "test.parquet", 12, seed=1)
-    run_training("--dataset_name", "parquet", "--data_files", "train=pq/train.parquet", "test=pq/test.parquet",
+    run_training(*TINY, "--dataset_name", "parquet", "--data_files", "train=pq/train.parquet", "test=pq/test.parquet",
                  "--model_name_or_path", "tiny", "--num_train_epochs", "1", "--output_dir", "out_parquet",
-                 cwd=workdir)
+                 cwd=workdir, env=offline(workdir))
     results = published(workdir / "out_parquet")
     assert results["runs"]["clip2video"]["metrics"]["num_videos"] == 12
     assert results["test_split"]["video_ids"][0] == "clip0000.mp4"  # no id column: the embedded file's name
@@ -80,7 +69,7 @@ def test_streamed_webdataset_shards_resume_exactly(workdir):
     stream = ["--dataset_name", "webdataset", "--data_files", "train=shards/train-*.tar", "test=shards/test-*.tar",
               "--streaming", "--max_train_steps", "8", "--shuffle_block_size", "16", "--model_name_or_path", "tiny",
               "--checkpointing_steps", "3"]
-    run_training(*stream, "--output_dir", "stream_full", cwd=workdir)
+    run_training(*TINY, *stream, "--output_dir", "stream_full", cwd=workdir, env=offline(workdir))
     results = published(workdir / "stream_full")
     assert results["args"]["streaming"] and results["runs"]["clip2video"]["metrics"]["num_videos"] == 12
 
@@ -88,14 +77,11 @@ def test_streamed_webdataset_shards_resume_exactly(workdir):
     resumed_dir = workdir / "stream_resumed"
     shutil.copytree(workdir / "stream_full" / "checkpoints" / "step_00000003",
                     resumed_dir / "checkpoints" / "step_00000003")
-    result = run_training(*stream, "--output_dir", "stream_resumed", "--resume_from_checkpoint", "latest", cwd=workdir)
+    result = run_training(*TINY, *stream, "--output_dir", "stream_resumed", "--resume_from_checkpoint", "latest",
+                          cwd=workdir, env=offline(workdir))
     assert "Resumed from" in result.stdout and "step 3" in result.stdout
-    expected = load_file(workdir / "stream_full" / "model.safetensors")
-    actual = load_file(resumed_dir / "model.safetensors")
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
-    early = load_file(workdir / "stream_full" / "checkpoints" / "step_00000003" / "model.safetensors")
-    assert not torch.equal(early["model.text_projection.weight"], expected["text_projection.weight"])
+    full = workdir / "stream_full"
+    assert_resumed_exactly(full, resumed_dir, early_checkpoint=full / "checkpoints" / "step_00000003")
 
 
 @pytest.mark.slow
@@ -107,7 +93,8 @@ def test_three_corrupt_training_videos_are_skipped_and_listed(workdir):
     broken_test = break_videos([test / "videos" / "0005.mp4"])
     arguments = ["--dataset", "videofolder", "--train_dir", "broken/train", "--eval_dir", "broken/test",
                  "--model_name_or_path", "tiny", "--num_train_epochs", "2", "--checkpointing_steps", "no"]
-    result = run_training(*arguments, "--output_dir", "out_broken", "--max_bad_videos", "0.25", cwd=workdir)
+    result = run_training(*TINY, *arguments, "--output_dir", "out_broken", "--max_bad_videos", "0.25", cwd=workdir,
+                          env=offline(workdir))
     results = published(workdir / "out_broken")
     listed = {entry["video"]: entry["reason"] for entry in results["bad_videos"]["training"]}
     assert set(listed) == set(broken) | {str((train / "videos" / "0020.mp4").resolve())}
@@ -120,7 +107,8 @@ def test_three_corrupt_training_videos_are_skipped_and_listed(workdir):
     assert [entry["video"] for entry in results["bad_videos"]["evaluation"]] == list(broken_test)
 
     # Broken wholesale: more bad videos than --max_bad_videos allows ends the run with the reason, nothing published.
-    failed = run_training(*arguments, "--output_dir", "out_capped", "--max_bad_videos", "2", cwd=workdir, check=False)
+    failed = run_training(*TINY, *arguments, "--output_dir", "out_capped", "--max_bad_videos", "2", cwd=workdir,
+                          env=offline(workdir), check=False)
     assert failed.returncode != 0
     assert "more than --max_bad_videos 2 allows" in failed.stderr and "0020.mp4" in failed.stderr
     assert not (workdir / "out_capped" / "model.safetensors").exists()

@@ -1,32 +1,23 @@
-"""FSDP2 on two CPU processes (gloo) trains like one unsharded process (tests/training_fsdp_step.py)."""
+"""FSDP2 on two CPU processes (gloo) trains like one unsharded process (tests/scripts/training_fsdp_step.py)."""
 
 import math
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from training_distributed_step import fixed_batch, tiny_model  # noqa: E402
-
-from clip2video.training.contrastive import ContrastiveEmbedder, global_contrastive_loss  # noqa: E402
-
-SCRIPT = Path(__file__).parent / "training_fsdp_step.py"
+from clip2video.training.contrastive import ContrastiveEmbedder, global_contrastive_loss
+from tests.helpers.distributed import fixed_batch, tiny_model
+from tests.helpers.processes import REPO, environment, launcher, run_command
 
 
 @pytest.mark.slow
 def test_fsdp2_on_two_cpu_processes_matches_one_process(tmp_path):
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     output = tmp_path / "fsdp.pt"
-    result = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29631", str(SCRIPT), str(output)],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    run_command(
+        [launcher("torchrun"), "--nproc_per_node", "2", "--master_port", "29631", "-m", "tests.scripts.training_fsdp_step",
+         output],
+        cwd=REPO, env=environment(OMP_NUM_THREADS="1"),
     )
-    assert result.returncode == 0, result.stderr[-4000:]
     sharded = torch.load(output)
     assert sharded["world"] == 2 and sharded["sharded_parameters"] > 100  # every parameter is a DTensor shard
 

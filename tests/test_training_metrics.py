@@ -1,9 +1,6 @@
 """Retrieval metrics against ranks computed by hand, including ties and the multi-caption protocol."""
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +10,9 @@ from clip2video.training.metrics.video_text_retrieval.video_text_retrieval impor
     text_to_video_ranks,
     video_to_text_ranks,
 )
+from tests.helpers.processes import REPO, environment, run_command
 
-METRIC_DIR = Path(__file__).resolve().parents[1] / "training" / "metrics" / "video_text_retrieval"
+METRIC_DIR = REPO / "training" / "metrics" / "video_text_retrieval"
 
 
 def test_single_caption_ranks_by_hand():
@@ -105,16 +103,15 @@ def test_bad_inputs_raise():
         compute_retrieval_metrics(np.eye(3)[:2], np.array([0, 1]))
 
 
+@pytest.mark.slow
 def test_evaluate_load_offline_in_fresh_process(tmp_path):
     code = (
         "import evaluate, json\n"
         f"metric = evaluate.load({str(METRIC_DIR)!r})\n"
         "print(json.dumps(metric.compute(predictions=[[0.8, 0.3], [0.1, 0.7], [0.6, 0.4]], references=[0, 1, 1])))\n"
     )
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "PYTHONPATH": "",
-                   "HF_HOME": str(tmp_path / "hf_home")}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    variables = environment(HF_HUB_OFFLINE="1", HF_EVALUATE_OFFLINE="1", PYTHONPATH="", HF_HOME=str(tmp_path / "hf_home"))
+    result = run_command([sys.executable, "-c", code], cwd=tmp_path, env=variables)
     import json
 
     metrics = json.loads(result.stdout.strip().splitlines()[-1])

@@ -2,10 +2,7 @@
 arguments, checked by the run fingerprint stored in every checkpoint), and the published folder appears whole."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,31 +10,23 @@ import torch
 from safetensors.torch import load_file
 
 from clip2video.training.publish import _stage_and_swap
+from tests.helpers.processes import run_training
 
-RUN = Path(__file__).resolve().parents[1] / "training" / "run.py"
 TINY = ["--num_synthetic_train_clips", "64", "--num_train_epochs", "1", "--global_batch_size", "16",
         "--num_frames", "4", "--eval_batch_size", "60", "--checkpointing_steps", "2", "--no-mean_pooling_baseline",
         "--report_to", "none", "--data_dir", "data", "--output_dir", "run"]
 
 
-def run_training(*arguments, cwd, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(RUN), *TINY, *arguments], cwd=cwd, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if check:
-        assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("output_dir")
-    run_training(cwd=workdir)
+    run_training(*TINY, cwd=workdir)
     return workdir
 
 
 @pytest.mark.slow
 def test_another_runs_folder_is_refused(finished):
-    result = run_training(cwd=finished, check=False)
+    result = run_training(*TINY, cwd=finished, check=False)
     assert result.returncode != 0
     assert "--output_dir run already holds another run's files" in result.stderr
     assert "--overwrite_output_dir" in result.stderr and "--resume_from_checkpoint latest" in result.stderr
@@ -45,12 +34,13 @@ def test_another_runs_folder_is_refused(finished):
 
 @pytest.mark.slow
 def test_resume_needs_the_same_training_arguments(finished):
-    result = run_training("--resume_from_checkpoint", "latest", "--learning_rate", "1e-3", cwd=finished, check=False)
+    result = run_training(*TINY, "--resume_from_checkpoint", "latest", "--learning_rate", "1e-3", cwd=finished,
+                          check=False)
     assert result.returncode != 0
     assert "belongs to a run with other training arguments" in result.stderr and "--learning_rate" in result.stderr
     # An operational flag may change; the finished run is evaluated and published again, the same weights.
     before = load_file(finished / "run" / "model.safetensors")
-    run_training("--resume_from_checkpoint", "latest", "--num_workers", "0", cwd=finished)
+    run_training(*TINY, "--resume_from_checkpoint", "latest", "--num_workers", "0", cwd=finished)
     after = load_file(finished / "run" / "model.safetensors")
     assert all(torch.equal(before[name], after[name]) for name in before)
 
@@ -61,7 +51,7 @@ def test_a_checkpoint_without_fingerprint_is_refused(finished, tmp_path):
     shutil.copytree(finished / "run" / "checkpoints" / "step_00000002", foreign)
     (foreign / "run.json").unlink()
     shutil.copytree(finished / "data", tmp_path / "data")
-    result = run_training("--resume_from_checkpoint", "latest", cwd=tmp_path, check=False)
+    result = run_training(*TINY, "--resume_from_checkpoint", "latest", cwd=tmp_path, check=False)
     assert result.returncode != 0 and "has no run.json" in result.stderr
 
 
@@ -70,7 +60,7 @@ def test_overwrite_clears_the_folder(finished, tmp_path):
     shutil.copytree(finished / "data", tmp_path / "data")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "someone_elses_file.txt").write_text("x")
-    run_training("--overwrite_output_dir", cwd=tmp_path)
+    run_training(*TINY, "--overwrite_output_dir", cwd=tmp_path)
     assert not (tmp_path / "run" / "someone_elses_file.txt").exists()
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert json.loads((tmp_path / "run" / "run.json").read_text())["fingerprint"] == results["run_fingerprint"]

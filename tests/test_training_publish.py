@@ -3,46 +3,36 @@ access checked before any work, results.json is pushed with the model, the card'
 output folder."""
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import ModelCard
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_hub import FakeHub  # noqa: E402
+from clip2video.training.publish import model_card, prepare_hub_repo, push_folder
+from tests.helpers.fake_hub import FakeHub
+from tests.helpers.processes import environment, run_training
 
-from clip2video.training.publish import model_card, prepare_hub_repo, push_folder  # noqa: E402
-
-RUN = Path(__file__).resolve().parents[1] / "training" / "run.py"
 TINY = ["--num_synthetic_train_clips", "64", "--num_train_epochs", "1", "--global_batch_size", "16",
         "--num_frames", "4", "--eval_batch_size", "60", "--checkpointing_steps", "2", "--no-mean_pooling_baseline",
         "--report_to", "none", "--data_dir", "data"]
 TOKEN = "hf_fake_write_token"
 
 
-def run_training(*arguments, cwd, endpoint=None, check=True) -> subprocess.CompletedProcess:
-    environment = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
-    environment.update(OMP_NUM_THREADS="1", HF_HOME=str(cwd / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1")
-    if endpoint:
-        environment["HF_ENDPOINT"] = endpoint
-    result = subprocess.run([sys.executable, str(RUN), *TINY, *arguments], cwd=cwd, capture_output=True, text=True,
-                            timeout=600, env=environment)
-    if check:
-        assert result.returncode == 0, result.stderr[-4000:]
-    return result
+def online(workdir: Path, endpoint: str) -> dict[str, str]:
+    """The training runs' environment: the Hub at `endpoint`, no token but the one given on the command line, one
+    thread, a private Hugging Face cache."""
+    return environment(HF_HUB_OFFLINE=None, HF_TOKEN=None, OMP_NUM_THREADS="1", HF_HOME=str(workdir / "hf_home"),
+                       HF_HUB_DISABLE_TELEMETRY="1", HF_ENDPOINT=endpoint)
 
 
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("training_publish")
     with FakeHub(tokens={TOKEN: "tester"}) as hub:
-        run_training("--output_dir", "published", "--push_to_hub", "--hub_model_id", "tester/clip2video-tiny",
-                     "--hub_token", TOKEN, "--hub_private", cwd=workdir, endpoint=hub.endpoint)
+        run_training(*TINY, "--output_dir", "published", "--push_to_hub", "--hub_model_id", "tester/clip2video-tiny",
+                     "--hub_token", TOKEN, "--hub_private", cwd=workdir, env=online(workdir, hub.endpoint))
     return workdir, hub
 
 
@@ -78,11 +68,11 @@ def test_push_carries_results_and_a_valid_card(pushed):
 def test_a_bad_token_fails_before_any_work(tmp_path):
     with FakeHub(tokens={TOKEN: "tester"}) as hub:
         started = time.perf_counter()
-        result = run_training("--output_dir", "never", "--push_to_hub", "--hub_model_id", "tester/x",
-                              "--hub_token", "hf_wrong", cwd=tmp_path, endpoint=hub.endpoint, check=False)
+        result = run_training(*TINY, "--output_dir", "never", "--push_to_hub", "--hub_model_id", "tester/x",
+                              "--hub_token", "hf_wrong", cwd=tmp_path, env=online(tmp_path, hub.endpoint), check=False)
         seconds = time.perf_counter() - started
-        foreign = run_training("--output_dir", "never2", "--push_to_hub", "--hub_model_id", "someone-else/x",
-                               "--hub_token", TOKEN, cwd=tmp_path, endpoint=hub.endpoint, check=False)
+        foreign = run_training(*TINY, "--output_dir", "never2", "--push_to_hub", "--hub_model_id", "someone-else/x",
+                               "--hub_token", TOKEN, cwd=tmp_path, env=online(tmp_path, hub.endpoint), check=False)
     assert result.returncode != 0 and "401" in result.stderr
     assert foreign.returncode != 0 and "403" in foreign.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "never" / "checkpoints").exists()  # nothing started

@@ -2,19 +2,17 @@
 publishable folder loaded in a fresh process with remote code."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-RUN = Path(__file__).resolve().parents[1] / "training" / "run.py"
+from tests.helpers.models import assert_resumed_exactly
+from tests.helpers.processes import RUN, environment, run_isolated, run_training
+
 TINY = [
     "--num_synthetic_train_clips", "96", "--num_train_epochs", "3", "--global_batch_size", "16",
     "--num_frames", "4", "--eval_batch_size", "48", "--checkpointing_steps", "2", "--no-mean_pooling_baseline",
@@ -22,28 +20,19 @@ TINY = [
 ]  # 6 optimizer steps per epoch, 18 in all
 
 
-def run_training(*arguments, cwd) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, str(RUN), *TINY, *arguments], cwd=cwd, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("training_run")
-    run_training("--data_dir", "data", "--output_dir", "uninterrupted", cwd=workdir)
+    run_training(*TINY, "--data_dir", "data", "--output_dir", "uninterrupted", cwd=workdir)
     return workdir
 
 
 @pytest.mark.slow
 def test_kill_and_resume_reaches_the_same_weights(uninterrupted):
     workdir = uninterrupted
-    command = [sys.executable, str(RUN), *TINY, "--data_dir", "data", "--output_dir", "interrupted"]
+    command = [sys.executable, RUN, *TINY, "--data_dir", "data", "--output_dir", "interrupted"]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               env=environment(OMP_NUM_THREADS="1"))
     first_checkpoint = workdir / "interrupted" / "checkpoints" / "step_00000004"
     deadline = time.monotonic() + 600
     while not first_checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -53,27 +42,20 @@ def test_kill_and_resume_reaches_the_same_weights(uninterrupted):
     process.wait()
     assert not (workdir / "interrupted" / "model.safetensors").exists()  # killed mid-training
 
-    resumed = run_training("--data_dir", "data", "--output_dir", "interrupted", "--resume_from_checkpoint", "latest",
-                           cwd=workdir)
+    resumed = run_training(*TINY, "--data_dir", "data", "--output_dir", "interrupted", "--resume_from_checkpoint",
+                           "latest", cwd=workdir)
     resumed_step = int(resumed.stdout.split("Resumed from ")[1].split("step ")[1].split()[0])
     assert 4 <= resumed_step < 18
 
-    expected = load_file(workdir / "uninterrupted" / "model.safetensors")
-    actual = load_file(workdir / "interrupted" / "model.safetensors")
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
-    # The weights moved during training: equality is not that of two untrained models.
-    # (A checkpoint holds the training wrapper, whose parameters are prefixed "model.")
-    early = load_file(workdir / "uninterrupted" / "checkpoints" / "step_00000002" / "model.safetensors")
-    assert not torch.equal(early["model.text_projection.weight"], expected["text_projection.weight"])
+    reference = workdir / "uninterrupted"
+    assert_resumed_exactly(reference, workdir / "interrupted", early_checkpoint=reference / "checkpoints" / "step_00000002")
 
 
 @pytest.mark.slow
 def test_eval_only_reproduces_the_reported_metrics(uninterrupted):
     workdir = uninterrupted
     reported = json.loads((workdir / "uninterrupted" / "results.json").read_text())
-    run_training("--data_dir", "data", "--eval_only", "--model_name_or_path", "uninterrupted",
+    run_training(*TINY, "--data_dir", "data", "--eval_only", "--model_name_or_path", "uninterrupted",
                  "--output_dir", "evaluated", "--dual_softmax", cwd=workdir)
     evaluated = json.loads((workdir / "evaluated" / "results.json").read_text())
     expected = reported["runs"]["clip2video"]["metrics"]
@@ -110,11 +92,7 @@ def test_output_folder_loads_with_remote_code_in_a_fresh_process(uninterrupted):
         print(json.dumps({{"class": type(model).__name__, "logits": logits.tolist(),
                           "frames": list(inputs["pixel_values_videos"].shape)}}))
     """
-    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    environment.update(HF_HUB_OFFLINE="1", HF_HOME=str(uninterrupted / "hf_home"))
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=uninterrupted, env=environment,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = run_isolated(code, cwd=uninterrupted)
     fresh = json.loads(result.stdout.strip().splitlines()[-1])
     assert fresh["class"] == "CLIP2VideoModel" and fresh["frames"] == [3, 4, 3, 32, 32]
 
@@ -135,8 +113,8 @@ def test_output_folder_loads_with_remote_code_in_a_fresh_process(uninterrupted):
 @pytest.mark.slow
 def test_mixed_precision_gradient_checkpointing_and_accumulation_run(uninterrupted):
     workdir = uninterrupted
-    run_training("--data_dir", "data", "--output_dir", "bf16", "--mixed_precision", "bf16", "--gradient_checkpointing",
-                 "--gradient_accumulation_steps", "2", "--num_train_epochs", "1", "--checkpointing_steps", "no",
+    run_training(*TINY, "--data_dir", "data", "--output_dir", "bf16", "--mixed_precision", "bf16",
+                 "--gradient_checkpointing", "--gradient_accumulation_steps", "2", "--num_train_epochs", "1", "--checkpointing_steps", "no",
                  "--report_to", "tensorboard", cwd=workdir)
     results = json.loads((workdir / "bf16" / "results.json").read_text())
     metrics = results["runs"]["clip2video"]["metrics"]
@@ -150,7 +128,7 @@ def test_own_videos_decoded_in_workers_with_training_jitter(uninterrupted):
     # The real-data path from a checkpoint: no frame cache, videos decoded in two DataLoader workers, training
     # frames jittered.
     workdir = uninterrupted
-    run_training("--dataset", "videofolder", "--train_dir", "data/train", "--eval_dir", "data/test",
+    run_training(*TINY, "--dataset", "videofolder", "--train_dir", "data/train", "--eval_dir", "data/test",
                  "--model_name_or_path", "uninterrupted",
                  "--output_dir", "from_files", "--num_workers", "2", "--num_train_epochs", "2",
                  "--checkpointing_steps", "no", cwd=workdir)

@@ -3,10 +3,7 @@ and `datasets` produce decodes to the frames of the path form; `num_frames`, `fp
 `video_metadata` and `return_metadata` behave as documented; an unknown keyword is an error; the same holds in a
 fresh process through `AutoVideoProcessor` / `AutoProcessor`."""
 
-import functools
-import http.server
 import io
-import threading
 from pathlib import Path
 
 import av
@@ -17,8 +14,8 @@ from PIL import Image
 
 from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
 from clip2video.processing.frame_sampling_clip2video import select_source_frames
-from test_processing import frame_index, write_video
-from tiny_models import run_isolated
+from tests.helpers.processes import run_isolated
+from tests.helpers.videos import frame_index, write_video
 from transformers.video_utils import VideoMetadata
 
 
@@ -138,21 +135,11 @@ def test_torchcodec_decoder_as_datasets_decodes_it(processor, video_path, refere
         torch.testing.assert_close(output["pixel_values_videos"], reference["pixel_values_videos"], atol=0.05, rtol=0)
 
 
-def test_url(processor, video_path, reference):
-    folder = str(Path(video_path).parent)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/clip.mp4"
-        with pytest.raises(ValueError):  # a private address is refused by default
-            processor(url)
-        output = processor(url, allow_private_urls=True, return_timestamps=True, return_metadata=True)
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_url(processor, video_path, reference, serve_folder):
+    url = serve_folder(Path(video_path).parent).url + "/clip.mp4"
+    with pytest.raises(ValueError):  # a private address is refused by default
+        processor(url)
+    output = processor(url, allow_private_urls=True, return_timestamps=True, return_metadata=True)
     assert_same_output(output, reference)
 
 
@@ -321,6 +308,7 @@ def test_earlier_argument_names_still_load(tmp_path):
 # Fresh process, through the Auto classes
 
 
+@pytest.mark.slow
 def test_fresh_process_auto_classes_honour_the_standard_arguments(processor, video_path, tmp_path):
     folder = tmp_path / "checkpoint"
     CLIP2VideoProcessor(video_processor=processor, tokenizer=offline_clip_tokenizer()).save_pretrained(folder)

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from clip2video.training.synthetic import COLOURS, MOTIONS, render_clip, write_mp4, SyntheticConfig
+from clip2video.training.synthetic import COLOURS, MOTIONS, SyntheticConfig, render_clip, write_mp4
+
+from tests.helpers.videos import mp4_bytes
 
 CONFIG = SyntheticConfig(num_train_clips=0, frame_size=32, num_frames=4)
 
 
 def clip_plans(count: int, seed: int):
-    """(caption, mp4 bytes) pairs: coloured squares that move, as the synthetic data, 32x32, 4 frames."""
+    """(caption, frames) pairs: coloured squares that move, as the synthetic data, 32x32, 4 frames."""
     rng = np.random.default_rng(seed)
     colours = list(COLOURS)
     plans = []
@@ -22,12 +24,6 @@ def clip_plans(count: int, seed: int):
         colour, motion = colours[index % len(colours)], MOTIONS[(index // len(colours)) % len(MOTIONS)]
         plans.append((f"a {colour} square {motion}", render_clip(colour, "square", motion, rng, CONFIG)))
     return plans
-
-
-def mp4_bytes(frames, scratch: Path) -> bytes:
-    scratch.parent.mkdir(parents=True, exist_ok=True)
-    write_mp4(scratch, frames, CONFIG.frames_per_second)
-    return scratch.read_bytes()
 
 
 def write_videofolder(folder: Path, count: int, seed: int) -> Path:
@@ -49,8 +45,7 @@ def write_parquet(path: Path, count: int, seed: int) -> Path:
 
     videos, captions = [], []
     for index, (caption, frames) in enumerate(clip_plans(count, seed)):
-        videos.append({"bytes": mp4_bytes(frames, path.parent / "scratch" / f"{seed}_{index}.mp4"),
-                       "path": f"clip{index:04d}.mp4"})
+        videos.append({"bytes": mp4_bytes(frames, CONFIG.frames_per_second), "path": f"clip{index:04d}.mp4"})
         captions.append(caption)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"video": videos, "caption": captions}), path)
@@ -68,7 +63,7 @@ def write_shards(folder: Path, prefix: str, count: int, seed: int, num_shards: i
             for index in range(shard, count, num_shards):
                 caption, frames = plans[index]
                 key = f"{prefix}{index:06d}"
-                data = mp4_bytes(frames, folder / "scratch" / f"{key}.mp4")
+                data = mp4_bytes(frames, CONFIG.frames_per_second)
                 for name, payload in ((f"{key}.mp4", data), (f"{key}.json", json.dumps({"caption": caption}).encode())):
                     info = tarfile.TarInfo(name)
                     info.size = len(payload)

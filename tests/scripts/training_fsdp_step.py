@@ -1,6 +1,6 @@
 """FSDP2 on two CPU processes (gloo), run by `test_training_fsdp.py`:
 
-    torchrun --nproc_per_node 2 tests/training_fsdp_step.py <out.pt>
+    torchrun --nproc_per_node 2 -m tests.scripts.training_fsdp_step <out.pt>      # from the repository's root
 
 accelerate does not run FSDP on a CPU-only machine (it falls back to independent processes), so this script shards
 the training wrapper itself with `torch.distributed.fsdp.fully_shard`, the way accelerate's FSDP2 path does: one
@@ -17,16 +17,14 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import fully_shard
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from training_distributed_step import GLOBAL_BATCH, fixed_batch, tiny_model  # noqa: E402
-
-from clip2video.training.contrastive import (  # noqa: E402
+from clip2video.training.contrastive import (
     ContrastiveEmbedder,
+    clamp_logit_scale,
     global_contrastive_loss,
     make_logit_scale_shardable,
     scalar_logit_scale,
 )
-from clip2video.training.contrastive import clamp_logit_scale  # noqa: E402
+from tests.helpers.distributed import GLOBAL_BATCH, fixed_batch, tiny_model
 
 
 def shard(embedder: ContrastiveEmbedder) -> ContrastiveEmbedder:

@@ -5,19 +5,16 @@ similarity built as videos x captions, or the two directions traded, cannot pass
 
 import csv
 import json
-import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
-from tiny_checkpoint import save_tiny_checkpoint, tiny_processor, write_videos
+from tests.helpers.models import save_tiny_checkpoint, tiny_processor
+from tests.helpers.processes import environment, run_training
+from tests.helpers.videos import write_square_videos
 
-RUN = Path(__file__).resolve().parents[1] / "training" / "run.py"
 SPLITS = {
     # 3 videos, 7 captions.
     "several_captions": [
@@ -60,7 +57,7 @@ def workdir(tmp_path_factory):
     save_tiny_checkpoint(folder / "checkpoint", with_apps=False, seed=3)
     videos = {}
     for split, rows in SPLITS.items():
-        videos[split] = write_videos(folder / split, num_frames=12)
+        videos[split] = write_square_videos(folder / split, num_frames=12)
         with open(folder / split / "metadata.csv", "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["file_name", "caption"])
@@ -87,16 +84,12 @@ def test_eval_only_metrics_equal_an_independent_count(workdir, split):
     assert any(expected[f"t2v_{name}"] != expected[f"v2t_{name}"] for name in ("R1", "MedianR", "MeanR"))
 
     output_dir = folder / f"out_{split}"
-    result = subprocess.run(
-        [
-            sys.executable, str(RUN), "--eval_only", "--dataset", "videofolder", "--eval_dir", str(folder / split),
-            "--model_name_or_path", str(folder / "checkpoint"), "--output_dir", str(output_dir), "--num_frames", "4",
-            "--eval_batch_size", "3", "--num_workers", "0", "--report_to", "none",
-        ],
-        cwd=folder, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(folder / "hf_home")},
+    run_training(
+        "--eval_only", "--dataset", "videofolder", "--eval_dir", folder / split, "--model_name_or_path",
+        folder / "checkpoint", "--output_dir", output_dir, "--num_frames", "4", "--eval_batch_size", "3",
+        "--num_workers", "0", "--report_to", "none",
+        cwd=folder, env=environment(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_HOME=str(folder / "hf_home")),
     )
-    assert result.returncode == 0, result.stderr[-4000:]
     metrics = next(iter(json.loads((output_dir / "results.json").read_text())["runs"].values()))["metrics"]
     assert (metrics["num_captions"], metrics["num_videos"]) == (len(rows), len(colours))
     assert {name: metrics[name] for name in expected} == pytest.approx(expected, abs=1e-9)

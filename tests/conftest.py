@@ -1,0 +1,67 @@
+"""Fixtures shared by the test modules: tiny checkpoint folders and tiny videos built once per session, and static
+HTTP servers on 127.0.0.1. Helpers that are not fixtures live in `tests/helpers/`."""
+
+from pathlib import Path
+
+import pytest
+
+import torch
+from transformers import CLIPModel
+
+from tests.helpers.models import save_tiny_checkpoint, tiny_clip_config
+from tests.helpers.servers import file_server, stop_server
+from tests.helpers.videos import write_square_videos
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """`get(seed=0, with_apps=True) -> Path`: a tiny checkpoint folder (`helpers.models.save_tiny_checkpoint`), saved
+    once per session for each (seed, with_apps). Shared: a test that changes the folder must work on a copy."""
+    saved: dict[tuple[int, bool], Path] = {}
+
+    def get(seed: int = 0, with_apps: bool = True) -> Path:
+        if (seed, with_apps) not in saved:
+            folder = tmp_path_factory.mktemp(f"tiny_checkpoint_seed{seed}{'_apps' if with_apps else ''}")
+            saved[seed, with_apps] = save_tiny_checkpoint(folder / "checkpoint", with_apps=with_apps, seed=seed)
+        return saved[seed, with_apps]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_checkpoints) -> Path:
+    """The tiny checkpoint folder of seed 0 with the pipelines and the endpoint handler, as published. Shared: copy
+    it before changing it."""
+    return tiny_checkpoints()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory) -> Path:
+    """A tiny image CLIP checkpoint folder (`CLIPModel(tiny_clip_config())`, seed 0), what `from_pretrained` of a
+    CLIP2Video model starts from. Shared: copy it before changing it."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_clip") / "clip"
+    CLIPModel(tiny_clip_config()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_videos(tmp_path_factory) -> dict[str, str]:
+    """{colour name: path}: one 20-frame, 10 fps square video per colour of `helpers.videos.COLOURS`, in a folder of
+    their own. Shared: copy a file before changing it, and write new files elsewhere."""
+    return write_square_videos(tmp_path_factory.mktemp("tiny_videos"))
+
+
+@pytest.fixture(scope="session")
+def serve_folder():
+    """`serve(folder) -> LocalServer`: a static HTTP server on 127.0.0.1 for the files of `folder` (`server.url` is
+    its base URL, `server.requests` the paths asked for); every server stops at the end of the session."""
+    servers = []
+
+    def serve(folder: Path):
+        servers.append(file_server(folder))
+        return servers[-1]
+
+    yield serve
+    for server in servers:
+        stop_server(server)

@@ -1,0 +1,92 @@
+"""Fresh processes: code run where this repository cannot be imported (as users load published folders), the
+training script and the project's modules run as users run them, and the launchers next to this interpreter."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = REPO / "training" / "run.py"
+
+
+def run_isolated(code: str, cwd, timeout=300) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter where this repository's packages cannot be imported (even when installed
+    in editable mode, and by their folder names), with a private Hugging Face cache (`cwd/hf_home`) and no network:
+    what a user who loads a published folder with remote code has."""
+    names = ("clip2video", "modeling_clip2video", "processing", "training", "pipelines", "apps")
+    blocker = f"import sys\nfor _name in {names!r}:\n    sys.modules[_name] = None\n"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(cwd / "hf_home"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    result = subprocess.run(
+        [sys.executable, "-c", blocker + textwrap.dedent(code)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"isolated process failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}")
+    return result
+
+
+def environment(**changes: str | None) -> dict[str, str]:
+    """This process's environment with `changes` applied: a value None removes the variable."""
+    result = dict(os.environ)
+    for name, value in changes.items():
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = value
+    return result
+
+
+def launcher(name: str) -> str:
+    """The path of a console script installed with this interpreter (`accelerate`, `torchrun`), else on PATH."""
+    found = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
+    assert found, f"`{name}` is not installed"
+    return found
+
+
+def accelerate_launch(num_processes: int, port: int) -> list[str]:
+    """The command line that starts a script on `num_processes` CPU processes forming one gloo group: on a machine
+    without a GPU `--multi_gpu` is what makes accelerate start them (`--cpu` starts one process)."""
+    return [
+        launcher("accelerate"), "launch", "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
+        "--mixed_precision", "no", "--main_process_port", str(port),
+    ]
+
+
+def run_command(command: list, cwd=REPO, env: dict[str, str] | None = None, timeout: int = 600,
+                check: bool = True) -> subprocess.CompletedProcess:
+    """Runs `command` (its items turned to strings), captures its output, and with `check` asserts it succeeded,
+    showing the end of its output otherwise."""
+    result = subprocess.run(
+        [str(item) for item in command], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def run_training(*arguments, cwd: Path, launch: list[str] | None = None, env: dict[str, str] | None = None,
+                 timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    """`python training/run.py *arguments` in `cwd` (or `launch + [training/run.py, *arguments]`, e.g. with
+    `accelerate_launch(2, port)`), with `env`; by default this environment with one CPU thread per process (the
+    tests share the machine's cores)."""
+    command = [*(launch or [sys.executable]), RUN, *arguments]
+    return run_command(command, cwd=cwd, env=env or environment(OMP_NUM_THREADS="1"), timeout=timeout, check=check)
+
+
+def run_module(module: str, *arguments, prelude: str = "", launch: list[str] | None = None,
+               env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m module *arguments` from the repository's root, offline (or `launch + ["-m", module, ...]`, e.g.
+    with `accelerate_launch(2, port)`); with `prelude`, that code runs first in the same process (to plant a fault)
+    and the module is then run as `__main__`. `env` adds or replaces variables."""
+    if prelude:
+        code = f"import sys, runpy\n{prelude}\nsys.argv = [{module!r}, *sys.argv[1:]]\nrunpy.run_module({module!r}, run_name='__main__')"
+        command = [*(launch or [sys.executable]), "-c", code, *arguments]
+    else:
+        command = [*(launch or [sys.executable]), "-m", module, *arguments]
+    variables = environment(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), **(env or {}))
+    return run_command(command, cwd=REPO, env=variables, check=check)
