@@ -127,7 +127,9 @@ def write_mp4(path: Path, frames: np.ndarray, frames_per_second: float):
         stream = container.add_stream("libx264", rate=Fraction(frames_per_second).limit_denominator(1000))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv444p"  # no chroma subsampling: 32 px clips keep their colours
-        stream.options = {"crf": "10", "preset": "veryfast"}
+        # x264's look-ahead runs in its own thread and its frame decisions depend on timing: under load the same
+        # clip was encoded differently from run to run. Without it the files are the same bytes every time.
+        stream.options = {"crf": "10", "preset": "veryfast", "x264-params": "rc-lookahead=0:mbtree=0:threads=1"}
         for frame in frames:
             yuv = to_yuv.reformat(av.VideoFrame.from_ndarray(frame, format="rgb24"), format="yuv444p")
             for packet in stream.encode(yuv):
