@@ -139,6 +139,7 @@ def test_flags_that_disagree_with_the_tensors_are_named(tmp_path):
         convert(tmp_path, state_dict, centerK=7)
 
 
+@pytest.mark.slow
 def test_cli_reports_errors_without_a_traceback(tmp_path):
     state_dict = random_original_checkpoint(cross_num_hidden_layers=2)
     torch.save(state_dict, tmp_path / "ckpt.bin")

@@ -276,6 +276,7 @@ EndpointHandler.__init__ = _broken_init
 '''
 
 
+@pytest.mark.slow
 def test_served_over_http_with_4xx_for_the_client_and_5xx_for_the_server(workdir, tmp_path):
     import subprocess
     import urllib.error

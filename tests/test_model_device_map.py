@@ -154,6 +154,7 @@ def test_a_clip_checkpoint_starts_the_temporal_modules_without_that_warning(tiny
     torch.testing.assert_close(model.frame_position_embeddings.weight, text_positions, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_fresh_process_remote_code_offload_dtype_alias_and_missing_tensor_warning(checkpoint, inputs, reference, tmp_path):
     torch.save(inputs, tmp_path / "inputs.pt")
     torch.save(reference.logits_per_text, tmp_path / "expected.pt")

@@ -4,6 +4,7 @@ and per-frame embeddings without a caption."""
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -121,6 +122,7 @@ def test_hidden_states_and_attentions_of_both_towers_on_request():
     torch.testing.assert_close(outputs.logits_per_text, plain.logits_per_text, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fresh_process_round_trip_of_the_feature_outputs(tmp_path):
     model = build()
     model.save_pretrained(tmp_path / "model")

@@ -316,6 +316,7 @@ def test_half_precision_loads_and_runs_with_fp32_heads(tmp_path, dtype):
     torch.testing.assert_close(reduced, full, rtol=2e-2, atol=2e-2 * full.abs().max().item())
 
 
+@pytest.mark.slow
 def test_fresh_process_automodel_round_trip(tmp_path):
     model = build("tab_tdb")
     input_ids, attention_mask = text_inputs()

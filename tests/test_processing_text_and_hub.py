@@ -137,6 +137,7 @@ class CLIP2VideoConfig(CLIPConfig):
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("next_to_model_config", [False, True])
 def test_round_trip_in_a_fresh_process(processor, tmp_path, next_to_model_config):
     checkpoint = tmp_path / "checkpoint"
