@@ -55,6 +55,7 @@ MODEL = "modeling_clip2video/modeling_clip2video.py"
 CONVERTER = "modeling_clip2video/convert_original_checkpoint.py"
 SAMPLING = "processing/frame_sampling_clip2video.py"
 VIDEO_PROCESSING = "processing/video_processing_clip2video.py"
+DECODING = "processing/video_decoding_clip2video.py"
 PROCESSOR = "processing/processing_clip2video.py"
 CONTRASTIVE = "training/contrastive.py"
 RUN = "training/run.py"
@@ -76,7 +77,8 @@ TESTS_OF = {
         "tests/test_conversion.py",
     ],
     CONVERTER: ["tests/test_conversion_formats.py", "tests/test_scoring_mix.py", "tests/test_conversion.py"],
-    SAMPLING: ["tests/test_frame_sampling_rules.py", "tests/test_processing.py"],
+    SAMPLING: ["tests/test_frame_sampling_rules.py", "tests/test_frame_sampling_vfr.py", "tests/test_processing.py"],
+    DECODING: ["tests/test_frame_sampling_vfr.py", "tests/test_processing.py"],
     VIDEO_PROCESSING: ["tests/test_processing.py", "tests/test_video_processor_contract.py"],
     PROCESSOR: ["tests/test_caption_cleaning.py", "tests/test_processing_text_and_hub.py", "tests/test_processing.py"],
     CONTRASTIVE: ["tests/test_logit_scale_clamp.py", "tests/test_training_distributed.py"],
@@ -387,6 +389,21 @@ MUTANTS = [
             "timestamps = [positions[i] * rate for i in indices] if rate else [math.nan] * len(indices)",
         ),
         "frame timestamps of frame arrays multiplied by the rate",
+    ),
+    Mutant(
+        "processing.vfr_average_rate_for_nominal", DECODING,
+        "nominal_fps=float(stream.guessed_rate or 0) or average_fps,", "nominal_fps=average_fps,",
+        "a frame without a usable duration lasts one frame of the average rate, not ffmpeg's nominal one",
+    ),
+    Mutant(
+        "processing.vfr_fallback_duration_uncapped", SAMPLING,
+        "nominal_slots = min(output_fps / nominal_fps, 1.0)", "nominal_slots = output_fps / nominal_fps",
+        "a frame of a slow nominal rate may cover more than one 5 fps slot",
+    ),
+    Mutant(
+        "processing.avi_empty_chunks_counted_missing", DECODING,
+        'if container.format.name == "avi":', "if False:",
+        "an AVI whose dropped frames are empty chunks is refused as truncated",
     ),
     Mutant(
         "processing.alpha_kept_red_dropped", VIDEO_PROCESSING,
