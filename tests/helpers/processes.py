@@ -88,5 +88,7 @@ def run_module(module: str, *arguments, prelude: str = "", launch: list[str] | N
         command = [*(launch or [sys.executable]), "-c", code, *arguments]
     else:
         command = [*(launch or [sys.executable]), "-m", module, *arguments]
-    variables = environment(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), **(env or {}))
+    # The root first; a path already there (the mutation-testing harness's copy of the package) stays after it.
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    variables = environment(HF_HUB_OFFLINE="1", PYTHONPATH=python_path, **(env or {}))
     return run_command(command, cwd=REPO, env=variables, check=check)
