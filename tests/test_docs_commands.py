@@ -127,6 +127,8 @@ def test_the_pages_name_test_files_that_exist():
         text = page.read_text(encoding="utf-8")
         for target in re.findall(r"\btests/[\w/]+\.py\b", text):
             assert (REPOSITORY / target).is_file(), f"{page.name} names {target}, which does not exist"
+        for name in re.findall(r"(?<![\w/])test_\w+\.py\b", text):  # a test file named without its folder
+            assert (REPOSITORY / "tests" / name).is_file(), f"{page.name} names {name}, which is not in tests/"
 
 
 def test_the_pages_link_to_pages_that_exist():
