@@ -4,7 +4,6 @@ HTTP servers on 127.0.0.1. Helpers that are not fixtures live in `tests/helpers/
 from pathlib import Path
 
 import pytest
-
 import torch
 from transformers import CLIPModel
 
