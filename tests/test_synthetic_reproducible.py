@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 CODE = (
     "import sys\n"
     "from clip2video.training.synthetic import SyntheticConfig, generate_synthetic_dataset\n"
@@ -16,6 +18,7 @@ CODE = (
 )
 
 
+@pytest.mark.slow
 def test_concurrent_generations_write_identical_files_without_threaded_lookahead(tmp_path):
     folders = [tmp_path / f"run{index}" for index in range(3)]
     processes = [subprocess.Popen([sys.executable, "-c", CODE, str(folder)]) for folder in folders]
