@@ -14,7 +14,6 @@ import subprocess
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,13 +21,12 @@ from PIL import Image
 from clip2video.processing.frame_sampling_clip2video import ffmpeg_cfr_frame_indices
 from clip2video.processing.video_decoding_clip2video import FrameTable, read_video_frames
 from clip2video.processing.video_processing_clip2video import CLIP2VideoVideoProcessor
+from tests.helpers.videos import frame_index, index_frame, write_video
 
 
 needs_ffmpeg = pytest.mark.skipif(
     shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)"
 )
-
-WIDTH, HEIGHT = 64, 48
 
 _jitter = random.Random(0)
 # Presentation time of every frame in seconds.
@@ -55,41 +53,12 @@ ENCODINGS = {
 }
 
 
-def index_frame(index: int) -> np.ndarray:
-    """A frame showing `index` in binary as 8 white or black vertical stripes."""
-    frame = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-    for bit in range(8):
-        if (index >> bit) & 1:
-            frame[:, 8 * bit : 8 * (bit + 1)] = 255
-    return frame
-
-
-def frame_index(frame: np.ndarray) -> int:
-    grey = np.asarray(frame, dtype=np.float32).mean(axis=-1)
-    return sum(1 << bit for bit in range(8) if grey[4:-4, 8 * bit + 2 : 8 * (bit + 1) - 2].mean() > 128)
-
-
-def write_vfr_video(path: Path, times: list[float], codec: str, options: dict, time_base: Fraction) -> str:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=30, options=options)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.codec_context.time_base = time_base
-        for index, seconds in enumerate(times):
-            frame = av.VideoFrame.from_ndarray(index_frame(index), format="rgb24")
-            frame.pts, frame.time_base = round(seconds / time_base), time_base
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return str(path)
-
-
 def ffmpeg_images(path: str, folder: Path) -> list[int]:
     """The frame shown in every image of the authors' extraction (`ffmpeg -i video -r 5`; PNG instead of JPEG so
     that the stripes read back exactly, which changes nothing about which frames are written)."""
     folder.mkdir()
     subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-r", "5", str(folder / "%08d.png")], check=True)
-    return [frame_index(Image.open(image).convert("RGB")) for image in sorted(folder.glob("*.png"))]
+    return [frame_index(np.asarray(Image.open(image).convert("RGB"))) for image in sorted(folder.glob("*.png"))]
 
 
 def frame_table(path: str) -> FrameTable:
@@ -124,7 +93,7 @@ def processor():
 def test_pyav_written_variable_rate_mp4_matches_the_ffmpeg_command_line(tmp_path, processor, pattern, encoding):
     codec, options, time_base = ENCODINGS[encoding]
     times = PATTERNS[pattern]
-    path = write_vfr_video(tmp_path / "video.mp4", times, codec, options, time_base)
+    path = write_video(tmp_path / "video.mp4", len(times), 30, codec, frame_times=times, time_base=time_base, **options)
     from_ffmpeg = ffmpeg_images(path, tmp_path / "images")
     assert sorted(set(from_ffmpeg)) != [0]  # the stripes were read back
 
@@ -202,7 +171,7 @@ def test_the_table_of_a_variable_rate_mp4_has_its_nominal_rate(tmp_path):
     # The root cause of the bug this file guards: ffmpeg's rate conversion gives a frame without a usable packet
     # duration one frame of the nominal rate (r_frame_rate, 30 here), not of the average rate (about 20 here).
     times = PATTERNS["slow_then_fast"]
-    path = write_vfr_video(tmp_path / "video.mp4", times, "libx264", {"bf": "0"}, Fraction(1, 90000))
+    path = write_video(tmp_path / "video.mp4", len(times), 30, frame_times=times, time_base=Fraction(1, 90000), bf="0")
     table = frame_table(path)
     assert table.nominal_fps == 30
     # MP4's average: 66 frames over the stream's duration (to the end of the last frame).
