@@ -43,7 +43,7 @@ def SELECT_ALL(table):
 
 
 def sample(table):
-    return select_source_frames(table.times, table.durations, table.average_fps, sampling_fps=2.5, max_frames=12)
+    return select_source_frames(table.times, table.durations, table.nominal_fps, sampling_fps=2.5, max_frames=12)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def test_frames_a_billion_seconds_apart(tmp_path):
         LIMIT
         decoded = read_video_frames(
             {str(path)!r},
-            lambda table: select_source_frames(table.times, table.durations, table.average_fps, 2.5, 12),
+            lambda table: select_source_frames(table.times, table.durations, table.nominal_fps, 2.5, 12),
             limits=DecodeLimits(max_duration_seconds=2e9),
         )
         print(decoded.timestamps)
