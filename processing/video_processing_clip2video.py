@@ -321,7 +321,7 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
                 "video_mask": torch.ones((1, len(clip)), dtype=torch.int64),
             }
             if return_timestamps:
-                video["video_timestamps"] = torch.tensor([frame_times], dtype=torch.float64).reshape(1, -1)
+                video["video_timestamps"] = torch.tensor(frame_times, dtype=torch.float64)[None]
             one_by_one.append(video)
         return BatchFeature(data=stack_videos(one_by_one, num_slots), tensor_type=return_tensors)
 
