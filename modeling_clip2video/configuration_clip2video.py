@@ -1,9 +1,21 @@
 """CLIP2Video configuration."""
 
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import HfHubHTTPError
 from transformers import CLIPConfig
+from transformers.dynamic_module_utils import get_relative_imports
+from transformers.utils import logging
+from transformers.utils.hub import cached_file
+
+
+logger = logging.get_logger(__name__)
 
 
 @strict
@@ -133,6 +145,96 @@ class CLIP2VideoConfig(CLIPConfig):
                 f"projection, so vision_config.hidden_size ({self.vision_config.hidden_size}) must be at least "
                 f"projection_dim ({self.projection_dim})."
             )
+
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
+        """Saves `config.json` like any configuration, and makes what its `custom_pipelines` advertises loadable from
+        `save_directory`: each task's pipeline module (`"impl": "pipeline_clip2video.Class"`) is a file of the
+        checkpoint, copied with its relative imports from the folder or Hub repository this configuration was loaded
+        from (or already in `save_directory`). A task whose code cannot be found there is left out of the saved
+        `config.json`, with a warning, rather than advertised without its code (`pipeline(task, model=folder)` would
+        raise `OSError`). This configuration itself is left unchanged.
+
+        A fine-tuned model (`AutoModel.from_pretrained(folder, trust_remote_code=True)`, trained, `save_pretrained`)
+        therefore keeps its pipelines, and so do `Pipeline.save_pretrained` and every `push_to_hub`, which save
+        through here."""
+        advertised = getattr(self, "custom_pipelines", None)
+        if not isinstance(advertised, dict) or not advertised or os.path.isfile(save_directory):
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        os.makedirs(save_directory, exist_ok=True)
+        carried = {}
+        for task, info in advertised.items():
+            impl = info.get("impl") if isinstance(info, dict) else None
+            if isinstance(impl, str) and _carry_module(impl.rpartition(".")[0], self, Path(save_directory)):
+                carried[task] = info
+        dropped = sorted(set(advertised) - set(carried))
+        if not dropped:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        logger.warning(
+            f"The pipelines of tasks {dropped} are not saved in {save_directory}: their code was found neither there "
+            f"nor where this model was loaded from ({getattr(self, '_name_or_path', '') or 'nowhere'}), so "
+            "config.json does not list them. Copy their file next to config.json and list them under "
+            "`custom_pipelines` (the clip2video package: `pipelines.add_custom_pipelines(folder)`)."
+        )
+        try:
+            if carried:
+                self.custom_pipelines = carried
+            else:
+                del self.custom_pipelines
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            self.custom_pipelines = advertised
+
+
+def _carry_module(module: str, config: CLIP2VideoConfig, save_directory: Path, seen: frozenset = frozenset()) -> bool:
+    """Whether the checkpoint module `module` (a flat file name without `.py`) and its relative imports are in
+    `save_directory` after copying them there from the folder or Hub repository `config` was loaded from. A module
+    name that is not a plain identifier (a hostile `config.json`) is never looked up."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
+        return False
+    if module in seen:
+        return True
+    target = save_directory / f"{module}.py"
+    source = target if target.is_file() else _find_module_file(f"{module}.py", config)
+    if source is None:
+        return False
+    if Path(source).resolve() != target.resolve():
+        # Written beside and renamed: a kill mid-copy never leaves a half file that config.json advertises.
+        handle, partial = tempfile.mkstemp(dir=save_directory, prefix=f".{module}.", suffix=".partial")
+        os.close(handle)
+        try:
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+    return all(
+        _carry_module(name, config, save_directory, seen | {module}) for name in get_relative_imports(target)
+    )
+
+
+def _find_module_file(filename: str, config: CLIP2VideoConfig) -> str | None:
+    """`filename` in the local folder `config` was loaded from, or in its Hub repository at the loaded commit
+    (from the cache, or downloaded unless offline); None when it is not there or cannot be reached."""
+    origin = str(getattr(config, "_name_or_path", "") or "")
+    if not origin:
+        return None
+    if os.path.isdir(origin):
+        path = os.path.join(origin, filename)
+        return path if os.path.isfile(path) else None
+    commit_hash = getattr(config, "_commit_hash", None)
+    if commit_hash is None:
+        return None  # not loaded from the Hub (a moved or deleted folder, or a name given by hand)
+    try:
+        return cached_file(
+            origin,
+            filename,
+            _commit_hash=commit_hash,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            _raise_exceptions_for_gated_repo=False,
+        )
+    except (OSError, ValueError, HfHubHTTPError):
+        return None
 
 
 __all__ = ["CLIP2VideoConfig"]

@@ -35,6 +35,9 @@ def save_publishable_checkpoint(folder: str | Path, model, processor, state_dict
     """
     folder = Path(folder)
     endpoint_files = _endpoint_files()  # checked before anything is written
+    # First: the configuration's save advertises only the pipelines whose code is in the folder.
+    folder.mkdir(parents=True, exist_ok=True)
+    copy_pipeline_code(folder)
     had_pipelines = hasattr(model.config, "custom_pipelines")
     previous = getattr(model.config, "custom_pipelines", None)
     model.config.custom_pipelines = custom_pipelines_config()
@@ -46,7 +49,6 @@ def save_publishable_checkpoint(folder: str | Path, model, processor, state_dict
         else:
             del model.config.custom_pipelines
     processor.save_pretrained(folder)
-    copy_pipeline_code(folder)
     for source in endpoint_files:
         shutil.copyfile(source, folder / source.name)
 
