@@ -39,9 +39,10 @@ def ffmpeg_cfr_frame_runs(
     and variable rates) converts to a constant output rate by walking the decoded frames in presentation order and
     comparing each frame's time with the next output slot, both counted in output frames: a frame is dropped when it
     ends more than 1.1 slots before the next slot, and written `round(delta)` times when it ends more than 1.1 slots
-    after it. For videos of 10 fps and more this means: images 0 and 1 are frames 0 and 1, and image `k >= 2` is the
+    after it. For videos of 12 fps and more this means: images 0 and 1 are frames 0 and 1, and image `k >= 2` is the
     first frame still on screen at `(k - 1.1) / 5` seconds (the first whose end, start + 1 / fps, is at or after that
-    time); e.g. frames 0, 1, 5, 11, 17, ... of a 30 fps video.
+    time); e.g. frames 0, 1, 5, 11, 17, ... of a 30 fps video. (Under about 11 fps frame 1 is still on screen at
+    image 2's time, and image 2 is frame 2.)
 
     A frame ends `duration` after its start where its packet gives a duration longer than half a slot (0.1 s at
     5 fps), otherwise `1 / nominal_fps` after it, at most one slot: for a variable-rate video that is the nominal

@@ -26,11 +26,17 @@ import urllib.parse
 
 
 MAX_REDIRECTS = 5
+# The largest limits accepted: a week fits every platform's `time_t` and `threading.TIMEOUT_MAX`; 1 TiB every read.
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+MAX_BYTES = 2**40
 _REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 _CHUNK_BYTES = 1 << 16
 _MAX_SHOWN_URL = 200
 # IPv6 ranges that carry an IPv4 address `ipaddress` does not unwrap itself: NAT64 (RFC 6052, 8215).
 _NAT64_NETWORKS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# IANA's "IETF protocol assignments" block is not globally reachable, but Python before 3.13 calls all of it global
+# except 192.0.0.0/29 (its two anycast exceptions, 192.0.0.9 and .10, are no video hosts either).
+_NON_GLOBAL_V4 = ipaddress.ip_network("192.0.0.0/24")
 
 
 def shorten_url(url: str) -> str:
@@ -52,6 +58,8 @@ def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None and not is_public_address(embedded):
             return False
+    if isinstance(address, ipaddress.IPv4Address) and address in _NON_GLOBAL_V4:
+        return False
     return address.is_global and not (
         address.is_multicast
         or address.is_private
@@ -83,7 +91,18 @@ def fetch_url(
         `ValueError`: a bad or refused URL or redirect, a refused address, an HTTP status other than 200, a body over
             `max_bytes`, a timeout, or a network or TLS error; the message names the URL and the reason.
     """
+    _check_limits(max_bytes, timeout, total_timeout)
     return _fetch(url, max_bytes, timeout, total_timeout, lambda address: allow_private or is_public_address(address))
+
+
+def _check_limits(max_bytes: int, timeout: float, total_timeout: float) -> None:
+    """Refuses limits the sockets, timers and reads below cannot honour (a 1e10 s timeout overflows `time_t`, a
+    `max_bytes` of 2^63 a read size), before any connection is made."""
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or not 1 <= max_bytes <= MAX_BYTES:
+        raise ValueError(f"max_bytes must be an integer between 1 and {MAX_BYTES:,}, got {max_bytes!r}.")
+    for name, value in (("timeout", timeout), ("total_timeout", total_timeout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT_SECONDS:
+            raise ValueError(f"{name} must be a number of seconds in (0, {MAX_TIMEOUT_SECONDS:g}], got {value!r}.")
 
 
 def _fetch(url: str, max_bytes: int, timeout: float, total_timeout: float, address_allowed) -> bytes:

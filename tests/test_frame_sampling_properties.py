@@ -1,0 +1,155 @@
+"""`processing/frame_sampling_clip2video.py`'s sampling rule over the whole input space (hypothesis), against an
+independent statement of the authors' data loader: keep `floor(n * fps / 5)` of the `n` extracted images with
+`np.linspace(0, n - 1, kept, dtype=int)` (at least one), then, when more than `max_frames` remain, `max_frames` of
+those with `np.linspace(0, kept - 1, max_frames, dtype=int)`. Positions and source indices stay inside the video at
+every size (`frames_indices < total_num_frames`), and the argument checks refuse exactly the values outside the
+documented ranges."""
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clip2video.processing.frame_sampling_clip2video import (
+    ffmpeg_cfr_frame_indices,
+    select_source_frames,
+    uniform_positions,
+)
+
+
+# Rates as users write them (decimal), so that `floor(n * fps / 5)` has one exact answer.
+RATES = st.decimals(min_value="0.01", max_value="5", places=2).map(str)
+
+
+def authors_positions(num_extracted: int, fps: str, max_frames: int) -> np.ndarray:
+    kept = max(1, num_extracted * Fraction(fps) // 5)
+    first = np.linspace(0, num_extracted - 1, num=kept, dtype=int)
+    if kept <= max_frames:
+        return first
+    return first[np.linspace(0, kept - 1, num=max_frames, dtype=int)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    num_extracted=st.one_of(st.integers(1, 400), st.integers(1, 2_000_000)),
+    fps=RATES,
+    max_frames=st.integers(1, 100),
+)
+def test_positions_equal_the_authors_two_linspace_passes(num_extracted, fps, max_frames):
+    positions = uniform_positions(num_extracted, float(fps), max_frames)
+    expected = authors_positions(num_extracted, fps, max_frames)
+    np.testing.assert_array_equal(positions, expected)
+    assert positions.dtype == np.int64
+    kept = max(1, num_extracted * Fraction(fps) // 5)
+    assert len(positions) == min(kept, max_frames)
+    assert positions[0] == 0 and positions[-1] == (num_extracted - 1 if min(kept, max_frames) > 1 else 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    num_extracted=st.integers(1, 100_000),
+    fps=RATES,
+    max_frames=st.integers(1, 64),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_jittered_positions_stay_inside_increasing_and_keep_both_ends(num_extracted, fps, max_frames, seed):
+    plain = uniform_positions(num_extracted, float(fps), max_frames)
+    generator = torch.Generator().manual_seed(seed)
+    jittered = uniform_positions(num_extracted, float(fps), max_frames, random_jitter=True, generator=generator)
+    assert len(jittered) == len(plain)
+    assert jittered[0] == plain[0] and jittered[-1] == plain[-1]
+    assert np.all(np.diff(jittered) > 0) and 0 <= jittered.min() and jittered.max() < num_extracted
+    kept = max(1, num_extracted * Fraction(fps) // 5)
+    if kept > max_frames > 2:
+        # Each inner pick moves by less than half the gap between picks (the authors' `[-s, s)`), counted in kept
+        # images, and only when that half gap is over 2.
+        half_gap = int(np.linspace(0, kept - 1, num=max_frames, dtype=int)[1]) // 2
+        first = np.linspace(0, num_extracted - 1, num=kept, dtype=int)
+        picks = np.searchsorted(first, jittered)
+        np.testing.assert_array_equal(first[picks], jittered)
+        base = np.linspace(0, kept - 1, num=max_frames, dtype=int)
+        offsets = picks - base
+        if half_gap > 2:
+            assert np.all(offsets[1:-1] >= -half_gap) and np.all(offsets[1:-1] < half_gap)
+        else:
+            assert not offsets.any()
+
+
+def test_jitter_moves_picks_exactly_when_the_half_gap_is_over_two():
+    # 5 fps keeps every image: picks 0, g, 2g, ... with half gap g // 2.
+    for gap, moves in ((4, False), (5, False), (6, True), (7, True)):
+        num_extracted = gap * 11 + 1
+        plain = uniform_positions(num_extracted, 5.0, 12)
+        assert np.diff(plain).tolist() == [gap] * 11
+        changed = any(
+            not np.array_equal(
+                uniform_positions(num_extracted, 5.0, 12, True, torch.Generator().manual_seed(seed)), plain
+            )
+            for seed in range(5)
+        )
+        assert changed == moves, gap
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    num_frames=st.integers(1, 600),
+    source_fps=st.sampled_from([1, 2, 3, 4.5, 5, 7, 10, 12, 23.976, 25, 29.97, 30, 50, 60]),
+    fps=RATES,
+    max_frames=st.integers(1, 32),
+)
+def test_source_frames_are_increasing_distinct_and_inside_the_video(num_frames, source_fps, fps, max_frames):
+    times = [index / source_fps for index in range(num_frames)]
+    indices = select_source_frames(times, [None] * num_frames, source_fps, float(fps), max_frames)
+    assert 1 <= len(indices) <= max_frames
+    assert all(0 <= index < num_frames for index in indices)  # frames_indices < total_num_frames
+    assert indices == sorted(set(indices))
+    # The images ffmpeg writes at 5 fps, sampled by the authors' rule, name exactly these source frames.
+    images = ffmpeg_cfr_frame_indices(times, [None] * num_frames, source_fps)
+    expected = sorted({images[position] for position in authors_positions(len(images), fps, max_frames)})
+    assert indices == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(num_frames=st.integers(2, 400), source_fps=st.sampled_from([12, 15, 23.976, 24, 25, 29.97, 30, 50, 60]))
+def test_ffmpeg_images_of_fast_constant_rate_videos_follow_the_documented_rule(num_frames, source_fps):
+    # Documented for 12 fps and more: images 0 and 1 are frames 0 and 1, image k >= 2 the first frame still on
+    # screen at (k - 1.1) / 5 s, i.e. whose end (start + 1 / fps) is at or after that time. (Under 11.1 fps frame 1
+    # is still on screen then, but it is image 1 already: ffmpeg, and the port, write frame 2 as image 2.)
+    times = [index / source_fps for index in range(num_frames)]
+    images = ffmpeg_cfr_frame_indices(times, [None] * num_frames, source_fps)
+    assert images[:2] == [0, 1]
+    for k, index in enumerate(images[2:], start=2):
+        slot = (k - 1.1) / 5
+        expected = next((i for i in range(num_frames) if (i + 1) / source_fps >= slot - 1e-9), num_frames - 1)
+        assert index == expected, (k, images)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ((0, 2.5, 12), r"`num_extracted` must be a positive integer, got 0"),
+        ((10, 2.5, 0), r"`max_frames` must be a positive integer, got 0"),
+        ((True, 2.5, 12), r"`num_extracted` must be a positive integer, got True"),
+        ((10, 0.0, 12), r"`sampling_fps` must be a positive finite number of frames per second, got 0.0"),
+        ((10, -1.0, 12), r"`sampling_fps` must be a positive finite number"),
+        ((10, math.inf, 12), r"`sampling_fps` must be a positive finite number"),
+        ((10, math.nan, 12), r"`sampling_fps` must be a positive finite number"),
+    ],
+)
+def test_arguments_out_of_range_are_refused_by_name(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        uniform_positions(*arguments)
+
+
+def test_the_smallest_valid_arguments_are_accepted():
+    assert uniform_positions(1, 2.5, 1).tolist() == [0]
+    assert uniform_positions(1, 1e-9, 1).tolist() == [0]  # keeps no image: still the first frame
+    assert uniform_positions(2, 5.0, 1).tolist() == [0]
+    assert uniform_positions(2, 5.0, 2).tolist() == [0, 1]
+    assert uniform_positions(np.int64(3), 5.0, np.int32(3)).tolist() == [0, 1, 2]
+    assert select_source_frames([0.0], [None], 30.0, 2.5, 12) == [0]
+    assert select_source_frames([], [], 30.0, 2.5, 12) == []
