@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,7 +22,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-from .url_fetching_clip2video import fetch_url
+from .url_fetching_clip2video import MAX_BYTES, MAX_TIMEOUT_SECONDS, fetch_url
 
 
 VIDEO_BACKENDS = ("pyav", "torchcodec", "decord")
@@ -29,6 +30,46 @@ VIDEO_BACKENDS = ("pyav", "torchcodec", "decord")
 # Environment variable of every `DecodeLimits` field: `CLIP2VIDEO_` + the field name in capitals.
 ENV_PREFIX = "CLIP2VIDEO_"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+# ASCII only: `str.isdigit()` and `int()` also take "²" or Arabic-Indic digits, `float()` "nan", "inf" and "1_0".
+_INTEGER_TEXT = re.compile(r"\+?[0-9]+")
+_NUMBER_TEXT = re.compile(r"\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# FFmpeg refuses frames whose padded size (w + 128) * (h + 128) reaches INT_MAX / 8 (`av_image_check_size`), and its
+# `max_pixels` option is an int: a larger limit could never be used and would overflow the option.
+MAX_FFMPEG_FRAME_PIXELS = (2**31 - 1) // 8
+
+
+def parse_setting(variable: str, text: str | None, kind: type, default, minimum=None, maximum=None):
+    """The value of one setting given as text (an environment variable), or `default` when it is unset or blank.
+
+    The one parser of every `CLIP2VIDEO_*` variable: the processor's `DecodeLimits` and the endpoint's settings use it.
+    `kind` is `bool` (1/0, true/false, yes/no, on/off, in any case), `int` (ASCII digits) or `float` (a finite
+    decimal number); numbers must lie in `[minimum, maximum]`.
+
+    Raises:
+        `ValueError`: naming the variable, its text and what it must be.
+    """
+    if text is None or not text.strip():
+        return default
+    text = text.strip()
+    if kind is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise ValueError(f"Environment variable {variable}={text!r} must be a boolean (1/0, true/false, yes/no).")
+        return text.lower() in _TRUE
+    pattern, what = (_INTEGER_TEXT, "an integer") if kind is int else (_NUMBER_TEXT, "a finite number")
+    value = kind(text) if pattern.fullmatch(text) else None
+    if value is None or not math.isfinite(value) or (minimum is not None and value < minimum) or (
+        maximum is not None and value > maximum
+    ):
+        if kind is int and minimum == 1:
+            what, minimum = "a positive integer", None
+        low = "" if minimum is None else f" at least {_number(minimum)}"
+        high = "" if maximum is None else f"{' and' if low else ''} at most {_number(maximum)}"
+        raise ValueError(f"Environment variable {variable}={text!r} must be {what}{low}{high}.")
+    return value
+
+
+def _number(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -38,36 +79,44 @@ class DecodeLimits:
     The defaults fit short clips (what CLIP2Video is trained and evaluated on) with room for full-length 4K videos of
     up to an hour. Raise a limit per call (`DecodeLimits.from_env(max_input_bytes=2**31)`, or the processor argument of
     the same name) or for a whole process with the environment variable `CLIP2VIDEO_<FIELD NAME IN CAPITALS>`, e.g.
-    `CLIP2VIDEO_MAX_INPUT_BYTES=2147483648`.
+    `CLIP2VIDEO_MAX_INPUT_BYTES=2147483648`. Every value is range-checked (the ceilings are the `maximum` of each
+    field's metadata: what the decoder, sockets and timers can honour); one out of range is refused, naming it.
 
     Attributes:
-        max_input_bytes (`int`, defaults to 256 MiB): size of a file, URL body, bytes or file-like object.
-        max_frame_pixels (`int`, defaults to 4096 * 4096): width * height of a frame, read from the stream header
-            before anything is decoded (and enforced by the decoder for frames that change size mid-stream).
+        max_input_bytes (`int`, defaults to 256 MiB, at most 1 TiB): size of a file, URL body, bytes or file-like
+            object.
+        max_frame_pixels (`int`, defaults to 4096 * 4096, at most FFmpeg's 268,435,455): width * height of a frame,
+            read from the stream header before anything is decoded (and enforced by the decoder for frames that
+            change size mid-stream).
         max_duration_seconds (`float`, defaults to 4 hours): the longest video, and the largest span of timestamps
             (a file whose two frames are 10^9 s apart is refused here).
-        max_source_frames (`int`, defaults to 1,000,000): the most frames a video may have; their timestamps are what
-            frame sampling maps to the authors' 5 fps grid (about 4.6 hours at 60 fps).
-        url_timeout_seconds (`float`, defaults to 10): connect timeout and longest wait for any byte of a URL.
+        max_source_frames (`int`, defaults to 1,000,000, at most 2^31 - 1): the most frames a video may have; their
+            timestamps are what frame sampling maps to the authors' 5 fps grid (about 4.6 hours at 60 fps).
+        url_timeout_seconds (`float`, defaults to 10, between 1 ms and a week): connect timeout and longest wait for
+            any byte of a URL.
         allow_private_urls (`bool`, defaults to `False`): let URLs reach loopback, private, link-local, multicast and
             other non-public addresses. Only for trusted, local use: a server that fetches URLs its clients send must
             keep this off, or a client can make it request internal services.
-        max_download_seconds (`float`, defaults to 120): the whole download of a URL, redirects included (a server
-            that sends one byte every few seconds never trips `url_timeout_seconds`).
-        max_decoded_pixels (`int`, defaults to 5 * 10^10): width * height summed over every frame the decoder
-            outputs for one video, the reference frames decoded on the way to a sampled frame included (PyAV
+        max_download_seconds (`float`, defaults to 120, between 1 ms and a week): the whole download of a URL,
+            redirects included (a server that sends one byte every few seconds never trips `url_timeout_seconds`).
+        max_decoded_pixels (`int`, defaults to 5 * 10^10, at most 2^62): width * height summed over every frame the
+            decoder outputs for one video, the reference frames decoded on the way to a sampled frame included (PyAV
             backend). Sampling 12 frames of a 1080p video with a keyframe every 10 s decodes about 7 * 10^9; a file
             with one keyframe and a million large frames would otherwise keep a CPU busy for hours.
     """
 
-    max_input_bytes: int = 256 * 2**20
-    max_frame_pixels: int = 4096 * 4096
-    max_duration_seconds: float = 4 * 3600.0
-    max_source_frames: int = 1_000_000
-    url_timeout_seconds: float = 10.0
+    max_input_bytes: int = dataclasses.field(default=256 * 2**20, metadata={"maximum": MAX_BYTES})
+    max_frame_pixels: int = dataclasses.field(default=4096 * 4096, metadata={"maximum": MAX_FFMPEG_FRAME_PIXELS})
+    max_duration_seconds: float = dataclasses.field(default=4 * 3600.0, metadata={"minimum": 0.001})
+    max_source_frames: int = dataclasses.field(default=1_000_000, metadata={"maximum": 2**31 - 1})
+    url_timeout_seconds: float = dataclasses.field(
+        default=10.0, metadata={"minimum": 0.001, "maximum": MAX_TIMEOUT_SECONDS}
+    )
     allow_private_urls: bool = False
-    max_download_seconds: float = 120.0
-    max_decoded_pixels: int = 50_000_000_000
+    max_download_seconds: float = dataclasses.field(
+        default=120.0, metadata={"minimum": 0.001, "maximum": MAX_TIMEOUT_SECONDS}
+    )
+    max_decoded_pixels: int = dataclasses.field(default=50_000_000_000, metadata={"maximum": 2**62})
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -75,11 +124,18 @@ class DecodeLimits:
             if field.type in (bool, "bool"):
                 if not isinstance(value, bool):
                     raise ValueError(f"DecodeLimits.{field.name} must be True or False, got {value!r}.")
-            elif field.type in (int, "int"):
+                continue
+            if field.type in (int, "int"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise ValueError(f"DecodeLimits.{field.name} must be a positive integer, got {value!r}.")
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"DecodeLimits.{field.name} must be a positive finite number, got {value!r}.")
+            minimum, maximum = field.metadata.get("minimum", 0), field.metadata.get("maximum", math.inf)
+            if not minimum <= value <= maximum:
+                raise ValueError(
+                    f"DecodeLimits.{field.name} must lie between {_number(minimum)} and {_number(maximum)}, got "
+                    f"{value!r}."
+                )
 
     @classmethod
     def from_env(cls, **overrides) -> "DecodeLimits":
@@ -96,26 +152,14 @@ class DecodeLimits:
             raise ValueError(f"Unknown decode limits {sorted(unknown)}; known: {sorted(fields)}.")
         values = {}
         for name, field in fields.items():
-            variable = ENV_PREFIX + name.upper()
-            text = os.environ.get(variable)
-            if text is None or not text.strip():
-                continue
-            text = text.strip()
-            try:
-                if field.type in (bool, "bool"):
-                    if text.lower() not in _TRUE + _FALSE:
-                        raise ValueError
-                    values[name] = text.lower() in _TRUE
-                elif field.type in (int, "int"):
-                    values[name] = int(text)
-                else:
-                    values[name] = float(text)
-                cls(**{name: values[name]})  # validates this one value
-            except ValueError:
-                kind = {"bool": "boolean (1/0, true/false)", "int": "positive integer"}.get(
-                    field.type.__name__, "positive finite number"
-                )
-                raise ValueError(f"Environment variable {variable}={text!r} must be a {kind}.") from None
+            kind = {"bool": bool, "int": int, "float": float}.get(getattr(field.type, "__name__", field.type))
+            value = parse_setting(
+                ENV_PREFIX + name.upper(), os.environ.get(ENV_PREFIX + name.upper()), kind, None,
+                minimum=field.metadata.get("minimum", 1 if kind is int else None),
+                maximum=field.metadata.get("maximum"),
+            )
+            if value is not None:
+                values[name] = value
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
 
@@ -436,7 +480,51 @@ def _check_time_span(times: list[float], name: str, limits: DecodeLimits) -> Non
         raise limit_error(name, what, round(last - first, 3), "max_duration_seconds", limits.max_duration_seconds)
 
 
+class _Converter:
+    """One thread's RGB converter and the process that made it."""
+
+    __slots__ = ("pid", "reformatter", "__weakref__")
+
+    def __init__(self, reformatter):
+        self.pid, self.reformatter = os.getpid(), reformatter
+
+
+# Fork safety. A forked child gets a copy of every FFmpeg object of its parent but none of the threads behind them:
+# a scaler with slice threads waits for them forever, in use and when freed (`sws_free_context` joins them), which hung
+# DataLoader workers after one decode in the parent. So the converters are made without threads, a child never uses
+# one its parent made (the process id is checked), and never frees one either: the converters alive at a fork are held
+# from just before it, and in the child for good (CPython frees the thread-locals of the parent's other threads in the
+# child, before `after_in_child` could intervene).
 _converters = threading.local()
+_live_converters: "weakref.WeakSet[_Converter]" = weakref.WeakSet()
+_held_over_fork: list[_Converter] = []
+_inherited_converters: list[_Converter] = []
+
+
+def _hold_converters_over_fork() -> None:
+    _held_over_fork[:] = list(_live_converters)
+
+
+def _keep_inherited_converters() -> None:
+    _inherited_converters.extend(_held_over_fork)
+    _held_over_fork.clear()
+
+
+os.register_at_fork(
+    before=_hold_converters_over_fork,
+    after_in_parent=_held_over_fork.clear,
+    after_in_child=_keep_inherited_converters,
+)
+
+
+def _thread_converter():
+    """This thread's `VideoReformatter`, made in this process."""
+    converter = getattr(_converters, "converter", None)
+    if converter is None or converter.pid != os.getpid():
+        converter = _Converter(_import_pyav().video.reformatter.VideoReformatter())
+        _live_converters.add(converter)
+        _converters.converter = converter
+    return converter.reformatter
 
 
 def _pyav_rgb(frame, name: str, limits: DecodeLimits) -> np.ndarray:
@@ -444,13 +532,11 @@ def _pyav_rgb(frame, name: str, limits: DecodeLimits) -> np.ndarray:
 
     `frame.to_ndarray(format="rgb24")` sets up a new FFmpeg scaler for every frame, which costs milliseconds (35 times
     the conversion of a 32x32 frame). One reformatter per thread keeps its scaler while the frame size and format stay
-    the same; the pixels are identical."""
+    the same; the pixels are identical. `threads=1`: no scaler threads, which a forked child would wait for."""
     if frame.width <= 0 or frame.height <= 0:
         raise ValueError(f"Cannot decode video {name}: a frame has no size ({frame.width}x{frame.height}).")
     _check_frame_size(frame.width, frame.height, name, limits)
-    if not hasattr(_converters, "reformatter"):
-        _converters.reformatter = _import_pyav().video.reformatter.VideoReformatter()
-    rgb = _converters.reformatter.reformat(frame, format="rgb24").to_ndarray()
+    rgb = _thread_converter().reformat(frame, format="rgb24", threads=1).to_ndarray()
     return upright(rgb, getattr(frame, "rotation", 0) or 0)
 
 

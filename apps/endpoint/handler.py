@@ -31,6 +31,7 @@ in eval mode under `torch.inference_mode`. Decoding limits are the processor's
 import base64
 import binascii
 import importlib
+import math
 import os
 import stat
 import tempfile
@@ -46,12 +47,15 @@ KNOWN_PARAMETERS = {"candidate_labels", "texts", "hypothesis_template", "top_k",
 DEVICE_VARIABLE = "CLIP2VIDEO_ENDPOINT_DEVICE"  # default: "cuda" when available, else "cpu"
 DTYPE_VARIABLE = "CLIP2VIDEO_ENDPOINT_DTYPE"  # default: bfloat16 on CUDA, float32 elsewhere
 VIDEO_ROOT_VARIABLE = "CLIP2VIDEO_ENDPOINT_VIDEO_ROOT"  # default: unset, no local paths
-MAX_VIDEOS_VARIABLE, DEFAULT_MAX_VIDEOS = "CLIP2VIDEO_ENDPOINT_MAX_VIDEOS", 8
-MAX_TEXTS_VARIABLE, DEFAULT_MAX_TEXTS = "CLIP2VIDEO_ENDPOINT_MAX_TEXTS", 256
+# Counts per request: default and the largest a deployment may set (a request is one batch held in memory).
+MAX_VIDEOS_VARIABLE, DEFAULT_MAX_VIDEOS, MAX_MAX_VIDEOS = "CLIP2VIDEO_ENDPOINT_MAX_VIDEOS", 8, 1024
+MAX_TEXTS_VARIABLE, DEFAULT_MAX_TEXTS, MAX_MAX_TEXTS = "CLIP2VIDEO_ENDPOINT_MAX_TEXTS", 256, 65536
 # Captions are cut at 32 tokens by the processor: a longer text would be scored on its start without saying so.
 MAX_TEXT_CHARACTERS = 1000
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _MAX_SHOWN = 80
+_BASE64_WHITESPACE = b" \t\r\n"
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 class RequestError(ValueError):
@@ -63,16 +67,30 @@ class RequestError(ValueError):
         self.status_code = status_code
 
 
+class ModelOutputError(RuntimeError):
+    """The model's answer holds NaN or infinity (broken weights or `logit_scale`): a failure of the server, never of
+    the request (HTTP 500), whose message is safe to show. No such answer is returned: it would not even be JSON."""
+
+    status_code = 500
+
+
 def select_device_and_dtype(device: str | None = None, dtype: str | torch.dtype | None = None):
     """The device (argument, else `CLIP2VIDEO_ENDPOINT_DEVICE`, else CUDA when available, else CPU) and the dtype
     (argument, else `CLIP2VIDEO_ENDPOINT_DTYPE`, else bfloat16 on CUDA and float32 elsewhere)."""
-    device = device or os.environ.get(DEVICE_VARIABLE) or ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    dtype = dtype or os.environ.get(DTYPE_VARIABLE) or ("bfloat16" if device.type == "cuda" else "float32")
+    device = device or (os.environ.get(DEVICE_VARIABLE) or "").strip() or (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{DEVICE_VARIABLE}={device!r} is not a torch device (e.g. cpu, cuda, cuda:1).") from None
+    dtype = dtype or (os.environ.get(DTYPE_VARIABLE) or "").strip() or (
+        "bfloat16" if device.type == "cuda" else "float32"
+    )
     if isinstance(dtype, str):
-        if dtype not in DTYPES:
+        if dtype.lower() not in DTYPES:
             raise ValueError(f"{DTYPE_VARIABLE}={dtype!r}: choose one of {sorted(DTYPES)}.")
-        dtype = DTYPES[dtype]
+        dtype = DTYPES[dtype.lower()]
     return device, dtype
 
 
@@ -103,8 +121,13 @@ class EndpointHandler:
         self.limits = decoding.DecodeLimits.from_env()
         root = video_root or os.environ.get(VIDEO_ROOT_VARIABLE)
         self.video_root = os.path.realpath(root) if root else None
-        self.max_videos = _positive_int_from_env(MAX_VIDEOS_VARIABLE, DEFAULT_MAX_VIDEOS)
-        self.max_texts = _positive_int_from_env(MAX_TEXTS_VARIABLE, DEFAULT_MAX_TEXTS)
+        # Parsed by the processor's one parser of `CLIP2VIDEO_*` variables (ASCII digits, range-checked).
+        self.max_videos = decoding.parse_setting(
+            MAX_VIDEOS_VARIABLE, os.environ.get(MAX_VIDEOS_VARIABLE), int, DEFAULT_MAX_VIDEOS, 1, MAX_MAX_VIDEOS
+        )
+        self.max_texts = decoding.parse_setting(
+            MAX_TEXTS_VARIABLE, os.environ.get(MAX_TEXTS_VARIABLE), int, DEFAULT_MAX_TEXTS, 1, MAX_MAX_TEXTS
+        )
 
     def __call__(self, data: dict) -> dict:
         request = self._parse(data)
@@ -121,6 +144,7 @@ class EndpointHandler:
                     videos.append(None)
                     errors.append(str(error))
             answers = self._answer(request, videos, errors, folder)
+        _check_finite(answers)
         if request["single"]:
             return answers[0]
         return {"results": answers}
@@ -228,9 +252,9 @@ class EndpointHandler:
                 )
             except ValueError as error:
                 raise RequestError(f'"{where}": {error}') from None
-        elif video.startswith("data:"):
+        elif video[:5].lower() == "data:":  # URI schemes are case-insensitive (RFC 3986), so is ";base64" (RFC 2397)
             header, comma, payload = video.partition(",")
-            if not comma or not header.endswith(";base64"):
+            if not comma or not header.lower().endswith(";base64"):
                 raise RequestError(f'"{where}" is a data URI without ";base64,": only base64 data URIs are accepted.')
             content = self._base64(payload, where)
         elif _looks_like_base64(video):
@@ -251,14 +275,22 @@ class EndpointHandler:
         return path
 
     def _base64(self, payload: str, where: str) -> bytes:
-        # Refused before decoding: base64 takes 4 characters for 3 bytes.
-        if len(payload) > 4 * (self.limits.max_input_bytes // 3 + 1):
-            raise RequestError(
-                f'"{where}" decodes to more than {self.limits.max_input_bytes} bytes (CLIP2VIDEO_MAX_INPUT_BYTES).',
-                status_code=413,
-            )
+        """Base64 (MIME or PEM line breaks allowed) decoded, refused from its length before any copy or decoding:
+        base64 takes 4 characters for 3 bytes, and line breaks at most 2 more per 64."""
+        encoded = 4 * (self.limits.max_input_bytes // 3 + 1)
+        too_large = RequestError(
+            f'"{where}" decodes to more than {self.limits.max_input_bytes} bytes (CLIP2VIDEO_MAX_INPUT_BYTES).',
+            status_code=413,
+        )
+        if len(payload) > encoded + 2 * (encoded // 64 + 1):
+            raise too_large
+        if not payload.isascii():
+            raise RequestError(f'"{where}" is not valid base64.')
+        compact = payload.encode("ascii").translate(None, _BASE64_WHITESPACE)
+        if len(compact) > encoded:
+            raise too_large
         try:
-            return base64.b64decode(payload, validate=True)
+            return base64.b64decode(compact, validate=True)
         except (binascii.Error, ValueError):
             raise RequestError(f'"{where}" is not valid base64.') from None
 
@@ -373,23 +405,28 @@ class EndpointHandler:
         return message.replace(folder, "<request folder>")
 
 
+def _check_finite(answers: list[dict]) -> None:
+    """Raises `ModelOutputError` when a score or embedding of the answers is NaN or infinite."""
+    for answer in answers:
+        numbers = [item["score"] for key in ("labels", "scores") for item in answer.get(key, ())]
+        numbers += answer.get("video_embedding", [])
+        numbers += [value for row in answer.get("text_embeddings", ()) for value in row]
+        if not all(math.isfinite(number) for number in numbers):
+            raise ModelOutputError(
+                "The model's scores or embeddings are NaN or infinite: the checkpoint's weights or logit_scale are "
+                "broken, so no answer was given."
+            )
+
+
 def _looks_like_base64(text: str) -> bool:
-    """Whether a string is written in the base64 alphabet (the decision never depends on which files exist)."""
-    stripped = text.strip()
-    if not stripped or len(stripped) % 4:
+    """Whether a string is written in the base64 alphabet, with MIME line breaks or not (the decision never depends
+    on which files exist)."""
+    if not text.isascii():
         return False
-    body = stripped.rstrip("=")
-    return len(stripped) - len(body) <= 2 and all(character.isalnum() or character in "+/" for character in body) \
-        and body.isascii()
-
-
-def _positive_int_from_env(variable: str, default: int) -> int:
-    text = os.environ.get(variable)
-    if text is None or not text.strip():
-        return default
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ValueError(f"{variable}={text!r} must be a positive integer.")
-    return int(text)
+    compact = text.encode("ascii").translate(None, _BASE64_WHITESPACE)
+    body = compact.rstrip(b"=")
+    return 0 < len(compact) and len(compact) % 4 == 0 and len(compact) - len(body) <= 2 \
+        and not body.translate(None, _BASE64_ALPHABET)
 
 
 def _shown(value) -> str:
