@@ -16,14 +16,20 @@ checkpoint's own (`AutoModel` / `AutoProcessor`), loaded by transformers' pipeli
 (missing file: `FileNotFoundError`, undecodable video or a video over the decoding limits: `ValueError`, both naming
 the input) reach the caller unchanged.
 
-Arguments are checked before any video is decoded: empty or wrongly typed videos, labels and queries, generators
-(pass a list), a `hypothesis_template` without exactly one `{}`, a `top_k` that is not a positive integer and unknown
-arguments are `ValueError`s. `zero-shot-video-classification` is also registered as `video-classification`, the task
-the Hub shows for `pipeline_tag: video-classification`, so its snippet runs as shown.
+Inputs follow `Pipeline.__call__`: one video gives one answer, a list or tuple of videos a list of answers, and a
+generator, a `torch.utils.data.Dataset` (e.g. `KeyDataset(dataset, "video")`) or any other iterable of videos is
+streamed (an iterator of answers, decoded as it is consumed; `batch_size` and `num_workers` apply). Arguments are
+checked before any video is decoded: empty or wrongly typed videos, labels and queries, a `hypothesis_template`
+without exactly one `{}`, a `top_k` that is not a positive integer, a `num_frames` the model cannot take and unknown
+arguments are `ValueError`s; a streamed video is checked when its turn comes. `zero-shot-video-classification` is also
+registered as `video-classification`, the task the Hub shows for `pipeline_tag: video-classification`, so its snippet
+runs as shown, and it takes `VideoClassificationPipeline`'s arguments (`inputs=`, `top_k`, `num_frames`,
+`function_to_apply`; `frame_sampling_rate` is refused with the reason).
 """
 
 import math
 import os
+import types
 
 import torch
 from transformers.pipelines.base import ChunkPipeline, Pipeline
@@ -36,7 +42,7 @@ RETRIEVAL_TASK = "text-to-video-retrieval"
 DEFAULT_HYPOTHESIS_TEMPLATE = "a video of {}."
 # Keyword arguments `pipeline()` hands every pipeline it builds (loading options, not call arguments).
 _PIPELINE_LOADING_KWARGS = {"local_files_only"}
-_SCORE_FUNCTIONS = ("softmax", "none")
+_SCORE_FUNCTIONS = ("softmax", "sigmoid", "none")
 
 
 def _video_name(video) -> str | None:
@@ -50,15 +56,44 @@ def _first_of_batch(value):
 
 
 def _is_one_video(video) -> bool:
-    """A path or URL, the bytes of a file, or one video's frames as a 4D array or tensor."""
+    """A path or URL, the bytes of a file, a binary file object, a `datasets.Video(decode=False)` dict
+    (`{"path", "bytes"}`), a torchcodec decoder (what `datasets.Video()` decodes to), or one video's frames as a 4D
+    array or tensor."""
     if isinstance(video, (str, os.PathLike, bytes, bytearray, memoryview)):
         return True
-    return hasattr(video, "ndim") and hasattr(video, "shape") and video.ndim == 4
+    if isinstance(video, dict):
+        return bool(video) and set(video) <= {"path", "bytes"}
+    if type(video).__module__.startswith("torchcodec.") and hasattr(video, "get_frames_at"):
+        return True
+    if hasattr(video, "ndim") and hasattr(video, "shape"):
+        return video.ndim == 4
+    return callable(getattr(video, "read", None))
+
+
+def _is_stream(inputs) -> bool:
+    """Inputs `Pipeline.__call__` streams: a generator or a torch `Dataset` (`KeyDataset`). Other iterables that are
+    not one video (a `datasets` column, a `map` object) are streamed through a generator."""
+    if isinstance(inputs, (list, tuple, dict, str, bytes, bytearray, memoryview)) or _is_one_video(inputs):
+        return False
+    return isinstance(inputs, (types.GeneratorType, torch.utils.data.Dataset)) or hasattr(inputs, "__iter__")
+
+
+def as_pipeline_inputs(inputs, argument: str = "videos"):
+    """The inputs in the form `Pipeline.__call__` dispatches on: a tuple becomes a list (a batch, as the docs promise;
+    transformers would take it as one input), a stream stays lazy (a generator or a torch `Dataset`; other iterables
+    are wrapped in a generator), one video or a list is checked now with `check_videos`."""
+    if _is_stream(inputs):
+        if isinstance(inputs, (types.GeneratorType, torch.utils.data.Dataset)):
+            return inputs
+        return (item for item in inputs)
+    checked = check_videos(inputs, argument)
+    return list(checked) if isinstance(checked, tuple) else checked
 
 
 def check_videos(videos, argument: str = "videos"):
     """`videos` unchanged if it is one video or a non-empty list or tuple of videos; otherwise a `ValueError` naming
-    the problem (generators and other iterables, empty lists, empty strings, wrong types), raised before any work."""
+    the problem (empty lists, empty strings, wrong types), raised before any work. Streams are checked one video at a
+    time, in `preprocess`."""
     if isinstance(videos, (list, tuple)):
         if not videos:
             raise ValueError(f"`{argument}` is an empty list: pass at least one video.")
@@ -72,8 +107,9 @@ def check_videos(videos, argument: str = "videos"):
             shape = f" of shape {tuple(video.shape)}" if hasattr(video, "shape") else ""
             raise ValueError(
                 f"{where} is a {type(video).__name__}{shape}; expected a path or http(s) URL, the bytes of a video "
-                "file, or a 4D array or tensor of frames (frames, height, width, channels). Pass several videos as a "
-                "list (not a generator)."
+                "file, a binary file object, a {'path', 'bytes'} dict, a torchcodec decoder, or a 4D array or tensor "
+                "of frames (frames, height, width, channels). Pass several videos as a list, a generator or a "
+                "dataset."
             )
     return videos
 
@@ -115,6 +151,31 @@ def check_top_k(top_k) -> int | None:
     return top_k
 
 
+def check_num_frames(num_frames, model_config) -> int | None:
+    """At most `num_frames` frames per video (the processor's `num_frames`, the paper's `max_frames`): a positive
+    integer the model's frame-position table can take, or a `ValueError` before any decoding."""
+    if num_frames is None:
+        return None
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"`num_frames` must be a positive integer, got {_shown(num_frames)}.")
+    limit = getattr(model_config, "max_frame_positions", None)
+    if getattr(model_config, "uses_frame_positions", False) and limit is not None and num_frames > limit:
+        raise ValueError(f"`num_frames`={num_frames} exceeds the model's frame-position table ({limit} frames).")
+    return num_frames
+
+
+def refuse_frame_sampling_rate(frame_sampling_rate) -> None:
+    """`VideoClassificationPipeline`'s `frame_sampling_rate` takes every k-th frame of the video's start; CLIP2Video
+    sees the frames of the paper's rule instead (5 per second over the whole video, then `num_frames` of them
+    uniformly), which no stride expresses. Taking it silently would answer for frames other than those asked for."""
+    if frame_sampling_rate is not None:
+        raise ValueError(
+            f"`frame_sampling_rate`={_shown(frame_sampling_rate)} is not supported: CLIP2Video samples the paper's "
+            "frames (5 per second over the whole video, then `num_frames` of them uniformly), not every k-th frame "
+            "from the start. Leave it out; `num_frames` sets how many frames are used."
+        )
+
+
 def check_timeout(timeout) -> float | None:
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
@@ -128,11 +189,17 @@ def rank_labels(logits: torch.Tensor, labels: list[str], top_k: int | None = Non
 
     Args:
         logits (`torch.Tensor` of shape `(num_labels,)`): the video's `logits_per_video` row.
-        function_to_apply (`str`): `"softmax"` (probabilities over the labels) or `"none"` (the scaled cosine
-            similarities themselves, comparable across calls).
+        function_to_apply (`str`): `"softmax"` (probabilities over the labels), `"sigmoid"` (of each logit alone, as
+            `VideoClassificationPipeline` offers; CLIP logits are scaled by `logit_scale.exp()`, so it saturates) or
+            `"none"` (the scaled cosine similarities themselves, comparable across calls).
     """
     logits = logits.reshape(-1).float()
-    scores = logits.softmax(dim=-1) if function_to_apply == "softmax" else logits
+    if function_to_apply == "softmax":
+        scores = logits.softmax(dim=-1)
+    elif function_to_apply == "sigmoid":
+        scores = logits.sigmoid()
+    else:
+        scores = logits
     ranked = sorted(zip(scores.tolist(), range(len(labels))), key=lambda pair: (-pair[0], pair[1]))
     return [{"label": labels[index], "score": score} for score, index in ranked[:top_k]]
 
@@ -148,9 +215,12 @@ def _shown(value) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
-def _video_kwargs(timeout: float | None) -> dict:
+def _video_kwargs(timeout: float | None, num_frames: int | None = None) -> dict:
     # The processor's decode limits carry the URL timeout (`DecodeLimits.url_timeout_seconds`).
-    return {"url_timeout_seconds": timeout} if timeout is not None else {}
+    kwargs = {"url_timeout_seconds": timeout} if timeout is not None else {}
+    if num_frames is not None:
+        kwargs["num_frames"] = num_frames
+    return kwargs
 
 
 class _ThroughTheProcessor:
@@ -176,20 +246,31 @@ class CLIP2VideoZeroShotVideoClassificationPipeline(_ThroughTheProcessor, Pipeli
     `hypothesis_template` (`"a video of {}."`), as CLIP does for images. Scores are the softmax over the labels of
     the model's `logits_per_video` (`function_to_apply="none"`: the logits themselves).
 
-    Call with one video or a list of videos (paths, `http(s)` URLs, bytes of video files, or 4D arrays / tensors of
-    frames `(frames, height, width, channels)` uint8) and `candidate_labels`; `batch_size=N` runs N videos per
-    forward pass; `timeout` (seconds) bounds the wait for a URL's server. Returns, per video,
-    `[{"label": str, "score": float}, ...]` sorted by decreasing score (`top_k` keeps the first k).
+    Call with one video, a list or tuple of videos, or a stream of them (generator, `KeyDataset`) — paths, `http(s)`
+    URLs, bytes of video files, `datasets.Video()` items, or 4D arrays / tensors of frames
+    `(frames, height, width, channels)` uint8 — as `inputs` (positional, or `inputs=` / `videos=`) and
+    `candidate_labels`; `batch_size=N` runs N videos per forward pass, `num_workers` decodes in worker processes;
+    `num_frames` caps the frames per video (the paper's `max_frames`, at most the model's frame-position table);
+    `timeout` (seconds) bounds the wait for a URL's server. Returns, per video, `[{"label": str, "score": float}, ...]`
+    sorted by decreasing score (`top_k` keeps the first k), the output of `VideoClassificationPipeline`.
     """
 
-    _CALL_ARGUMENTS = ["candidate_labels", "hypothesis_template", "top_k", "timeout", "function_to_apply", "batch_size"]
+    _CALL_ARGUMENTS = [
+        "inputs", "candidate_labels", "hypothesis_template", "top_k", "num_frames", "timeout", "function_to_apply",
+        "batch_size", "num_workers",
+    ]
 
-    def __call__(self, videos, candidate_labels=None, **kwargs):
-        """Classify `videos` (one, or a list) into `candidate_labels` (a list of strings, or one comma-separated
-        string)."""
-        check_videos(videos)
+    def __call__(self, inputs=None, candidate_labels=None, **kwargs):
+        """Classify `inputs` (one video, a list or tuple, or a stream of videos) into `candidate_labels` (a list of
+        strings, or one comma-separated string)."""
+        if "videos" in kwargs:  # the name this pipeline's first argument had
+            if inputs is not None:
+                raise ValueError("Give the videos once: as `inputs` (or positionally) or as `videos`, not both.")
+            inputs = kwargs.pop("videos")
+        if inputs is None:
+            raise ValueError("Pass the video(s) to classify: `classifier(video, candidate_labels=[...])`.")
         check_labels(candidate_labels)
-        return super().__call__(videos, candidate_labels=candidate_labels, **kwargs)
+        return super().__call__(as_pipeline_inputs(inputs), candidate_labels=candidate_labels, **kwargs)
 
     def _sanitize_parameters(
         self,
@@ -198,9 +279,12 @@ class CLIP2VideoZeroShotVideoClassificationPipeline(_ThroughTheProcessor, Pipeli
         top_k=None,
         timeout=None,
         function_to_apply=None,
+        num_frames=None,
+        frame_sampling_rate=None,
         **kwargs,
     ):
         _check_unknown(type(self).__name__, kwargs, self._CALL_ARGUMENTS)
+        refuse_frame_sampling_rate(frame_sampling_rate)
         preprocess_params = {}
         if candidate_labels is not None:
             preprocess_params["candidate_labels"] = check_labels(candidate_labels)
@@ -208,6 +292,8 @@ class CLIP2VideoZeroShotVideoClassificationPipeline(_ThroughTheProcessor, Pipeli
             preprocess_params["hypothesis_template"] = check_hypothesis_template(hypothesis_template)
         if timeout is not None:
             preprocess_params["timeout"] = check_timeout(timeout)
+        if num_frames is not None:
+            preprocess_params["num_frames"] = check_num_frames(num_frames, self.model.config)
         postprocess_params = {}
         if top_k is not None:
             postprocess_params["top_k"] = check_top_k(top_k)
@@ -218,11 +304,15 @@ class CLIP2VideoZeroShotVideoClassificationPipeline(_ThroughTheProcessor, Pipeli
             postprocess_params["function_to_apply"] = function_to_apply
         return preprocess_params, {}, postprocess_params
 
-    def preprocess(self, video, candidate_labels=None, hypothesis_template=DEFAULT_HYPOTHESIS_TEMPLATE, timeout=None):
+    def preprocess(
+        self, video, candidate_labels=None, hypothesis_template=DEFAULT_HYPOTHESIS_TEMPLATE, timeout=None,
+        num_frames=None,
+    ):
+        check_videos(video)  # a streamed video is checked here, when its turn comes
         labels = check_labels(candidate_labels)
         captions = hypothesis_captions(labels, check_hypothesis_template(hypothesis_template))
         text_inputs = self.processor(text=captions, return_tensors="pt")
-        video_inputs = self.processor(videos=[video], return_tensors="pt", **_video_kwargs(timeout))
+        video_inputs = self.processor(videos=[video], return_tensors="pt", **_video_kwargs(timeout, num_frames))
         return {
             "pixel_values_videos": video_inputs["pixel_values_videos"],
             "video_mask": video_inputs["video_mask"],
@@ -254,39 +344,51 @@ class CLIP2VideoTextToVideoRetrievalPipeline(_ThroughTheProcessor, ChunkPipeline
     Text-to-video retrieval: ranks videos for a text query by the model's `logits_per_text` (the scaled similarity
     `logit_scale.exp() * text_embeds @ video_embeds.T`; higher is better, comparable across videos for one query).
 
-    Call with the query (a string, or a list of strings for several queries over the same videos) and
-    `videos=[...]` (paths, `http(s)` URLs, bytes of video files or 4D frame arrays); `batch_size=N` runs N videos per
-    forward pass; `timeout` (seconds) bounds the wait for a URL's server.
+    Call with the query (a string; a list or tuple of strings, or a stream of them — generator, `KeyDataset` — for
+    several queries over the same videos) and `videos=[...]` (a list or tuple: paths, `http(s)` URLs, bytes of video
+    files, `datasets.Video()` items or 4D frame arrays); `batch_size=N` runs N videos per forward pass; `num_frames`
+    caps the frames per video; `timeout` (seconds) bounds the wait for a URL's server.
     Returns `[{"video": path or None, "index": int, "score": float, "timestamps": [seconds, ...]}, ...]` sorted by
     decreasing score (ties keep the input order; `top_k` keeps the first k). `timestamps` are the times of the frames
     the model saw (empty for frames given without a frame rate). Videos are decoded again for every query: to search
     a fixed collection with many queries, index it once (`apps/search`).
     """
 
-    _CALL_ARGUMENTS = ["videos", "top_k", "timeout", "batch_size"]
+    _CALL_ARGUMENTS = ["inputs", "videos", "top_k", "num_frames", "timeout", "batch_size", "num_workers"]
 
-    def __call__(self, text, videos=None, **kwargs):
-        queries = text if isinstance(text, (list, tuple)) else [text]
-        if isinstance(text, (list, tuple)) and not text:
-            raise ValueError("The query list is empty: pass a string, or a non-empty list of strings.")
-        for query in queries:
-            if not isinstance(query, str) or not query.strip():
-                raise ValueError(f"The query must be a non-empty string, got {_shown(query)}.")
+    def __call__(self, text=None, videos=None, **kwargs):
+        if "inputs" in kwargs:  # `Pipeline.__call__`'s name for the first argument
+            if text is not None:
+                raise ValueError("Give the query once: as `text` (or positionally) or as `inputs`, not both.")
+            text = kwargs.pop("inputs")
+        if isinstance(text, tuple):
+            text = list(text)
+        if not _is_stream(text) or isinstance(text, str):
+            queries = text if isinstance(text, list) else [text]
+            if isinstance(text, list) and not text:
+                raise ValueError("The query list is empty: pass a string, or a non-empty list of strings.")
+            for query in queries:
+                if not isinstance(query, str) or not query.strip():
+                    raise ValueError(f"The query must be a non-empty string, got {_shown(query)}.")
+        elif not isinstance(text, (types.GeneratorType, torch.utils.data.Dataset)):
+            text = (query for query in text)
         if videos is None or not isinstance(videos, (list, tuple)) or not videos:
             # One video's frames (an array) would otherwise be taken as a list of one-frame videos.
             raise ValueError(f"Pass the videos to rank as a non-empty list: `videos=[...]`, got {_shown(videos)}.")
         check_videos(list(videos))
         return super().__call__(text, videos=list(videos), **kwargs)
 
-    def _sanitize_parameters(self, videos=None, top_k=None, timeout=None, **kwargs):
+    def _sanitize_parameters(self, videos=None, top_k=None, timeout=None, num_frames=None, **kwargs):
         _check_unknown(type(self).__name__, kwargs, self._CALL_ARGUMENTS)
         preprocess_params = {"videos": videos} if videos is not None else {}
         if timeout is not None:
             preprocess_params["timeout"] = check_timeout(timeout)
+        if num_frames is not None:
+            preprocess_params["num_frames"] = check_num_frames(num_frames, self.model.config)
         postprocess_params = {"top_k": check_top_k(top_k)} if top_k is not None else {}
         return preprocess_params, {}, postprocess_params
 
-    def preprocess(self, text, videos=None, timeout=None):
+    def preprocess(self, text, videos=None, timeout=None, num_frames=None):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"The query must be a non-empty string, got {_shown(text)}.")
         if not isinstance(videos, list) or not videos:
@@ -294,7 +396,7 @@ class CLIP2VideoTextToVideoRetrievalPipeline(_ThroughTheProcessor, ChunkPipeline
         text_inputs = self.processor(text=[text], return_tensors="pt")
         for index, video in enumerate(videos):
             video_inputs = self.processor(
-                videos=[video], return_tensors="pt", return_timestamps=True, **_video_kwargs(timeout)
+                videos=[video], return_tensors="pt", return_timestamps=True, **_video_kwargs(timeout, num_frames)
             )
             yield {
                 "input_ids": text_inputs["input_ids"],
