@@ -1,5 +1,6 @@
 """CLIP2Video configuration."""
 
+import math
 import os
 import re
 import shutil
@@ -9,13 +10,42 @@ from typing import Literal
 
 from huggingface_hub.dataclasses import strict
 from huggingface_hub.errors import HfHubHTTPError
-from transformers import CLIPConfig
+from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from transformers.dynamic_module_utils import get_relative_imports
 from transformers.utils import logging
 from transformers.utils.hub import cached_file
 
 
 logger = logging.get_logger(__name__)
+
+
+# Ranges a configuration may take, checked before any tensor is allocated (a hand-edited or hostile config.json with
+# `temporal_num_layers: 100000` or `patch_size: 0` is refused, naming the field, not built until memory runs out).
+# The ceilings lie far above every CLIP and CLIP2Video checkpoint (the largest CLIP, ViT-bigG/14: width 1664, 48
+# layers, 77 positions, 224-pixel images).
+_MAX_WIDTH = 16384
+_MAX_LAYERS = 256
+_MAX_POSITIONS = 16384
+_MAX_VOCABULARY = 2**22
+_MAX_CENTERS = 1024
+_MAX_IMAGE_SIZE = 8192
+_MAX_CHANNELS = 64
+# The whole model (towers and temporal modules): 10^10 float32 parameters are 40 GB, 4 times ViT-bigG's CLIP.
+_MAX_PARAMETERS = 10**10
+# Integer fields of the towers: (minimum, maximum).
+_TOWER_INTEGERS = {
+    "text_config": {
+        "vocab_size": (1, _MAX_VOCABULARY), "hidden_size": (1, _MAX_WIDTH), "intermediate_size": (1, 4 * _MAX_WIDTH),
+        "num_hidden_layers": (1, _MAX_LAYERS), "num_attention_heads": (1, _MAX_WIDTH),
+        "max_position_embeddings": (1, _MAX_POSITIONS),
+    },
+    "vision_config": {
+        "hidden_size": (1, _MAX_WIDTH), "intermediate_size": (1, 4 * _MAX_WIDTH), "num_hidden_layers": (1, _MAX_LAYERS),
+        "num_attention_heads": (1, _MAX_WIDTH), "num_channels": (1, _MAX_CHANNELS), "image_size": (1, _MAX_IMAGE_SIZE),
+        "patch_size": (1, _MAX_IMAGE_SIZE),
+    },
+}
+_TOWER_DEFAULTS = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
 
 
 @strict
@@ -88,12 +118,67 @@ class CLIP2VideoConfig(CLIPConfig):
     def __post_init__(self, **kwargs):
         # A CLIP checkpoint's config.json says "clip": this configuration stays a CLIP2Video one.
         kwargs.pop("model_type", None)
+        # Before the towers' configurations are built: their own validators divide by `num_attention_heads`.
+        self.validate_ranges()
         super().__post_init__(**kwargs)
         self.validate_temporal_options()
+
+    def validate_ranges(self):
+        """Part of `@strict`-powered validation: every size lies in its range (positive, under a ceiling far above
+        any CLIP checkpoint), the towers' shapes divide (`image_size` by `patch_size`, widths by heads), the numbers
+        are finite, and the whole model stays under `_MAX_PARAMETERS`. Raises a `ValueError` naming the field; runs
+        before the towers' configurations are built and before any tensor is allocated."""
+        own = {
+            "temporal_num_layers": (1, _MAX_LAYERS), "alignment_num_centers": (1, _MAX_CENTERS),
+            "max_frame_positions": (1, _MAX_POSITIONS), "num_frames": (1, _MAX_POSITIONS),
+            "projection_dim": (1, _MAX_WIDTH),
+        }
+        for name, (low, high) in own.items():
+            _check_integer(name, getattr(self, name), low, high)
+        _check_number("temporal_layer_norm_eps", self.temporal_layer_norm_eps, 0.0, 1.0, open_low=True)
+        _check_number("global_similarity_weight", self.global_similarity_weight, 0.0, 1.0)
+        _check_number("initializer_range", self.initializer_range, 0.0, 10.0)
+        # exp(logit_scale) is the scores' scale: above 88.7 it overflows float32.
+        _check_number("logit_scale_init_value", self.logit_scale_init_value, -88.0, 88.0)
+        towers = {}
+        for key, limits in _TOWER_INTEGERS.items():
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, dict) and not hasattr(value, "to_dict"):
+                raise ValueError(f"{key} must be a dictionary or a configuration, got {type(value).__name__}.")
+            given = value.to_dict() if hasattr(value, "to_dict") else dict(value or {})
+            defaults = _TOWER_DEFAULTS[key]
+            tower = {
+                name: given.get(name, getattr(defaults, name))
+                for name in [*limits, "layer_norm_eps", "attention_dropout"]
+            }
+            for name, (low, high) in limits.items():
+                _check_integer(f"{key}.{name}", tower[name], low, high)
+            _check_number(f"{key}.layer_norm_eps", tower["layer_norm_eps"], 0.0, 1.0, open_low=True)
+            _check_number(f"{key}.attention_dropout", tower["attention_dropout"], 0.0, 1.0)
+            if tower["hidden_size"] % tower["num_attention_heads"]:
+                raise ValueError(
+                    f"{key}.hidden_size ({tower['hidden_size']}) must be a multiple of {key}.num_attention_heads "
+                    f"({tower['num_attention_heads']})."
+                )
+            towers[key] = tower
+        vision = towers["vision_config"]
+        if vision["image_size"] % vision["patch_size"]:
+            raise ValueError(
+                f"vision_config.image_size ({vision['image_size']}) must be a multiple of vision_config.patch_size "
+                f"({vision['patch_size']})."
+            )
+        parameters = _parameter_count(towers["text_config"], vision, self)
+        if parameters > _MAX_PARAMETERS:
+            raise ValueError(
+                f"This configuration describes a model of about {parameters:.2e} parameters, over the limit of "
+                f"{_MAX_PARAMETERS:.0e}: check the widths, layer counts and table sizes (text_config, vision_config, "
+                "temporal_num_layers, max_frame_positions, alignment_num_centers)."
+            )
 
     def validate_temporal_options(self):
         """Raises a `ValueError` for combinations the model cannot build, saying what to change. Runs at
         construction and again when a model is built, since `from_pretrained` sets overrides after construction."""
+        self.validate_ranges()
         if self.temporal_num_layers < 1:
             raise ValueError(f"temporal_num_layers must be at least 1, got {self.temporal_num_layers}.")
         if self.alignment_num_centers < 1:
@@ -235,6 +320,40 @@ def _find_module_file(filename: str, config: CLIP2VideoConfig) -> str | None:
         )
     except (OSError, ValueError, HfHubHTTPError):
         return None
+
+
+def _check_integer(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}.")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must lie between {low} and {high}, got {value}.")
+
+
+def _check_number(name: str, value, low: float, high: float, open_low: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}.")
+    if not math.isfinite(value) or not (low < value if open_low else low <= value) or not value <= high:
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}.")
+
+
+def _parameter_count(text: dict, vision: dict, config: "CLIP2VideoConfig") -> int:
+    """About how many parameters the model has (the layers' matrices and the tables; biases and norms left out)."""
+
+    def layers(count: int, width: int, inner: int) -> int:
+        return count * (4 * width * width + 2 * width * inner)
+
+    width, projection = text["hidden_size"], config.projection_dim
+    patches = (vision["image_size"] // vision["patch_size"]) ** 2 + 1
+    total = (text["vocab_size"] + text["max_position_embeddings"]) * width + width * projection
+    total += layers(text["num_hidden_layers"], width, text["intermediate_size"])
+    total += vision["num_channels"] * vision["patch_size"] ** 2 * vision["hidden_size"]
+    total += patches * vision["hidden_size"] + vision["hidden_size"] * projection
+    total += layers(vision["num_hidden_layers"], vision["hidden_size"], vision["intermediate_size"])
+    # The temporal transformer, TDB's and TAB's layers are built like text layers on projected embeddings.
+    total += layers(config.temporal_num_layers + 2, projection, text["intermediate_size"])
+    total += (config.max_frame_positions + config.alignment_num_centers) * projection
+    return total
 
 
 __all__ = ["CLIP2VideoConfig"]
