@@ -388,6 +388,7 @@ class CLIP2VideoModel(CLIPModel):
         model, loading_info = super().from_pretrained(
             pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
         )
+        check_finite_weights(model, pretrained_model_name_or_path)
         missing_keys = set(loading_info["missing_keys"])
         from_clip = model.initialize_temporal_modules_from_clip(missing_keys)
         missing_temporal = sorted(key for key in missing_keys if key.startswith(_TEMPORAL_PREFIXES))
@@ -735,6 +736,25 @@ class CLIP2VideoModel(CLIPModel):
             frame_embeds=video.frame_embeds,
             text_model_output=text,
             vision_model_output=video,
+        )
+
+
+def check_finite_weights(model: nn.Module, source) -> None:
+    """Refuses a model whose weights hold NaN or infinity, or whose `logit_scale` overflows `exp` (scores of NaN or
+    infinity for every input otherwise), naming the tensors. Offloaded (meta) tensors are not checked."""
+    broken = [
+        name
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all()
+    ]
+    if broken:
+        shown = ", ".join(broken[:5]) + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
+        raise ValueError(f"The checkpoint {source} has NaN or infinite values in {len(broken)} tensor(s): {shown}.")
+    scale = model.logit_scale
+    if scale.device.type != "meta" and not torch.isfinite(scale.detach().float().exp()).all():
+        raise ValueError(
+            f"The checkpoint {source} has logit_scale {scale.detach().float().flatten().tolist()}: exp(logit_scale), "
+            f"the scores' scale, overflows float32 (CLIP and CLIP2Video train it capped at ln 100 = {math.log(100):.4f})."
         )
 
 
