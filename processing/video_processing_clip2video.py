@@ -4,6 +4,8 @@
 import dataclasses
 import math
 import os
+import re
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,6 +174,12 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
         super().__init__(**kwargs)
         _check_sampling_options(self.num_frames, self.fps)
         _check_backend(self.video_backend)
+
+    def _merge_and_standardize_kwargs(self, **kwargs) -> dict:
+        # An argument given as None is an argument not given: `do_sample_frames=None` samples as the processor's
+        # default does (transformers fills in only missing keys, which would leave None, taken as False).
+        kwargs = {key: value for key, value in kwargs.items() if value is not None or getattr(self, key, None) is None}
+        return super()._merge_and_standardize_kwargs(**kwargs)
 
     # ----------------------------------------------------------------------------------------------------------
     # Hooks of `BaseVideoProcessor.preprocess`: which frames, decoded how, prepared how.
@@ -379,6 +387,8 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
 # Every video of a batch is padded to `num_frames` slots of float32 pixels (0.6 MB each at 224 px), allocated before
 # any frame is decoded; the model's frame-position table has 77 rows. A larger request is refused before any work.
 MAX_NUM_FRAMES = 1024
+# The longest span of frames given directly (their times are index / fps): far beyond any video, within every integer.
+MAX_FRAMES_SPAN_SECONDS = 1e9
 
 
 def _check_sampling_options(num_frames, fps) -> None:
@@ -497,6 +507,8 @@ def _as_video_list(videos) -> list:
         return [[videos]]
     if isinstance(videos, (np.ndarray, torch.Tensor)):
         if videos.ndim == 5:
+            if len(videos) == 0:
+                raise ValueError(f"Got an empty batch of videos (an array of shape {tuple(videos.shape)}).")
             return list(videos)
         if videos.ndim == 4:
             return [videos]
@@ -548,8 +560,23 @@ def _frames_metadata(entry: dict | None, count: int, index: int) -> VideoMetadat
     `count`) need `frames_indices`, one increasing source index per given frame, as `load_video` returns them."""
     entry = {key: value for key, value in (entry or {}).items() if value is not None}
     total = entry.get("total_num_frames", count)
+    if not _is_integer(total):
+        raise ValueError(f"Video {index}: `video_metadata` total_num_frames must be an integer, got {total!r}.")
+    for key in ("fps", "duration"):
+        value = entry.get(key)
+        if value is not None and (not _is_number(value) or not 0 < value < math.inf):
+            raise ValueError(f"Video {index}: `video_metadata` {key} must be a positive number, got {value!r}.")
     source_indices = entry.get("frames_indices")
+    if isinstance(source_indices, (np.ndarray, torch.Tensor)):
+        source_indices = source_indices.tolist()  # floats stay floats, and are refused below
     if source_indices is not None:
+        if not isinstance(source_indices, (list, tuple)) or not all(
+            _is_integer(position) for position in source_indices
+        ):
+            raise ValueError(
+                f"Video {index}: `video_metadata` frames_indices must be a list of integers (one source frame index "
+                f"per given frame), got {_shown(source_indices)}."
+            )
         source_indices = [int(position) for position in source_indices]
         if (
             len(source_indices) != count
@@ -569,12 +596,31 @@ def _frames_metadata(entry: dict | None, count: int, index: int) -> VideoMetadat
     fps = entry.get("fps")
     if fps is None and entry.get("duration"):
         fps = total / entry["duration"]
-    if fps is not None and not (isinstance(fps, (int, float)) and 0 < fps < math.inf):
+    if fps is not None and not (_is_number(fps) and 0 < fps < math.inf):
         raise ValueError(f"Video {index}: `video_metadata` fps must be a positive number, got {fps!r}.")
+    if fps is not None and total / fps > MAX_FRAMES_SPAN_SECONDS:
+        # The frames' times are index / fps: fps 1e-300 would put them 10^300 s apart, past every integer type.
+        raise ValueError(
+            f"Video {index}: `video_metadata` fps={fps!r} puts {total} frames {total / fps:.3g} s apart, over "
+            f"{MAX_FRAMES_SPAN_SECONDS:.0e} s; give the frame rate in frames per second."
+        )
     duration = total / fps if fps else entry.get("duration")
     return VideoMetadata(
         total_num_frames=total, fps=fps, duration=duration, video_backend=None, frames_indices=source_indices
     )
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _source_positions(metadata: VideoMetadata) -> list[int]:
@@ -586,10 +632,20 @@ def _source_positions(metadata: VideoMetadata) -> list[int]:
 
 def _dict_source(video: dict, index: int):
     """The bytes (preferred, as `datasets` decodes) or the path of a `datasets.Video(decode=False)` value."""
-    if video.get("bytes") is not None:
-        return video["bytes"]
-    if video.get("path") is not None:
-        return video["path"]
+    content, path = video.get("bytes"), video.get("path")
+    if content is not None:
+        if not isinstance(content, (bytes, bytearray, memoryview)):
+            # A path in "bytes" is never opened as a path: what a dict's bytes say is what is decoded.
+            raise ValueError(
+                f"Video {index} is a {{'path', 'bytes'}} dict whose 'bytes' is a {type(content).__name__}, not bytes."
+            )
+        return content
+    if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise ValueError(
+                f"Video {index} is a {{'path', 'bytes'}} dict whose 'path' is a {type(path).__name__}, not a path."
+            )
+        return path
     raise ValueError(f"Video {index} is a {{'path', 'bytes'}} dict with neither a path nor bytes.")
 
 
@@ -604,27 +660,72 @@ def _take(frames, indices: list[int]):
 
 
 def _read_image(path, limits: DecodeLimits) -> np.ndarray:
-    """A frame image as RGB uint8 `(height, width, 3)`, its size checked against `limits` before it is decoded."""
+    """A frame image as RGB uint8 `(height, width, 3)`, upright (EXIF orientation applied, as transformers'
+    `load_image` does): a regular file within `limits.max_input_bytes`, its size in pixels read from the header and
+    checked against `limits.max_frame_pixels` before anything is decoded; high bit depths scaled (`_pil_to_rgb`)."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError as error:
         raise ImportError("Reading frame images needs Pillow: `pip install pillow`.") from error
     name = describe_video(path)
     try:
-        size = os.stat(path).st_size
+        # Non-blocking: opening a FIFO must not wait for a writer (it is refused below, as every non-regular file).
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise FileNotFoundError(f"Frame image not found: {name}") from None
-    if size > limits.max_input_bytes:
-        raise limit_error(name, "its size in bytes", size, "max_input_bytes", limits.max_input_bytes)
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > limits.max_frame_pixels:
-                what = f"its size {width}x{height} in pixels"
-                raise limit_error(name, what, width * height, "max_frame_pixels", limits.max_frame_pixels)
-            return np.array(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise ValueError(f"Cannot read frame image {name}: {error}") from None
+    except OSError as error:
+        raise ValueError(f"Cannot read frame image {name}: {error.strerror or error}.") from None
+    with os.fdopen(descriptor, "rb") as file:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError(f"Cannot read frame image {name}: not a regular file.")
+        if status.st_size > limits.max_input_bytes:
+            raise limit_error(name, "its size in bytes", status.st_size, "max_input_bytes", limits.max_input_bytes)
+        try:
+            with Image.open(file) as image:
+                width, height = image.size
+                if width * height > limits.max_frame_pixels:
+                    what = f"its size {width}x{height} in pixels"
+                    raise limit_error(name, what, width * height, "max_frame_pixels", limits.max_frame_pixels)
+                return _pil_to_rgb(ImageOps.exif_transpose(image), name)
+        except Image.DecompressionBombError as error:
+            # Pillow refuses from the header, before our check could: say it our way, naming our limit.
+            found = re.search(r"\((\d+) pixels\)", str(error))
+            pixels = int(found.group(1)) if found else Image.MAX_IMAGE_PIXELS * 2 + 1
+            if pixels > limits.max_frame_pixels:
+                limit = limits.max_frame_pixels
+                raise limit_error(name, "its size in pixels", pixels, "max_frame_pixels", limit) from None
+            raise ValueError(
+                f"Cannot read frame image {name}: its {pixels} pixels are over Pillow's own limit "
+                f"(`PIL.Image.MAX_IMAGE_PIXELS` = {Image.MAX_IMAGE_PIXELS}), below `max_frame_pixels`."
+            ) from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise ValueError(f"Cannot read frame image {name}: {error}") from None
+
+
+def _pil_to_rgb(image, name: str) -> np.ndarray:
+    """RGB uint8 `(height, width, 3)` of a PIL image of any mode. 16-bit grey (`I;16*`, and `I`, how Pillow holds 16-bit
+    PNGs) is scaled to the nearest 8-bit value, `round(v * 255 / 65535)` (what torchcodec's `decode_image`, the
+    image decoder transformers prefers, gives), where `convert("RGB")` would clip every value over 255 to white;
+    floating point (`F`) must lie in [0, 1], as floating point frames do. Other modes (palette, grey with alpha, CMYK,
+    YCbCr, 1-bit, ...) go through Pillow's `convert("RGB")`; Pillow reads 16-bit colour PNGs as 8-bit already."""
+    mode = image.mode
+    if mode == "I" or mode.startswith("I;16"):
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"Cannot read frame image {name}: a {mode} image with values in [{values.min()}, {values.max()}], "
+                "outside 16 bits (0-65535)."
+            )
+        grey = ((values + 128) // 257).astype(np.uint8)  # round(v / 257) exactly: v + 128.5 is never a multiple
+    elif mode == "F":
+        values = np.asarray(image)
+        if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+            raise ValueError(f"Cannot read frame image {name}: floating point pixels must lie in [0, 1].")
+        grey = np.round(values * 255).astype(np.uint8)
+    else:
+        return np.array(image.convert("RGB"))
+    return np.repeat(grey[..., None], 3, axis=-1)
 
 
 def _read_torchcodec_decoder(decoder, select_frames, limits: DecodeLimits) -> DecodedFrames:
@@ -692,7 +793,7 @@ def _with_a_size(frames: torch.Tensor) -> torch.Tensor:
 
 def _frame_to_rgb_hwc(frame, input_data_format=None) -> torch.Tensor:
     if _is_pil_image(frame):
-        return torch.from_numpy(np.array(frame.convert("RGB")))
+        return torch.from_numpy(_pil_to_rgb(frame, f"<PIL image of mode {frame.mode}>"))
     frame = _as_uint8_tensor(frame)
     if frame.ndim == 2:
         return _rgb_channels(frame[..., None])
@@ -706,6 +807,13 @@ def _frame_to_rgb_hwc(frame, input_data_format=None) -> torch.Tensor:
 def _as_uint8_tensor(array) -> torch.Tensor:
     """uint8 frames as they are; floating point frames in [0, 1] (decoded frames divided by 255) back to uint8, so
     they give the pixels of the uint8 frames exactly."""
+    if isinstance(array, np.ndarray) and array.dtype.kind not in "uifb":
+        raise ValueError(f"Video frames must be a numeric array (uint8 or float in [0, 1]), got dtype {array.dtype}.")
+    if isinstance(array, torch.Tensor) and (array.device.type == "meta" or array.layout != torch.strided):
+        raise ValueError(
+            f"Video frames must be a dense tensor holding data, got one on the {array.device.type} device with layout "
+            f"{array.layout}."
+        )
     tensor = torch.as_tensor(array)
     if tensor.dtype == torch.uint8:
         return tensor
