@@ -28,7 +28,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, logging
+from transformers.utils import ModelOutput, TransformersKwargs, is_tracing, logging
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_clip2video import CLIP2VideoConfig
@@ -551,7 +551,15 @@ class CLIP2VideoModel(CLIPModel):
             raise ValueError(
                 f"video_mask must have shape (batch, frames) = {(batch_size, num_frames)}, got {tuple(video_mask.shape)}."
             )
+        if self.config.uses_frame_positions and num_frames > self.config.max_frame_positions:
+            raise ValueError(
+                f"{num_frames} frames exceed the model's frame-position table ({self.config.max_frame_positions})."
+            )
         video_mask = video_mask.to(device=pixel_values_videos.device).bool()
+        if is_tracing(video_mask):
+            # The mask checks below read tensor values, which `torch.compile`, `torch.export`, ONNX export and
+            # `torch.jit.trace` cannot branch on; the shape checks above are kept. Eager runs check everything.
+            return pixel_values_videos, video_mask
         frame_counts = video_mask.sum(dim=1)
         if (frame_counts == 0).any():
             empty = torch.nonzero(frame_counts == 0).flatten().tolist()
@@ -562,10 +570,6 @@ class CLIP2VideoModel(CLIPModel):
             rows = torch.nonzero(not_prefix).flatten()
             raise ValueError(
                 f"video_mask rows {rows.tolist()} have padding before a real frame: real frames must come first."
-            )
-        if self.config.uses_frame_positions and num_frames > self.config.max_frame_positions:
-            raise ValueError(
-                f"{num_frames} frames exceed the model's frame-position table ({self.config.max_frame_positions})."
             )
         return pixel_values_videos, video_mask
 
@@ -813,7 +817,9 @@ def _is_clip2video_checkpoint(pretrained_model_name_or_path, kwargs: dict) -> bo
 def _one_video_mask(video_mask: torch.Tensor | None, padding_mask_videos: torch.Tensor | None) -> torch.Tensor | None:
     if padding_mask_videos is None:
         return video_mask
-    if video_mask is not None and not torch.equal(video_mask.bool(), padding_mask_videos.bool()):
+    if video_mask is None or is_tracing(video_mask):  # torch.equal reads values: not traceable
+        return padding_mask_videos
+    if not torch.equal(video_mask.bool(), padding_mask_videos.bool()):
         raise ValueError("video_mask and padding_mask_videos name the same mask but differ: give one of them.")
     return padding_mask_videos
 
