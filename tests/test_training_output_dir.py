@@ -2,6 +2,7 @@
 arguments, checked by the run fingerprint stored in every checkpoint), and the published folder appears whole."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clip2video.training.publish import _stage_and_swap
-from tests.helpers.processes import run_training
+from clip2video.training.publish import STAGING_NAME, publish_atomically
+from tests.helpers.processes import run_module, run_training
 
 TINY = ["--num_synthetic_train_clips", "64", "--num_train_epochs", "1", "--global_batch_size", "16",
         "--num_frames", "4", "--eval_batch_size", "60", "--checkpointing_steps", "2", "--no-mean_pooling_baseline",
@@ -56,12 +57,23 @@ def test_a_checkpoint_without_fingerprint_is_refused(finished, tmp_path):
 
 
 @pytest.mark.slow
-def test_overwrite_clears_the_folder(finished, tmp_path):
+def test_overwrite_clears_only_what_a_run_wrote(finished, tmp_path):
     shutil.copytree(finished / "data", tmp_path / "data")
-    (tmp_path / "run").mkdir()
+    shutil.copytree(finished / "run", tmp_path / "run")
     (tmp_path / "run" / "someone_elses_file.txt").write_text("x")
+    (tmp_path / "run" / "checkpoints" / "my_notes").mkdir()
+    before = sorted(path.relative_to(tmp_path).as_posix() for path in (tmp_path / "run").rglob("*"))
+    result = run_training(*TINY, "--overwrite_output_dir", cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "clears only what training/run.py wrote" in result.stderr
+    assert "checkpoints/my_notes, someone_elses_file.txt" in result.stderr
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in (tmp_path / "run").rglob("*")) == before
+
+    (tmp_path / "run" / "someone_elses_file.txt").unlink()
+    (tmp_path / "run" / "checkpoints" / "my_notes").rmdir()
+    (tmp_path / "run" / "checkpoints" / "step_00000004").rename(tmp_path / "run" / "checkpoints" / "step_00000099")
     run_training(*TINY, "--overwrite_output_dir", cwd=tmp_path)
-    assert not (tmp_path / "run" / "someone_elses_file.txt").exists()
+    assert not (tmp_path / "run" / "checkpoints" / "step_00000099").exists()  # the earlier run's, cleared
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert json.loads((tmp_path / "run" / "run.json").read_text())["fingerprint"] == results["run_fingerprint"]
 
@@ -78,16 +90,140 @@ def test_published_folder_appears_whole(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _stage_and_swap(output_dir, failing_write)
+        publish_atomically(output_dir, failing_write)
     assert (output_dir / "model.safetensors").read_text() == "old weights"  # untouched
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["published"]  # no staging folder left
+    assert not (output_dir / STAGING_NAME).exists()  # no staging folder left
 
     def write(folder: Path):
         (folder / "model.safetensors").write_text("new weights")
         (folder / "results.json").write_text("{}")
 
-    _stage_and_swap(output_dir, write)
+    publish_atomically(output_dir, write)
     assert (output_dir / "model.safetensors").read_text() == "new weights"
     assert (output_dir / "checkpoints" / "state.bin").read_text() == "kept"  # what is not published stays
     assert sorted(path.name for path in tmp_path.iterdir()) == ["published"]
-    assert oct(output_dir.stat().st_mode & 0o777) != oct(0o700)  # not mkdtemp's private mode
+    assert sorted(path.name for path in output_dir.iterdir()) == [
+        ".published.json", "checkpoints", "model.safetensors", "results.json"
+    ]
+
+
+# --overwrite_output_dir never clears what the run reads ------------------------------------------------------------
+
+def _input_layouts(root: Path):
+    """(argv, the flag named in the refusal) for every input a run reads, placed inside (or as) the output folder."""
+    out = root / "out"
+    (out / "data" / "train").mkdir(parents=True)
+    (out / "checkpoints" / "step_00000002").mkdir(parents=True)
+    (out / "shards").mkdir()
+    real = ["--model_name_or_path", str(root / "elsewhere_model")]
+    (root / "elsewhere_model").mkdir()
+    return [
+        (["--resume_from_checkpoint", "latest"], "--resume_from_checkpoint latest would resume"),
+        (["--resume_from_checkpoint", str(out / "checkpoints" / "step_00000002")], "--resume_from_checkpoint"),
+        (["--eval_only", "--model_name_or_path", str(out), "--dataset", "videofolder", "--eval_dir", str(root)],
+         f"--model_name_or_path {out}"),
+        (["--data_dir", str(out / "data")], "--data_dir"),
+        (["--data_dir", str(root)], "--data_dir"),  # the output folder lies inside the data folder's tree: equal?
+        ([*real, "--dataset", "videofolder", "--train_dir", str(out / "data" / "train"), "--eval_dir", str(root)],
+         "--train_dir"),
+        ([*real, "--dataset", "videofolder", "--train_dir", str(root), "--eval_dir", str(out)], "--eval_dir"),
+        ([*real, "--dataset", "msvd", "--annotations_dir", str(out / "data"), "--videos_dir", str(root)],
+         "--annotations_dir"),
+        ([*real, "--dataset", "msvd", "--annotations_dir", str(root), "--videos_dir", str(out / "data" / "train")],
+         "--videos_dir"),
+        ([*real, "--dataset_name", "parquet", "--data_files", f"train={out}/shards/*.parquet"], "--data_files"),
+        ([*real, "--dataset_name", "videofolder", "--dataset_dir", str(out / "data")], "--dataset_dir"),
+    ]
+
+
+def test_overwrite_is_refused_when_the_output_folder_holds_an_input(tmp_path, capsys):
+    from clip2video.training.checkpoints import check_output_dir_against_inputs
+    from clip2video.training.run import parse_args
+
+    for argv, flag in _input_layouts(tmp_path):
+        argv = [*argv, "--output_dir", str(tmp_path / "out"), "--overwrite_output_dir"]
+        if flag == "--data_dir" and str(tmp_path / "out") not in argv[1]:
+            # An output folder inside the data folder is not the data folder: allowed (only `out` is cleared).
+            parse_args(argv)
+            continue
+        with pytest.raises(SystemExit, match="2"):  # argparse's usage error, before anything is touched
+            parse_args(argv)
+        assert flag in capsys.readouterr().err
+        with pytest.raises(ValueError, match=re.escape(flag)):  # and claim_output_dir's own check
+            args = parse_args([item for item in argv if item != "--overwrite_output_dir"])
+            args.overwrite_output_dir = True
+            check_output_dir_against_inputs(args)
+
+
+def test_an_output_folder_reached_through_a_link_is_the_same_folder(tmp_path):
+    from clip2video.training.checkpoints import check_output_dir_against_inputs
+    from clip2video.training.run import parse_args
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "model")
+    args = parse_args(["--eval_only", "--model_name_or_path", str(tmp_path / "model"), "--dataset", "videofolder",
+                       "--eval_dir", str(tmp_path), "--output_dir", str(tmp_path / "link")])
+    args.overwrite_output_dir = True
+    with pytest.raises(ValueError, match="holds what this run reads"):
+        check_output_dir_against_inputs(args)
+
+
+@pytest.mark.slow
+def test_evaluating_the_output_folder_with_overwrite_deletes_nothing(tiny_checkpoint, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, model)
+    before = sorted((path.name, path.stat().st_size) for path in model.iterdir())
+    result = run_training("--eval_only", "--model_name_or_path", model, "--output_dir", model,
+                          "--overwrite_output_dir", "--dataset", "videofolder", "--eval_dir", tmp_path, cwd=tmp_path,
+                          check=False)
+    assert result.returncode != 0 and f"--model_name_or_path {model}" in result.stderr
+    assert "nothing was deleted" in result.stderr
+    assert sorted((path.name, path.stat().st_size) for path in model.iterdir()) == before
+
+
+# A real run killed while publishing --------------------------------------------------------------------------------
+
+KILLS = {
+    # Killed while the staging folder is being written (before its manifest): the previous files stay published.
+    "staging": "publish._write_json_atomically = lambda *args: os._exit(9)",
+    # Killed after three of the staged files were moved into place: the next start moves the rest.
+    "applying": """
+apply = publish._apply_publish
+def apply_then_die(output_dir, staging):
+    replace, moved = os.replace, []
+    def counted(*args):
+        replace(*args)
+        moved.append(args)
+        if len(moved) == 3:
+            os._exit(9)
+    os.replace = counted
+    apply(output_dir, staging)
+publish._apply_publish = apply_then_die
+""",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_a_run_killed_while_publishing_loses_nothing(finished, tmp_path, kill):
+    shutil.copytree(finished / "data", tmp_path / "data")
+    shutil.copytree(finished / "run", tmp_path / "run")
+    checkpoints = {path.relative_to(tmp_path).as_posix(): path.read_bytes()
+                   for path in (tmp_path / "run" / "checkpoints").rglob("*") if path.is_file()}
+    published = load_file(finished / "run" / "model.safetensors")
+    argv = [str(tmp_path / item) if item in ("data", "run") else item for item in TINY]
+    killed = run_module("clip2video.training.run", *argv, "--resume_from_checkpoint", "latest",
+                        prelude="import os\nfrom clip2video.training import publish\n" + KILLS[kill],
+                        env={"OMP_NUM_THREADS": "1"}, check=False)
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    assert (tmp_path / "run" / STAGING_NAME).is_dir()
+    assert {path.relative_to(tmp_path).as_posix(): path.read_bytes()
+            for path in (tmp_path / "run" / "checkpoints").rglob("*") if path.is_file()} == checkpoints
+
+    rerun = run_training(*TINY, "--resume_from_checkpoint", "latest", cwd=tmp_path)
+    done = "finished the publish" if kill == "applying" else "cleared the incomplete publish"
+    assert f"{done} of run" in rerun.stdout
+    assert not (tmp_path / "run" / STAGING_NAME).exists()
+    after = load_file(tmp_path / "run" / "model.safetensors")
+    assert sorted(after) == sorted(published) and all(torch.equal(after[name], published[name]) for name in after)
+    assert all((tmp_path / name).read_bytes() == data for name, data in checkpoints.items())

@@ -3,6 +3,7 @@ access checked before any work, results.json is pushed with the model, the card'
 output folder."""
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -120,3 +121,140 @@ def test_revision_and_pull_request_options(tmp_path):
         push_folder(api, "tester/m", folder, create_pr=True)
     assert hub.commits[0]["revision"] == "experiments" and set(hub.commits[0]["files"]) == {"results.json", "README.md"}
     assert hub.commits[1]["create_pr"] and hub.repos["tester/m"]["main"] == {}  # a PR does not touch main
+
+
+# A kill at every step of the publish -----------------------------------------------------------------------------
+
+PREVIOUS = {"model.safetensors": "old weights", "config.json": "{\"old\": 1}", "dropped_code.py": "# old only"}
+NEW = {"model.safetensors": "new weights", "config.json": "{\"new\": 1}", "results.json": "{}", "README.md": "card"}
+RUN_FILES = {"checkpoints/step_00000002/model.safetensors": "step 2", "checkpoints/step_00000004/model.safetensors":
+             "step 4", "checkpoints/step_00000004/run.json": "{}", "logs/events": "log", "run.json": "{}",
+             "frame_cache/0123456789abcdef01234567.masks.npy": "cache"}
+
+
+def _writer(files: dict):
+    def write(folder: Path):
+        for name, text in files.items():
+            (folder / name).write_text(text)
+
+    return write
+
+
+def _snapshot(folder: Path) -> dict:
+    """Every file's text; of the publish record, the files it lists."""
+    files = {path.relative_to(folder).as_posix(): path.read_text() for path in sorted(folder.rglob("*"))
+             if path.is_file()}
+    if ".published.json" in files:
+        files[".published.json"] = json.loads(files[".published.json"])["files"]
+    return files
+
+
+def _publish_in_a_child(output_dir: Path, files: dict, kill_after: int | None) -> int:
+    """Publishes `files` in a forked process that is killed (`os._exit`: no cleanup, no finally) right after its
+    `kill_after`-th file system operation; returns the number of operations it made (exit status 0) or -1 when
+    killed."""
+    import builtins
+    import io
+    import os
+
+    from clip2video.training import publish
+
+    count_file = output_dir.parent / "operations"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            made = [0]
+
+            def counted(function):
+                def wrapper(*args, **kwargs):
+                    result = function(*args, **kwargs)
+                    made[0] += 1
+                    if made[0] == kill_after:
+                        os._exit(9)
+                    return result
+
+                return wrapper
+
+            def counted_open(function):
+                counted_function = counted(function)
+
+                def wrapper(file, mode="r", *args, **kwargs):
+                    return (counted_function if any(flag in mode for flag in "wax+") else function)(file, mode, *args, **kwargs)
+
+                return wrapper
+
+            for name in ("replace", "rename", "unlink", "rmdir", "mkdir", "fsync"):
+                setattr(os, name, counted(getattr(os, name)))
+            io.open = builtins.open = counted_open(io.open)
+            publish.publish_atomically(output_dir, _writer(files))
+            count_file.write_text(str(made[0])) if kill_after is None else None
+            os._exit(0)
+        except BaseException:  # noqa: BLE001 - a child never returns into pytest
+            import traceback
+
+            traceback.print_exc()
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code in (0, 9), f"the publishing process failed (exit {code})"
+    return int(count_file.read_text()) if code == 0 and kill_after is None else (-1 if code == 9 else 0)
+
+
+@pytest.mark.slow
+def test_a_kill_at_every_step_of_a_publish_loses_nothing(tmp_path):
+    from clip2video.training.publish import STAGING_NAME, finish_interrupted_publish, publish_atomically
+
+    base = tmp_path / "base" / "run"
+    base.mkdir(parents=True)
+    for name, text in RUN_FILES.items():
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_text(text)
+    publish_atomically(base, _writer(PREVIOUS))
+    before = _snapshot(base)
+    old_published = {name: text for name, text in before.items() if name in PREVIOUS}
+    counting = tmp_path / "count" / "run"
+    shutil.copytree(base, counting)
+    steps = _publish_in_a_child(counting, NEW, kill_after=None)
+    assert _snapshot(counting).items() >= {**RUN_FILES, **NEW}.items() and "dropped_code.py" not in _snapshot(counting)
+    assert steps > 10
+
+    outcomes = []
+    for kill_after in range(1, steps + 1):
+        output_dir = tmp_path / f"kill{kill_after}" / "run"
+        shutil.copytree(base, output_dir)
+        assert _publish_in_a_child(output_dir, NEW, kill_after) == -1
+        killed = _snapshot(output_dir)
+        # The run's own files never move: every checkpoint is there right after the kill.
+        assert {name: killed.get(name) for name in RUN_FILES} == RUN_FILES, kill_after
+        finish_interrupted_publish(output_dir)  # what the next start does
+        after = _snapshot(output_dir)
+        published = {name: text for name, text in after.items() if name in {**PREVIOUS, **NEW}}
+        assert published in (old_published, NEW), (kill_after, published)
+        assert {name: after.get(name) for name in RUN_FILES} == RUN_FILES
+        assert not (output_dir / STAGING_NAME).exists(), kill_after
+        outcomes.append(published == NEW)
+        publish_atomically(output_dir, _writer(NEW))  # and the next publish goes through
+        assert _snapshot(output_dir) == _snapshot(counting), kill_after
+    # Killed before the manifest was complete: the previous files; after it: the new ones, finished by the next start.
+    assert outcomes == sorted(outcomes) and any(outcomes) and not all(outcomes)
+
+
+def test_a_staging_folder_with_foreign_files_is_never_deleted(tmp_path):
+    from clip2video.training.publish import (
+        STAGING_MARKER, STAGING_NAME, PublishInterrupted, finish_interrupted_publish, publish_atomically,
+    )
+
+    output_dir = tmp_path / "run"
+    staging = output_dir / STAGING_NAME
+    staging.mkdir(parents=True)
+    (staging / "notes.odt").write_text("mine")
+    with pytest.raises(PublishInterrupted, match="not made by training/run.py"):
+        publish_atomically(output_dir, _writer(NEW))
+    (staging / STAGING_MARKER).write_text("")
+    (staging / "model.safetensors").write_text("half")  # what an interrupted publish wrote
+    with pytest.raises(PublishInterrupted, match=r"also holds files it did not write \(notes.odt\)"):
+        finish_interrupted_publish(output_dir)
+    assert (staging / "notes.odt").read_text() == "mine"
+    (staging / "notes.odt").unlink()
+    assert "cleared the incomplete publish" in finish_interrupted_publish(output_dir)
+    assert sorted(path.name for path in output_dir.iterdir()) == []

@@ -36,6 +36,7 @@ counts it among its bad videos, as it does for a file that exists but does not d
 """
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -586,7 +587,10 @@ def load_hub_dataset(
             if isinstance(captions, list) and captions and isinstance(captions[0], bytes):
                 captions = [caption.decode("utf-8", "replace") for caption in captions]
             video_id = _column_value(row, id_column) if id_column else None
-            video_id = str(video_id) if video_id not in (None, "") else (video.get("path") or "")
+            if video_id in (None, ""):
+                # No id: the file's path, or for bytes without one their digest (one id per distinct video).
+                video_id = video.get("path") or f"sha256:{hashlib.sha256(video['bytes']).hexdigest()[:32]}"
+            video_id = str(video_id)
             for caption in captions:
                 if isinstance(caption, bytes):
                     caption = caption.decode("utf-8", "replace")
@@ -603,9 +607,36 @@ def load_hub_dataset(
     rows = dataset.map(to_rows, batched=True, remove_columns=columns, features=FEATURES, desc=f"rows of {where}")
     if len(rows) == 0:
         raise ValueError(f"{where}: no row with a video and a non-empty caption (columns {video_column!r}, {caption_column!r})")
+    check_video_ids(rows, where, id_column and f"--id_column {id_column!r}")
     if len(rows) < before and not isinstance(features.get(caption_column), datasets.Sequence):
         warnings.warn(f"{where}: {before - len(rows)} of {before} rows without a video or a non-empty caption were left out")
     return rows
+
+
+def check_video_ids(dataset: datasets.Dataset, where: str, id_source: str | None = None):
+    """Refuses a split in which one video id names two different videos (other embedded bytes, or another file):
+    retrieval would count them as one video, and training would take them for the same clip. Names the rows (the
+    split's row numbers, from 0) of up to ten such ids."""
+    first: dict[str, tuple[str, int]] = {}
+    clashes: dict[str, list[int]] = {}
+    table = dataset.select_columns(["video_id", "video"]).with_format("arrow")
+    for start in range(0, len(dataset), 10_000):
+        chunk = table[start : start + 10_000]
+        video = chunk.column("video").combine_chunks()
+        for offset, (video_id, path, data) in enumerate(zip(
+            chunk.column("video_id").to_pylist(), video.field("path").to_pylist(), video.field("bytes").to_pylist()
+        )):
+            identity = f"sha256:{hashlib.sha256(data).hexdigest()}" if data else f"path:{path}"
+            seen = first.setdefault(video_id, (identity, start + offset))
+            if seen[0] != identity:
+                clashes.setdefault(video_id, [seen[1]]).append(start + offset)
+    if clashes:
+        examples = "; ".join(f"id {video_id!r}: rows {', '.join(map(str, rows[:5]))}{' ...' if len(rows) > 5 else ''}"
+                             for video_id, rows in list(clashes.items())[:10])
+        raise ValueError(
+            f"{where}: {len(clashes)} video ids each name more than one video ({examples}). Each video needs its own "
+            f"id{f' in {id_source}' if id_source else ''}: pass --id_column with one id per video."
+        )
 
 
 def group_by_video(dataset: datasets.Dataset) -> tuple[list[str], list[dict], list[int]]:

@@ -48,7 +48,10 @@ from transformers import get_cosine_schedule_with_warmup
 from clip2video.processing import CLIP2VideoProcessor
 from clip2video.training.checkpoints import (
     TrainingProgress,
+    check_output_dir_against_inputs,
+    check_same_data,
     claim_output_dir,
+    data_identity,
     public_args,
     resolve_checkpoint,
     run_fingerprint,
@@ -84,7 +87,9 @@ from clip2video.training.recipes import (
     parameter_groups,
 )
 from clip2video.training.splits import (
+    DEFAULT_SPLITS,
     PUBLISHED_LOADERS,
+    split_data_files,
     BadVideos,
     build_frame_cache,
     load_splits,
@@ -300,6 +305,10 @@ def parse_args(argv=None):
     if args.resume_from_checkpoint and args.resume_from_checkpoint != "latest":
         if not Path(args.resume_from_checkpoint).is_dir():
             parser.error(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no such folder (or pass latest)")
+    try:
+        check_output_dir_against_inputs(args)
+    except ValueError as error:
+        parser.error(str(error))
     if args.random_frame_jitter is None:
         args.random_frame_jitter = not args.cache_frames
     if args.random_frame_jitter and args.cache_frames:
@@ -588,6 +597,12 @@ def main(argv=None):
     started = time.perf_counter()
     train, evaluation, eval_source = load_splits(args, accelerator)
     timings = {"data_seconds": time.perf_counter() - started}
+    if train is not None:
+        # Recorded in every checkpoint: a resume on other data is refused.
+        train_files = (split_data_files(args.data_files) or {}).get(args.train_split or DEFAULT_SPLITS["hub"][0])
+        fingerprint["data"] = data_identity(train, train_files)
+        if args.resume_from_checkpoint:
+            check_same_data(resolve_checkpoint(args.resume_from_checkpoint, output_dir), fingerprint["data"])
     config = model_config(args.model_name_or_path, args.num_frames, token=args.hub_token)
     processor = build_processor(args.model_name_or_path, args.num_frames, config)
     streaming = isinstance(train, datasets.IterableDataset)

@@ -11,6 +11,7 @@ from accelerate.utils import gather_object
 
 from clip2video.training.data import FrameCache, video_key, video_name
 from clip2video.training.loaders import (
+    check_video_ids,
     load_hub_dataset,
     load_lsmdc,
     load_msrvtt,
@@ -30,7 +31,7 @@ DEFAULT_SPLITS = {
 PUBLISHED_LOADERS = {"msrvtt": load_msrvtt, "msvd": load_msvd, "vatex": load_vatex, "lsmdc": load_lsmdc}
 
 
-def _data_files(patterns: list[str] | None):
+def split_data_files(patterns: list[str] | None):
     """`["train=a/*.tar", "test=b/*.tar"]` -> `{"train": [...], "test": [...]}`; plain patterns are the train split."""
     if not patterns:
         return None
@@ -61,7 +62,7 @@ def load_splits(args, accelerator):
         train_split = args.train_split or DEFAULT_SPLITS["hub"][0]
         eval_split = args.eval_split or DEFAULT_SPLITS["hub"][1]
         common = dict(
-            name=args.dataset_config, data_files=_data_files(args.data_files), data_dir=args.dataset_dir,
+            name=args.dataset_config, data_files=split_data_files(args.data_files), data_dir=args.dataset_dir,
             revision=args.dataset_revision, token=args.hub_token, video_column=args.video_column,
             caption_column=args.caption_column, id_column=args.id_column,
         )
@@ -81,6 +82,9 @@ def load_splits(args, accelerator):
         source = {"dataset": args.dataset, "split": eval_split, "annotations_dir": args.annotations_dir}
     if args.max_eval_samples:
         evaluation = evaluation.select(range(min(args.max_eval_samples, len(evaluation))))
+    for name, split in (("training", train), ("evaluation", evaluation)):
+        if isinstance(split, datasets.Dataset):
+            check_video_ids(split, f"the {name} split")
     return train, evaluation, source
 
 
