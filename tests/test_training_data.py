@@ -1,5 +1,7 @@
 """Batching: the resumable shuffle, batches without repeated captions, the decoded-frame cache, the collator."""
 
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -99,3 +101,61 @@ def test_training_jitter_is_seeded_by_pair_and_epoch_only(tmp_path, processor):
 
     with pytest.raises(ValueError, match="random_frame_jitter needs decoding from files"):
         VideoTextCollator(processor, max_text_length=32, frame_cache=object(), random_frame_jitter=True)
+
+
+def test_an_all_bad_evaluation_batch_is_all_invalid(tmp_path, processor):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    rows = [{"video": str(garbage), "caption": "a cat"}, {"video": str(tmp_path / "missing.mp4"), "caption": "a dog"}]
+    batch = VideoTextCollator(processor, max_text_length=32)(rows)
+    assert batch["valid"].tolist() == [False, False]
+    assert batch["pixel_values_videos"].shape == (2, 4, 3, 16, 16) and batch["video_mask"][:, 0].tolist() == [1, 1]
+    assert [name for name, _ in batch["bad_videos"]] == [str(garbage), str(tmp_path / "missing.mp4")]
+
+
+def test_bad_embedded_videos_are_named_by_their_row_not_a_temporary_file(tmp_path, processor):
+    import datasets
+
+    garbage = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    rows = [{"video_id": f"clip{index}", "video": {"bytes": garbage + bytes([index]), "path": None},
+             "caption": f"caption {index}"} for index in range(3)]
+    batch = VideoTextCollator(processor, max_text_length=32)(rows[:2])
+    names = [name for name, _ in batch["bad_videos"]]
+    assert names == ["video 'clip0' (embedded bytes)", "video 'clip1' (embedded bytes)"]
+    assert all("clip2video_" not in reason and tempfile.gettempdir() not in reason
+               for _, reason in batch["bad_videos"]), batch["bad_videos"]
+
+    # Training: every replacement is bad too; the error names rows of the dataset.
+    dataset = datasets.Dataset.from_list(rows)
+    collator = VideoTextCollator(processor, max_text_length=32, dataset=dataset)
+    collator.max_replacements = 3
+    with pytest.raises(RuntimeError, match=r"training row 1 could not be decoded either.*row 1: video 'clip1'"):
+        collator([{**rows[1], "index": 1}])
+
+
+@pytest.mark.slow
+def test_frame_cache_workers_after_a_decode_in_the_parent(tmp_path):
+    """The usual flow: look at one sample, then cache the frames in forked workers. A child that inherits the
+    parent's decoding state must not hang (a fresh process, killed by the timeout if it does)."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    for index in range(6):
+        write_mp4(tmp_path / f"clip{index}.mp4", rng.integers(0, 255, size=(6, 16, 16, 3), dtype=np.uint8), 2.5)
+    code = f"""
+import glob
+from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
+from clip2video.training.data import FrameCache, decode_video
+video_processor = CLIP2VideoVideoProcessor(size={{"shortest_edge": 16}}, crop_size={{"height": 16, "width": 16}},
+                                           max_frames=4)
+processor = CLIP2VideoProcessor(video_processor=video_processor, tokenizer=offline_clip_tokenizer())
+paths = sorted(glob.glob({str(tmp_path)!r} + "/*.mp4"))
+decode_video(processor, paths[0])  # the parent decodes first
+cache = FrameCache.load_or_build(paths, processor, {str(tmp_path / "cache")!r}, num_workers=2)
+print("cached", len(cache.position), len(cache.bad))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
+                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cached 6 0" in result.stdout

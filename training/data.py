@@ -103,6 +103,19 @@ def video_name(video) -> str:
     return video["path"] or video_key(video)
 
 
+def row_video_name(row: dict) -> str:
+    """How a row's video is named in reports: its file, or for embedded bytes the row's video id with the file name
+    inside the shard (never the temporary file the bytes are decoded from)."""
+    video = as_video(row["video"])
+    if not video["bytes"] or not row.get("video_id"):
+        return video_name(video)
+    return f"video {row['video_id']!r}" + (f" ({video['path']})" if video["path"] else " (embedded bytes)")
+
+
+class VideoDecodeError(ValueError):
+    """A video (embedded bytes) that could not be decoded; the message names the video, not the temporary file."""
+
+
 @contextmanager
 def local_video_file(video):
     """A local path for a video value: the file itself, or a temporary copy of its embedded bytes (removed after)."""
@@ -118,19 +131,25 @@ def local_video_file(video):
 
 
 def decode_video(processor, video, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(pixel_values_videos [1, T, 3, H, W], video_mask [1, T])` of one video value, frames padded to `max_frames`.
+    """`(pixel_values_videos [1, T, 3, H, W], video_mask [1, T])` of one video value, frames padded to `num_frames`.
     Raises what the processor raises for a missing or undecodable file (the message names the video)."""
     with local_video_file(video) as path:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"video file not found: {path}")
-        features = processor.video_processor(videos=[path], pad_to_max_frames=True, return_tensors="pt", **kwargs)
+        try:
+            features = processor.video_processor(videos=[path], pad_to_max_frames=True, return_tensors="pt", **kwargs)
+        except Exception as error:
+            if path == as_video(video)["path"]:
+                raise
+            name = as_video(video)["path"] or "the embedded video"
+            raise VideoDecodeError(failure_reason(error).replace(path, name)) from error
     return features["pixel_values_videos"], features["video_mask"]
 
 
 def failure_reason(error: BaseException) -> str:
     """One line saying why a video was not used."""
     text = " ".join(str(error).split()) or type(error).__name__
-    return f"{type(error).__name__}: {text[:300]}"
+    return text[:300] if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {text[:300]}"
 
 
 def _decode_chunk(args):
@@ -329,7 +348,7 @@ class VideoTextCollator:
             }
         pixel_values, masks, valid, bad_videos = [], [], [], []
         for position, row in enumerate(rows):
-            replacements = None
+            replacements, tried = None, []
             while True:
                 try:
                     frames, mask = self.video(row)
@@ -337,25 +356,29 @@ class VideoTextCollator:
                     break
                 except Exception as error:  # noqa: BLE001 - one bad video must not end the run
                     reason = self._known_bad.get(video_key(row["video"])) or failure_reason(error)
-                    bad_videos.append((video_name(row["video"]), reason))
+                    bad_videos.append((row_video_name(row), reason))
                     if self.dataset is None or "index" not in row:
                         frames = mask = None
                         valid.append(False)
                         break
+                    tried.append(f"row {row.get('replaced', row['index'])}")
                     replacements = replacements or self._replacements(row["index"])
                     try:
-                        _, replacement = next(replacements)
+                        candidate, replacement = next(replacements)
                     except StopIteration:
+                        named = "; ".join(f"{where}: {name}: {why}" for where, (name, why)
+                                          in zip(tried[:5], bad_videos[-len(tried):][:5]))
                         raise RuntimeError(
-                            f"{self.max_replacements} replacements in a row for a bad video could not be decoded "
-                            "either: the training data looks broken wholesale"
+                            f"{self.max_replacements} replacements in a row for a bad video of training row "
+                            f"{row['index']} could not be decoded either: the training data looks broken wholesale "
+                            f"(rows of the dataset, e.g. {named})"
                         ) from error
-                    row = rows[position] = {**replacement, "index": row["index"]}
+                    row = rows[position] = {**replacement, "index": row["index"], "replaced": candidate}
             pixel_values.append(frames)
             masks.append(mask)
         reference = next((frames for frames in pixel_values if frames is not None), None)
         if reference is None:  # no video of this batch decodes: zeros, all invalid
-            reference_mask = torch.zeros(1, self.processor.video_processor.max_frames, dtype=torch.int64)
+            reference_mask = torch.zeros(1, self.processor.video_processor.num_frames, dtype=torch.int64)
             size = self.processor.video_processor.crop_size
             height, width = (size["height"], size["width"]) if isinstance(size, dict) else (size.height, size.width)
             reference = torch.zeros(1, reference_mask.shape[1], 3, height, width)
@@ -467,7 +490,7 @@ class StreamingBatches:
                 row, state, future = pending.popleft()
                 decoded = future.result()
                 if isinstance(decoded, str):
-                    bad_videos.append((video_name(row["video"]), decoded))
+                    bad_videos.append((row_video_name(row), decoded))
                     continue
                 batch_rows.append(row)
                 frames.append(decoded[0])
