@@ -168,7 +168,8 @@ def _cpu_threads(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="synthetic", choices=["synthetic", "videofolder", *PUBLISHED_LOADERS])
+    data.add_argument("--dataset", choices=["synthetic", "videofolder", *PUBLISHED_LOADERS],
+                      help="Default: synthetic, or the dataset --dataset_name names.")
     data.add_argument("--data_dir", default="outputs/data/synthetic", help="Where the synthetic data is generated.")
     data.add_argument("--num_synthetic_train_clips", type=_positive_int, default=SyntheticConfig.num_train_clips)
     data.add_argument("--annotations_dir", help="Annotation files of a published dataset (msrvtt, msvd, vatex, lsmdc).")
@@ -268,12 +269,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The data flags and the data sources that read them (published: msrvtt, msvd, vatex, lsmdc; hub: --dataset_name).
+SOURCE_FLAGS = {
+    "train_dir": ("videofolder",), "eval_dir": ("videofolder",),
+    "annotations_dir": ("published",), "videos_dir": ("published",),
+    "train_split": ("published", "hub"), "eval_split": ("published", "hub"),
+    **{flag: ("hub",) for flag in ("dataset_config", "dataset_dir", "dataset_revision", "video_column",
+                                   "caption_column", "id_column")},
+}
+SOURCE_DESCRIPTIONS = {"videofolder": "--dataset videofolder", "published": "--dataset msrvtt/msvd/vatex/lsmdc",
+                       "hub": "--dataset_name"}
+
+
 def parse_args(argv=None):
     """Parses and checks every flag, before any work: a wrong value stops here with what to pass instead."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.dataset_name:
+        if args.dataset:
+            parser.error(f"--dataset {args.dataset} and --dataset_name {args.dataset_name} name two data sources: "
+                         "pass one of them")
         args.dataset = "hub"
+    args.dataset = args.dataset or "synthetic"
     recipe = SYNTHETIC_RECIPE if args.dataset == "synthetic" else PAPER_RECIPE
     for name, value in recipe.items():
         if getattr(args, name) is None:
@@ -286,6 +303,12 @@ def parse_args(argv=None):
         parser.error("--dataset videofolder needs --train_dir and --eval_dir")
     if args.data_files and not args.dataset_name:
         parser.error("--data_files needs --dataset_name (e.g. webdataset, parquet, videofolder)")
+    source = "published" if args.dataset in PUBLISHED_LOADERS else args.dataset
+    for flag, readers in SOURCE_FLAGS.items():
+        if getattr(args, flag) is not None and source not in readers:
+            given = f"--dataset_name {args.dataset_name}" if args.dataset_name else f"--dataset {args.dataset}"
+            parser.error(f"--{flag} is not read with {given}: it takes effect with "
+                         f"{' or '.join(SOURCE_DESCRIPTIONS[reader] for reader in readers)}; drop it")
     if args.streaming:
         if not args.dataset_name:
             parser.error("--streaming reads a dataset through datasets.load_dataset: pass --dataset_name")
