@@ -675,12 +675,17 @@ def _read_image(path, limits: DecodeLimits) -> np.ndarray:
         raise FileNotFoundError(f"Frame image not found: {name}") from None
     except OSError as error:
         raise ValueError(f"Cannot read frame image {name}: {error.strerror or error}.") from None
-    with os.fdopen(descriptor, "rb") as file:
+    try:
         status = os.fstat(descriptor)
         if not stat.S_ISREG(status.st_mode):
             raise ValueError(f"Cannot read frame image {name}: not a regular file.")
         if status.st_size > limits.max_input_bytes:
             raise limit_error(name, "its size in bytes", status.st_size, "max_input_bytes", limits.max_input_bytes)
+        file = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with file:
         try:
             with Image.open(file) as image:
                 width, height = image.size

@@ -11,12 +11,15 @@ import base64
 import importlib.util
 import io
 import json
+import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -738,3 +741,285 @@ def test_converter_names_the_file_or_tensor_that_is_wrong(original_checkpoint, t
             convert_original_checkpoint(tmp_path / name, tmp_path / f"out_{name}")
         assert message in str(error.value), (name, str(error.value))
         assert not (tmp_path / f"out_{name}").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Settings from the environment: one parser, range-checked, refusing by the variable's name.
+
+
+@pytest.mark.parametrize(
+    "variable, text, message",
+    [
+        ("CLIP2VIDEO_MAX_FRAME_PIXELS", str(2**31), "must be a positive integer at most 268,435,455"),
+        ("CLIP2VIDEO_MAX_INPUT_BYTES", str(2**63), "must be a positive integer at most 1,099,511,627,776"),
+        ("CLIP2VIDEO_MAX_INPUT_BYTES", "-5", "must be a positive integer"),
+        ("CLIP2VIDEO_MAX_INPUT_BYTES", "0", "must be a positive integer"),
+        ("CLIP2VIDEO_MAX_SOURCE_FRAMES", "\u00b2", "must be a positive integer"),  # '²'.isdigit() is True
+        ("CLIP2VIDEO_MAX_SOURCE_FRAMES", "\u0661\u0662", "must be a positive integer"),  # int() reads Arabic digits
+        ("CLIP2VIDEO_MAX_DECODED_PIXELS", "1_000", "must be a positive integer"),
+        ("CLIP2VIDEO_URL_TIMEOUT_SECONDS", "1e10", "must be a finite number at least 0.001 and at most 604800"),
+        ("CLIP2VIDEO_URL_TIMEOUT_SECONDS", "nan", "must be a finite number"),
+        ("CLIP2VIDEO_MAX_DOWNLOAD_SECONDS", "inf", "must be a finite number"),
+        ("CLIP2VIDEO_MAX_DOWNLOAD_SECONDS", "0", "must be a finite number at least 0.001"),
+        ("CLIP2VIDEO_MAX_DURATION_SECONDS", "-1", "must be a finite number at least 0.001"),
+        ("CLIP2VIDEO_ALLOW_PRIVATE_URLS", "maybe", "must be a boolean"),
+        ("CLIP2VIDEO_ALLOW_PRIVATE_URLS", "2", "must be a boolean"),
+    ],
+)
+def test_environment_limits_out_of_range_are_refused_naming_the_variable(monkeypatch, variable, text, message):
+    monkeypatch.setenv(variable, text)
+    with pytest.raises(ValueError, match=f"Environment variable {variable}={text!r} {message}"):
+        DecodeLimits.from_env()
+
+
+def test_environment_booleans_any_case_and_blank_means_the_default(monkeypatch):
+    for text, expected in [("TRUE", True), ("Yes", True), (" on ", True), ("1", True), ("0", False), ("False", False),
+                           ("NO", False), ("", False), ("   ", False)]:
+        monkeypatch.setenv("CLIP2VIDEO_ALLOW_PRIVATE_URLS", text)
+        assert DecodeLimits.from_env().allow_private_urls is expected, text
+    monkeypatch.setenv("CLIP2VIDEO_MAX_FRAME_PIXELS", " 268435455 ")
+    monkeypatch.setenv("CLIP2VIDEO_URL_TIMEOUT_SECONDS", "+2.5e1")
+    limits = DecodeLimits.from_env()
+    assert (limits.max_frame_pixels, limits.url_timeout_seconds) == (268435455, 25.0)
+    with pytest.raises(ValueError, match="DecodeLimits.max_frame_pixels must lie between 0 and 268,435,455"):
+        DecodeLimits(max_frame_pixels=2**31)
+
+
+def test_fetcher_refuses_limits_it_cannot_honour_before_connecting(servers):
+    main, base, _, _ = servers
+    before = len(main.requests)
+    for arguments, message in [({"timeout": 1e10}, "timeout must be a number of seconds"),
+                               ({"total_timeout": math.nan}, "total_timeout must be"),
+                               ({"timeout": -1}, "timeout must be"), ({"max_bytes": 2**63}, "max_bytes must be"),
+                               ({"max_bytes": 0}, "max_bytes must be"), ({"timeout": True}, "timeout must be")]:
+        limits = {"max_bytes": 1000, "timeout": 5.0, "total_timeout": 5.0, **arguments}
+        with pytest.raises(ValueError, match=message):
+            fetch_url(base + "/video.mp4", allow_private=True, **limits)
+    assert len(main.requests) == before
+
+
+def test_endpoint_settings_use_the_same_parser(checkpoint, monkeypatch):
+    spec = importlib.util.spec_from_file_location("settings_handler", checkpoint / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for variable, text, message in [
+        ("CLIP2VIDEO_ENDPOINT_MAX_VIDEOS", "\u00b2", "must be a positive integer at most 1,024"),
+        ("CLIP2VIDEO_ENDPOINT_MAX_TEXTS", "-3", "must be a positive integer"),
+        ("CLIP2VIDEO_ENDPOINT_DEVICE", "nonsense:3", "is not a torch device"),
+        ("CLIP2VIDEO_ENDPOINT_DTYPE", "float64", "choose one of"),
+    ]:
+        with monkeypatch.context() as context:
+            context.setenv(variable, text)
+            with pytest.raises(ValueError, match=f"{variable}={text!r}.*{message}"):
+                module.EndpointHandler(str(checkpoint))
+    monkeypatch.setenv("CLIP2VIDEO_ENDPOINT_MAX_VIDEOS", " 3 ")
+    monkeypatch.setenv("CLIP2VIDEO_ENDPOINT_DTYPE", "Float32")
+    handler = module.EndpointHandler(str(checkpoint))
+    assert (handler.max_videos, handler.dtype) == (3, torch.float32)
+
+
+def test_handler_reads_data_uris_in_any_case_and_mime_base64(checkpoint, video_file):
+    spec = importlib.util.spec_from_file_location("uri_handler", checkpoint / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler = module.EndpointHandler(str(checkpoint))
+    content = video_file.read_bytes()
+    plain = base64.b64encode(content).decode()
+    expected = handler({"inputs": {"video": plain, "candidate_labels": LABELS}})
+    mime = base64.encodebytes(content).decode()  # a line break every 76 characters
+    pem = "\r\n".join(plain[i:i + 64] for i in range(0, len(plain), 64)) + "\r\n"
+    for video in [mime, pem, "DATA:video/mp4;BASE64," + plain, "Data:Video/MP4;base64," + mime]:
+        assert handler({"inputs": {"video": video, "candidate_labels": LABELS}}) == expected
+    for video, message in [("data:video/mp4;base64,QUJD\u00e9", "not valid base64"),
+                           ("DATA:video/mp4," + plain, "only base64 data URIs")]:
+        with pytest.raises(module.RequestError, match=message):
+            handler({"inputs": {"video": video, "candidate_labels": LABELS}})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checkpoints whose weights make every score NaN.
+
+
+@pytest.mark.parametrize(
+    "tensor, value, message",
+    [
+        ("logit_scale", math.nan, "NaN or infinite values in 1 tensor.s.: logit_scale"),
+        ("logit_scale", 1000.0, r"has logit_scale \[1000.0\]: exp\(logit_scale\), the scores' scale, overflows"),
+        ("text_model.final_layer_norm.weight", math.inf, "in 1 tensor.s.: text_model.final_layer_norm.weight"),
+        ("temporal_transformer.layers.0.mlp.fc1.weight", math.nan, "temporal_transformer.layers.0.mlp.fc1.weight"),
+    ],
+)
+def test_non_finite_weights_are_refused_at_load_naming_the_tensor(checkpoint, tmp_path, tensor, value, message):
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel
+
+    folder = tmp_path / "broken"
+    shutil.copytree(checkpoint, folder)
+    weights = load_file(folder / "model.safetensors")
+    assert tensor in weights, sorted(weights)[:20]
+    broken = weights[tensor].clone()
+    broken.view(-1)[0] = value
+    save_file({**weights, tensor: broken}, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=message):
+        CLIP2VideoModel.from_pretrained(folder)
+    with pytest.raises(ValueError, match=message):
+        AutoModel.from_pretrained(folder, trust_remote_code=True)
+
+
+def test_a_large_but_finite_logit_scale_loads_and_scores_unchanged(checkpoint, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "sharp"
+    shutil.copytree(checkpoint, folder)
+    weights = load_file(folder / "model.safetensors")
+    save_file({**weights, "logit_scale": torch.tensor(50.0)}, folder / "model.safetensors", metadata={"format": "pt"})
+    model = CLIP2VideoModel.from_pretrained(folder)
+    assert model.logit_scale.item() == 50.0  # loaded as stored: scores are the weights' scores, never clamped
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Frame images: high bit depths scaled, bombs refused from the header, only regular files.
+
+
+def png_bytes(values: np.ndarray, color_type: int, size: tuple[int, int] | None = None) -> bytes:
+    """A 16-bit PNG written by hand (the standard's chunks, zlib and CRC32), independent of Pillow. `color_type` 0 is
+    grey, 2 RGB, 4 grey and alpha; `size` overrides the header's (width, height) to make a bomb."""
+    height, width = values.shape[:2]
+    width, height = size or (width, height)
+    raw = b"".join(b"\x00" + values[row].astype(">u2").tobytes() for row in range(values.shape[0]))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + (zlib.crc32(kind + data) & 0xFFFFFFFF).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([16, color_type, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+# 16-bit values around every place a rounding or a clip would show: 255 and 256 (the clip), halves of 257.
+GREYS_16 = [0, 128, 129, 255, 256, 385, 386, 32767, 32768, 65278, 65407, 65535]
+
+
+def pixel_values_to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """Undoes the processor's normalisation of identity-sized frames (32 x 32): the uint8 value of each pixel."""
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    mean, std = torch.tensor(OPENAI_CLIP_MEAN)[:, None, None], torch.tensor(OPENAI_CLIP_STD)[:, None, None]
+    return ((pixels * std + mean) * 255).round()
+
+
+def test_16_bit_grey_frames_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    paths, pil_frames = [], []
+    for index, grey in enumerate(GREYS_16):
+        values = np.full((32, 32), grey, np.uint16)
+        paths.append(tmp_path / f"frame{index:02d}.png")
+        paths[-1].write_bytes(png_bytes(values, 0))
+        pil_frames.append(Image.fromarray(values))  # mode I;16, as Pillow holds them
+    # The nearest 8-bit value of each, computed here: v * 255 / 65535 rounded.
+    expected = torch.tensor([math.floor(grey * 255 / 65535 + 0.5) for grey in GREYS_16], dtype=torch.float32)
+    processor = tiny_processor()
+    for video in ([str(path) for path in paths], pil_frames):
+        out = processor(videos=[video], do_sample_frames=False, num_frames=len(GREYS_16))["pixel_values_videos"][0]
+        got = pixel_values_to_uint8(out)
+        assert torch.equal(got, expected[:, None, None, None].expand_as(got)), got[:, 0, 0, 0].tolist()
+    assert expected[4] == 1 and expected[-1] == 255  # convert("RGB") would give 255 from 256 on
+
+
+def test_16_bit_colour_and_alpha_pngs_keep_their_colours(tmp_path):
+    values = np.zeros((32, 32, 3), np.uint16)
+    values[..., 0], values[..., 1], values[..., 2] = 65535, 32768, 256
+    (tmp_path / "rgb.png").write_bytes(png_bytes(values, 2))
+    grey_alpha = np.stack([np.full((32, 32), 32768, np.uint16), np.full((32, 32), 65535, np.uint16)], -1)
+    (tmp_path / "la.png").write_bytes(png_bytes(grey_alpha, 4))
+    out = tiny_processor()(videos=[[str(tmp_path / "rgb.png"), str(tmp_path / "la.png")]], do_sample_frames=False)
+    got = pixel_values_to_uint8(out["pixel_values_videos"][0, :2])[:, :, 0, 0]
+    # Pillow reads 16-bit colour as 8 bits (the high byte): within one level of the nearest value, never clipped.
+    assert torch.allclose(got, torch.tensor([[255.0, 128.0, 1.0], [128.0, 128.0, 128.0]]), atol=1), got
+
+
+def test_a_png_bomb_is_refused_from_its_header_by_our_limit(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bytes(np.zeros((1, 4), np.uint16), 0, size=(100_000, 100_000)))
+    large = tmp_path / "large.png"
+    large.write_bytes(png_bytes(np.zeros((1, 4), np.uint16), 0, size=(5000, 5000)))
+    for path, pixels in [(bomb, "10000000000"), (large, "25000000")]:
+        started = time.monotonic()
+        with pytest.raises(ValueError, match=f"{path.name}: .*{pixels} exceeds the limit of 16777216 .`max_frame_pix"):
+            tiny_processor()(videos=[[str(path)]])
+        assert time.monotonic() - started < 2
+
+
+def test_frame_paths_that_are_not_regular_files_are_refused_without_waiting(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "folder.png").mkdir()
+    for name in ("pipe.png", "folder.png"):
+        started = time.monotonic()
+        with pytest.raises(ValueError, match=f"Cannot read frame image .*{name}: not a regular file"):
+            tiny_processor()(videos=[[str(tmp_path / name)]])
+        assert time.monotonic() - started < 2
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Video inputs and metadata of the wrong form: named errors, never raw ones or silent results.
+
+
+FRAMES = np.zeros((10, 8, 8, 3), np.uint8)
+
+
+@pytest.mark.parametrize(
+    "metadata, message",
+    [
+        ({"duration": "10"}, "duration must be a positive number, got '10'"),
+        ({"fps": "30"}, "fps must be a positive number"),
+        ({"fps": 1e-300}, "fps=1e-300 puts 10 frames 1e\\+301 s apart"),
+        ({"fps": 0}, "fps must be a positive number"),
+        ({"fps": math.nan}, "fps must be a positive number"),
+        ({"fps": True}, "fps must be a positive number"),
+        ({"duration": -1.0}, "duration must be a positive number"),
+        ({"total_num_frames": "10"}, "total_num_frames must be an integer"),
+        ({"total_num_frames": 20, "frames_indices": 5}, "frames_indices must be a list of integers"),
+        ({"total_num_frames": 20, "frames_indices": [i * 1.5 for i in range(10)]}, "frames_indices must be a list of"),
+        ({"total_num_frames": 20, "frames_indices": np.arange(10) + 0.5}, "frames_indices must be a list of integers"),
+        ({"total_num_frames": 20, "frames_indices": ["0"] * 10}, "frames_indices must be a list of integers"),
+    ],
+)
+def test_bad_video_metadata_is_a_value_error_naming_the_field(metadata, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_processor()(videos=[FRAMES], video_metadata=[{"fps": 5, **metadata} if "fps" not in metadata
+                                                          and "duration" not in metadata else metadata])
+
+
+def test_integer_frames_indices_as_arrays_are_accepted():
+    metadata = {"fps": 10.0, "total_num_frames": 40, "frames_indices": np.arange(0, 40, 4)}
+    from_array = tiny_processor()(videos=[FRAMES], video_metadata=[metadata])
+    from_list = tiny_processor()(videos=[FRAMES], video_metadata=[{**metadata, "frames_indices": list(range(0, 40, 4))}])
+    assert torch.equal(from_array["video_mask"], from_list["video_mask"])
+
+
+@pytest.mark.parametrize(
+    "videos, message",
+    [
+        (np.zeros((0, 4, 8, 8, 3), np.uint8), r"empty batch of videos \(an array of shape \(0, 4, 8, 8, 3\)\)"),
+        (torch.zeros((0, 4, 3, 8, 8), dtype=torch.uint8), "empty batch of videos"),
+        (np.empty((2, 8, 8, 3), dtype=object), "must be a numeric array .* got dtype object"),
+        ([np.array([["a"] * 3] * 8 * 8).reshape(8, 8, 3)], "must be a numeric array .* got dtype <U1"),
+        (torch.zeros((4, 3, 8, 8), dtype=torch.uint8, device="meta"), "dense tensor holding data, got one on the meta"),
+        ([{"bytes": "/etc/hostname"}], r"'bytes' is a str, not bytes"),
+        ({"bytes": None, "path": 7}, r"'path' is a int, not a path"),
+    ],
+)
+def test_inputs_of_the_wrong_form_are_value_errors(videos, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_processor()(videos=videos)
+
+
+def test_do_sample_frames_none_means_the_default():
+    frames = np.random.default_rng(0).integers(0, 256, (30, 8, 8, 3), dtype=np.uint8)
+    processor = tiny_processor()
+    default = processor(videos=[frames], video_metadata=[{"fps": 10.0}])
+    for value in (None, True):
+        given = processor(videos=[frames], video_metadata=[{"fps": 10.0}], do_sample_frames=value)
+        assert torch.equal(given["pixel_values_videos"], default["pixel_values_videos"])
+    with pytest.raises(ValueError, match="with `do_sample_frames=False` every frame is used"):
+        processor(videos=[frames], do_sample_frames=False)
