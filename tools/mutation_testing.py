@@ -25,6 +25,7 @@ import argparse
 import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -570,8 +571,9 @@ MUTANTS = [
     ),
     Mutant(
         "pipelines.rank_labels_sigmoid", PIPELINES,
-        'scores = logits.softmax(dim=-1) if function_to_apply == "softmax" else logits',
-        'scores = logits.sigmoid() if function_to_apply == "softmax" else logits',
+        ("scores = logits.softmax(dim=-1)",
+         'scores = logits.softmax(dim=-1) if function_to_apply == "softmax" else logits'),
+        ("scores = logits.sigmoid()", 'scores = logits.sigmoid() if function_to_apply == "softmax" else logits'),
         "zero-shot scores are per-label sigmoids, not a softmax over the labels",
     ),
     Mutant(
@@ -672,19 +674,105 @@ def run_tests(tests: list[str], tree: Path, env: dict[str, str], timeout: float)
     return ("passed" if process.returncode == 0 else "failed"), seconds, tail
 
 
+_GAP = r"(?:\s|\\\n)*"  # whitespace, line breaks and backslash continuations
+_WORD_GAP = r"(?:\s|\\\n)+"
+
+
+def _is_word(token: str) -> bool:
+    return token[0].isalnum() or token[0] == "_"
+
+
+def snippet_pattern(snippet: str) -> re.Pattern:
+    """A pattern matching `snippet` however a formatter lays it out: any whitespace (line breaks and indentation
+    included) between its tokens (some between two names or numbers), either quote character for a quote, an
+    optional trailing comma before a closing bracket. Names, numbers and operators must stay as written, so a match
+    is the same code."""
+    tokens = re.findall(r"\w+|\S", snippet)
+    parts = []
+    for index, token in enumerate(tokens):
+        if index:
+            parts.append(_WORD_GAP if _is_word(tokens[index - 1]) and _is_word(token) else _GAP)
+        if token in ("'", '"'):
+            parts.append(r"""['"]""")
+        elif token in ")]}":
+            parts.append(f"(?:,{_GAP})?" + re.escape(token))
+        else:
+            parts.append(re.escape(token))
+    # A snippet that starts or ends with a name must not match inside a longer name.
+    head = r"(?<!\w)" if tokens and _is_word(tokens[0]) else ""
+    tail = r"(?!\w)" if tokens and _is_word(tokens[-1]) else ""
+    return re.compile(head + "".join(parts) + tail)
+
+
+def occurrences(text: str, snippet: str) -> list[re.Match]:
+    """Where `snippet` occurs in `text`, formatting aside (`snippet_pattern`)."""
+    return list(snippet_pattern(snippet).finditer(text))
+
+
+def find_once(text: str, snippets: str | tuple[str, ...]) -> tuple[int, re.Match] | None:
+    """The first of `snippets` (successive versions of the same code) that occurs exactly once: (its index, where)."""
+    for index, snippet in enumerate(snippets if isinstance(snippets, tuple) else (snippets,)):
+        found = occurrences(text, snippet)
+        if len(found) == 1:
+            return index, found[0]
+    return None
+
+
+def _indentation(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def mutated_text(text: str, mutant: Mutant) -> str | None:
+    """`text` with the mutant planted, or None when none of its snippets occurs exactly once, or when the planted
+    code is not valid Python (a replacement that no longer fits the reformatted code)."""
+    found = find_once(text, mutant.original)
+    if found is None:
+        return None
+    index, match = found
+    original = (mutant.original if isinstance(mutant.original, tuple) else (mutant.original,))[index]
+    replacement = (mutant.replacement if isinstance(mutant.replacement, tuple) else (mutant.replacement,))[index]
+    # The match starts and ends at the snippet's first and last token: drop the whitespace around the replacement
+    # that stands for the whitespace around the snippet.
+    lead = original[: len(original) - len(original.lstrip())]
+    trail = original[len(original.rstrip()):]
+    if replacement.startswith(lead) and replacement.endswith(trail) and len(replacement) >= len(lead) + len(trail):
+        replacement = replacement[len(lead): len(replacement) - len(trail)]
+    else:
+        replacement = replacement.strip()
+    if "\n" in replacement:
+        # Lines after the first move with the code: by how much its first line's indentation changed.
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        before = text[line_start: match.start()]
+        if not before.strip():
+            written = _indentation(lead.rsplit("\n", 1)[-1])
+            shift = len(before) - written
+            lines = replacement.split("\n")
+            moved = [lines[0]]
+            for line in lines[1:]:
+                if shift >= 0:
+                    moved.append(" " * shift + line if line.strip() else line)
+                else:
+                    moved.append(line[min(-shift, _indentation(line)):])
+            replacement = "\n".join(moved)
+    planted = text[: match.start()] + replacement + text[match.end():]
+    try:
+        compile(planted, mutant.path, "exec")
+    except SyntaxError:
+        return None
+    return planted
+
+
 def plant(tree: Path, mutant: Mutant) -> str | None:
     """Writes the mutant into the copy; returns the original text, or None when the snippet is not there once."""
     source = tree / mutant.path
     if not source.is_file():
         return None
     text = source.read_text()
-    originals = mutant.original if isinstance(mutant.original, tuple) else (mutant.original,)
-    replacements = mutant.replacement if isinstance(mutant.replacement, tuple) else (mutant.replacement,)
-    for original, replacement in zip(originals, replacements, strict=True):
-        if text.count(original) == 1:
-            source.write_text(text.replace(original, replacement))
-            return text
-    return None
+    planted = mutated_text(text, mutant)
+    if planted is None:
+        return None
+    source.write_text(planted)
+    return text
 
 
 def main(argv=None) -> int:
@@ -707,8 +795,7 @@ def main(argv=None) -> int:
             source = subprocess.run(
                 ["git", "-C", str(REPO), "show", f"{args.ref}:{mutant.path}"], capture_output=True, text=True
             ).stdout
-            originals = mutant.original if isinstance(mutant.original, tuple) else (mutant.original,)
-            found = any(source.count(original) == 1 for original in originals)
+            found = mutated_text(source, mutant) is not None
             applicable += found
             flag = f"  [equivalent: {mutant.equivalent}]" if mutant.equivalent else ""
             state = "" if found else f"  NOT APPLICABLE at {args.ref}"
