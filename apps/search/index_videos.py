@@ -165,7 +165,10 @@ def index_share(model, dataset: VideoFiles, args, model_hash: str, parts_dir: Pa
             batch.clear()
 
     started = time.perf_counter()
-    for item in tqdm(loader, desc="Indexing videos", unit="video", disable=not show_progress):
+    # An iterator, not the loader: `tqdm.auto`'s asyncio mixin calls `iter()` on an iterable when the bar is made (even
+    # disabled), which started a first set of workers decoding videos that the loop's own set then decoded again.
+    progress = tqdm(iter(loader), total=len(dataset), desc="Indexing videos", unit="video", disable=not show_progress)
+    for item in progress:
         if "error" in item:
             unreadable[item["name"]] = item["error"]
             continue
