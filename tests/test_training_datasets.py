@@ -33,7 +33,7 @@ def published(folder: Path) -> dict:
     for name in ("model.safetensors", "config.json", "README.md", "results.json", "processor_config.json",
                  "pipeline_clip2video.py", "handler.py"):
         assert (folder / name).is_file(), name
-    assert not list(folder.parent.glob(f".{folder.name}.publishing-*"))  # the staging folder was renamed
+    assert not (folder / ".publishing").exists()  # the staging folder was emptied into place
     return json.loads((folder / "results.json").read_text())
 
 

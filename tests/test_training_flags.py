@@ -180,3 +180,41 @@ def test_repeated_ids_in_a_split_list_are_reported(tmp_path):
     (tmp_path / "MSRVTT_data.json").write_text(json.dumps({"sentences": sentences}))
     with pytest.raises(BadRowsError, match=r"MSRVTT_train.9k.csv:4: repeated video id 'video0' \(first at line 2\)"):
         load_msrvtt(tmp_path, tmp_path / "videos", "train_9k")
+
+
+def test_the_fingerprint_covers_the_training_data(tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from clip2video.training.checkpoints import check_same_data, data_identity
+
+    def folder(name, captions):
+        root = tmp_path / name
+        (root / "videos").mkdir(parents=True)
+        for index in range(len(captions)):
+            frames = np.full((4, 16, 16, 3), 40 * index, dtype=np.uint8)
+            write_mp4(root / "videos" / f"{index}.mp4", frames, 2.5)
+        (root / "metadata.csv").write_text("file_name,caption\n" + "".join(
+            f"videos/{index}.mp4,{caption}\n" for index, caption in enumerate(captions)))
+        return root
+
+    original = folder("a", ["a red square", "a blue circle"])
+    identity = data_identity(load_video_folder(original))
+    shutil.copytree(original, tmp_path / "moved")
+    assert data_identity(load_video_folder(tmp_path / "moved")) == identity  # the same data elsewhere: resumable
+    recaptioned = data_identity(load_video_folder(folder("b", ["a red square", "a green circle"])))
+    with (original / "videos" / "1.mp4").open("ab") as file:
+        file.write(b"\0" * 10)  # another video file under the same name
+    rewritten = data_identity(load_video_folder(original))
+    assert len({identity["digest"], recaptioned["digest"], rewritten["digest"]}) == 3
+
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "run.json").write_text(json.dumps({"fingerprint": "f", "data": identity}))
+    check_same_data(str(checkpoint), identity)
+    with pytest.raises(ValueError, match=r"was trained on other data: 2 training rows \(digest \w+\) there, 2 "):
+        check_same_data(str(checkpoint), rewritten)
+    (checkpoint / "run.json").write_text(json.dumps({"fingerprint": "f"}))
+    with pytest.warns(UserWarning, match="does not record its training data"):
+        check_same_data(str(checkpoint), identity)

@@ -220,3 +220,116 @@ def test_two_video_files_of_one_id_take_the_first_sorted_and_warn(tmp_path):
 def test_a_missing_videos_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="videos folder not found: .*absent"):
         index_videos(tmp_path / "absent")
+
+
+# One video per id; unreadable shards named; each split read from its own files --------------------------------------
+
+
+def _parquet(path, videos, captions, ids=None):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"video": videos, "caption": captions, **({"video_id": ids} if ids else {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def _splits(*argv):
+    from contextlib import nullcontext
+
+    from clip2video.training.run import parse_args
+    from clip2video.training.splits import load_splits
+
+    class MainProcess:
+        is_main_process = True
+
+        def main_process_first(self):
+            return nullcontext()
+
+    return load_splits(parse_args([*argv, "--model_name_or_path", "m"]), MainProcess())
+
+
+def test_embedded_videos_without_ids_or_paths_stay_distinct(tmp_path):
+    from tests.helpers.training_data import CONFIG, clip_plans
+    from tests.helpers.videos import mp4_bytes
+
+    plans = clip_plans(4, seed=0)
+    videos = [{"bytes": mp4_bytes(frames, CONFIG.frames_per_second), "path": None} for _, frames in plans]
+    captions = [caption for caption, _ in plans]
+    for split in ("train", "test"):
+        _parquet(tmp_path / f"{split}.parquet", videos + videos[:1], captions + ["the first video again"])
+    train, evaluation, _ = _splits("--dataset_name", "parquet", "--data_files", f"train={tmp_path}/train.parquet",
+                                   f"test={tmp_path}/test.parquet")
+    for split in (train, evaluation):
+        video_ids, _, caption_video = group_by_video(split)
+        assert len(video_ids) == 4 and caption_video == [0, 1, 2, 3, 0]  # the same bytes: the same video
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_an_id_naming_two_videos_is_refused_with_its_rows(tmp_path, split):
+    from tests.helpers.training_data import CONFIG, clip_plans
+    from tests.helpers.videos import mp4_bytes
+
+    plans = clip_plans(4, seed=0)
+    videos = [{"bytes": mp4_bytes(frames, CONFIG.frames_per_second), "path": "clip.mp4"} for _, frames in plans]
+    good = _parquet(tmp_path / "good.parquet", videos, [caption for caption, _ in plans], ["a", "b", "c", "d"])
+    clashing = _parquet(tmp_path / "bad.parquet", videos, [caption for caption, _ in plans], None)  # path for id
+    files = {"train": good, "test": good, split: clashing}
+    with pytest.raises(ValueError, match=r"1 video ids each name more than one video \(id 'clip.mp4': rows 0, 1, 2, "
+                                         r"3\)"):
+        _splits("--dataset_name", "parquet", "--data_files", f"train={files['train']}", f"test={files['test']}")
+
+
+def test_every_loader_refuses_an_id_with_two_videos(tmp_path):
+    from clip2video.training.loaders import FEATURES, check_video_ids
+
+    rows = {"video_id": ["x", "y", "x"], "caption": ["a", "b", "c"],
+            "video": [{"path": "/v/1.mp4", "bytes": None}, {"path": "/v/2.mp4", "bytes": None},
+                      {"path": "/v/3.mp4", "bytes": None}]}
+    with pytest.raises(ValueError, match=r"the training split: 1 video ids .*id 'x': rows 0, 2"):
+        check_video_ids(datasets.Dataset.from_dict(rows, features=FEATURES), "the training split")
+    rows["video"][2] = {"path": "/v/1.mp4", "bytes": None}  # another caption of the same video: fine
+    check_video_ids(datasets.Dataset.from_dict(rows, features=FEATURES), "the training split")
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_truncated_shard_is_named(tmp_path, streaming):
+    from clip2video.training.data import StreamingBatches
+    from clip2video.training.loaders import local_data_files
+    from tests.helpers.training_data import write_shards
+
+    shards = write_shards(tmp_path / "shards", "train", 9, seed=0, num_shards=3)
+    write_shards(tmp_path / "shards", "test", 3, seed=1, num_shards=1)
+    data = shards[1].read_bytes()
+    shards[1].write_bytes(data[: len(data) // 2])
+    argv = ["--dataset_name", "webdataset", "--data_files", f"train={tmp_path}/shards/train-*.tar",
+            f"test={tmp_path}/shards/test-*.tar", *(["--streaming", "--max_train_steps", "1"] if streaming else [])]
+    message = rf"1 data file\(s\) cannot be read .*\n  {shards[1]}: (ReadError|EOFError)"
+    if not streaming:
+        with pytest.raises(ValueError, match=message):
+            _splits(*argv)
+        return
+    train, evaluation, _ = _splits(*argv)
+    assert len(evaluation) == 3
+    stream = StreamingBatches(train, 2, None, seed=0, data_files=local_data_files([str(tmp_path / "shards" / "t*")]))
+    with pytest.raises(ValueError, match=message):
+        list(stream._ordered_rows())
+
+
+def test_a_streamed_training_split_is_not_copied_into_the_cache(tmp_path):
+    from pathlib import Path
+
+    from tests.helpers.training_data import write_shards
+
+    write_shards(tmp_path / "shards", "train", 8, seed=0, num_shards=2)
+    write_shards(tmp_path / "shards", "test", 3, seed=1, num_shards=1)
+    train, evaluation, _ = _splits("--dataset_name", "webdataset", "--data_files",
+                                   f"train={tmp_path}/shards/train-*.tar", f"test={tmp_path}/shards/test-*.tar",
+                                   "--streaming", "--max_train_steps", "1")
+    assert isinstance(train, datasets.IterableDataset) and len(evaluation) == 3
+    prepared = {path.name for file in evaluation.cache_files for path in Path(file["filename"]).parent.iterdir()}
+    assert "webdataset-test.arrow" in prepared and not any("train" in name for name in prepared), prepared
+    with pytest.raises(ValueError, match=r"--data_files gives no files for the split 'validation'"):
+        _splits("--dataset_name", "webdataset", "--data_files", f"train={tmp_path}/shards/train-*.tar",
+                f"test={tmp_path}/shards/test-*.tar", "--eval_split", "validation")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from clip2video.training.loaders import as_video
+from clip2video.training.loaders import as_video, unreadable_files_error
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -421,13 +421,16 @@ class StreamingBatches:
     and skips the consumed rows, so it yields exactly the batches an uninterrupted run would. (datasets' own shuffle
     buffer loses its content on resume; a block is re-read instead, at most `block_size` rows.)
 
-    Videos are decoded by `collator` in `num_threads` threads, a bounded number of rows ahead. A row whose video
+    A shard that cannot be read (cut short) stops the stream with an error naming it (`data_files`: the local
+    shards). Videos are decoded by `collator` in `num_threads` threads, a bounded number of rows ahead. A row whose video
     cannot be decoded is skipped and the next row of the stream takes its place, so each batch is full; the bad
     videos of a batch are in its `bad_videos`. The epoch ends when fewer than `batch_size` rows are left.
     """
 
-    def __init__(self, dataset, batch_size: int, collator, seed: int, block_size: int = 1000, num_threads: int = 1):
+    def __init__(self, dataset, batch_size: int, collator, seed: int, block_size: int = 1000, num_threads: int = 1,
+                 data_files: list[str] | None = None):
         self.dataset, self.batch_size, self.collator = dataset, batch_size, collator
+        self.data_files = data_files or []  # the local shards, named when reading the stream fails
         self.seed, self.block_size, self.num_threads = seed, block_size, max(1, num_threads)
         self.state = {"epoch": 0, "block": 0, "block_state": None, "position": 0}
 
@@ -453,7 +456,10 @@ class StreamingBatches:
                     datasets.logging.set_verbosity(logging_level)
         rows = iter(dataset)
         while True:
-            rows_in_block = list(itertools.islice(rows, self.block_size))
+            try:
+                rows_in_block = list(itertools.islice(rows, self.block_size))
+            except Exception as error:
+                raise unreadable_files_error("the training stream", self.data_files, error) or error
             if not rows_in_block:
                 return
             next_state = dataset.state_dict()

@@ -36,11 +36,13 @@ counts it among its bad videos, as it does for a file that exists but does not d
 """
 
 import csv
+import glob
 import hashlib
 import io
 import json
 import os
 import pickle
+import tarfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -557,10 +559,13 @@ def load_hub_dataset(
     warning (streamed: counted as they go by, in `skipped_rows` of the dataset's `info.description`). The video is
     cast to `Video(decode=False)`: frames are decoded by this project's processor, never by torchcodec.
     """
-    dataset = datasets.load_dataset(
-        path, name, split=split, data_files=data_files, data_dir=data_dir, revision=revision, token=token,
-        streaming=streaming,
-    )
+    try:
+        dataset = datasets.load_dataset(
+            path, name, split=split, data_files=data_files, data_dir=data_dir, revision=revision, token=token,
+            streaming=streaming,
+        )
+    except Exception as error:
+        raise unreadable_files_error(f"{path} {split}", local_data_files(data_files), error) or error
     features = dataset.features
     video_column = _pick_column(features, video_column, VIDEO_COLUMN_CANDIDATES, "video", "--video_column", datasets.Video)
     caption_column = _pick_column(features, caption_column, CAPTION_COLUMN_CANDIDATES, "caption", "--caption_column")
@@ -604,7 +609,10 @@ def load_hub_dataset(
     if streaming:
         return dataset.map(to_rows, batched=True, batch_size=64, remove_columns=columns, features=FEATURES)
     before = len(dataset)
-    rows = dataset.map(to_rows, batched=True, remove_columns=columns, features=FEATURES, desc=f"rows of {where}")
+    try:
+        rows = dataset.map(to_rows, batched=True, remove_columns=columns, features=FEATURES, desc=f"rows of {where}")
+    except Exception as error:
+        raise unreadable_files_error(where, local_data_files(data_files), error) or error
     if len(rows) == 0:
         raise ValueError(f"{where}: no row with a video and a non-empty caption (columns {video_column!r}, {caption_column!r})")
     check_video_ids(rows, where, id_column and f"--id_column {id_column!r}")
@@ -637,6 +645,48 @@ def check_video_ids(dataset: datasets.Dataset, where: str, id_source: str | None
             f"{where}: {len(clashes)} video ids each name more than one video ({examples}). Each video needs its own "
             f"id{f' in {id_source}' if id_source else ''}: pass --id_column with one id per video."
         )
+
+
+def local_data_files(data_files) -> list[str]:
+    """The local files `data_files` (a pattern, a list, or split -> patterns) names, sorted."""
+    if data_files is None:
+        return []
+    patterns = data_files.values() if isinstance(data_files, dict) else [data_files]
+    flat = [pattern for group in patterns for pattern in ([group] if isinstance(group, str) else group)]
+    return sorted({path for pattern in flat for path in glob.glob(pattern) if os.path.isfile(path)})
+
+
+def _check_readable(path: str):
+    """Raises when `path` is cut short or not what its extension says: a tar member that ends past the end of the
+    file, a parquet file without its footer."""
+    if path.endswith(".tar"):
+        size = os.path.getsize(path)
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.offset_data + member.size > size:
+                    raise EOFError(f"truncated: {member.name} ends at byte {member.offset_data + member.size} of "
+                                   f"a {size}-byte file")
+    elif path.endswith(".parquet"):
+        import pyarrow.parquet
+
+        pyarrow.parquet.ParquetFile(path).metadata
+
+
+def unreadable_files_error(where: str, files: list[str], error: BaseException) -> ValueError | None:
+    """After `error` while reading `files`: a ValueError naming the files that are cut short or unreadable, or
+    None when they all read (the error is something else)."""
+    bad = []
+    for path in files:
+        try:
+            _check_readable(path)
+        except Exception as problem:  # noqa: BLE001 - any failure makes this the file to name
+            bad.append(f"{path}: {type(problem).__name__}: {problem}")
+    if not bad:
+        return None
+    problem = ValueError(f"{where}: {len(bad)} data file(s) cannot be read ({type(error).__name__}: {error}):\n  "
+                         + "\n  ".join(bad[:20]) + "\nreplace or remove them.")
+    problem.__cause__ = error
+    return problem
 
 
 def group_by_video(dataset: datasets.Dataset) -> tuple[list[str], list[dict], list[int]]:

@@ -75,7 +75,7 @@ from clip2video.training.data import (
 )
 from clip2video.training.distributed import fill_deepspeed_batch_sizes, set_cpu_threads
 from clip2video.training.evaluation import EvaluationData, evaluate
-from clip2video.training.loaders import group_by_video
+from clip2video.training.loaders import group_by_video, local_data_files
 from clip2video.training.publish import prepare_hub_repo, print_results_table, push_folder, write_publishable_folder
 from clip2video.training.recipes import (
     ARCHITECTURES,
@@ -432,6 +432,7 @@ def train_and_evaluate(
             split_dataset_by_node(train, accelerator.process_index, accelerator.num_processes), local_batch,
             train_collator, args.seed, block_size=args.shuffle_block_size,
             num_threads=args.num_workers if args.num_workers else os.cpu_count() or 1,
+            data_files=local_data_files(train_data_files(args)),
         )
         total_steps = args.max_train_steps
         steps_per_epoch = None
@@ -549,6 +550,11 @@ def train_and_evaluate(
 
 
 
+def train_data_files(args) -> list[str] | None:
+    """The --data_files patterns of the training split."""
+    return (split_data_files(args.data_files) or {}).get(args.train_split or DEFAULT_SPLITS["hub"][0])
+
+
 def streamed_batches(accelerator, stream: StreamingBatches, progress: TrainingProgress):
     """This process's streamed batches, on the device, for as long as every process has one (processes read
     different shards and may run out at different times; all end the epoch together)."""
@@ -622,8 +628,7 @@ def main(argv=None):
     timings = {"data_seconds": time.perf_counter() - started}
     if train is not None:
         # Recorded in every checkpoint: a resume on other data is refused.
-        train_files = (split_data_files(args.data_files) or {}).get(args.train_split or DEFAULT_SPLITS["hub"][0])
-        fingerprint["data"] = data_identity(train, train_files)
+        fingerprint["data"] = data_identity(train, train_data_files(args))
         if args.resume_from_checkpoint:
             check_same_data(resolve_checkpoint(args.resume_from_checkpoint, output_dir), fingerprint["data"])
     config = model_config(args.model_name_or_path, args.num_frames, token=args.hub_token)

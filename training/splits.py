@@ -44,6 +44,23 @@ def split_data_files(patterns: list[str] | None):
     return files
 
 
+def _files_of(files: dict[str, list[str]] | None, split: str) -> dict[str, list[str]] | None:
+    """The data files of one split only: loading a split never reads (or caches) another split's files."""
+    if files is None:
+        return None
+    if split not in files:
+        raise ValueError(f"--data_files gives no files for the split {split!r} (it gives {sorted(files)}): add "
+                         f'"{split}=PATTERN", or choose the split with --train_split / --eval_split')
+    return {split: files[split]}
+
+
+def _materialized(stream: datasets.IterableDataset) -> datasets.Dataset:
+    def rows():
+        yield from stream
+
+    return datasets.Dataset.from_generator(rows, features=stream.features)
+
+
 def load_splits(args, accelerator):
     """(train Dataset / IterableDataset or None, eval Dataset, description of the eval split for results.json)."""
     if args.dataset == "synthetic":
@@ -62,15 +79,23 @@ def load_splits(args, accelerator):
         train_split = args.train_split or DEFAULT_SPLITS["hub"][0]
         eval_split = args.eval_split or DEFAULT_SPLITS["hub"][1]
         common = dict(
-            name=args.dataset_config, data_files=split_data_files(args.data_files), data_dir=args.dataset_dir,
-            revision=args.dataset_revision, token=args.hub_token, video_column=args.video_column,
-            caption_column=args.caption_column, id_column=args.id_column,
+            name=args.dataset_config, data_dir=args.dataset_dir, revision=args.dataset_revision, token=args.hub_token,
+            video_column=args.video_column, caption_column=args.caption_column, id_column=args.id_column,
         )
+        files = split_data_files(args.data_files)
         with accelerator.main_process_first():  # the main process downloads and prepares; the others read the cache
             train = None
             if not args.eval_only:
-                train = load_hub_dataset(args.dataset_name, split=train_split, streaming=args.streaming, **common)
-            evaluation = load_hub_dataset(args.dataset_name, split=eval_split, **common)
+                train = load_hub_dataset(args.dataset_name, split=train_split, streaming=args.streaming,
+                                         data_files=_files_of(files, train_split), **common)
+            if args.streaming and files is None:
+                # Without per-split files, load_dataset would prepare (copy into its cache) every split, the
+                # streamed training split included: the test split is read as a stream and only it is kept.
+                evaluation = _materialized(load_hub_dataset(args.dataset_name, split=eval_split, streaming=True,
+                                                            **common))
+            else:
+                evaluation = load_hub_dataset(args.dataset_name, split=eval_split,
+                                              data_files=_files_of(files, eval_split), **common)
         source = {"dataset": "hub", "dataset_name": args.dataset_name, "config": args.dataset_config,
                   "split": eval_split}
     else:
