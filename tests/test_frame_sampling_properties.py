@@ -153,3 +153,20 @@ def test_the_smallest_valid_arguments_are_accepted():
     assert uniform_positions(np.int64(3), 5.0, np.int32(3)).tolist() == [0, 1, 2]
     assert select_source_frames([0.0], [None], 30.0, 2.5, 12) == [0]
     assert select_source_frames([], [], 30.0, 2.5, 12) == []
+
+
+def test_select_source_frames_jitters_with_the_generator_it_is_given():
+    # 20 s at 30 fps, every image kept (5 fps), 12 picks: half gaps of 4, so the training jitter moves picks.
+    times = [index / 30 for index in range(600)]
+    images = ffmpeg_cfr_frame_indices(times, [None] * 600, 30.0)
+    plain = select_source_frames(times, [None] * 600, 30.0, 5.0, 12)
+    jittered_results = []
+    for seed in range(4):
+        positions = uniform_positions(len(images), 5.0, 12, True, torch.Generator().manual_seed(seed))
+        expected = sorted({images[position] for position in positions})
+        torch.manual_seed(1000 + seed)  # the global generator differs: only the given one may decide
+        result = select_source_frames(times, [None] * 600, 30.0, 5.0, 12, True, torch.Generator().manual_seed(seed))
+        assert result == expected, seed
+        jittered_results.append(result)
+    assert any(result != plain for result in jittered_results)  # the jitter is applied
+    assert len({tuple(result) for result in jittered_results}) > 1  # and depends on the seed
