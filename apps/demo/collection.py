@@ -24,7 +24,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from clip2video.apps.search.index_build import PARTS_DIR, IndexLock, VectorIndexOptions, commit, load_parts
+from clip2video.apps.search.index_build import (
+    PARTS_DIR, IndexLock, VectorIndexOptions, commit, load_parts, model_reference,
+)
 from clip2video.apps.search.index_videos import VideoFiles, embed_videos, index_share, prepare
 from clip2video.apps.search.video_index import VideoIndex, model_fingerprint
 from clip2video.processing.video_processing_clip2video import stack_videos
@@ -243,12 +245,13 @@ class VideoCollection:
     def _index_folder(self, folder: FolderState) -> None:
         if self._fingerprint is None:
             self._fingerprint = model_fingerprint(self.model)
-        fingerprint = dict(self._fingerprint, name=str(self.model.name_or_path))
+        fingerprint = {**self._fingerprint, **model_reference(str(self.model.name_or_path))}
         projection_dim = self.model.config.projection_dim
         embedding_dim = projection_dim * (2 if self.model.config.use_temporal_alignment_block else 1)
         folder.state = "indexing"
         parts_dir = folder.index_dir / PARTS_DIR
-        with IndexLock(folder.index_dir, wait=True):
+        # `videos`: the index folder is refused if it is or lies in the videos folder, or holds files not its own.
+        with IndexLock(folder.index_dir, wait=True, videos=folder.root):
             parts_dir.mkdir(parents=True, exist_ok=True)
             # rebuild=True: an index of another model, or a damaged one, is this demo's own cache: index again.
             current, parts, quarantined, note, videos, pending = prepare(

@@ -11,6 +11,8 @@ import fcntl
 import json
 import math
 import os
+import re
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,15 +23,189 @@ import pyarrow as pa
 
 from .video_index import (
     APPROXIMATE_ABOVE, FLOAT16_TOLERANCE, FORMAT_VERSION, METADATA_FILE, TABLE_SCHEMA, IndexDamagedError, VideoIndex,
-    file_checksum, write_table,
+    file_checksum, open_regular, read_metadata, write_table,
 )
 
 
 PARTS_DIR = "parts"
 QUARANTINE_DIR = "quarantine"
 LOCK_FILE = ".lock"
+UNREADABLE_FILE = "unreadable.json"
+# The ledger: every generation file name the indexer records before it creates the file. The indexer deletes only
+# names it finds there (and parts it verified), never files matched by a prefix.
+LEDGER_FILE = ".clip2video-index"
 _CHUNK_ROWS = 65_536
-_GENERATION_FILES = ("videos-", "embeddings-", "frames-", "frame_times-", "vectors-")
+# What may live in an index folder besides the generations' files: the indexer's fixed names.
+_FIXED_NAMES = frozenset(
+    {METADATA_FILE, LEDGER_FILE, f"{LEDGER_FILE}.tmp", LOCK_FILE, UNREADABLE_FILE, f".{UNREADABLE_FILE}.tmp",
+     PARTS_DIR, QUARANTINE_DIR}
+)
+# A generation file (`embeddings-<generation>.npy`), its temporary (`.embeddings-<generation>.npy.tmp`) and the
+# temporary of index.json (`.index.json.<generation>.tmp`); a generation is at least 16 hexadecimal digits.
+_GENERATION_NAME = re.compile(r"[a-z_]+-[0-9a-f]{16,64}\.[a-z0-9]+")
+_OWNED_NAME = re.compile(rf"(?:\.?{_GENERATION_NAME.pattern}(?:\.tmp)?|\.{re.escape(METADATA_FILE)}\.[0-9a-f]{{16,64}}\.tmp)")
+_PART_NAME = re.compile(r"part-[0-9]{20}-[0-9]{3,}-[0-9a-f]{32}\.arrow")
+_PART_TEMPORARY = re.compile(r"\.part-[0-9a-f]{32}\.tmp")
+_PART_REPORT = re.compile(r"\.?unreadable-[0-9]{3,}\.json(?:\.tmp)?")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The index folder: whose files are there
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class IndexFolderError(ValueError):
+    """The folder cannot be used as an index folder; the message names it and says why."""
+
+
+def check_index_folder(index_dir: Path, videos: Path | None = None) -> None:
+    """Refuses (`IndexFolderError`) an index folder that is a file, that is or lies inside the videos folder (or
+    holds it), links resolved; or an existing folder holding anything the indexer did not write ("foreign" files).
+    A missing or empty folder, and one holding only an index's own files, are accepted. Reads only."""
+    index_dir = Path(index_dir)
+    if os.path.lexists(index_dir) and not index_dir.is_dir():
+        raise IndexFolderError(f"--index_dir {index_dir} is a file, not a folder: choose a new or empty folder.")
+    if videos is not None:
+        real_index, real_videos = index_dir.resolve(), Path(videos).resolve()
+        if real_index == real_videos or real_videos in real_index.parents:
+            raise IndexFolderError(
+                f"--index_dir {index_dir} ({real_index}) is, or lies inside, the videos folder {real_videos}: the index "
+                "is kept apart from the videos (its files would be indexed, and never mixed with yours). Choose a "
+                "folder outside the videos folder."
+            )
+        if real_index in real_videos.parents:
+            raise IndexFolderError(
+                f"The videos folder {real_videos} lies inside --index_dir {index_dir} ({real_index}): an index folder "
+                "holds only the index's own files. Choose a folder that does not contain the videos."
+            )
+    if not index_dir.is_dir():
+        return
+    foreign = foreign_entries(index_dir)
+    if foreign:
+        shown = ", ".join(foreign[:20]) + (f" and {len(foreign) - 20} more" if len(foreign) > 20 else "")
+        raise IndexFolderError(
+            f"--index_dir {index_dir} holds files the indexer did not write ({shown}). An index folder holds only the "
+            "index's own files, so that the indexer never mistakes yours for its own: choose a new or empty folder, "
+            "or move these out."
+        )
+
+
+def foreign_entries(index_dir: Path) -> list[str]:
+    """Names in `index_dir` (and in its parts/ and quarantine/ folders) that the indexer did not write, sorted."""
+    ledger = read_ledger(index_dir)
+    owned = set(_FIXED_NAMES) | (ledger or set())
+    if ledger is None:
+        # An index written before the ledger existed: its index.json, if it is one, vouches for its generation.
+        legacy = _legacy_generation(index_dir)
+        if legacy is None:
+            owned.discard(METADATA_FILE)
+        else:
+            owned |= legacy
+    foreign = []
+    with os.scandir(index_dir) as entries:
+        for entry in entries:
+            if entry.name not in owned:
+                foreign.append(entry.name)
+            elif entry.name in (PARTS_DIR, QUARANTINE_DIR):
+                if entry.is_symlink() or not entry.is_dir():
+                    foreign.append(entry.name)
+                    continue
+                pattern = (
+                    re.compile(rf"{_PART_NAME.pattern}|{_PART_TEMPORARY.pattern}|{_PART_REPORT.pattern}")
+                    if entry.name == PARTS_DIR else re.compile(r"part-[^/]*\.arrow")
+                )
+                with os.scandir(entry.path) as inner:
+                    foreign += [f"{entry.name}/{e.name}" for e in inner if not pattern.fullmatch(e.name)]
+    return sorted(foreign)
+
+
+def _legacy_generation(index_dir: Path) -> set[str] | None:
+    """The files of the generation an index.json written before the ledger names (None: no index.json of ours)."""
+    try:
+        metadata = read_metadata(index_dir)
+    except IndexDamagedError:
+        return None
+    return {name for name in metadata["files"].values() if name and _GENERATION_NAME.fullmatch(name)}
+
+
+def read_ledger(index_dir: Path) -> set[str] | None:
+    """The names the ledger records (only names of the indexer's own pattern count), None without a ledger."""
+    path = Path(index_dir) / LEDGER_FILE
+    if not os.path.lexists(path):
+        return None
+    try:
+        with os.fdopen(open_regular(path), "rb") as file:
+            names = json.loads(file.read(1 << 24).decode("utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()  # damaged: it vouches for nothing (what it named is then reported as foreign)
+    return {name for name in names if isinstance(name, str) and _OWNED_NAME.fullmatch(name)} if isinstance(
+        names, list
+    ) else set()
+
+
+def write_ledger(index_dir: Path, names: set[str]) -> None:
+    """Replaces the ledger atomically and durably (before any file it newly names is created)."""
+    temporary = Path(index_dir) / f"{LEDGER_FILE}.tmp"
+    content = {"written_by": "clip2video.apps.search.index_videos", "files": sorted(names)}
+    temporary.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
+    _fsync(temporary)
+    os.replace(temporary, Path(index_dir) / LEDGER_FILE)
+    _fsync_directory(Path(index_dir))
+
+
+def claim_index_folder(index_dir: Path, videos: Path | None = None) -> None:
+    """`check_index_folder`, then creates the folder if needed and starts its ledger (an index written before the
+    ledger existed is adopted with its current generation). Call it holding the `IndexLock`."""
+    check_index_folder(index_dir, videos)
+    try:
+        Path(index_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise IndexFolderError(f"--index_dir {index_dir} cannot be created: {error}") from None
+    if read_ledger(index_dir) is None:
+        write_ledger(index_dir, _legacy_generation(Path(index_dir)) or set())
+
+
+def collect_garbage(index_dir: Path, keep: set[str]) -> None:
+    """Removes the files the ledger names, except `keep` (the generation index.json names) and folders, then
+    forgets them. Files the ledger does not name are never touched."""
+    ledger = read_ledger(index_dir)
+    if not ledger:
+        return
+    removed = set()
+    for name in sorted(ledger - set(keep)):
+        path = Path(index_dir) / name
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                continue  # the indexer writes no folder under such a name: not its own
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        removed.add(name)
+    write_ledger(index_dir, ledger - removed)
+
+
+def current_generation_files(index_dir: Path) -> set[str] | None:
+    """The files the current index.json names, None if it is missing or cannot be read (then nothing is removed)."""
+    try:
+        return {name for name in read_metadata(Path(index_dir))["files"].values() if name}
+    except IndexDamagedError:
+        return None
+
+
+def model_reference(model: str) -> dict[str, str]:
+    """How an index records `--model`: a local folder as its absolute path with links resolved (`source: local`), a
+    Hub repository id as typed (`source: hub`); anything else is `source: unknown` (queries must name the model).
+    A local path is never recorded in a form that could later be taken for a Hub id."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return {"name": str(path.resolve()), "source": "local"}
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return {"name": model, "source": "unknown"}
+    return {"name": model, "source": "hub"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -37,39 +213,77 @@ _GENERATION_FILES = ("videos-", "embeddings-", "frames-", "frame_times-", "vecto
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# Descriptors of the index locks this process holds. A forked child (a DataLoader decoding worker) closes its copies
+# at once: an `flock` belongs to the open file, so a worker keeping a copy would hold the lock after a `kill -9` of
+# the indexer until it noticed its parent was gone.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_locks_in_child() -> None:
+    for descriptor in _HELD_LOCKS:
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_locks_in_child)
+
+
 class IndexLock:
     """An exclusive `flock` on `<index_dir>/.lock` for the time of one indexing run. The kernel drops it when the
-    process ends, however it ends, so a crashed run never leaves a stale lock."""
+    process ends, however it ends, so a crashed run never leaves a stale lock; forked workers do not keep it.
 
-    def __init__(self, index_dir: Path, wait: bool = False):
+    With `videos`, the folder is checked and claimed (`claim_index_folder`) before anything is created in it and
+    again once the lock is held; raises `IndexFolderError` if it cannot be used."""
+
+    def __init__(self, index_dir: Path, wait: bool = False, videos: Path | None = None):
         self.path = Path(index_dir) / LOCK_FILE
         self.wait = wait
-        self._file = None
+        self.videos = videos
+        self._descriptor = None
 
     def __enter__(self) -> "IndexLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a+")
+        check_index_folder(self.path.parent, self.videos)
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # No link followed (a planted link would make us truncate its target), never inherited by exec.
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         except OSError as error:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
+            raise IndexFolderError(f"cannot create the lock file {self.path}: {error}") from None
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise IndexFolderError(f"{self.path} is not a regular file; the indexer's lock file cannot be used.")
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+        except OSError as error:
+            holder = os.pread(descriptor, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(descriptor)
             if error.errno in (errno.EAGAIN, errno.EACCES):
                 raise SystemExit(
                     f"{self.path.parent} is being written by another indexer ({holder}). Wait for it to finish, or "
                     "pass --wait_for_lock to start when it does."
                 ) from None
             raise
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        self._file.flush()
+        self._descriptor = descriptor
+        _HELD_LOCKS.add(descriptor)
+        try:
+            claim_index_folder(self.path.parent, self.videos)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()
+        if self._descriptor not in _HELD_LOCKS:  # a forked child: its copy is already closed
+            return
+        _HELD_LOCKS.discard(self._descriptor)
+        fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+        os.close(self._descriptor)
+        self._descriptor = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -183,20 +397,29 @@ def load_parts(
     index_dir: Path, model_hash: str, embedding_dim: int | None, projection_dim: int
 ) -> tuple[list[LoadedPart], dict[str, str]]:
     """Every valid part, oldest first, and {quarantined part: reason}: an unusable part is moved to
-    `<index_dir>/quarantine/` (never deleted: it may be evidence) and its videos are indexed again."""
+    `<index_dir>/quarantine/` (never deleted: it may be evidence) and its videos are indexed again. Only regular
+    files named as `write_part` names them are read."""
     parts, quarantined = [], {}
-    for path in sorted((index_dir / PARTS_DIR).glob("part-*.arrow")):
+    parts_dir = index_dir / PARTS_DIR
+    names = sorted(os.listdir(parts_dir)) if parts_dir.is_dir() else []
+    for name in filter(_PART_NAME.fullmatch, names):
+        path = parts_dir / name
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            # Not a file the indexer wrote (a FIFO, a link, a device would block or flood the reader): left alone.
+            quarantined[str(path)] = "not a regular file: left in place, not read"
+            continue
         try:
             part = read_part(path, model_hash, embedding_dim, projection_dim)
         except Exception as error:  # pyarrow raises its own errors (ArrowInvalid, OSError, ...) for damaged bytes
             (index_dir / QUARANTINE_DIR).mkdir(exist_ok=True)
             os.replace(path, index_dir / QUARANTINE_DIR / path.name)
-            quarantined[str(path)] = f"{type(error).__name__}: {error}"
+            quarantined[str(path)] = f"moved to {QUARANTINE_DIR}/: {type(error).__name__}: {error}"
             continue
         embedding_dim = embedding_dim or part.embeddings.shape[1]
         parts.append(part)
-    for stale in (index_dir / PARTS_DIR).glob(".part-*.tmp"):  # an interrupted write
-        stale.unlink(missing_ok=True)
+    for name in filter(_PART_TEMPORARY.fullmatch, names):  # an interrupted write_part (exact name: `write_part`'s)
+        if stat.S_ISREG(os.lstat(parts_dir / name).st_mode):
+            (parts_dir / name).unlink(missing_ok=True)
     return parts, quarantined
 
 
@@ -338,7 +561,6 @@ def commit(
     metadata = write_generation(
         index_dir, root, [key for _, key, _, _ in selected], embedding_chunks, frame_counts, frame_chunks, model,
         logit_scale, embedding_dim, projection_dim, options,
-        keep=set(current.metadata["files"].values()) if current else set(),
         previous_vectors=current.index_dir / current.metadata["files"]["vectors"]
         if current and current.metadata["files"].get("vectors") else None,
         float16_error=float(current.metadata.get("float16_error_bound", 0.0)) if current else 0.0,
@@ -361,7 +583,6 @@ def write_generation(
     embedding_dim: int,
     projection_dim: int,
     options: VectorIndexOptions,
-    keep: set[str] = frozenset(),
     float16_error: float = 0.0,
     report: dict | None = None,
     previous_vectors: Path | None = None,
@@ -369,8 +590,8 @@ def write_generation(
     """Writes a generation and switches `index.json` to it. `keys`: (path, size, mtime_ns) of each video, sorted by
     path; `embedding_chunks()`: an iterator over float32 blocks of their embeddings, in order (called twice: the
     float16 error is measured before the storage is chosen); `frame_counts[i]` frames of video i come from
-    `frame_chunks()`, an iterator over (frames, times) blocks in order. `keep`: files of the current generation,
-    removed once `index.json` no longer names them. `previous_vectors`: the current FAISS index, whose training
+    `frame_chunks()`, an iterator over (frames, times) blocks in order. The files of the generation it replaces
+    are removed once `index.json` no longer names them. `previous_vectors`: the current FAISS index, whose training
     (IVF centroids, quantiser ranges) is reused when it fits the new one. Returns the new metadata."""
     num_videos = len(keys)
     # float16 storage error bound: for unit queries |q.v - q.float16(v)| <= ||v - float16(v)||.
@@ -395,7 +616,19 @@ def write_generation(
         "frame_times": f"frame_times-{generation}.npy",
         "vectors": None if index_type == "exact" else f"vectors-{generation}.faiss",
     }
-    remove_orphans(index_dir, keep=keep)
+    # The ledger names every file before it exists: a kill at any step leaves nothing the next run cannot tell
+    # from a file that is not the indexer's. Leftovers of an interrupted commit go first (none while index.json
+    # cannot be read: which generation is current is then unknown).
+    claim_index_folder(index_dir)
+    current_files = current_generation_files(index_dir)
+    if current_files is not None or not os.path.lexists(index_dir / METADATA_FILE):
+        collect_garbage(index_dir, keep=current_files or set())
+    metadata_temporary = index_dir / f".{METADATA_FILE}.{generation}.tmp"
+    created = {name for name in names.values() if name}
+    write_ledger(
+        index_dir,
+        (read_ledger(index_dir) or set()) | created | {f".{name}.tmp" for name in created} | {metadata_temporary.name},
+    )
 
     def temporary(key):
         return index_dir / f".{names[key]}.tmp"
@@ -471,14 +704,13 @@ def write_generation(
         "generation": generation,
         **(report or {}),
     }
-    metadata_temporary = index_dir / f".{METADATA_FILE}.{generation}.tmp"
     metadata_temporary.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     _fsync(metadata_temporary)
     os.replace(metadata_temporary, index_dir / METADATA_FILE)
     _fsync_directory(index_dir)
 
     # Only now is the old generation garbage.
-    remove_orphans(index_dir, keep=set(name for name in names.values() if name))
+    collect_garbage(index_dir, keep=created)
     return metadata
 
 
@@ -582,15 +814,6 @@ def _trained(previous: Path | None, fresh):
         return None
     old.reset()
     return old
-
-
-def remove_orphans(index_dir: Path, keep: set[str]) -> None:
-    """Files of generations other than `keep` and temporary files of an interrupted commit."""
-    for path in index_dir.iterdir():
-        name = path.name
-        temporary = name.startswith(".") and name.endswith(".tmp")
-        if path.is_file() and (temporary or (name.startswith(_GENERATION_FILES) and name not in keep)):
-            path.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:

@@ -36,13 +36,12 @@ from clip2video.processing.video_processing_clip2video import stack_videos
 from clip2video.training.distributed import cores_per_process, set_cpu_threads
 
 from .index_build import (
-    PARTS_DIR, IndexLock, Part, VectorIndexOptions, commit, current_keys, file_key, load_parts, open_current,
-    write_part,
+    PARTS_DIR, UNREADABLE_FILE, IndexFolderError, IndexLock, Part, VectorIndexOptions, check_index_folder, commit,
+    current_keys, file_key, load_parts, model_reference, open_current, write_part,
 )
 from .video_index import APPROXIMATE_ABOVE, INDEX_TYPES, IndexDamagedError, list_videos, model_fingerprint
 
 
-UNREADABLE_FILE = "unreadable.json"
 # A file still changing after this many reads is reported, not indexed (a later run picks it up).
 READ_ATTEMPTS = 3
 
@@ -108,6 +107,13 @@ class VideoFiles(torch.utils.data.Dataset):
     def __getitem__(self, item: int) -> dict:
         path = self.paths[item]
         name = path.relative_to(self.root).as_posix()
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # the table stores UTF-8 paths: reported by a printable form of its name
+            return {
+                "name": printable(name),
+                "error": "the file name is not valid UTF-8 (the index stores paths as UTF-8 text); rename it to index it",
+            }
         for _ in range(READ_ATTEMPTS):
             try:
                 before = file_key(path, self.root)
@@ -122,6 +128,11 @@ class VideoFiles(torch.utils.data.Dataset):
 
 def _one_item(items):
     return items
+
+
+def printable(name: str) -> str:
+    """A path as text that can be printed and written as JSON: bytes that are not UTF-8 as `\\xNN` escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 @torch.no_grad()
@@ -201,6 +212,12 @@ def prepare(index_dir: Path, root: Path, model_hash: str, embedding_dim: int, pr
     return current, parts, quarantined, note, videos, pending
 
 
+def set_aside_message(name: str, reason: str, then: str) -> str:
+    if reason.startswith("moved to"):
+        return f"Quarantined the damaged part {name} ({reason}); {then}."
+    return f"Skipped the part {name} ({reason}); move it out of the parts folder."
+
+
 def write_json(path: Path, value) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
@@ -209,33 +226,41 @@ def write_json(path: Path, value) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    root = Path(args.videos).resolve()
+    if not root.is_dir():
+        raise SystemExit(f"--videos {args.videos} is not a folder.")
+    index_dir = Path(args.index_dir)
+    parts_dir = index_dir / PARTS_DIR
+    model_record = model_reference(args.model)
+    if model_record["source"] == "unknown":
+        raise SystemExit(f"--model {args.model} is neither a folder nor a Hugging Face Hub repository id.")
+    try:  # before anything starts (every process reads the same folders); again under the lock below
+        check_index_folder(index_dir, root)
+    except IndexFolderError as error:
+        raise SystemExit(str(error)) from None
     # Without a GPU (or other accelerator) the processes must be CPU ones to join a gloo group under
     # `accelerate launch --multi_gpu`; otherwise each would index everything on its own.
     accelerator = Accelerator(cpu=not torch.accelerator.is_available())
     set_cpu_threads(accelerator, args.cpu_threads)
     if args.num_workers is None:
         args.num_workers = max(1, min(8, cores_per_process(accelerator) // 2))
-    root = Path(args.videos).resolve()
-    if not root.is_dir():
-        raise SystemExit(f"--videos {args.videos} is not a folder.")
-    index_dir = Path(args.index_dir)
-    parts_dir = index_dir / PARTS_DIR
 
     lock, refusal = None, None
     if accelerator.is_main_process:
         try:
-            lock = IndexLock(index_dir, wait=args.wait_for_lock).__enter__()
-        except SystemExit as error:
+            # Checked before anything is created in it, and again once locked (`IndexLock` with `videos`).
+            lock = IndexLock(index_dir, wait=args.wait_for_lock, videos=root).__enter__()
+        except (SystemExit, IndexFolderError) as error:
             refusal = str(error)
     try:
         [refusal] = broadcast_object_list([refusal])
         if refusal:
             raise SystemExit(refusal)
         started = time.perf_counter()
-        model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval().to(accelerator.device)
-        processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-        fingerprint = model_fingerprint(model)
-        fingerprint["name"] = args.model
+        model = AutoModel.from_pretrained(model_record["name"], trust_remote_code=True).eval().to(accelerator.device)
+        processor = AutoProcessor.from_pretrained(model_record["name"], trust_remote_code=True)
+        # A local folder as its absolute path: queried from anywhere, never taken for a Hub id.
+        fingerprint = {**model_fingerprint(model), **model_record}
         projection_dim = model.config.projection_dim
         embedding_dim = projection_dim * (2 if model.config.use_temporal_alignment_block else 1)
 
@@ -254,13 +279,13 @@ def main(argv=None):
             raise SystemExit(plan["error"])
         if accelerator.is_main_process:
             for name, reason in quarantined.items():
-                print(f"Quarantined the damaged part {name} ({reason}); its videos are indexed again.")
+                print(set_aside_message(name, reason, "its videos are indexed again"))
             if note:
                 print(f"Note: {note}.")
         pending = [Path(p) for p in plan["pending"]]
         share = pending[accelerator.process_index :: accelerator.num_processes]
         accelerator.print(
-            f"{plan['count']} videos under {root}: {plan['count'] - len(pending)} already indexed, {len(pending)} to "
+            f"{plan['count']} videos under {printable(str(root))}: {plan['count'] - len(pending)} already indexed, {len(pending)} to "
             f"index on {accelerator.num_processes} process(es)."
         )
         unreadable, embedded, seconds = index_share(
@@ -276,13 +301,13 @@ def main(argv=None):
 
         if accelerator.is_main_process:
             unreadable = {}
-            for report in sorted(parts_dir.glob("unreadable-*.json")):
+            for report in sorted(parts_dir.glob("unreadable-[0-9][0-9][0-9]*.json")):
                 unreadable.update(json.loads(report.read_text()))
                 report.unlink()
             # Parts of every process, read again: the other processes wrote theirs meanwhile.
             new_parts, more_quarantined = load_parts(index_dir, fingerprint["hash"], embedding_dim, projection_dim)
             for name, reason in more_quarantined.items():
-                print(f"Quarantined the damaged part {name} ({reason}); its videos are indexed on the next run.")
+                print(set_aside_message(name, reason, "its videos are indexed on the next run"))
             options = VectorIndexOptions(
                 index_type=args.index_type, approximate_above=args.approximate_above, nlist=args.nlist,
                 nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_search=args.ef_search, embedding_dtype=args.embedding_dtype,

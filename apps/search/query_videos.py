@@ -11,7 +11,9 @@ Approximate indexes take `--candidates`, `--nprobe` (IVF) and `--ef_search` (HNS
 import argparse
 import json
 import math
+import os
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from transformers import AutoModel, AutoProcessor
@@ -58,8 +60,15 @@ def search_texts(
     parameters: SearchParameters | None = None,
     force: bool = False,
 ) -> list[list[SearchHit]]:
-    """The `top_k` videos of the index for each query, best first. Raises `ModelMismatchError` if `model` is not the
-    index's (unless `force`)."""
+    """The `top_k` videos of the index for each query (one list per query, in order), best first; no queries give
+    an empty list, as a pipeline given none. Raises `ModelMismatchError` if `model` is not the index's (unless
+    `force`), `ValueError` if `queries` is not a list of strings."""
+    if isinstance(queries, str) or not isinstance(queries, (list, tuple)):
+        raise ValueError(f"queries must be a list of strings, got {type(queries).__name__}.")
+    if not all(isinstance(query, str) for query in queries):
+        raise ValueError("queries must be a list of strings, got " + ", ".join(sorted({type(q).__name__ for q in queries})))
+    if not queries:
+        return []
     index.check_model(model, force=force)
     text_inputs = processor(text=queries, return_tensors="pt")
     text = model.get_text_features(
@@ -82,13 +91,36 @@ def format_hits(query: str, hits: list[SearchHit]) -> str:
     return "\n".join(lines)
 
 
+def recorded_model(index: VideoIndex) -> str:
+    """The model an index was built with, as its `index.json` records it: a local folder (an absolute path, which must
+    still exist) or a Hub id. A name recorded by an older indexer as typed (perhaps a relative folder) is refused:
+    loading it from elsewhere could fetch a Hub repository of that name and run its code."""
+    model = index.metadata["model"]
+    name, source = model["name"], model.get("source")
+    where = getattr(index, "index_dir", None) or "The index"
+    if source == "local" or (source is None and os.path.isabs(name)):
+        if not Path(name).is_dir():
+            raise SystemExit(
+                f"{where} was built with the local checkpoint {name}, which no longer exists: pass --model "
+                "with that checkpoint (its fingerprint is checked)."
+            )
+        return name
+    if source == "hub":
+        return name
+    raise SystemExit(
+        f"{where} records its model as {name!r}, without saying whether that is a local folder or a Hub "
+        "repository (a local folder would be relative to wherever the indexer ran): pass --model with the checkpoint "
+        "it was built with (its fingerprint is checked)."
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         index = VideoIndex(args.index_dir)
-    except (FileNotFoundError, IndexDamagedError) as error:
+    except (FileNotFoundError, NotADirectoryError, IndexDamagedError) as error:
         raise SystemExit(str(error)) from None
-    model_name = args.model or index.metadata["model"]["name"]
+    model_name = args.model or recorded_model(index)
     model = AutoModel.from_pretrained(model_name, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_name, trust_remote_code=True)
     parameters = SearchParameters(

@@ -23,9 +23,12 @@ The best-matching moment of a hit is its sampled frame whose CLIP embedding is c
 embedding (`get_text_features(...).global_embeds`).
 """
 
+import errno
 import hashlib
 import json
 import math
+import os
+import stat
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +36,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
-from clip2video.processing.video_processing_clip2video import VIDEO_EXTENSIONS
 
 
 METADATA_FILE = "index.json"
@@ -47,6 +48,10 @@ APPROXIMATE_ABOVE = 100_000
 FLOAT16_TOLERANCE = 1e-3
 DEFAULT_CANDIDATES = 256
 _SCAN_ROWS = 65_536  # rows per chunk of an exact scan: bounded memory at any index size
+# Times `VideoIndex` opens a newer generation when the one index.json named was replaced while it was being opened.
+OPEN_ATTEMPTS = 10
+# index.json is a few kilobytes: anything far larger is not one (and is not read into memory).
+MAX_METADATA_BYTES = 64 << 20
 TABLE_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
@@ -76,6 +81,9 @@ def faiss_available() -> bool:
 
 def list_videos(folder: Path) -> list[Path]:
     """Every file under `folder` (recursively) with a video extension, sorted, hidden files and folders left out."""
+    # Imported here: reading an index (and committing one) needs neither torch nor transformers.
+    from clip2video.processing.video_processing_clip2video import VIDEO_EXTENSIONS
+
     return sorted(
         path
         for path in folder.rglob("*")
@@ -223,10 +231,25 @@ class VideoIndex:
 
     def __init__(self, index_dir: str | Path, verify: bool = False, load_vectors: bool = True):
         self.index_dir = Path(index_dir)
-        metadata_file = self.index_dir / METADATA_FILE
-        if not metadata_file.is_file():
+        if self.index_dir.exists() and not self.index_dir.is_dir():
+            raise NotADirectoryError(f"{self.index_dir} is a file, not an index folder written by index_videos.")
+        if not os.path.lexists(self.index_dir / METADATA_FILE):
             raise FileNotFoundError(f"{self.index_dir} is not a video index (no {METADATA_FILE}); build it first.")
-        self.metadata = read_metadata(self.index_dir)
+        # Searches take no lock: an indexer may switch generations (and remove the old one) between our reading of
+        # index.json and of the files it names. A file gone while index.json names another generation is that
+        # race, not damage: read the new index.json and open its generation.
+        for attempt in range(OPEN_ATTEMPTS):
+            self.metadata = read_metadata(self.index_dir)
+            try:
+                self._load(verify, load_vectors)
+                return
+            except _GenerationReplaced as replaced:
+                if attempt + 1 == OPEN_ATTEMPTS or _recorded_generation(self.index_dir) == _generation_of(
+                    self.metadata
+                ):
+                    raise self._damaged(replaced.name, replaced.reason) from None
+
+    def _load(self, verify: bool, load_vectors: bool) -> None:
         files = self.metadata["files"]
         self._check_files(verify, load_vectors)
         num_videos, dim = self.metadata["num_videos"], self.metadata["embedding_dim"]
@@ -273,19 +296,29 @@ class VideoIndex:
         try:
             return reader(self.index_dir / name, **kwargs)
         except Exception as error:  # each reader has its own errors (ValueError, ArrowInvalid, RuntimeError, ...)
+            if not os.path.lexists(self.index_dir / name):
+                raise _GenerationReplaced(name, "missing") from None
             raise self._damaged(name, f"{type(error).__name__}: {error}") from error
 
     def _check_files(self, verify: bool, load_vectors: bool) -> None:
+        """Every file of the generation is a regular file of the size recorded when it was written, checked before
+        anything is read from it: a FIFO, a device or a link to one never blocks or floods a reader."""
         for key, name in self.metadata["files"].items():
             if not name or (key == "vectors" and not load_vectors):
                 continue
             path = self.index_dir / name
-            if not path.is_file():
-                raise self._damaged(name, "missing")
-            record = self.metadata["checksums"].get(name, {})
-            if path.stat().st_size != record.get("size"):
-                raise self._damaged(name, f"{path.stat().st_size} bytes, {record.get('size')} when written")
-            if verify and file_checksum(path) != record.get("blake2b"):
+            try:
+                found = os.lstat(path)
+            except FileNotFoundError:
+                raise _GenerationReplaced(name, "missing") from None
+            if not stat.S_ISREG(found.st_mode):
+                raise self._damaged(name, "not a regular file (the indexer writes only regular files)")
+            record = self.metadata["checksums"].get(name)
+            if record is None:
+                raise self._damaged(name, f"no size and checksum recorded for it in {METADATA_FILE}")
+            if found.st_size != record["size"]:
+                raise self._damaged(name, f"{found.st_size} bytes, {record['size']} when written")
+            if verify and file_checksum(path) != record["blake2b"]:
                 raise self._damaged(name, "contents differ from the checksum recorded when it was written")
 
     # -- properties -----------------------------------------------------------------------------------------------
@@ -448,6 +481,27 @@ class VideoIndex:
             faiss.downcast_index(self.vectors).hnsw.efSearch = max(ef_search, parameters.candidates)
 
 
+class _GenerationReplaced(Exception):
+    """A file of the generation being opened is gone (`VideoIndex` reads `index.json` again to tell a commit that
+    replaced the generation from damage)."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(name, reason)
+        self.name, self.reason = name, reason
+
+
+def _generation_of(metadata: dict) -> tuple:
+    return metadata.get("generation"), tuple(sorted((k, v) for k, v in metadata["files"].items() if v))
+
+
+def _recorded_generation(index_dir: Path) -> tuple | None:
+    """The generation `index.json` names now (None if it cannot be read)."""
+    try:
+        return _generation_of(read_metadata(index_dir))
+    except IndexDamagedError:
+        return None
+
+
 def _check_k(value, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -468,42 +522,94 @@ def write_table(path: Path, table: pa.Table) -> None:
         writer.write_table(table)
 
 
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of `path`, which must be a regular file (not a link, FIFO, device or folder): opened
+    without following a link and without blocking, then checked, so that no file type can hang or flood a reader."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, f"{path} is a symbolic link, not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return descriptor
+
+
 def file_checksum(path: Path) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as file:
+    with os.fdopen(open_regular(path), "rb") as file:
         while chunk := file.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+def _whole(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _file_name(value) -> bool:
+    """A plain name in the index folder: no folder part, not hidden (temporaries are), printable."""
+    return isinstance(value, str) and 0 < len(value) <= 255 and value.isprintable() and "/" not in value and (
+        "\\" not in value and not value.startswith(".")
+    )
+
+
 def read_metadata(index_dir: Path) -> dict:
-    """`index.json`, checked: an unreadable or incomplete one raises `IndexDamagedError` naming it."""
+    """`index.json`, checked: an unreadable, incomplete or hand-edited one (wrong types, a non-finite or
+    non-positive `logit_scale`, negative sizes, file names outside the folder) raises `IndexDamagedError` naming it."""
     path = index_dir / METADATA_FILE
     try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        with os.fdopen(open_regular(path), "rb") as file:
+            if os.fstat(file.fileno()).st_size > MAX_METADATA_BYTES:
+                raise ValueError(f"over {MAX_METADATA_BYTES} bytes")
+            metadata = json.loads(file.read(MAX_METADATA_BYTES + 1).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         raise damaged(path, f"{type(error).__name__}: {error}", index_dir) from error
+    if not isinstance(metadata, dict):
+        raise damaged(path, "not a JSON object", index_dir)
     required = {
-        "format": int, "model": dict, "embedding_dim": int, "projection_dim": int, "logit_scale": float,
+        "format": int, "model": dict, "embedding_dim": int, "projection_dim": int, "logit_scale": (int, float),
         "num_videos": int, "num_frames": int, "video_root": str, "files": dict, "checksums": dict, "vector_index": dict,
     }
     for key, kind in required.items():
-        value = metadata.get(key) if isinstance(metadata, dict) else None
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise damaged(path, f"no valid {key!r}", index_dir, metadata if isinstance(metadata, dict) else None)
+        value = metadata.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise damaged(path, f"no valid {key!r}", index_dir, metadata)
     if metadata["format"] != FORMAT_VERSION:
         reason = f"format {metadata['format']}, this code reads format {FORMAT_VERSION}"
         raise damaged(path, reason, index_dir, metadata)
-    files = metadata["files"]
-    for key in ("table", "embeddings", "frames", "frame_times"):
-        if not isinstance(files.get(key), str) or "/" in files[key] or files[key].startswith("."):
-            raise damaged(path, f"no valid file name for {key!r}", index_dir, metadata)
-    if files.get("vectors") is not None and (not isinstance(files["vectors"], str) or "/" in files["vectors"]):
-        raise damaged(path, "no valid file name for 'vectors'", index_dir, metadata)
-    if metadata["vector_index"].get("type") not in ("exact", "ivf", "hnsw") or (
-        (metadata["vector_index"]["type"] == "exact") != (files.get("vectors") is None)
-    ):
-        raise damaged(path, "vector index type and files disagree", index_dir, metadata)
     if not all(isinstance(metadata["model"].get(key), str) and metadata["model"][key] for key in ("name", "hash")):
         raise damaged(path, "no valid model fingerprint", index_dir, metadata)
+    if not math.isfinite(metadata["logit_scale"]) or metadata["logit_scale"] <= 0:
+        raise damaged(path, f"logit_scale {metadata['logit_scale']!r} is not a positive finite number", index_dir, metadata)
+    for key, minimum in (("embedding_dim", 1), ("projection_dim", 1), ("num_videos", 0), ("num_frames", 0)):
+        if not _whole(metadata[key], minimum):
+            raise damaged(path, f"{key} {metadata[key]!r} is not an integer >= {minimum}", index_dir, metadata)
+    if metadata.get("embedding_dtype", "float32") not in ("float16", "float32"):
+        raise damaged(path, f"unknown embedding_dtype {metadata['embedding_dtype']!r}", index_dir, metadata)
+    if not isinstance(metadata.get("generation", ""), str):
+        raise damaged(path, "no valid 'generation'", index_dir, metadata)
+    files = metadata["files"]
+    for key, name in files.items():  # the four below are required; others (vectors, ...) may be null
+        if not (_file_name(name) or (name is None and key not in ("table", "embeddings", "frames", "frame_times"))):
+            raise damaged(path, f"no valid file name for {key!r}", index_dir, metadata)
+    for key in ("table", "embeddings", "frames", "frame_times"):
+        if key not in files:
+            raise damaged(path, f"no valid file name for {key!r}", index_dir, metadata)
+    for name in filter(None, files.values()):
+        record = metadata["checksums"].get(name)
+        if not (
+            isinstance(record, dict) and _whole(record.get("size"), 0) and isinstance(record.get("blake2b"), str)
+        ):
+            raise damaged(path, f"no valid size and checksum recorded for {name!r}", index_dir, metadata)
+    settings = metadata["vector_index"]
+    if settings.get("type") not in ("exact", "ivf", "hnsw") or (
+        (settings["type"] == "exact") != (files.get("vectors") is None)
+    ):
+        raise damaged(path, "vector index type and files disagree", index_dir, metadata)
+    for key in {"ivf": ("nlist", "nprobe"), "hnsw": ("ef_search",)}.get(settings["type"], ()):
+        if not _whole(settings.get(key), 1):
+            raise damaged(path, f"vector_index {key} {settings.get(key)!r} is not a positive integer", index_dir, metadata)
     return metadata
