@@ -6,6 +6,7 @@ client errors (`RequestError`, a `ValueError`) and server failures (which must p
 Scores are checked against the model and processor run directly."""
 
 import base64
+import dataclasses
 import http.client
 import importlib.util
 import json
@@ -13,9 +14,17 @@ import os
 import shutil
 import sys
 import textwrap
+import types
+import typing
 
 import pytest
 import torch
+from huggingface_hub import (
+    VideoClassificationInput,
+    VideoClassificationOutputElement,
+    ZeroShotImageClassificationInput,
+    ZeroShotImageClassificationOutputElement,
+)
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from tests.helpers.models import tiny_processor
@@ -82,6 +91,12 @@ def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url)
         "texts_url": {"inputs": {"video": video_url, "texts": TEXTS}},
         "embedding_only": {"inputs": {"video": encoded}, "parameters": {"return_embeddings": True}},
         "several": {"inputs": {"videos": [encoded, corrupt, "clip.mp4", 3, "../secret.mp4"], "texts": TEXTS}},
+        # The Hub's task schema (VideoClassificationInput / ZeroShotImageClassificationInput): parameters by its names.
+        "hub_task": {"inputs": encoded, "parameters": {
+            "candidate_labels": LABELS, "hypothesis_template": "a video of {}.", "top_k": 2, "num_frames": 2,
+            "function_to_apply": "none",
+        }},
+        "hub_task_batch": {"inputs": [encoded, "clip.mp4"], "parameters": {"candidate_labels": LABELS}},
     }
     bad = {
         "no_inputs": {"video": encoded},
@@ -104,6 +119,10 @@ def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url)
         "empty_videos": {"inputs": {"videos": [], "texts": TEXTS}},
         "too_many_videos": {"inputs": {"videos": [encoded] * 9, "texts": TEXTS}},
         "text_too_long": {"inputs": {"video": encoded, "texts": ["a" * 1001]}},
+        "frame_sampling_rate": {"inputs": encoded, "parameters": {"candidate_labels": LABELS, "frame_sampling_rate": 2}},
+        "function_to_apply": {"inputs": encoded, "parameters": {"candidate_labels": LABELS, "function_to_apply": "max"}},
+        "num_frames": {"inputs": encoded, "parameters": {"candidate_labels": LABELS, "num_frames": 78}},
+        "hub_task_bad_video": {"inputs": [encoded, corrupt], "parameters": {"candidate_labels": LABELS}},
     }
     (workdir / "requests.json").write_text(json.dumps({**good, **bad}))
     run_isolated(
@@ -141,10 +160,33 @@ def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url)
     for name in good:
         assert answers[name]["status"] == 200, (name, answers[name])
     expected_labels = sorted(zip(LABELS, label_probabilities.tolist()), key=lambda pair: -pair[1])
-    for name in ("labels_base64", "labels_in_parameters", "labels_data_uri"):
+    for name in ("labels_base64", "labels_data_uri"):
         answer = answers[name]["body"]
         assert [item["label"] for item in answer["labels"]] == [label for label, _ in expected_labels], name
         assert [item["score"] for item in answer["labels"]] == pytest.approx([p for _, p in expected_labels], abs=1e-5)
+    # Asked in the Hub's form, answered in the Hub's form: the list of {"label", "score"} itself.
+    assert answers["labels_in_parameters"]["body"] == answers["labels_base64"]["body"]["labels"]
+    for answer in (answers["labels_in_parameters"]["body"], answers["hub_task"]["body"],
+                   *answers["hub_task_batch"]["body"]):
+        for element in answer:
+            assert_follows_hub_schema(element, VideoClassificationOutputElement)
+            assert_follows_hub_schema(element, ZeroShotImageClassificationOutputElement)
+    for name in ("labels_in_parameters", "hub_task", "hub_task_batch"):
+        assert_follows_hub_schema(good[name], VideoClassificationInput, extra_parameters={"candidate_labels",
+                                                                                      "hypothesis_template"})
+    assert_follows_hub_schema(good["labels_in_parameters"], ZeroShotImageClassificationInput)
+    single = answers["labels_in_parameters"]["body"]
+    for answer in answers["hub_task_batch"]["body"]:  # one list per video of the batch
+        assert [item["label"] for item in answer] == [item["label"] for item in single]
+        assert [item["score"] for item in answer] == pytest.approx([item["score"] for item in single], abs=1e-5)
+    with torch.no_grad():
+        two_frames = processor(text=[f"a video of {label}." for label in LABELS], videos=[video], num_frames=2,
+                               return_tensors="pt")
+        two_frame_logits = model(**two_frames).logits_per_video[0]
+    best = two_frame_logits.argsort(descending=True)[:2]
+    assert [item["label"] for item in answers["hub_task"]["body"]] == [LABELS[index] for index in best]
+    assert [item["score"] for item in answers["hub_task"]["body"]] == pytest.approx(two_frame_logits[best].tolist(),
+                                                                                   abs=1e-4)
     assert answers["labels_top_k"]["body"]["labels"] == answers["labels_base64"]["body"]["labels"][:2]
     expected_scores = output.logits_per_text[:, 0].tolist()
     for name in ("texts_path", "texts_url"):
@@ -187,6 +229,10 @@ def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url)
         "too_many_videos": "at most 8 per request",
         "empty_bytes": '"video" is empty',
         "text_too_long": '"texts[0]" has 1001 characters; at most 1000',
+        "frame_sampling_rate": '"frame_sampling_rate"=2 is not supported: CLIP2Video samples the paper\'s frames',
+        "function_to_apply": "\"function_to_apply\" must be one of ['softmax', 'sigmoid', 'none'], got 'max'",
+        "num_frames": "\"num_frames\"=78 exceeds the model's frame-position table (77 frames)",
+        "hub_task_bad_video": "Cannot read video videos[1]:",
     }
     for name, fragment in expected_errors.items():
         answer = answers[name]
@@ -198,6 +244,51 @@ def test_handler_answers_and_errors_as_the_toolkit_sees_them(workdir, video_url)
     fault = answers["server_fault"]
     assert fault["type"] == "RuntimeError" and not fault["client_error"] and fault["own_status"] == 500, fault
     assert "illegal memory access" in fault["body"]["error"]
+
+
+def assert_follows_hub_schema(value: dict, schema, extra_parameters=frozenset()):
+    """`value` is an instance of the `huggingface_hub` generated task type `schema`: every required field present,
+    no field it does not name (apart from `extra_parameters`, the zero-shot parameters a video-classification request
+    adds), each value of the type the field declares (nested types checked the same way)."""
+    hints = typing.get_type_hints(schema)
+    fields = {field.name: field for field in dataclasses.fields(schema)}
+    required = {name for name, field in fields.items() if field.default is dataclasses.MISSING}
+    assert required <= set(value), (schema.__name__, value)
+    assert set(value) <= set(fields) | set(extra_parameters), (schema.__name__, sorted(set(value) - set(fields)))
+    for name, item in value.items():
+        if name in fields:
+            assert_has_type(item, hints[name], f"{schema.__name__}.{name}", extra_parameters)
+    assert schema.parse_obj_as_instance(json.dumps(value)) is not None
+
+
+def assert_has_type(value, hint, where: str, extra_parameters=frozenset()):
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return
+    if origin in (typing.Union, types.UnionType):
+        failures = []
+        for option in arguments:
+            try:
+                assert_has_type(value, option, where, extra_parameters)
+                return
+            except AssertionError as error:
+                failures.append(str(error))
+        raise AssertionError(f"{where}: {value!r} is none of {arguments}: {failures}")
+    if origin is typing.Literal:
+        assert value in arguments, (where, value, arguments)
+    elif origin is list:
+        assert isinstance(value, list), (where, value)
+        for item in value:
+            assert_has_type(item, arguments[0], where, extra_parameters)
+    elif hint is type(None):
+        assert value is None, (where, value)
+    elif dataclasses.is_dataclass(hint):
+        assert isinstance(value, dict), (where, value)
+        assert_follows_hub_schema(value, hint, extra_parameters)
+    elif hint is float:
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), (where, value)
+    else:
+        assert isinstance(value, hint) and not (hint is int and isinstance(value, bool)), (where, value, hint)
 
 
 def load_handler_module(checkpoint):

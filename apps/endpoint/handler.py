@@ -6,6 +6,12 @@ The service builds `EndpointHandler(path)` once and calls it with the JSON body 
     {"inputs": {"video": VIDEO, "texts": ["a man cooks", "a girl dances"]}}      -> one score per text
     {"inputs": {"videos": [VIDEO, VIDEO], "candidate_labels": [...]}}            -> several videos, batched
     {"inputs": {"video": VIDEO}, "parameters": {"return_embeddings": true}}      -> the video's embedding
+    {"inputs": VIDEO, "parameters": {"candidate_labels": [...], "top_k": 2}}     -> the Hub's task schema
+
+The last form is the Hub's (`huggingface_hub` `VideoClassificationInput` and the zero-shot classification types):
+`inputs` is the video (or a list of videos), `parameters` holds `candidate_labels`, `hypothesis_template`, `top_k`,
+`num_frames` and `function_to_apply` (`frame_sampling_rate` is refused: the paper's sampling has no stride), and the
+answer is `[{"label", "score"}, ...]` best first (a list of them for a list of videos).
 
 VIDEO is base64-encoded file bytes (optionally a `data:<type>;base64,` URI), an `http(s)` URL (fetched by the
 processor's one safe fetcher: public addresses only, timeouts, size cap), or, only when the deployment sets
@@ -42,7 +48,13 @@ from transformers import pipeline
 
 ZERO_SHOT_TASK = "zero-shot-video-classification"
 KNOWN_INPUT_KEYS = {"video", "videos", "candidate_labels", "texts"}
-KNOWN_PARAMETERS = {"candidate_labels", "texts", "hypothesis_template", "top_k", "return_embeddings"}
+KNOWN_PARAMETERS = {
+    "candidate_labels", "texts", "hypothesis_template", "top_k", "return_embeddings",
+    # The Hub's video-classification parameters (`huggingface_hub` `VideoClassificationParameters`).
+    "num_frames", "function_to_apply", "frame_sampling_rate",
+}
+# `VideoClassificationOutputTransform` of the Hub's task schema.
+SCORE_FUNCTIONS = ("softmax", "sigmoid", "none")
 # Deployment settings (environment variables), with their defaults.
 DEVICE_VARIABLE = "CLIP2VIDEO_ENDPOINT_DEVICE"  # default: "cuda" when available, else "cpu"
 DTYPE_VARIABLE = "CLIP2VIDEO_ENDPOINT_DTYPE"  # default: bfloat16 on CUDA, float32 elsewhere
@@ -145,6 +157,8 @@ class EndpointHandler:
                     errors.append(str(error))
             answers = self._answer(request, videos, errors, folder)
         _check_finite(answers)
+        if request["hub_task"]:
+            return _hub_task_answer(request, answers)
         if request["single"]:
             return answers[0]
         return {"results": answers}
@@ -179,7 +193,9 @@ class EndpointHandler:
             single = "video" in inputs
             videos = [inputs["video"]] if single else inputs["videos"]
         else:
-            fields, single, videos = parameters, True, [inputs]
+            # The Hub's task schema: `inputs` is the video (or a list of videos), everything else in `parameters`.
+            fields, single, videos = parameters, not isinstance(inputs, list), inputs
+            videos = videos if isinstance(videos, list) else [videos]
         if not isinstance(videos, list) or not videos:
             raise RequestError(f'"videos" must be a non-empty list, got {_shown(videos)}.')
         if len(videos) > self.max_videos:
@@ -194,10 +210,16 @@ class EndpointHandler:
             raise RequestError(f'"return_embeddings" must be true or false, got {_shown(return_embeddings)}.')
         if labels is None and texts is None and not return_embeddings:
             raise RequestError('Give "candidate_labels" or "texts" to score, or set "return_embeddings": true.')
-        for name in ("hypothesis_template", "top_k"):
+        for name in ("hypothesis_template", "top_k", "function_to_apply"):
             if name in fields and labels is None:
                 raise RequestError(f'"{name}" applies to "candidate_labels" only.')
+        function_to_apply = fields.get("function_to_apply", "softmax")
+        if function_to_apply not in SCORE_FUNCTIONS:
+            choices = list(SCORE_FUNCTIONS)
+            raise RequestError(f'"function_to_apply" must be one of {choices}, got {_shown(function_to_apply)}.')
         try:
+            self.checks.refuse_frame_sampling_rate(fields.get("frame_sampling_rate"))
+            num_frames = self.checks.check_num_frames(fields.get("num_frames"), self.model.config)
             if labels is not None:
                 labels = self._string_list(labels, "candidate_labels")
                 template = self.checks.check_hypothesis_template(
@@ -212,7 +234,10 @@ class EndpointHandler:
             texts = self._string_list(texts, "texts")
         return {
             "single": single, "videos": videos, "labels": labels, "texts": texts, "template": template,
-            "top_k": top_k, "return_embeddings": return_embeddings,
+            "top_k": top_k, "return_embeddings": return_embeddings, "num_frames": num_frames,
+            "function_to_apply": function_to_apply,
+            # Classification asked in the Hub's form is answered in the Hub's form (a list of {"label", "score"}).
+            "hub_task": not isinstance(inputs, dict) and labels is not None and not return_embeddings,
         }
 
     def _string_list(self, value, name: str) -> list[str]:
@@ -336,10 +361,15 @@ class EndpointHandler:
     def _score(self, request, videos, usable, answers, folder):
         if request["labels"] is not None:
             labels = request["labels"]
-            arguments = {"hypothesis_template": request["template"], "top_k": request["top_k"]}
+            arguments = {
+                "hypothesis_template": request["template"], "top_k": request["top_k"],
+                "function_to_apply": request["function_to_apply"],
+            }
         else:
             # Texts are captions already: the template is the caption itself, the scores the logits, in order.
             labels, arguments = request["texts"], {"hypothesis_template": "{}", "function_to_apply": "none"}
+        if request["num_frames"] is not None:
+            arguments["num_frames"] = request["num_frames"]
         results = self._per_video(
             lambda paths: self.classifier(paths, candidate_labels=labels, batch_size=len(paths), **arguments),
             request, videos, usable, answers, folder,
@@ -364,8 +394,10 @@ class EndpointHandler:
             text_inputs = self.processor(text=captions, return_tensors="pt").to(self.device)
             text_embeddings = self.model.get_text_features(**text_inputs).pooler_output.float().tolist()
 
+        frames = {} if request["num_frames"] is None else {"num_frames": request["num_frames"]}
+
         def video_embeddings(paths):
-            inputs = self.processor(videos=paths, return_tensors="pt").to(self.device)
+            inputs = self.processor(videos=paths, return_tensors="pt", **frames).to(self.device)
             # As the pipeline does: the model's own dtype (float32; only its vision linear layers run in `self.dtype`).
             pixels = inputs["pixel_values_videos"].to(self.model.dtype)
             embeds = self.model.get_video_features(pixel_values_videos=pixels, video_mask=inputs["video_mask"])
@@ -403,6 +435,18 @@ class EndpointHandler:
         shown = f"{where} ({_shown(video)})" if isinstance(video, str) and len(video) <= _MAX_SHOWN else where
         message = str(error).replace(os.path.join(folder, f"video-{index}"), shown)
         return message.replace(folder, "<request folder>")
+
+
+def _hub_task_answer(request: dict, answers: list[dict]):
+    """The answer of the Hub's video-classification task (`huggingface_hub` `VideoClassificationOutputElement`, and
+    `ZeroShotImageClassificationOutputElement` for the zero-shot form): `[{"label", "score"}, ...]` best first for
+    one video, a list of those for a list of videos. The schema has no place for one video's error, so a video that
+    cannot be used fails the request, naming it."""
+    for answer in answers:
+        if "error" in answer:
+            raise RequestError(answer["error"])
+    labels = [answer["labels"] for answer in answers]
+    return labels[0] if request["single"] else labels
 
 
 def _check_finite(answers: list[dict]) -> None:
