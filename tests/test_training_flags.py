@@ -218,3 +218,15 @@ def test_the_fingerprint_covers_the_training_data(tmp_path):
     (checkpoint / "run.json").write_text(json.dumps({"fingerprint": "f"}))
     with pytest.warns(UserWarning, match="does not record its training data"):
         check_same_data(str(checkpoint), identity)
+
+
+def test_latest_checkpoint_survives_a_kill_while_a_step_is_saved_again(tmp_path):
+    from clip2video.training.checkpoints import resolve_checkpoint
+
+    checkpoints = tmp_path / "checkpoints"
+    for name in ("step_00000002", "step_00000004.replaced", "step_00000004.partial", "step_00000010.partial"):
+        (checkpoints / name).mkdir(parents=True)
+    # Killed between setting the old step 4 aside and renaming the new one into place: the old one is the latest.
+    assert resolve_checkpoint("latest", tmp_path) == str(checkpoints / "step_00000004.replaced")
+    (checkpoints / "step_00000004").mkdir()
+    assert resolve_checkpoint("latest", tmp_path) == str(checkpoints / "step_00000004")

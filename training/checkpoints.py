@@ -75,16 +75,27 @@ def save_checkpoint(accelerator, output_dir: Path, progress: TrainingProgress, f
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (partial / "run.json").write_text(json.dumps(fingerprint, indent=2, default=str))
+        # A checkpoint of the same step (a resumed run saving it again) is set aside, not deleted, until the new one
+        # is in place: killed in between, `resolve_checkpoint` still finds a complete one.
+        replaced = final.with_name(final.name + ".replaced")
         if final.exists():
-            shutil.rmtree(final)
+            if replaced.exists():
+                shutil.rmtree(replaced)
+            os.replace(final, replaced)
         os.replace(partial, final)
+        if replaced.exists():
+            shutil.rmtree(replaced)
     accelerator.wait_for_everyone()
 
 
 def resolve_checkpoint(checkpoint: str, output_dir: Path) -> str:
     if checkpoint != "latest":
         return checkpoint
-    candidates = sorted(path for path in (output_dir / "checkpoints").glob("step_*") if path.suffix != ".partial")
+    found = {path.name: path for path in (output_dir / "checkpoints").glob("step_*")
+             if re.fullmatch(r"step_\d+(\.replaced)?", path.name)}
+    # A checkpoint set aside while its step was saved again stands in for it when the new one never arrived.
+    candidates = sorted(path for name, path in found.items()
+                        if not name.endswith(".replaced") or name.removesuffix(".replaced") not in found)
     if not candidates:
         raise FileNotFoundError(f"no checkpoint in {output_dir / 'checkpoints'}")
     return str(candidates[-1])
@@ -95,7 +106,7 @@ def resolve_checkpoint(checkpoint: str, output_dir: Path) -> str:
 RUN_ENTRIES = {
     "run.json": None,
     "logs": None,
-    "checkpoints": re.compile(r"step_\d+(\.partial)?"),
+    "checkpoints": re.compile(r"step_\d+(\.partial|\.replaced)?"),
     "frame_cache": re.compile(r"[0-9a-f]{24}\.(frames\.npy|masks\.npy|bad\.json)"),
 }
 
