@@ -21,8 +21,12 @@ from fractions import Fraction
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
+from transformers.utils import logging
 
 from .url_fetching_clip2video import MAX_BYTES, MAX_TIMEOUT_SECONDS, fetch_url
+
+
+logger = logging.get_logger(__name__)
 
 
 VIDEO_BACKENDS = ("pyav", "torchcodec", "decord")
@@ -709,14 +713,23 @@ def _read_with_torchcodec(source, name: str, select_frames: FrameSelector, limit
     average_fps = float(metadata.average_fps or 0)
     if not 0 < average_fps < math.inf:
         raise ValueError(f"Cannot read video {name}: its average frame rate {average_fps} is not positive.")
-    # torchcodec exposes no per-frame timestamps without decoding: frames are taken as evenly spaced (exact for
-    # constant frame rate videos).
-    begin = float(metadata.begin_stream_seconds or 0.0)
-    table = FrameTable(
-        times=[begin + index / average_fps for index in range(num_frames)],
-        durations=[1 / average_fps] * num_frames,
-        average_fps=average_fps,
-    )
+    timing = _pyav_frame_timing(source, name, limits)
+    if timing is not None and len(timing[0].times) == num_frames:
+        # The PyAV path's table (packet times, FFmpeg's durations, the nominal rate): the same frames are sampled
+        # from variable-rate videos, and frame i of the table is torchcodec's frame i (both in presentation order).
+        table, _ = timing
+    else:
+        # torchcodec exposes no per-frame timestamps without decoding: without PyAV, frames are taken as evenly
+        # spaced at the average rate (exact for constant-rate videos only).
+        logger.warning_once(
+            "backend='torchcodec' without PyAV samples frames as if the frame rate were constant; install PyAV "
+            "(`pip install av`) for the timestamps of variable-frame-rate videos."
+        )
+        table = FrameTable(
+            times=[index / average_fps for index in range(num_frames)],
+            durations=[1 / average_fps] * num_frames,
+            average_fps=average_fps,
+        )
     _check_time_span(table.times, name, limits)
     chosen = select_frames(table)
     try:
@@ -724,7 +737,49 @@ def _read_with_torchcodec(source, name: str, select_frames: FrameSelector, limit
     except (RuntimeError, IndexError) as error:
         raise ValueError(f"Cannot decode video {name}: truncated or corrupt ({error}).") from error
     frames = [frame.permute(1, 2, 0).numpy() for frame in batch.data]
-    return DecodedFrames(frames=frames, timestamps=[float(t) for t in batch.pts_seconds])
+    return DecodedFrames(frames=frames, timestamps=[table.times[index] for index in chosen])
+
+
+def _pyav_frame_timing(source, name: str, limits: DecodeLimits) -> tuple[FrameTable, list[int]] | None:
+    """The frame table the PyAV path samples from, and the frames' presentation timestamps in the stream's time base,
+    read from the packets without decoding; None without PyAV, or for a stream without timestamps."""
+    try:
+        av = _import_pyav()
+    except ImportError:
+        return None
+    if isinstance(source, io.BytesIO):
+        source = io.BytesIO(source.getvalue())  # the caller's buffer keeps its position for torchcodec
+    try:
+        with av.open(source, metadata_errors="ignore", options=_pyav_options(limits)) as container:
+            if not container.streams.video:
+                raise ValueError(f"Cannot read video {name}: it has no video stream.")
+            stream = container.streams.video[0]
+            _check_pyav_header(container, stream, name, limits)
+            start = _pyav_start_pts(container, stream)
+            packets = _pyav_packet_index(container, stream, name, limits)
+            if not packets or any(packet.pts is None for packet in packets):
+                return None
+            return _pyav_frame_table(container, stream, packets, start)
+    except av.FFmpegError as error:
+        raise _unreadable(name, error) from error
+
+
+def _pyav_frame_table(container, stream, packets: list[_PacketEntry], start: int) -> tuple[FrameTable, list[int]]:
+    """Frame times from the packets' presentation timestamps (relative to the stream's start), FFmpeg's packet
+    durations and the nominal rate (`guessed_rate`, FFmpeg's `av_guess_frame_rate`), with the frames' timestamps in
+    presentation order."""
+    time_base = stream.time_base
+    durations = _ffmpeg_packet_durations(container, stream, packets)
+    order = sorted(range(len(packets)), key=lambda index: packets[index].pts)
+    frame_pts = [packets[index].pts for index in order]
+    average_fps = float(stream.average_rate or stream.guessed_rate or 0) or _fps_from_pts(frame_pts, time_base)
+    table = FrameTable(
+        times=[float((pts - start) * time_base) for pts in frame_pts],
+        durations=[durations[index] for index in order],
+        average_fps=average_fps,
+        nominal_fps=float(stream.guessed_rate or 0) or average_fps,
+    )
+    return table, frame_pts
 
 
 def _read_with_decord(source, name: str, select_frames: FrameSelector, limits: DecodeLimits) -> DecodedFrames:
