@@ -504,6 +504,7 @@ HAND_EDITS = {
     "logit_scale NaN": lambda m: m.update(logit_scale=math.nan),
     "logit_scale negative": lambda m: m.update(logit_scale=-3.0),
     "logit_scale infinite": lambda m: m.update(logit_scale=math.inf),
+    "logit_scale overflowing float32 scores": lambda m: m.update(logit_scale=1e300),
     "logit_scale a string": lambda m: m.update(logit_scale="100"),
     "checksums a list": lambda m: m.update(checksums=[]),
     "a checksum a string": lambda m: m["checksums"].update({m["files"]["embeddings"]: "abc"}),

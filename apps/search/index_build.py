@@ -101,6 +101,14 @@ def foreign_entries(index_dir: Path) -> list[str]:
             owned.discard(METADATA_FILE)
         else:
             owned |= legacy
+    foreign = _unowned(index_dir, owned)
+    if foreign and ledger is not None:
+        # A commit running meanwhile records a name in the ledger before it creates the file: read the ledger again.
+        foreign = _unowned(index_dir, owned | (read_ledger(index_dir) or set()))
+    return foreign
+
+
+def _unowned(index_dir: Path, owned: set[str]) -> list[str]:
     foreign = []
     with os.scandir(index_dir) as entries:
         for entry in entries:

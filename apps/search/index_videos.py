@@ -16,7 +16,10 @@ At the end the main process writes a new generation of the index (table, memory-
 vector index) under temporary names and switches `index.json` to it atomically: a crash never leaves a broken index.
 `--index_type auto` searches exactly up to `--approximate_above` videos and builds an IVF index (8-bit scalar
 quantised, re-ranked exactly) above. One indexer at a time per index folder: a second one exits with a message
-(or waits, with `--wait_for_lock`). `--rebuild` repairs a damaged index: it keeps what verifies and re-indexes the rest.
+(or waits, with `--wait_for_lock`). The index folder must be new, empty, or an index: a folder that is or lies in
+`--videos` (or holds it), or that holds files the indexer did not write, is refused before anything is written; the
+indexer removes only files whose exact names it recorded (docs/search.md, "The index never breaks"). `--rebuild`
+repairs a damaged index: it keeps what verifies and re-indexes the rest.
 """
 
 import argparse

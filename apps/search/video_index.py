@@ -52,6 +52,8 @@ _SCAN_ROWS = 65_536  # rows per chunk of an exact scan: bounded memory at any in
 OPEN_ATTEMPTS = 10
 # index.json is a few kilobytes: anything far larger is not one (and is not read into memory).
 MAX_METADATA_BYTES = 64 << 20
+# `logit_scale.exp()` recorded by the indexer: CLIP caps it at 100; far above, float32 scores would overflow.
+MAX_LOGIT_SCALE = 1e6
 TABLE_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
@@ -582,8 +584,9 @@ def read_metadata(index_dir: Path) -> dict:
         raise damaged(path, reason, index_dir, metadata)
     if not all(isinstance(metadata["model"].get(key), str) and metadata["model"][key] for key in ("name", "hash")):
         raise damaged(path, "no valid model fingerprint", index_dir, metadata)
-    if not math.isfinite(metadata["logit_scale"]) or metadata["logit_scale"] <= 0:
-        raise damaged(path, f"logit_scale {metadata['logit_scale']!r} is not a positive finite number", index_dir, metadata)
+    if not (0 < metadata["logit_scale"] <= MAX_LOGIT_SCALE):  # NaN fails too
+        reason = f"logit_scale {metadata['logit_scale']!r} is not a positive number up to {MAX_LOGIT_SCALE:g}"
+        raise damaged(path, reason, index_dir, metadata)
     for key, minimum in (("embedding_dim", 1), ("projection_dim", 1), ("num_videos", 0), ("num_frames", 0)):
         if not _whole(metadata[key], minimum):
             raise damaged(path, f"{key} {metadata[key]!r} is not an integer >= {minimum}", index_dir, metadata)
