@@ -382,8 +382,7 @@ def _read_with_pyav_unguarded(av, source, name: str, select_frames: FrameSelecto
             raise ValueError(f"Cannot read video {name}: it has no video stream.")
         stream = container.streams.video[0]
         _check_pyav_header(container, stream, name, limits)
-        # Frame and slice threads: decoding is most of the time spent here.
-        stream.thread_type = "AUTO"
+        _set_decoder_threads(stream)
         # The decoder itself refuses much larger frames, also when the size changes after the header.
         stream.codec_context.options = _pyav_options(limits)
         time_base = stream.time_base
@@ -412,7 +411,7 @@ def _read_with_pyav_unguarded(av, source, name: str, select_frames: FrameSelecto
         keyframe_pts = sorted(packet.pts for packet in packets if packet.is_keyframe) or frame_pts[:1]
         average_fps = float(stream.average_rate or stream.guessed_rate or 0) or _fps_from_pts(frame_pts, time_base)
         table = FrameTable(
-            times=[float((pts - start) * time_base) for pts in frame_pts],
+            times=[_seconds(pts - start, time_base) for pts in frame_pts],
             durations=[durations[index] for index in order],
             average_fps=average_fps,
             nominal_fps=float(stream.guessed_rate or 0) or average_fps,
@@ -421,6 +420,24 @@ def _read_with_pyav_unguarded(av, source, name: str, select_frames: FrameSelecto
         chosen = select_frames(table)
         frames = _pyav_decode_at(av, container, stream, [frame_pts[i] for i in chosen], keyframe_pts, name, limits)
         return DecodedFrames(frames=frames, timestamps=[table.times[i] for i in chosen])
+
+
+def _set_decoder_threads(stream) -> None:
+    """Frame and slice threads (decoding is most of the time spent here) where torch may use several threads too.
+
+    A DataLoader worker has one torch thread (torch sets it: the workers already share the cores), as has a process
+    under `OMP_NUM_THREADS=1`: there the decoder runs in the calling thread, since threads that wait for each other's
+    frames only add work when every core is busy (a fifth more CPU time for 320x240 H.264, no gain in wall time)."""
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:
+        threads = os.cpu_count() or 1
+    if threads > 1:
+        stream.thread_type = "AUTO"
+    else:
+        stream.thread_type, stream.codec_context.thread_count = "NONE", 1
 
 
 def _frames_read(container, stream, packets: list[_PacketEntry]) -> int:
@@ -581,7 +598,7 @@ def _ffmpeg_packet_durations(container, stream, packets: list[_PacketEntry]) -> 
     the stored duration is over 0.1 s: videos under 10 fps and gaps in variable-rate videos.
     """
     time_base = stream.time_base
-    stored = [float(packet.duration * time_base) if packet.duration else None for packet in packets]
+    stored = [_seconds(packet.duration, time_base) if packet.duration else None for packet in packets]
     reordered = any(
         packet.pts != packet.dts for packet in packets if packet.pts is not None and packet.dts is not None
     )
@@ -630,6 +647,12 @@ class _DecodeBudget:
         if self.spent > self.limit:
             what = "the pixels decoded to reach its sampled frames (at least)"
             raise limit_error(self.name, what, self.spent, "max_decoded_pixels", self.limit)
+
+
+def _seconds(ticks: int, time_base: Fraction) -> float:
+    """`float(ticks * time_base)` without a `Fraction` per frame (a tenth of the Python time of a short clip): Python
+    divides integers with correct rounding, so the float is the same."""
+    return ticks * time_base.numerator / time_base.denominator
 
 
 def _fps_from_pts(frame_pts: list[int], time_base) -> float:
