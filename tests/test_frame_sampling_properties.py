@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from clip2video.processing.frame_sampling_clip2video import (
     ffmpeg_cfr_frame_indices,
+    ffmpeg_cfr_frame_runs,
     select_source_frames,
     uniform_positions,
 )
@@ -170,3 +171,29 @@ def test_select_source_frames_jitters_with_the_generator_it_is_given():
         jittered_results.append(result)
     assert any(result != plain for result in jittered_results)  # the jitter is applied
     assert len({tuple(result) for result in jittered_results}) > 1  # and depends on the seed
+
+
+@pytest.mark.parametrize("argument", ["nominal_fps", "output_fps"])
+@pytest.mark.parametrize("value", [0, -5.0, math.nan, math.inf, "30", None, True])
+def test_the_rate_conversion_refuses_a_bad_rate_by_name(argument, value):
+    rates = {"nominal_fps": 30.0, "output_fps": 5.0, argument: value}
+    with pytest.raises(ValueError, match=rf"^`{argument}` must be a positive finite number of frames per second"):
+        ffmpeg_cfr_frame_runs([0.0, 0.1], [None, None], **rates)
+
+
+def test_the_rate_conversion_refuses_mismatched_or_non_finite_timings_by_name():
+    with pytest.raises(ValueError, match=r"^Got 2 frame times but 1 frame durations\."):
+        ffmpeg_cfr_frame_runs([0.0, 0.1], [None], 30.0)
+    with pytest.raises(ValueError, match=r"^Frame 1 has time nan and duration None: both must be finite numbers"):
+        ffmpeg_cfr_frame_runs([0.0, math.nan], [None, None], 30.0)
+    with pytest.raises(ValueError, match=r"^Frame 0 has time 0.0 and duration inf"):
+        ffmpeg_cfr_frame_runs([0.0, 0.1], [math.inf, None], 30.0)
+
+
+@pytest.mark.parametrize("output_fps", [1.0, 5.0, 10.0, 25.0])
+def test_frame_indices_are_the_runs_at_the_output_rate_written_out(output_fps):
+    times = [index / 30 for index in range(90)]
+    runs = ffmpeg_cfr_frame_runs(times, [None] * 90, 30.0, output_fps)
+    indices = ffmpeg_cfr_frame_indices(times, [None] * 90, 30.0, output_fps)
+    assert indices == [index for index, count in runs for _ in range(count)]
+    assert len(indices) == pytest.approx(3 * output_fps, abs=2)  # 3 s at the output rate
