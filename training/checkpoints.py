@@ -18,8 +18,8 @@ from clip2video.training.publish import (
     PUBLISHED_RECORD,
     STAGING_MARKER,
     STAGING_NAME,
-    _published_record,
     finish_interrupted_publish,
+    published_files,
 )
 
 # Flags that change how a run is carried out, not what it trains: a checkpoint may be resumed with other values.
@@ -114,7 +114,7 @@ RUN_ENTRIES = {
 def _foreign_entries(output_dir: Path) -> list[str]:
     """The entries of `output_dir` that training/run.py did not write (its run files, the files its last publish
     recorded, its staging folder): what --overwrite_output_dir must not delete."""
-    published = set(_published_record(output_dir)) | {PUBLISHED_RECORD}
+    published = set(published_files(output_dir)) | {PUBLISHED_RECORD}
     foreign = []
     for entry in sorted(output_dir.iterdir()):
         name = entry.name
@@ -141,11 +141,11 @@ def _clear_run(output_dir: Path):
     """Deletes what an earlier run wrote (after `_foreign_entries` found nothing else): the published files, then
     the record of them, the checkpoints and caches, and run.json last, so a clear killed part-way leaves a folder
     that is still recognised as a run's and can be cleared again."""
-    for name in _published_record(output_dir):
+    for name in published_files(output_dir):
         path = output_dir / name
         if path.is_file() or path.is_symlink():
             path.unlink()
-    for name in _published_record(output_dir):  # sub-folders the publish made, once empty
+    for name in published_files(output_dir):  # sub-folders the publish made, once empty
         for parent in (output_dir / name).parents:
             if parent == output_dir:
                 break

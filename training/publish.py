@@ -193,7 +193,7 @@ def _write_json_atomically(path: Path, value) -> None:
     os.replace(partial, path)
 
 
-def _published_record(output_dir: Path) -> list[str]:
+def published_files(output_dir: Path) -> list[str]:
     """The files the last publish wrote, as it recorded them (names checked: a hand-edited record names nothing
     outside the published set)."""
     try:
@@ -311,7 +311,7 @@ def publish_atomically(output_dir: Path, write) -> None:
         except PublishInterrupted as error:  # left for the user; the write's own error is the one to report
             warnings.warn(str(error), stacklevel=2)
         raise
-    _write_json_atomically(staging / MANIFEST_NAME, {"files": files, "previous": _published_record(output_dir)})
+    _write_json_atomically(staging / MANIFEST_NAME, {"files": files, "previous": published_files(output_dir)})
     _apply_publish(output_dir, staging)
 
 
