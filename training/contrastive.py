@@ -27,7 +27,12 @@ class _AllGatherWithGradient(torch.autograd.Function):
     """All-gather along dim 0 whose backward sums every process's gradient for this process's slice.
 
     Built from all_gather and all_reduce only, which every backend (gloo included) supports; equal slice sizes on
-    all processes are required (the training data loader drops the last incomplete batch)."""
+    all processes are required (the training data loader drops the last incomplete batch).
+
+    Why not `torch.distributed.nn.functional.all_gather`, which has the same gradient: torch 2.14 deprecates it (a
+    `FutureWarning` on every call, pointing to the private `torch.distributed._functional_collectives`), and off NCCL
+    its backward emulates reduce-scatter with an all-to-all per step. This is 15 lines over public collectives, and
+    `tests/test_training_distributed.py` checks its gradients against one process on the whole batch."""
 
     @staticmethod
     def forward(ctx, local: torch.Tensor) -> torch.Tensor:
