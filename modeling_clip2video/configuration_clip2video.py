@@ -1,5 +1,6 @@
 """CLIP2Video configuration."""
 
+import functools
 import math
 import os
 import re
@@ -9,7 +10,11 @@ from pathlib import Path
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    StrictDataclassClassValidationError,
+    StrictDataclassFieldValidationError,
+)
 from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from transformers.dynamic_module_utils import get_relative_imports
 from transformers.utils import logging
@@ -354,6 +359,34 @@ def _parameter_count(text: dict, vision: dict, config: "CLIP2VideoConfig") -> in
     total += layers(config.temporal_num_layers + 2, projection, text["intermediate_size"])
     total += (config.max_frame_positions + config.alignment_num_centers) * projection
     return total
+
+
+class ConfigFieldError(StrictDataclassFieldValidationError, ValueError):
+    """A field of the wrong type (`"temporal_num_layers": "4"` in a config.json): `@strict`'s error, naming the field,
+    that is also the `ValueError` every other invalid configuration raises."""
+
+
+class ConfigClassError(StrictDataclassClassValidationError, ValueError):
+    """A `@strict` class validator's refusal (one of transformers' own), also a `ValueError`."""
+
+
+def _field_type_errors_as_value_errors(init):
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except (StrictDataclassFieldValidationError, StrictDataclassClassValidationError) as error:
+            if isinstance(error, ValueError):
+                raise
+            kind = ConfigFieldError if isinstance(error, StrictDataclassFieldValidationError) else ConfigClassError
+            value_error = kind.__new__(kind)
+            Exception.__init__(value_error, str(error))
+            raise value_error from error
+
+    return __init__
+
+
+CLIP2VideoConfig.__init__ = _field_type_errors_as_value_errors(CLIP2VideoConfig.__init__)
 
 
 __all__ = ["CLIP2VideoConfig"]

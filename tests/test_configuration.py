@@ -62,6 +62,21 @@ def test_out_of_range_fields_are_value_errors_naming_them(fields, message):
     assert time.monotonic() - started < 1
 
 
+@pytest.mark.parametrize(
+    "fields, field",
+    [({"temporal_num_layers": "4"}, "temporal_num_layers"), ({"temporal_num_layers": 4.0}, "temporal_num_layers"),
+     ({"use_temporal_alignment_block": "yes"}, "use_temporal_alignment_block"),
+     ({"temporal_pooling": "max"}, "temporal_pooling"), ({"vision_config": [1, 2]}, "vision_config")],
+)
+def test_fields_of_the_wrong_type_are_value_errors_naming_them(fields, field):
+    """`@strict`'s type checks run first; their error names the field and is a `ValueError` too."""
+    from huggingface_hub.errors import StrictDataclassFieldValidationError
+
+    with pytest.raises(ValueError, match=f"Validation error for field '{field}'") as error:
+        CLIP2VideoConfig(**fields)
+    assert isinstance(error.value, StrictDataclassFieldValidationError)
+
+
 def test_every_checkpoint_shape_of_the_project_is_accepted():
     for config in (CLIP2VideoConfig(), tiny_checkpoint_config()):
         config.validate()
