@@ -807,6 +807,7 @@ def test_endpoint_settings_use_the_same_parser(checkpoint, monkeypatch):
         ("CLIP2VIDEO_ENDPOINT_MAX_TEXTS", "-3", "must be a positive integer"),
         ("CLIP2VIDEO_ENDPOINT_DEVICE", "nonsense:3", "is not a torch device"),
         ("CLIP2VIDEO_ENDPOINT_DTYPE", "float64", "choose one of"),
+        ("CLIP2VIDEO_ENDPOINT_VIDEO_ROOT", "/nonexistent/videos", "is not a folder"),
     ]:
         with monkeypatch.context() as context:
             context.setenv(variable, text)

@@ -131,8 +131,10 @@ class EndpointHandler:
         )
         self.fetcher = importlib.import_module(decoding.__name__.rsplit(".", 1)[0] + ".url_fetching_clip2video")
         self.limits = decoding.DecodeLimits.from_env()
-        root = video_root or os.environ.get(VIDEO_ROOT_VARIABLE)
+        root = video_root or (os.environ.get(VIDEO_ROOT_VARIABLE) or "").strip()
         self.video_root = os.path.realpath(root) if root else None
+        if self.video_root is not None and not os.path.isdir(self.video_root):
+            raise ValueError(f"{VIDEO_ROOT_VARIABLE}={root!r} is not a folder.")
         # Parsed by the processor's one parser of `CLIP2VIDEO_*` variables (ASCII digits, range-checked).
         self.max_videos = decoding.parse_setting(
             MAX_VIDEOS_VARIABLE, os.environ.get(MAX_VIDEOS_VARIABLE), int, DEFAULT_MAX_VIDEOS, 1, MAX_MAX_VIDEOS
