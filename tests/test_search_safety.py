@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,10 +22,14 @@ import pytest
 from clip2video.apps.search import IndexDamagedError, VideoIndex
 from clip2video.apps.search import index_videos, query_videos
 from clip2video.apps.search.index_build import (
-    LEDGER_FILE, IndexLock, VectorIndexOptions, collect_garbage, commit, foreign_entries, load_parts, read_ledger,
-    write_ledger,
+    LEDGER_FILE, IndexLock, VectorIndexOptions, collect_garbage, commit, foreign_entries, load_parts, model_reference,
+    read_ledger, write_ledger,
 )
+from clip2video.apps.search.index_videos import VideoFiles, index_share, prepare
 from clip2video.apps.search.query_videos import search_texts
+from clip2video.apps.search.video_index import model_fingerprint
+from clip2video.modeling_clip2video import CLIP2VideoModel
+from tests.helpers.models import tiny_processor
 from tests.helpers.processes import REPO, environment
 from tests.helpers.videos import COLOURS, write_square_video
 
@@ -117,18 +122,49 @@ def built(tmp_path_factory, tiny_checkpoints):
     return work, videos, work / "index", result, time.monotonic() - started
 
 
-@pytest.fixture
-def index_copy(built, tmp_path):
-    """A private copy of the built index (copy2 keeps the sizes and mtimes it recorded) and its videos."""
-    work, videos, index_dir, result, _ = built
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    shutil.copytree(videos, tmp_path / "videos", symlinks=True)
-    shutil.copytree(index_dir, tmp_path / "index", symlinks=True)
-    metadata_path = tmp_path / "index" / "index.json"
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, tiny_checkpoints):
+    """An IVF index of three videos built in this process by the indexer's own steps (lock, prepare, embed, commit),
+    as the demo builds its indexes: quick, for the tests that need an index but not the command line."""
+    checkpoint = tiny_checkpoints(with_apps=False)
+    folder = tmp_path_factory.mktemp("safety_base")
+    videos, index_dir = folder / "videos", folder / "index"
+    videos.mkdir()
+    for name in ("red", "green", "blue"):
+        write_square_video(videos / f"{name}.mp4", COLOURS[name], num_frames=12)
+    model, processor = CLIP2VideoModel.from_pretrained(checkpoint).eval(), tiny_processor()
+    fingerprint = {**model_fingerprint(model), **model_reference(str(checkpoint))}
+    projection_dim = model.config.projection_dim
+    embedding_dim = projection_dim * (2 if model.config.use_temporal_alignment_block else 1)
+    with IndexLock(index_dir, videos=videos):
+        (index_dir / "parts").mkdir()
+        current, _, _, _, _, pending = prepare(index_dir, videos, fingerprint["hash"], embedding_dim, projection_dim, False)
+        settings = SimpleNamespace(batch_size=8, save_every=64, num_workers=0)
+        index_share(model, VideoFiles(pending, videos, processor), settings, fingerprint["hash"], index_dir / "parts", 0, False)
+        parts, _ = load_parts(index_dir, fingerprint["hash"], embedding_dim, projection_dim)
+        commit(
+            index_dir, videos, current, parts, fingerprint, model.logit_scale.exp().item(), embedding_dim,
+            projection_dim, VectorIndexOptions(index_type="ivf"),
+        )
+    (index_dir / "unreadable.json").write_text("{}")
+    return checkpoint, videos, index_dir
+
+
+def private_copy(videos: Path, index_dir: Path, destination: Path) -> tuple[Path, Path]:
+    """A copy of the videos and the index (copy2 keeps the sizes and mtimes it recorded), the index pointing at them."""
+    shutil.copytree(videos, destination / "videos", symlinks=True)
+    shutil.copytree(index_dir, destination / "index", symlinks=True)
+    metadata_path = destination / "index" / "index.json"
     metadata = json.loads(metadata_path.read_text())
-    metadata["video_root"] = str(tmp_path / "videos")
+    metadata["video_root"] = str(destination / "videos")
     metadata_path.write_text(json.dumps(metadata))
-    return work / "ckpt", tmp_path / "videos", tmp_path / "index"
+    return destination / "videos", destination / "index"
+
+
+@pytest.fixture
+def index_copy(base, tmp_path):
+    checkpoint, videos, index_dir = base
+    return checkpoint, *private_copy(videos, index_dir, tmp_path)
 
 
 @pytest.mark.slow
@@ -417,13 +453,15 @@ def test_queries_racing_commits_never_fail_on_an_intact_index(index_copy, tmp_pa
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_local_model_is_recorded_as_its_absolute_folder_and_never_taken_for_a_hub_id(
-    built, index_copy, tmp_path, monkeypatch, capsys
+    built, tmp_path, monkeypatch, capsys
 ):
-    work, _, built_index, _, _ = built
+    work, built_videos, built_index, result, _ = built
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     recorded = json.loads((built_index / "index.json").read_text())["model"]
     assert recorded["name"] == str((work / "ckpt").resolve()) and recorded["source"] == "local"
-    checkpoint, _, index_dir = index_copy
+    _, index_dir = private_copy(built_videos, built_index, tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # a query from another directory finds the model the index names
@@ -442,10 +480,12 @@ def test_a_local_model_is_recorded_as_its_absolute_folder_and_never_taken_for_a_
         with pytest.raises(SystemExit) as refusal:
             query_videos.main(["--index_dir", str(index_dir), "red"])
         assert all(word in str(refusal.value) for word in words), str(refusal.value)
-    # A path that is no folder is refused by the indexer before anything starts.
+    # A path that is no folder is refused by the indexer before anything starts, and by a query.
     with pytest.raises(SystemExit, match="neither a folder nor a Hugging Face Hub repository id"):
         index_videos.main(["--model", "./ckpt-typo", "--videos", str(tmp_path), "--index_dir", str(tmp_path / "i")])
     assert not (tmp_path / "i").exists()
+    with pytest.raises(SystemExit, match="neither a folder nor a Hugging Face Hub repository id"):
+        query_videos.main(["--index_dir", str(index_dir), "--model", "../ckpt-typo", "red"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -531,10 +571,7 @@ def test_a_hand_edited_index_json_is_named_damage(index_copy, edit):
         VideoIndex(index_dir)
 
 
-def test_an_index_dir_that_is_a_file_and_an_empty_query_list(index_copy, tmp_path, tiny_checkpoints):
-    from clip2video.modeling_clip2video import CLIP2VideoModel
-    from tests.helpers.models import tiny_processor
-
+def test_an_index_dir_that_is_a_file_and_an_empty_query_list(index_copy, tmp_path):
     checkpoint, _, index_dir = index_copy
     (tmp_path / "a_file").write_bytes(b"x")
     with pytest.raises(NotADirectoryError, match="a_file is a file, not an index folder"):

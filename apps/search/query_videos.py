@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoProcessor
 
+from .index_build import model_reference
 from .video_index import (
     DEFAULT_CANDIDATES, IndexDamagedError, ModelMismatchError, SearchHit, SearchParameters, VideoIndex,
 )
@@ -120,7 +121,13 @@ def main(argv=None):
         index = VideoIndex(args.index_dir)
     except (FileNotFoundError, NotADirectoryError, IndexDamagedError) as error:
         raise SystemExit(str(error)) from None
-    model_name = args.model or recorded_model(index)
+    if args.model:
+        reference = model_reference(args.model)  # a local folder is loaded as one, never looked up on the Hub
+        if reference["source"] == "unknown":
+            raise SystemExit(f"--model {args.model} is neither a folder nor a Hugging Face Hub repository id.")
+        model_name = reference["name"]
+    else:
+        model_name = recorded_model(index)
     model = AutoModel.from_pretrained(model_name, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_name, trust_remote_code=True)
     parameters = SearchParameters(
