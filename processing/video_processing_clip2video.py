@@ -810,8 +810,8 @@ def _frame_to_rgb_hwc(frame, input_data_format=None) -> torch.Tensor:
 
 
 def _as_uint8_tensor(array) -> torch.Tensor:
-    """uint8 frames as they are; floating point frames in [0, 1] (decoded frames divided by 255) back to uint8, so
-    they give the pixels of the uint8 frames exactly."""
+    """uint8 frames as they are; uint16 frames scaled to the nearest 8-bit value; floating point frames in [0, 1]
+    (decoded frames divided by 255) back to uint8, so they give the pixels of the uint8 frames exactly."""
     if isinstance(array, np.ndarray) and array.dtype.kind not in "uifb":
         raise ValueError(f"Video frames must be a numeric array (uint8 or float in [0, 1]), got dtype {array.dtype}.")
     if isinstance(array, torch.Tensor) and (array.device.type == "meta" or array.layout != torch.strided):
@@ -822,6 +822,8 @@ def _as_uint8_tensor(array) -> torch.Tensor:
     tensor = torch.as_tensor(array)
     if tensor.dtype == torch.uint8:
         return tensor
+    if tensor.dtype == torch.uint16:  # 16-bit frames: the nearest 8-bit value, as for 16-bit frame images
+        return ((tensor.to(torch.int32) + 128) // 257).to(torch.uint8)
     if tensor.is_floating_point():
         if tensor.numel() and not (torch.isfinite(tensor).all() and tensor.min() >= 0 and tensor.max() <= 1):
             raise ValueError(
@@ -829,7 +831,9 @@ def _as_uint8_tensor(array) -> torch.Tensor:
                 f"{tensor.max().item()}]; pass uint8 frames for 0-255 values."
             )
         return (tensor.float() * 255).round_().to(torch.uint8)
-    raise ValueError(f"Video frames must be uint8 (0-255) or floating point in [0, 1], got {tensor.dtype}.")
+    raise ValueError(
+        f"Video frames must be uint8 (0-255), uint16 (0-65535) or floating point in [0, 1], got {tensor.dtype}."
+    )
 
 
 def _rgb_channels(frames: torch.Tensor) -> torch.Tensor:

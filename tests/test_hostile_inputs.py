@@ -909,6 +909,7 @@ def pixel_values_to_uint8(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def test_16_bit_grey_frames_are_scaled_not_clipped(tmp_path):
+    """Frame images, PIL frames and uint16 arrays alike."""
     from PIL import Image
 
     paths, pil_frames = [], []
@@ -920,7 +921,8 @@ def test_16_bit_grey_frames_are_scaled_not_clipped(tmp_path):
     # The nearest 8-bit value of each, computed here: v * 255 / 65535 rounded.
     expected = torch.tensor([math.floor(grey * 255 / 65535 + 0.5) for grey in GREYS_16], dtype=torch.float32)
     processor = tiny_processor()
-    for video in ([str(path) for path in paths], pil_frames):
+    arrays = np.stack([np.full((32, 32, 3), grey, np.uint16) for grey in GREYS_16])
+    for video in ([str(path) for path in paths], pil_frames, arrays, torch.from_numpy(arrays)):
         out = processor(videos=[video], do_sample_frames=False, num_frames=len(GREYS_16))["pixel_values_videos"][0]
         got = pixel_values_to_uint8(out)
         assert torch.equal(got, expected[:, None, None, None].expand_as(got)), got[:, 0, 0, 0].tolist()
