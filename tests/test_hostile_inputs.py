@@ -1026,3 +1026,20 @@ def test_do_sample_frames_none_means_the_default():
         assert torch.equal(given["pixel_values_videos"], default["pixel_values_videos"])
     with pytest.raises(ValueError, match="with `do_sample_frames=False` every frame is used"):
         processor(videos=[frames], do_sample_frames=False)
+
+
+def test_frame_images_are_turned_upright_by_their_exif_orientation(tmp_path):
+    from PIL import Image
+
+    pixels = np.zeros((32, 64, 3), np.uint8)
+    pixels[:16] = (255, 0, 0)  # stored: red on top, blue below
+    pixels[16:] = (0, 0, 255)
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": the top goes to the right
+    image.save(tmp_path / "turned.png", exif=exif)
+    out = tiny_processor()(videos=[[str(tmp_path / "turned.png")]], do_sample_frames=False)["pixel_values_videos"]
+    got = pixel_values_to_uint8(out[0, 0])
+    # Upright (as transformers' load_image shows it): blue on the left, red on the right, whole columns.
+    assert got[:, :, 4].tolist() == [[0.0] * 32, [0.0] * 32, [255.0] * 32]
+    assert got[:, :, 27].tolist() == [[255.0] * 32, [0.0] * 32, [0.0] * 32]
