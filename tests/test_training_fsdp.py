@@ -8,6 +8,7 @@ import torch
 from clip2video.training.contrastive import ContrastiveEmbedder, global_contrastive_loss
 from tests.helpers.distributed import fixed_batch, tiny_model
 from tests.helpers.processes import REPO, environment, launcher, run_command
+from tests.helpers.servers import free_port
 
 
 @pytest.mark.slow
@@ -43,3 +44,17 @@ def test_fsdp2_on_two_cpu_processes_matches_one_process(tmp_path):
         torch.testing.assert_close(sharded["state"][name], tensor, rtol=1e-4, atol=1e-6, msg=name)
     # Not vacuous: the step moved the weights.
     assert not torch.equal(reference["model.text_projection.weight"], tiny_model().text_projection.weight)
+
+
+@pytest.mark.slow
+def test_the_fsdp_config_without_a_gpu_says_it_falls_back_to_data_parallel(tmp_path):
+    # A global batch that two processes cannot split stops the run right after the launch, before any data is read.
+    result = run_command(
+        [launcher("accelerate"), "launch", "--config_file", REPO / "training" / "configs" / "fsdp.yaml",
+         "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
+         REPO / "training" / "run.py", "--global_batch_size", "3", "--output_dir", tmp_path / "out"],
+        cwd=tmp_path, env=environment(OMP_NUM_THREADS="1"), check=False,
+    )
+    assert "without one this run falls back to data parallel (MULTI_CPU, 2 processes" in result.stdout, result.stdout
+    assert "--global_batch_size 3 must split evenly" in result.stderr
+    assert not (tmp_path / "out").exists()

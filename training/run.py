@@ -604,6 +604,15 @@ def main(argv=None):
         # one contrastive loss whatever the number of processes.
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and (
+        accelerator.distributed_type != DistributedType.FSDP
+    ):
+        # accelerate shards with FSDP on accelerators only; on CPUs it silently runs the launch as plain DDP.
+        accelerator.print(
+            f"FSDP was asked for (e.g. --config_file training/configs/fsdp.yaml) but accelerate runs FSDP on GPUs "
+            f"only: without one this run falls back to data parallel ({accelerator.distributed_type.value}, "
+            f"{accelerator.num_processes} processes, each holding the whole model)."
+        )
     if args.global_batch_size % (args.gradient_accumulation_steps * accelerator.num_processes):
         raise ValueError(
             f"--global_batch_size {args.global_batch_size} must split evenly into {args.gradient_accumulation_steps} "
