@@ -197,3 +197,21 @@ def test_frame_indices_are_the_runs_at_the_output_rate_written_out(output_fps):
     indices = ffmpeg_cfr_frame_indices(times, [None] * 90, 30.0, output_fps)
     assert indices == [index for index, count in runs for _ in range(count)]
     assert len(indices) == pytest.approx(3 * output_fps, abs=2)  # 3 s at the output rate
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    gaps=st.lists(st.one_of(st.floats(0.001, 0.2), st.floats(0.2, 5.0), st.just(1 / 30)), min_size=1, max_size=80),
+    durations=st.lists(st.one_of(st.none(), st.floats(0.0, 3.0)), min_size=80, max_size=80),
+    nominal_fps=st.sampled_from([1.0, 4.0, 25.0, 30.0, 60.0]),
+)
+def test_runs_have_positive_counts_and_at_most_two_per_source_frame(gaps, durations, nominal_fps):
+    # Documented: "(index, number of images) with positive counts, in output order (indices non-decreasing)"; "the
+    # runs stay at most two per source frame whatever the timestamps".
+    times = np.concatenate([[0.0], np.cumsum(gaps[:-1])]).tolist()
+    runs = ffmpeg_cfr_frame_runs(times, durations[: len(times)], nominal_fps)
+    assert runs and all(count > 0 for _, count in runs)
+    indices = [index for index, _ in runs]
+    assert indices == sorted(indices) and all(0 <= index < len(times) for index in indices)
+    assert all(indices.count(index) <= 2 for index in set(indices))
+    assert all(a != b for a, b in zip(indices, indices[1:]))  # a frame's consecutive images are one run
