@@ -75,6 +75,8 @@ def _is_stream(inputs) -> bool:
     not one video (a `datasets` column, a `map` object) are streamed through a generator."""
     if isinstance(inputs, (list, tuple, dict, str, bytes, bytearray, memoryview)) or _is_one_video(inputs):
         return False
+    if hasattr(inputs, "ndim") and hasattr(inputs, "shape"):
+        return False  # an array or tensor of the wrong rank is a mistake, never a stream of its rows
     return isinstance(inputs, (types.GeneratorType, torch.utils.data.Dataset)) or hasattr(inputs, "__iter__")
 
 

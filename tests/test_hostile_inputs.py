@@ -495,7 +495,7 @@ LABELS = ["red", "green"]
         ({"candidate_labels": LABELS, "top_k": True}, "top_k"),
         ({"candidate_labels": LABELS, "timeout": -1}, "timeout"),
         ({"candidate_labels": LABELS, "timeout": float("nan")}, "timeout"),
-        ({"candidate_labels": LABELS, "function_to_apply": "sigmoid"}, "function_to_apply"),
+        ({"candidate_labels": LABELS, "function_to_apply": "max"}, "function_to_apply"),
         ({"candidate_labels": LABELS, "candidate_label": LABELS}, r"unknown arguments \['candidate_label'\]"),
         ({"candidate_labels": []}, "candidate_labels"),
         ({"candidate_labels": ["red", ""]}, r"candidate_labels\[1\]"),
@@ -516,7 +516,9 @@ def test_zero_shot_arguments_are_checked_before_any_work(loaded_pipelines, tmp_p
     "videos, message",
     [
         ([], "empty list"),
-        ((path for path in ["a.mp4"]), "generator"),
+        # A generator or a dataset is streamed, each video checked when its turn comes (tests/test_pipelines_flows.py);
+        # an array of the wrong rank is never taken for a stream of its rows.
+        (torch.zeros(8, 8, 3, dtype=torch.uint8), r"Tensor of shape \(8, 8, 3\)"),
         ("", "empty string"),
         (["a.mp4", 3], r"`videos\[1\]` is a int"),
         (np.zeros((8, 8, 3), np.uint8), "ndarray of shape"),
@@ -1043,3 +1045,12 @@ def test_frame_images_are_turned_upright_by_their_exif_orientation(tmp_path):
     # Upright (as transformers' load_image shows it): blue on the left, red on the right, whole columns.
     assert got[:, :, 4].tolist() == [[0.0] * 32, [0.0] * 32, [255.0] * 32]
     assert got[:, :, 27].tolist() == [[255.0] * 32, [0.0] * 32, [0.0] * 32]
+
+
+@pytest.mark.parametrize("fps, message", [(1e-300, "puts 10 frames 1e\\+301 s apart"), (math.nan, "positive number"),
+                                          ("5", "positive number, got '5'"), (-5.0, "positive number")])
+def test_sample_frames_called_directly_checks_the_frame_rate(fps, message):
+    from transformers.video_utils import VideoMetadata
+
+    with pytest.raises(ValueError, match=message):
+        tiny_processor().video_processor.sample_frames(VideoMetadata(total_num_frames=10, fps=fps))
