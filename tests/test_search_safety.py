@@ -207,6 +207,13 @@ def _layout(name: str, tmp_path: Path, videos: Path, index_dir: Path) -> tuple[P
     if name == "a folder of the user's files":
         plant_foreign_files(tmp_path / "mine")
         return videos, tmp_path / "mine", ["holds files the indexer did not write", "embeddings-v1.npy"]
+    if name == "a folder of the user's files named as the indexer names its own":
+        mine = tmp_path / "mine"
+        (mine / "parts").mkdir(parents=True)
+        (mine / "parts" / "notes.txt").write_bytes(b"the user's")
+        (mine / ".lock").write_bytes(b"the user's lock file")
+        (mine / "unreadable.json").write_bytes(b'{"the user": 1}')
+        return videos, mine, ["holds files the indexer did not write", ".lock", "parts", "unreadable.json"]
     if name == "the user's files beside an existing index":
         plant_foreign_files(index_dir)
         return videos, index_dir, ["holds files the indexer did not write", "videos-holiday.mp4", "videos-archive"]
@@ -219,7 +226,8 @@ def _layout(name: str, tmp_path: Path, videos: Path, index_dir: Path) -> tuple[P
 LAYOUTS = [
     "index is the videos folder", "index inside the videos folder", "index is a link to the videos folder",
     "index inside the videos folder, reached through a link", "videos given through a link, index inside them",
-    "videos inside the index folder", "a folder of the user's files", "the user's files beside an existing index",
+    "videos inside the index folder", "a folder of the user's files",
+    "a folder of the user's files named as the indexer names its own", "the user's files beside an existing index",
     "a file",
 ]
 

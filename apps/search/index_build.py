@@ -98,7 +98,9 @@ def foreign_entries(index_dir: Path) -> list[str]:
         # An index written before the ledger existed: its index.json, if it is one, vouches for its generation.
         legacy = _legacy_generation(index_dir)
         if legacy is None:
-            owned.discard(METADATA_FILE)
+            # Not an index (yet): the indexer's fixed names may be the user's files (a `.lock`, an `unreadable.json`,
+            # a `parts/` folder), which it would overwrite. Only its own lock file and the ledger's temporary count.
+            owned = {f"{LEDGER_FILE}.tmp"} | ({LOCK_FILE} if _own_lock_file(index_dir / LOCK_FILE) else set())
         else:
             owned |= legacy
     foreign = _unowned(index_dir, owned)
@@ -125,6 +127,16 @@ def _unowned(index_dir: Path, owned: set[str]) -> list[str]:
                 with os.scandir(entry.path) as inner:
                     foreign += [f"{entry.name}/{e.name}" for e in inner if not pattern.fullmatch(e.name)]
     return sorted(foreign)
+
+
+def _own_lock_file(path: Path) -> bool:
+    """Whether `path` is a lock file as `IndexLock` leaves it: a regular file, empty or naming the holder."""
+    try:
+        with os.fdopen(open_regular(path), "rb") as file:
+            content = file.read(200)
+    except OSError:
+        return False
+    return re.fullmatch(rb"(?:pid [0-9]+ since [0-9: -]+\n)?", content) is not None
 
 
 def _legacy_generation(index_dir: Path) -> set[str] | None:
