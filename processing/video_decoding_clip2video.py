@@ -385,7 +385,6 @@ def _read_with_pyav_unguarded(av, source, name: str, select_frames: FrameSelecto
         _set_decoder_threads(stream)
         # The decoder itself refuses much larger frames, also when the size changes after the header.
         stream.codec_context.options = _pyav_options(limits)
-        time_base = stream.time_base
         start = _pyav_start_pts(container, stream)
 
         packets = _pyav_packet_index(container, stream, name, limits)
@@ -405,17 +404,8 @@ def _read_with_pyav_unguarded(av, source, name: str, select_frames: FrameSelecto
             chosen = select_frames(FrameTable(times=times, durations=[None] * len(times), average_fps=fps))
             frames = _pyav_decode_in_order(av, source, chosen, name, limits)
             return DecodedFrames(frames=frames, timestamps=[times[i] for i in chosen])
-        durations = _ffmpeg_packet_durations(container, stream, packets)
-        order = sorted(range(len(packets)), key=lambda index: packets[index].pts)
-        frame_pts = [packets[index].pts for index in order]
+        table, frame_pts = _pyav_frame_table(container, stream, packets, start)
         keyframe_pts = sorted(packet.pts for packet in packets if packet.is_keyframe) or frame_pts[:1]
-        average_fps = float(stream.average_rate or stream.guessed_rate or 0) or _fps_from_pts(frame_pts, time_base)
-        table = FrameTable(
-            times=[_seconds(pts - start, time_base) for pts in frame_pts],
-            durations=[durations[index] for index in order],
-            average_fps=average_fps,
-            nominal_fps=float(stream.guessed_rate or 0) or average_fps,
-        )
         _check_time_span(table.times, name, limits)
         chosen = select_frames(table)
         frames = _pyav_decode_at(av, container, stream, [frame_pts[i] for i in chosen], keyframe_pts, name, limits)
@@ -797,7 +787,7 @@ def _pyav_frame_table(container, stream, packets: list[_PacketEntry], start: int
     frame_pts = [packets[index].pts for index in order]
     average_fps = float(stream.average_rate or stream.guessed_rate or 0) or _fps_from_pts(frame_pts, time_base)
     table = FrameTable(
-        times=[float((pts - start) * time_base) for pts in frame_pts],
+        times=[_seconds(pts - start, time_base) for pts in frame_pts],
         durations=[durations[index] for index in order],
         average_fps=average_fps,
         nominal_fps=float(stream.guessed_rate or 0) or average_fps,
