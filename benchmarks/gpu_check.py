@@ -1,6 +1,6 @@
 """The checks that need a GPU, in one script: run where CUDA is available (the parts skip without it).
 
-    PYTHONPATH=. python benchmarks/gpu_check.py [--parts model serving training]
+    PYTHONPATH=. python benchmarks/gpu_check.py [--parts model serving training indexing]
 
 Each part lives in its own module beside this one and prints its own figures; a part that fails prints its error
 and the others still run. The exit code is non-zero when any part failed.
@@ -19,6 +19,7 @@ PARTS = {
     "model": "gpu_check_model",  # get_video_features throughput, fp32 vs bf16 (issue: transformers 5)
     "serving": "gpu_check_serving",  # the endpoint handler on CUDA: latency per request, GPU memory
     "training": "gpu_check_training",  # 200 bf16 training steps, plain and FSDP on one GPU
+    "indexing": "gpu_check_indexing",  # decode + embed overlapped: videos/s of 10-second clips, end to end
 }
 
 
