@@ -213,7 +213,7 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
         jitter = self.random_frame_jitter if random_frame_jitter is None else random_frame_jitter
         positions = _source_positions(metadata)
         if metadata.fps:
-            rate = float(metadata.fps)
+            rate = _checked_frame_rate(metadata.fps, positions[-1] + 1 if positions else 0, "The video")
             # Each given frame stays on screen until the next one (one source frame for the last).
             durations = [(after - before) / rate for before, after in zip(positions, positions[1:])] + [1 / rate]
             table = FrameTable([position / rate for position in positions], durations, rate)
@@ -596,18 +596,26 @@ def _frames_metadata(entry: dict | None, count: int, index: int) -> VideoMetadat
     fps = entry.get("fps")
     if fps is None and entry.get("duration"):
         fps = total / entry["duration"]
-    if fps is not None and not (_is_number(fps) and 0 < fps < math.inf):
-        raise ValueError(f"Video {index}: `video_metadata` fps must be a positive number, got {fps!r}.")
-    if fps is not None and total / fps > MAX_FRAMES_SPAN_SECONDS:
-        # The frames' times are index / fps: fps 1e-300 would put them 10^300 s apart, past every integer type.
-        raise ValueError(
-            f"Video {index}: `video_metadata` fps={fps!r} puts {total} frames {total / fps:.3g} s apart, over "
-            f"{MAX_FRAMES_SPAN_SECONDS:.0e} s; give the frame rate in frames per second."
-        )
+    if fps is not None:
+        _checked_frame_rate(fps, total, f"Video {index}")
     duration = total / fps if fps else entry.get("duration")
     return VideoMetadata(
         total_num_frames=total, fps=fps, duration=duration, video_backend=None, frames_indices=source_indices
     )
+
+
+def _checked_frame_rate(fps, total: int, where: str) -> float:
+    """`fps` as a float, refused unless a positive finite number that keeps `total` frames within
+    `MAX_FRAMES_SPAN_SECONDS` (their times are index / fps: fps 1e-300 would put them 10^300 s apart, past every
+    integer type the sampling uses)."""
+    if not (_is_number(fps) and 0 < fps < math.inf):
+        raise ValueError(f"{where}: `video_metadata` fps must be a positive number, got {fps!r}.")
+    if total / fps > MAX_FRAMES_SPAN_SECONDS:
+        raise ValueError(
+            f"{where}: `video_metadata` fps={fps!r} puts {total} frames {total / fps:.3g} s apart, over "
+            f"{MAX_FRAMES_SPAN_SECONDS:.0e} s; give the frame rate in frames per second."
+        )
+    return float(fps)
 
 
 def _is_integer(value) -> bool:
