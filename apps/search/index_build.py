@@ -495,7 +495,8 @@ def file_key(path: Path, root: Path) -> tuple[str, int, int]:
 
 @dataclass
 class VectorIndexOptions:
-    """`index_type`: auto (exact up to `approximate_above` videos, IVF above), exact, ivf or hnsw. `nlist`: IVF
+    """`index_type`: auto (exact up to `approximate_above` videos, IVF above, HNSW where IVF's measured recall
+    stays below `TARGET_RECALL`, `RecallTooLowError` where HNSW's does too), exact, ivf or hnsw. `nlist`: IVF
     lists (default about sqrt(videos), a power of two). `nprobe`: IVF lists searched by default. `hnsw_m`,
     `ef_search`: HNSW links per vector and default search breadth. `embedding_dtype`: auto (float16 when its
     measured error bound stays under 1e-3, float32 otherwise), float16 or float32."""
@@ -693,8 +694,16 @@ def write_generation(
     settings = {"type": index_type}
     if index_type != "exact":
         stored = np.load(temporary("embeddings"), mmap_mode="r")
-        vectors, settings = build_vector_index(stored, index_type, options, previous_vectors)
-        settings = calibrate(vectors, stored, settings, explicit=options.nprobe if index_type == "ivf" else None)
+        try:
+            vectors, settings = build_calibrated_index(
+                stored, index_type, options, previous_vectors, automatic=options.index_type == "auto"
+            )
+        except RecallTooLowError:
+            del stored
+            for key, name in names.items():  # nothing of this generation is committed
+                if name:
+                    temporary(key).unlink(missing_ok=True)
+            raise
         import faiss
 
         faiss.write_index(vectors, str(temporary("vectors")))
@@ -777,6 +786,45 @@ def build_vector_index(
 
 CALIBRATION_QUERIES = 100
 TARGET_RECALL = 0.99
+
+
+class RecallTooLowError(RuntimeError):
+    """`--index_type auto` found no approximate index reaching `TARGET_RECALL`; the message says what to do."""
+
+
+def build_calibrated_index(
+    embeddings: np.ndarray, index_type: str, options: VectorIndexOptions, previous: Path | None, automatic: bool
+):
+    """`build_vector_index` then `calibrate`. Chosen by `auto` (`automatic`), an index is never committed below
+    `TARGET_RECALL`: an IVF index that stays below it at its widest search is replaced by HNSW (which links each
+    video to its neighbours whatever the sizes of the topics: collections of many small topics defeat IVF lists),
+    and if HNSW stays below too, `RecallTooLowError` says what was measured and what to do. An index type chosen
+    by the user is kept whatever its recall (recorded in `index.json`, shown with every query)."""
+    vectors, settings = build_vector_index(embeddings, index_type, options, previous)
+    settings = calibrate(vectors, embeddings, settings, explicit=options.nprobe if index_type == "ivf" else None)
+    if not automatic or settings["measured_recall_at_10"] >= TARGET_RECALL:
+        return vectors, settings
+    tried = [settings]
+    if index_type == "ivf":
+        del vectors
+        vectors, settings = build_vector_index(embeddings, "hnsw", options)
+        settings = calibrate(vectors, embeddings, settings)
+        if settings["measured_recall_at_10"] >= TARGET_RECALL:
+            return vectors, {**settings, "instead_of": tried[0]}
+        tried.append(settings)
+    measured = "; ".join(
+        f"{t['type']} ({', '.join(f'{key} {t[key]}' for key in ('nlist', 'nprobe', 'm', 'ef_search') if key in t)}): "
+        f"{t['measured_recall_at_10']:.3f}"
+        for t in tried
+    )
+    raise RecallTooLowError(
+        f"--index_type auto found no approximate index that finds {TARGET_RECALL:.0%} of the true top 10 of this "
+        f"collection of {len(embeddings)} videos (recall@10 measured on {CALIBRATION_QUERIES} stored videos against "
+        f"an exact scan: {measured}). Nothing was committed: the previous index still answers and the videos embedded "
+        "by this run are kept in parts/, so a rerun does not decode them again. Rerun with --index_type exact (every "
+        "query scans all videos: exact results, slower queries), or --index_type hnsw with a larger --hnsw_m, or "
+        "accept the measured recall with an explicit --index_type ivf / hnsw (it is then shown with every query)."
+    )
 
 
 def calibrate(vectors, embeddings: np.ndarray, settings: dict, explicit: int | None = None) -> dict:

@@ -39,9 +39,10 @@ from clip2video.processing.video_processing_clip2video import stack_videos
 from clip2video.training.distributed import cores_per_process, set_cpu_threads
 
 from .index_build import (
-    PARTS_DIR, UNREADABLE_FILE, IndexFolderError, IndexLock, Part, VectorIndexOptions, check_index_folder, commit,
-    current_keys, file_key, load_parts, model_reference, open_current, write_part,
+    PARTS_DIR, TARGET_RECALL, UNREADABLE_FILE, IndexFolderError, IndexLock, Part, RecallTooLowError, VectorIndexOptions,
+    check_index_folder, commit, current_keys, file_key, load_parts, model_reference, open_current, write_part,
 )
+from .milvus_store import MILVUS_INDEX_TYPES, MilvusIndexWriter, MilvusStoreError, add_store_arguments
 from .video_index import APPROXIMATE_ABOVE, INDEX_TYPES, IndexDamagedError, list_videos, model_fingerprint
 
 
@@ -84,6 +85,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--rebuild", action="store_true", help="repair: verify the index, keep what is intact")
     parser.add_argument("--wait_for_lock", action="store_true", help="wait for another indexer of --index_dir")
+    add_store_arguments(parser)
+    parser.add_argument(
+        "--milvus_index", choices=MILVUS_INDEX_TYPES, default="auto",
+        help="Milvus index of the embeddings (auto: FLAT for a Milvus Lite file, HNSW for a server)",
+    )
     args = parser.parse_args(argv)
     for name in ("batch_size", "save_every", "approximate_above", "hnsw_m", "ef_search"):
         if getattr(args, name) < 1:
@@ -267,15 +273,22 @@ def main(argv=None):
         projection_dim = model.config.projection_dim
         embedding_dim = projection_dim * (2 if model.config.use_temporal_alignment_block else 1)
 
-        plan = None
+        plan, store = None, None
         if accelerator.is_main_process:
             parts_dir.mkdir(parents=True, exist_ok=True)
             try:
                 current, parts, quarantined, note, videos, pending = prepare(
                     index_dir, root, fingerprint["hash"], embedding_dim, projection_dim, args.rebuild
                 )
+                if args.store == "milvus":  # the staging folder holds parts only; the rest is in Milvus
+                    store = MilvusIndexWriter(
+                        args.milvus_uri, args.milvus_collection, fingerprint, model.logit_scale.exp().item(),
+                        embedding_dim, projection_dim, processor.video_processor.num_frames, root, args.milvus_index,
+                        args.hnsw_m, args.ef_search, args.nlist, args.nprobe, args.rebuild,
+                    )
+                    pending = store.pending(pending, root)
                 plan = {"pending": [str(p) for p in pending], "count": len(videos)}
-            except (IndexDamagedError, SystemExit) as error:
+            except (IndexDamagedError, SystemExit, MilvusStoreError) as error:
                 plan = {"error": str(error)}
         [plan] = broadcast_object_list([plan])
         if "error" in plan:
@@ -315,21 +328,33 @@ def main(argv=None):
                 index_type=args.index_type, approximate_above=args.approximate_above, nlist=args.nlist,
                 nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_search=args.ef_search, embedding_dtype=args.embedding_dtype,
             )
-            metadata = commit(
-                index_dir, root, current, new_parts, fingerprint, model.logit_scale.exp().item(), embedding_dim,
-                projection_dim, options,
-            )
+            try:
+                if args.store == "milvus":
+                    metadata = store.commit(parts_dir, new_parts, root)
+                else:
+                    metadata = commit(
+                        index_dir, root, current, new_parts, fingerprint, model.logit_scale.exp().item(),
+                        embedding_dim, projection_dim, options,
+                    )
+            except (RecallTooLowError, MilvusStoreError) as error:
+                raise SystemExit(str(error)) from None
             write_json(index_dir / UNREADABLE_FILE, unreadable)
             settings = metadata["vector_index"]
-            if settings.get("measured_recall_at_10", 1.0) < 0.99:
+            if "instead_of" in settings:
+                print(
+                    f"IVF found {settings['instead_of']['measured_recall_at_10']:.1%} of the true top 10 of stored "
+                    f"videos (measured at build), below {TARGET_RECALL:.0%}: --index_type auto built HNSW instead "
+                    f"({settings['measured_recall_at_10']:.1%})."
+                )
+            if settings.get("measured_recall_at_10", 1.0) < TARGET_RECALL:
                 print(
                     f"Warning: the {settings['type']} index finds {settings['measured_recall_at_10']:.1%} of the true "
                     "top 10 of stored videos (measured at build). Many small topics spread over IVF lists do this; "
                     "--index_type hnsw, or query_videos --exact, or more --candidates / --nprobe recover the rest."
                 )
             print(
-                f"Indexed {metadata['num_videos']} videos into {index_dir} ({metadata['vector_index']['type']} search, "
-                f"{metadata['embedding_dtype']} embeddings) in {time.perf_counter() - started:.1f} s."
+                f"Indexed {metadata['num_videos']} videos into {store.name if store else index_dir} "
+                f"({metadata['vector_index']['type']} search, {metadata['embedding_dtype']} embeddings) in {time.perf_counter() - started:.1f} s."
             )
             if unreadable:
                 print(f"Skipped {len(unreadable)} unreadable file(s), listed in {index_dir / UNREADABLE_FILE}:")

@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModel, AutoProcessor
 
 from .index_build import model_reference
+from .milvus_store import MilvusStoreError, MilvusVideoIndex, add_store_arguments
 from .video_index import (
     DEFAULT_CANDIDATES, IndexDamagedError, ModelMismatchError, SearchHit, SearchParameters, VideoIndex,
 )
@@ -34,7 +35,9 @@ def positive_int(text: str) -> int:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("queries", nargs="+", help="one or more text queries")
-    parser.add_argument("--index_dir", required=True, help="folder written by apps.search.index_videos")
+    parser.add_argument(
+        "--index_dir", default=None, help="folder written by apps.search.index_videos (the file store)"
+    )
     parser.add_argument("--model", default=None, help="checkpoint (default: the one the index was built with)")
     parser.add_argument("--top_k", type=positive_int, default=5, help="videos per query (default 5)")
     parser.add_argument("--exact", action="store_true", help="scan every embedding, even with an approximate index")
@@ -48,6 +51,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--force", action="store_true", help="search with a model other than the index's")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_store_arguments(parser)
+    parser.add_argument(
+        "--filter", default=None,
+        help="with --store milvus: a Milvus boolean expression over the fields path, size, mtime_ns, frame_count, "
+        "e.g. 'path like \"dogs/%%\"' or 'frame_count >= 8'",
+    )
     return parser.parse_args(argv)
 
 
@@ -117,9 +126,16 @@ def recorded_model(index: VideoIndex) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    if (args.store == "milvus") != (args.milvus_uri is not None) or (args.store == "file") != bool(args.index_dir):
+        raise SystemExit("Give --index_dir (the file store), or --store milvus with --milvus_uri.")
+    if args.filter and args.store != "milvus":
+        raise SystemExit("--filter needs --store milvus; the file index searches every video.")
     try:
-        index = VideoIndex(args.index_dir)
-    except (FileNotFoundError, NotADirectoryError, IndexDamagedError) as error:
+        if args.store == "milvus":
+            index = MilvusVideoIndex(args.milvus_uri, args.milvus_collection)
+        else:
+            index = VideoIndex(args.index_dir)
+    except (FileNotFoundError, NotADirectoryError, IndexDamagedError, MilvusStoreError) as error:
         raise SystemExit(str(error)) from None
     if args.model:
         reference = model_reference(args.model)  # a local folder is loaded as one, never looked up on the Hub
@@ -131,15 +147,20 @@ def main(argv=None):
     model = AutoModel.from_pretrained(model_name, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_name, trust_remote_code=True)
     parameters = SearchParameters(
-        exact=True if args.exact else None, candidates=args.candidates, nprobe=args.nprobe, ef_search=args.ef_search
+        exact=True if args.exact else None, candidates=args.candidates, nprobe=args.nprobe, ef_search=args.ef_search,
+        filter=args.filter,
     )
     try:
         results = search_texts(index, model, processor, args.queries, args.top_k, parameters, force=args.force)
-    except (ModelMismatchError, IndexDamagedError) as error:
+    except (ModelMismatchError, IndexDamagedError, MilvusStoreError, ValueError) as error:
         raise SystemExit(str(error)) from None
+    search = index.describe_search(parameters)
     if args.json:
-        print(json.dumps([{"query": q, "hits": [asdict(h) for h in hits]} for q, hits in zip(args.queries, results)]))
+        print(json.dumps(
+            [{"query": q, "hits": [asdict(h) for h in hits], "search": search} for q, hits in zip(args.queries, results)]
+        ))
     else:
+        print(f"Search: {search}\n")
         print("\n\n".join(format_hits(query, hits) for query, hits in zip(args.queries, results)))
 
 

@@ -1,0 +1,153 @@
+"""Exact search at memory speed (`video_index.exact_top_k`) and the recall `--index_type auto` guarantees
+(`index_build.build_calibrated_index`): numbers against independent float64 computations."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip2video.apps.search import SearchParameters, VideoIndex
+from clip2video.apps.search.index_build import (
+    TARGET_RECALL, LoadedPart, RecallTooLowError, VectorIndexOptions, commit,
+)
+from clip2video.apps.search.video_index import _PIECE_ROWS, _QUERY_BLOCK, _SCAN_ROWS, exact_top_k
+
+
+def synthetic_index(folder: Path, vectors: np.ndarray, **options) -> VideoIndex:
+    """An index over given embeddings, written by the indexer's commit (one empty file and two frames per video)."""
+    root = folder / "videos"
+    root.mkdir(parents=True)
+    names = [f"v{i:06d}.mp4" for i in range(len(vectors))]
+    for name in names:
+        (root / name).touch()
+    stats = [(root / name).stat() for name in names]
+    part = LoadedPart(
+        name="in-memory", paths=names, sizes=np.array([s.st_size for s in stats]),
+        mtimes_ns=np.array([s.st_mtime_ns for s in stats]), embeddings=vectors,
+        frame_offsets=np.arange(0, 2 * len(vectors) + 1, 2),
+        frames=np.tile(np.eye(8, dtype=np.float32)[:2], (len(vectors), 1)), frame_times=np.tile([0.0, 1.0], len(vectors)),
+    )
+    index_dir = folder / "index"
+    index_dir.mkdir(parents=True)
+    commit(
+        index_dir, root, None, [part], {"name": "synthetic", "hash": "0" * 32}, 100.0, vectors.shape[1], 8,
+        VectorIndexOptions(**options),
+    )
+    return VideoIndex(index_dir)
+
+
+def unit(rows: int, dim: int, seed: int, dtype=np.float32) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((rows, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(dtype)
+
+
+def reference(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """float64 inner products, best first, ties by lower row (a stable sort)."""
+    scores = queries.astype(np.float64) @ np.asarray(embeddings, np.float64).T
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, rows, 1), rows
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_exact_search_of_a_memory_map_across_pieces_and_chunks_equals_float64(dtype, tmp_path):
+    # More rows than a chunk of the scan and not a multiple of a piece: every boundary is crossed.
+    rows = _SCAN_ROWS + _PIECE_ROWS + 123
+    stored = np.lib.format.open_memmap(tmp_path / "e.npy", "w+", dtype, (rows, 8))
+    stored[:] = unit(rows, 8, seed=0, dtype=dtype)
+    stored.flush()
+    embeddings = np.load(tmp_path / "e.npy", mmap_mode="r")
+    queries = unit(5, 8, seed=1)
+    scores, found = exact_top_k(embeddings, queries, 20)
+    expected_scores, expected_rows = reference(embeddings, queries, 20)
+    np.testing.assert_array_equal(found, expected_rows)
+    np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=1e-6)  # float32 arithmetic, exact widening
+    assert scores.dtype == np.float32 and found.dtype == np.int64
+
+
+def test_exact_search_breaks_ties_by_lower_row_across_chunks():
+    # 40 copies of the best vector, spread over two chunks and many pieces: the 10 lowest rows win.
+    embeddings = unit(_SCAN_ROWS + 5000, 4, seed=2)
+    embeddings[:, 0] *= 0.5
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    copies = np.sort(np.random.default_rng(3).choice(len(embeddings), 40, replace=False))
+    embeddings[copies] = [1.0, 0.0, 0.0, 0.0]
+    scores, found = exact_top_k(embeddings, np.array([[1.0, 0.0, 0.0, 0.0]], np.float32), 10)
+    assert found[0].tolist() == copies[:10].tolist()
+    assert scores[0].tolist() == [1.0] * 10
+
+
+def test_batched_exact_search_equals_one_query_at_a_time():
+    embeddings = unit(3000, 16, seed=4, dtype=np.float16)
+    queries = unit(_QUERY_BLOCK + 7, 16, seed=5)  # more than one block of queries
+    scores, found = exact_top_k(embeddings, queries, 7)
+    for line in (0, _QUERY_BLOCK - 1, _QUERY_BLOCK, len(queries) - 1):
+        one_scores, one_found = exact_top_k(embeddings, queries[line : line + 1], 7)
+        np.testing.assert_array_equal(found[line], one_found[0])
+        np.testing.assert_allclose(scores[line], one_scores[0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(found, reference(embeddings, queries, 7)[1])
+
+
+def tiny_topics(rows: int, dim: int, topics: int, seed: int) -> np.ndarray:
+    """Topics of ~4 videos: IVF lists mix many topics, and probing a few lists misses neighbours."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((topics, dim))
+    vectors = centres[rng.integers(0, topics, rows)] + 0.5 * rng.standard_normal((rows, dim)) / np.sqrt(dim)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def measured_recall(index: VideoIndex, vectors: np.ndarray, queries: np.ndarray) -> float:
+    _, truth = reference(vectors, queries, 10)
+    _, found = index.nearest(queries, 10)
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+
+
+@pytest.mark.slow
+def test_auto_replaces_an_ivf_index_below_the_target_recall_by_hnsw(tmp_path):
+    pytest.importorskip("faiss")
+    vectors = tiny_topics(2500, 32, topics=600, seed=6)
+    index = synthetic_index(tmp_path, vectors, index_type="auto", approximate_above=100, embedding_dtype="float32")
+    settings = index.metadata["vector_index"]
+    # IVF was built, measured below the target at its widest search, and replaced.
+    assert settings["instead_of"]["type"] == "ivf" and settings["instead_of"]["measured_recall_at_10"] < TARGET_RECALL
+    assert settings["type"] == "hnsw" and settings["measured_recall_at_10"] >= TARGET_RECALL
+    # Independently: fresh queries of the same topics find the exact top 10.
+    queries = vectors[::25] + 0.2 * unit(100, 32, seed=9) / np.sqrt(32)
+    assert measured_recall(index, vectors, queries) >= TARGET_RECALL
+    described = index.describe_search()
+    assert f"recall@10 measured at build: {settings['measured_recall_at_10']:.3f}" in described
+    assert "hnsw search of 2500 videos" in described
+    assert index.describe_search(SearchParameters(exact=True)) == "exact search of 2500 videos (recall 1)"
+
+
+@pytest.mark.slow
+def test_auto_refuses_to_commit_an_index_below_the_target_recall(tmp_path):
+    pytest.importorskip("faiss")
+    first = unit(300, 64, seed=7)
+    index = synthetic_index(tmp_path, first, index_type="auto")  # exact
+    before = sorted(path.name for path in index.index_dir.iterdir())
+    # Isotropic vectors (no structure for lists or a graph to follow) and a sparse graph: neither reaches 0.99.
+    hard = unit(4000, 64, seed=8)
+    metadata = index.metadata
+    root = tmp_path / "videos"
+    names = [f"w{i:06d}.mp4" for i in range(len(hard))]
+    for name in names:
+        (root / name).touch()
+    stats = [(root / name).stat() for name in names]
+    part = LoadedPart(
+        name="in-memory", paths=names, sizes=np.array([s.st_size for s in stats]),
+        mtimes_ns=np.array([s.st_mtime_ns for s in stats]), embeddings=hard,
+        frame_offsets=np.arange(len(hard) + 1), frames=np.tile(np.eye(8, dtype=np.float32)[:1], (len(hard), 1)),
+        frame_times=np.zeros(len(hard)),
+    )
+    with pytest.raises(RecallTooLowError, match=r"found no approximate index .* ivf \(nlist \d+, nprobe \d+\): 0\.\d+; "
+                       r"hnsw \(m 4, ef_search 2048\): 0\.\d+\)\. Nothing was committed.*--index_type exact"):
+        commit(
+            index.index_dir, root, index, [part], metadata["model"], metadata["logit_scale"],
+            metadata["embedding_dim"], metadata["projection_dim"],
+            VectorIndexOptions(index_type="auto", approximate_above=100, hnsw_m=4),
+        )
+    # The previous generation still answers, and nothing of the refused one is left behind.
+    assert sorted(path.name for path in index.index_dir.iterdir()) == before
+    again = VideoIndex(index.index_dir)
+    assert len(again) == 300 and again.metadata["generation"] == metadata["generation"]
+    np.testing.assert_array_equal(again.nearest(first[:3], 1)[1][:, 0], [0, 1, 2])
