@@ -7,6 +7,7 @@ reports the stream's average rate (frames / duration), not the nominal rate, for
 import av
 import numpy as np
 import pytest
+import torch
 
 from clip2video.processing.frame_sampling_clip2video import select_source_frames
 from tests.helpers.models import tiny_processor
@@ -70,3 +71,20 @@ def test_return_metadata_reports_the_average_rate_of_a_variable_rate_file(proces
     assert metadata.total_num_frames == 40
     assert metadata.frames_indices == sorted(set(metadata.frames_indices))
     assert all(0 <= index < 40 for index in metadata.frames_indices)
+
+
+@pytest.mark.parametrize("suffixes", [(".PNG", ".Png", ".pNg"), (".JPG", ".Jpeg", ".jpg"), (".BMP", ".TIFF", ".WebP")])
+def test_frame_image_extensions_are_case_insensitive(processor, tmp_path, suffixes):
+    from PIL import Image
+
+    lower, mixed = [], []
+    for index, suffix in enumerate(suffixes):
+        image = Image.fromarray(np.full((32, 32, 3), 40 * index + 20, dtype=np.uint8))
+        for names, name in ((lower, f"lower{index}{suffix.lower()}"), (mixed, f"mixed{index}{suffix}")):
+            image.save(tmp_path / name, format={"jpg": "JPEG", "jpeg": "JPEG", "tiff": "TIFF"}.get(
+                suffix[1:].lower(), suffix[1:].upper()))
+            names.append(str(tmp_path / name))
+    by_lower = processor(videos=[lower], do_sample_frames=False, return_tensors="pt")
+    by_mixed = processor(videos=[mixed], do_sample_frames=False, return_tensors="pt")
+    assert by_mixed["video_mask"].tolist() == by_lower["video_mask"].tolist() and int(by_mixed["video_mask"].sum()) == 3
+    assert torch.equal(by_mixed["pixel_values_videos"], by_lower["pixel_values_videos"])
