@@ -3,7 +3,7 @@ plain replacement, never `str.format`; braces, format fields and escapes in the 
 the endpoint) stay exactly as written (hypothesis over arbitrary text)."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clip2video.pipelines.pipeline_clip2video import check_hypothesis_template, hypothesis_captions
@@ -14,6 +14,7 @@ PIECES = list("ab {}[]!:0._x%s") + ["{0}", "{x}", "{{", "}}", "{0.__class__}", "
 TEXT = st.lists(st.sampled_from(PIECES), max_size=12).map("".join)
 
 
+@settings(deadline=None)
 @given(prefix=TEXT, suffix=TEXT, labels=st.lists(TEXT.filter(bool), min_size=1, max_size=5))
 def test_the_label_replaces_the_one_placeholder_and_nothing_else_changes(prefix, suffix, labels):
     template = prefix + "{}" + suffix

@@ -5,7 +5,7 @@ the count and the flag; 1 is a count (one video), not 100%; a stream is judged o
 import argparse
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clip2video.training.run import _bad_video_cap
@@ -28,6 +28,7 @@ def test_exactly_the_cap_is_accepted_and_one_more_is_refused(cap, total, allowed
         bad(allowed + 1, cap=cap, total=total).check(None, collective=False)
 
 
+@settings(deadline=None)
 @given(cap=st.floats(0, 1, exclude_max=True), total=st.integers(1, 10_000), count=st.integers(0, 10_000))
 def test_a_fraction_caps_the_share_of_videos(cap, total, count):
     videos = bad(count, cap=cap, total=total)
