@@ -214,6 +214,10 @@ def test_a_nan_answer_is_a_500_that_says_why_never_a_200(server):
                 status, _, answer = post(server, json.dumps({"inputs": {"video": server.video, **question}}).encode())
                 assert status == 500, answer
                 assert "NaN or infinite" in answer["error"] and "logit_scale" in answer["error"]
+                # The handler itself refuses (what the inference toolkit, which has no 5xx path, would show).
+                with pytest.raises(RuntimeError, match="scores or embeddings are NaN or infinite") as error:
+                    server.endpoint({"inputs": {"video": server.video, **question}})
+                assert type(error.value).__name__ == "ModelOutputError" and error.value.status_code == 500
     finally:
         with torch.no_grad():
             scale.copy_(saved)

@@ -452,12 +452,15 @@ def _hub_task_answer(request: dict, answers: list[dict]):
 
 
 def _check_finite(answers: list[dict]) -> None:
-    """Raises `ModelOutputError` when a score or embedding of the answers is NaN or infinite."""
-    for answer in answers:
-        numbers = [item["score"] for key in ("labels", "scores") for item in answer.get(key, ())]
-        numbers += answer.get("video_embedding", [])
-        numbers += [value for row in answer.get("text_embeddings", ()) for value in row]
-        if not all(math.isfinite(number) for number in numbers):
+    """Raises `ModelOutputError` when any number of the answers (scores, embeddings) is NaN or infinite."""
+    stack = list(answers)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
             raise ModelOutputError(
                 "The model's scores or embeddings are NaN or infinite: the checkpoint's weights or logit_scale are "
                 "broken, so no answer was given."
