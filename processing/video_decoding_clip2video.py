@@ -510,20 +510,29 @@ _converters = threading.local()
 _live_converters: "weakref.WeakSet[_Converter]" = weakref.WeakSet()
 _held_over_fork: list[_Converter] = []
 _inherited_converters: list[_Converter] = []
+# Held from just before a fork to just after it, so that no thread adds a converter while the set is copied.
+_converters_lock = threading.Lock()
 
 
 def _hold_converters_over_fork() -> None:
+    _converters_lock.acquire()
     _held_over_fork[:] = list(_live_converters)
+
+
+def _release_converters_in_parent() -> None:
+    _held_over_fork.clear()
+    _converters_lock.release()
 
 
 def _keep_inherited_converters() -> None:
     _inherited_converters.extend(_held_over_fork)
     _held_over_fork.clear()
+    _converters_lock.release()
 
 
 os.register_at_fork(
     before=_hold_converters_over_fork,
-    after_in_parent=_held_over_fork.clear,
+    after_in_parent=_release_converters_in_parent,
     after_in_child=_keep_inherited_converters,
 )
 
@@ -533,7 +542,8 @@ def _thread_converter():
     converter = getattr(_converters, "converter", None)
     if converter is None or converter.pid != os.getpid():
         converter = _Converter(_import_pyav().video.reformatter.VideoReformatter())
-        _live_converters.add(converter)
+        with _converters_lock:
+            _live_converters.add(converter)
         _converters.converter = converter
     return converter.reformatter
 
