@@ -134,7 +134,8 @@ class DecodeLimits:
                     raise ValueError(f"DecodeLimits.{field.name} must be a positive integer, got {value!r}.")
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"DecodeLimits.{field.name} must be a positive finite number, got {value!r}.")
-            minimum, maximum = field.metadata.get("minimum", 0), field.metadata.get("maximum", math.inf)
+            minimum = field.metadata.get("minimum", 1 if field.type in (int, "int") else 0)
+            maximum = field.metadata.get("maximum", math.inf)
             if not minimum <= value <= maximum:
                 raise ValueError(
                     f"DecodeLimits.{field.name} must lie between {_number(minimum)} and {_number(maximum)}, got "

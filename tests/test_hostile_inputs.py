@@ -783,7 +783,7 @@ def test_environment_booleans_any_case_and_blank_means_the_default(monkeypatch):
     monkeypatch.setenv("CLIP2VIDEO_URL_TIMEOUT_SECONDS", "+2.5e1")
     limits = DecodeLimits.from_env()
     assert (limits.max_frame_pixels, limits.url_timeout_seconds) == (268435455, 25.0)
-    with pytest.raises(ValueError, match="DecodeLimits.max_frame_pixels must lie between 0 and 268,435,455"):
+    with pytest.raises(ValueError, match="DecodeLimits.max_frame_pixels must lie between 1 and 268,435,455"):
         DecodeLimits(max_frame_pixels=2**31)
 
 
