@@ -6,6 +6,8 @@ every size (`frames_indices < total_num_frames`), and the argument checks refuse
 documented ranges."""
 
 import math
+import shutil
+import subprocess
 from fractions import Fraction
 
 import numpy as np
@@ -20,6 +22,8 @@ from clip2video.processing.frame_sampling_clip2video import (
     select_source_frames,
     uniform_positions,
 )
+from clip2video.processing.video_decoding_clip2video import read_video_frames
+from tests.helpers.videos import frame_index, write_video, write_video_after_audio
 
 
 # Rates as users write them (decimal), so that `floor(n * fps / 5)` has one exact answer.
@@ -215,3 +219,37 @@ def test_runs_have_positive_counts_and_at_most_two_per_source_frame(gaps, durati
     assert indices == sorted(indices) and all(0 <= index < len(times) for index in indices)
     assert all(indices.count(index) <= 2 for index in set(indices))
     assert all(a != b for a, b in zip(indices, indices[1:]))  # a frame's consecutive images are one run
+
+
+# Clips of one to four frames, with gaps and late starts: the rate conversion's first frames and its end-of-stream
+# repeats (the median of the last three previous-frame repeats, fewer than three frames in) against ffmpeg itself.
+SHORT_CLIPS = {"two": [0.0, 1.0], "two_far": [0.0, 2.0], "three": [0.0, 0.9, 2.0], "four": [0.0, 0.7, 1.5, 1.6]}
+LATE_CLIPS = [(1, 10), (1, 30), (2, 30), (3, 20)]  # (frames, frames of 0.1 s before the video starts)
+
+
+def ffmpeg_images(path, folder):
+    from PIL import Image
+
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v", "-r", "5", "-q", "0",
+                    str(folder / "%08d.jpg")], check=True)
+    return [frame_index(np.asarray(Image.open(jpeg))) for jpeg in sorted(folder.glob("*.jpg"))]
+
+
+def port_images(path):
+    tables = []
+    read_video_frames(str(path), lambda table: tables.append(table) or list(range(len(table.times))))
+    table = tables[0]
+    return ffmpeg_cfr_frame_indices(table.times, table.durations, table.nominal_fps)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line (apt-get install ffmpeg)")
+@pytest.mark.parametrize("case", [*[(name, container) for name in SHORT_CLIPS for container in ("mkv", "mp4")],
+                                  *LATE_CLIPS])
+def test_short_and_late_clips_match_the_ffmpeg_command_line(tmp_path, case):
+    if isinstance(case[0], str):
+        name, container = case
+        times = SHORT_CLIPS[name]
+        path = write_video(tmp_path / f"clip.{container}", len(times), 30, frame_times=times, bf="0")
+    else:
+        path = write_video_after_audio(tmp_path / "clip.mp4", case[0], 10, case[1])
+    assert port_images(path) == ffmpeg_images(path, tmp_path)
