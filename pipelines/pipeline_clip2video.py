@@ -29,6 +29,9 @@ runs as shown, and it takes `VideoClassificationPipeline`'s arguments (`inputs=`
 
 import math
 import os
+import shutil
+import sys
+import tempfile
 import types
 
 import torch
@@ -227,19 +230,55 @@ def _video_kwargs(timeout: float | None, num_frames: int | None = None) -> dict:
 
 class _ThroughTheProcessor:
     """Both pipelines work through the checkpoint's one multimodal processor: the pipeline machinery loads it (and no
-    separate tokenizer or video processor), and `save_pretrained` saves it too. (`Pipeline.save_pretrained` writes the
-    model, the pipeline's code and `custom_pipelines`, this task only, but not a multimodal processor: without it the
-    folder could not be loaded back.)"""
+    separate tokenizer or video processor), and `save_pretrained` saves it too (`Pipeline.save_pretrained` saves a
+    tokenizer, feature extractor or image processor, never a multimodal processor: without it the folder could not
+    be loaded back)."""
 
     _load_processor = True
     _load_tokenizer = False
     _load_image_processor = False
     _load_video_processor = False
     _load_feature_extractor = False
+    _default_task: str
 
     def save_pretrained(self, save_directory, **kwargs):
-        super().save_pretrained(save_directory, **kwargs)
+        """The model, this pipeline's code and the processor. `config.json` lists this pipeline's task only, as
+        transformers' `Pipeline.save_pretrained` does for a registered pipeline, so that
+        `pipeline(model=folder, trust_remote_code=True)` infers it; transformers leaves a pipeline loaded from a
+        checkpoint's `custom_pipelines` listing every task of that checkpoint, and copies no code for it."""
+        if os.path.isfile(save_directory):
+            raise ValueError(f"{save_directory} is a file: `save_pretrained` saves into a folder.")
+        os.makedirs(save_directory, exist_ok=True)
+        module_file = sys.modules[type(self).__module__].__file__
+        _copy_file(module_file, os.path.join(save_directory, os.path.basename(module_file)))
+        config = self.model.config
+        had_pipelines, previous = hasattr(config, "custom_pipelines"), getattr(config, "custom_pipelines", None)
+        impl = f"{os.path.splitext(os.path.basename(module_file))[0]}.{type(self).__name__}"
+        config.custom_pipelines = {
+            self.task or self._default_task: {"impl": impl, "pt": ["AutoModel"], "type": "multimodal"}
+        }
+        try:
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            if had_pipelines:
+                config.custom_pipelines = previous
+            else:
+                del config.custom_pipelines
         self.processor.save_pretrained(save_directory)
+
+
+def _copy_file(source: str, target: str) -> None:
+    """`source` copied to `target`, written beside and renamed: a kill mid-copy leaves no half file."""
+    if os.path.exists(target) and os.path.samefile(source, target):
+        return
+    handle, partial = tempfile.mkstemp(dir=os.path.dirname(target) or ".", suffix=".partial")
+    os.close(handle)
+    try:
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 class CLIP2VideoZeroShotVideoClassificationPipeline(_ThroughTheProcessor, Pipeline):
@@ -257,6 +296,7 @@ class CLIP2VideoZeroShotVideoClassificationPipeline(_ThroughTheProcessor, Pipeli
     sorted by decreasing score (`top_k` keeps the first k), the output of `VideoClassificationPipeline`.
     """
 
+    _default_task = ZERO_SHOT_TASK
     _CALL_ARGUMENTS = [
         "inputs", "candidate_labels", "hypothesis_template", "top_k", "num_frames", "timeout", "function_to_apply",
         "batch_size", "num_workers",
@@ -356,6 +396,7 @@ class CLIP2VideoTextToVideoRetrievalPipeline(_ThroughTheProcessor, ChunkPipeline
     a fixed collection with many queries, index it once (`apps/search`).
     """
 
+    _default_task = RETRIEVAL_TASK
     _CALL_ARGUMENTS = ["inputs", "videos", "top_k", "num_frames", "timeout", "batch_size", "num_workers"]
 
     def __call__(self, text=None, videos=None, **kwargs):
