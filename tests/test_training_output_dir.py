@@ -204,26 +204,31 @@ publish._apply_publish = apply_then_die
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill", list(KILLS))
-def test_a_run_killed_while_publishing_loses_nothing(finished, tmp_path, kill):
+def test_a_run_killed_while_publishing_loses_nothing(finished, tmp_path):
+    """Resumed at its end, the run publishes again: killed while staging, then (the next start) while moving the
+    staged files into place, then started once more."""
     shutil.copytree(finished / "data", tmp_path / "data")
     shutil.copytree(finished / "run", tmp_path / "run")
-    checkpoints = {path.relative_to(tmp_path).as_posix(): path.read_bytes()
-                   for path in (tmp_path / "run" / "checkpoints").rglob("*") if path.is_file()}
+
+    def checkpoints():
+        return {path.relative_to(tmp_path).as_posix(): path.read_bytes()
+                for path in (tmp_path / "run" / "checkpoints").rglob("*") if path.is_file()}
+
+    before = checkpoints()
     published = load_file(finished / "run" / "model.safetensors")
     argv = [str(tmp_path / item) if item in ("data", "run") else item for item in TINY]
-    killed = run_module("clip2video.training.run", *argv, "--resume_from_checkpoint", "latest",
-                        prelude="import os\nfrom clip2video.training import publish\n" + KILLS[kill],
-                        env={"OMP_NUM_THREADS": "1"}, check=False)
-    assert killed.returncode == 9, killed.stderr[-3000:]
-    assert (tmp_path / "run" / STAGING_NAME).is_dir()
-    assert {path.relative_to(tmp_path).as_posix(): path.read_bytes()
-            for path in (tmp_path / "run" / "checkpoints").rglob("*") if path.is_file()} == checkpoints
+    for kill, found in (("staging", None), ("applying", "cleared the incomplete publish of")):
+        killed = run_module("clip2video.training.run", *argv, "--resume_from_checkpoint", "latest",
+                            prelude="import os\nfrom clip2video.training import publish\n" + KILLS[kill],
+                            env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}, check=False)
+        assert killed.returncode == 9, killed.stderr[-3000:]
+        assert found is None or f"{found} {tmp_path / 'run'}" in killed.stdout  # the real files, all cleared
+        assert (tmp_path / "run" / STAGING_NAME).is_dir()
+        assert checkpoints() == before  # every checkpoint, right after the kill
 
     rerun = run_training(*TINY, "--resume_from_checkpoint", "latest", cwd=tmp_path)
-    done = "finished the publish" if kill == "applying" else "cleared the incomplete publish"
-    assert f"{done} of run" in rerun.stdout
+    assert "finished the publish of run" in rerun.stdout
     assert not (tmp_path / "run" / STAGING_NAME).exists()
     after = load_file(tmp_path / "run" / "model.safetensors")
     assert sorted(after) == sorted(published) and all(torch.equal(after[name], published[name]) for name in after)
-    assert all((tmp_path / name).read_bytes() == data for name, data in checkpoints.items())
+    assert checkpoints() == before
