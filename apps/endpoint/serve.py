@@ -290,7 +290,10 @@ def main(argv=None) -> None:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=80)
     args = parser.parse_args(argv)
-    server = make_server(args.model_dir, args.host, args.port)
+    try:
+        server = make_server(args.model_dir, args.host, args.port)
+    except ValueError as error:  # a setting out of range (a CLIP2VIDEO_* variable) or a refused checkpoint
+        parser.exit(2, f"{parser.prog}: {error}\n")
     print(f"serving {args.model_dir} on http://{args.host}:{server.server_address[1]}", flush=True)
     server.serve_forever()
 
