@@ -182,6 +182,28 @@ def test_a_body_that_stalls_or_ends_early_is_answered_and_the_server_goes_on(ser
     assert post(server, request_body(server))[0] == 200
 
 
+def test_headers_dripped_a_byte_at_a_time_meet_the_head_deadline(server):
+    handler = server.RequestHandlerClass
+    handler.head_timeout = 1.0  # this server instance's deadline for the request line and headers (30 s by default)
+    try:
+        started = time.monotonic()
+        with socket.create_connection(server.server_address, timeout=10) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            try:
+                for byte in b"X-Slow: " + b"a" * 100:  # each byte well within the per-read timeout
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.1)
+                    if time.monotonic() - started > 5:
+                        break
+            except OSError:
+                pass  # dropped: what is expected
+            dropped = time.monotonic() - started
+        assert dropped < 4, f"the server still read the head after {dropped:.1f} s"
+    finally:
+        handler.head_timeout = server.serve_module.HEAD_SECONDS
+    assert post(server, request_body(server))[0] == 200
+
+
 @pytest.mark.parametrize(
     "body",
     [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,

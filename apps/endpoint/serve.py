@@ -15,8 +15,8 @@ that says so, and every body is strict JSON.
 
 Resources are bounded before work starts: connections are served by threads, at most `MAX_CONNECTIONS` at a time (the
 next get a 503 at once) with a listen backlog of `LISTEN_BACKLOG`; a body is read in chunks (never allocated from its
-declared length), each read waiting at most `READ_TIMEOUT_SECONDS`, the whole body at most `BODY_SECONDS` plus a
-second per MiB; the bodies being read at once may declare at most twice the size limit together (the next get 503).
+declared length), each read waiting at most `READ_TIMEOUT_SECONDS`, the request line and headers at most
+`HEAD_SECONDS`, the whole body at most `BODY_SECONDS` plus a second per MiB; the bodies being read at once may declare at most twice the size limit together (the next get 503).
 The model runs one request at a time, as in the toolkit. Standard library only.
 """
 
@@ -37,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 LISTEN_BACKLOG = 128
 MAX_CONNECTIONS = 64
 READ_TIMEOUT_SECONDS = 30.0
+HEAD_SECONDS = 30.0
 BODY_SECONDS = 60.0
 MAX_JSON_DEPTH = 32
 _CHUNK_BYTES = 1 << 20
@@ -134,6 +135,28 @@ def make_server(model_dir: str, host: str, port: int) -> EndpointServer:
     class Handler(BaseHTTPRequestHandler):
         # Applied to the socket: a client that stops sending (headers or body) is dropped after this long.
         timeout = READ_TIMEOUT_SECONDS
+        # The whole request line and headers: a client dripping a header byte every few seconds never trips `timeout`.
+        head_timeout = HEAD_SECONDS
+
+        def handle(self):
+            self._head_timer = threading.Timer(self.head_timeout, self._drop_slow_head)
+            self._head_timer.daemon = True
+            self._head_timer.start()
+            try:
+                super().handle()
+            finally:
+                self._head_timer.cancel()
+
+        def _drop_slow_head(self):
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)  # the pending read returns, and the connection closes
+            except OSError:
+                pass
+
+        def parse_request(self):
+            parsed = super().parse_request()
+            self._head_timer.cancel()  # the head is in: the body has its own deadline
+            return parsed
 
         def do_GET(self):
             if urllib.parse.urlsplit(self.path).path in ("/", "/health"):
