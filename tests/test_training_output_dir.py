@@ -232,3 +232,29 @@ def test_a_run_killed_while_publishing_loses_nothing(finished, tmp_path):
     after = load_file(tmp_path / "run" / "model.safetensors")
     assert sorted(after) == sorted(published) and all(torch.equal(after[name], published[name]) for name in after)
     assert checkpoints() == before
+
+
+def test_overwrite_names_every_file_a_run_did_not_write(tmp_path):
+    from clip2video.training.checkpoints import _clear_run, _foreign_entries
+
+    run = tmp_path / "run"
+    ours = ["run.json", "checkpoints/step_00000002/model.safetensors", "checkpoints/step_00000004.partial/x",
+            "logs/events.out", "frame_cache/0123456789abcdef01234567.masks.npy", "model.safetensors", "config.json"]
+    for name in ours:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    (run / ".published.json").write_text(json.dumps({"files": ["model.safetensors", "config.json"]}))
+    assert _foreign_entries(run) == []
+
+    foreign = ["notes.txt", "tokenizer.json", "checkpoints/best_model", "frame_cache/my.npy"]
+    for name in foreign:
+        (run / name).write_text("mine")
+    (tmp_path / "elsewhere").mkdir()
+    (run / "logs_link").symlink_to(tmp_path / "elsewhere")
+    assert _foreign_entries(run) == sorted(["checkpoints/best_model", "frame_cache/my.npy", "logs_link", "notes.txt",
+                                            "tokenizer.json"])
+    for name in foreign:
+        (run / name).unlink()
+    (run / "logs_link").unlink()
+    _clear_run(run)
+    assert list(run.iterdir()) == [] and (tmp_path / "elsewhere").is_dir()
