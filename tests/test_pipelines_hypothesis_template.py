@@ -35,3 +35,19 @@ def test_templates_without_exactly_one_placeholder_are_refused(template):
 def test_braces_and_format_fields_stay_literal():
     assert hypothesis_captions(["{0.__class__}", "50% {x}"], "{{a}} video of {}: {0}!r") == [
         "{{a}} video of {0.__class__}: {0}!r", "{{a}} video of 50% {x}: {0}!r"]
+
+
+def test_num_frames_may_reach_the_frame_position_table_and_not_pass_it():
+    from clip2video.pipelines.pipeline_clip2video import check_num_frames
+    from tests.helpers.models import tiny_checkpoint_config
+
+    config = tiny_checkpoint_config()
+    limit = config.max_frame_positions
+    assert config.uses_frame_positions and check_num_frames(limit, config) == limit
+    assert check_num_frames(1, config) == 1
+    with pytest.raises(ValueError, match=rf"`num_frames`={limit + 1} exceeds the model's frame-position table "
+                                         rf"\({limit} frames\)"):
+        check_num_frames(limit + 1, config)
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match=r"`num_frames` must be a positive integer"):
+            check_num_frames(bad, config)
