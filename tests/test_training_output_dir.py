@@ -258,3 +258,16 @@ def test_overwrite_names_every_file_a_run_did_not_write(tmp_path):
     (run / "logs_link").unlink()
     _clear_run(run)
     assert list(run.iterdir()) == [] and (tmp_path / "elsewhere").is_dir()
+
+
+def test_an_earlier_versions_interrupted_publish_is_reported_not_deleted(tmp_path):
+    from clip2video.training.checkpoints import _refuse_earlier_version_leftovers
+
+    leftover = tmp_path / ".run.publishing-abc123" / "checkpoints" / "step_00000004"
+    leftover.mkdir(parents=True)
+    (leftover / "model.safetensors").write_text("the only copy")
+    with pytest.raises(FileExistsError, match=r"an interrupted publish of an earlier version left .*\.run\.publishing-"
+                                              r"abc123 beside --output_dir"):
+        _refuse_earlier_version_leftovers(tmp_path / "run")
+    assert (leftover / "model.safetensors").read_text() == "the only copy"
+    _refuse_earlier_version_leftovers(tmp_path / "other_run")  # another folder's name: not its leftover
