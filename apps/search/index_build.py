@@ -98,9 +98,12 @@ def foreign_entries(index_dir: Path) -> list[str]:
         # An index written before the ledger existed: its index.json, if it is one, vouches for its generation.
         legacy = _legacy_generation(index_dir)
         if legacy is None:
-            # Not an index (yet): the indexer's fixed names may be the user's files (a `.lock`, an `unreadable.json`,
-            # a `parts/` folder), which it would overwrite. Only its own lock file and the ledger's temporary count.
-            owned = {f"{LEDGER_FILE}.tmp"} | ({LOCK_FILE} if _own_lock_file(index_dir / LOCK_FILE) else set())
+            # Not an index (yet): the indexer's fixed names may be the user's files (a `.lock`, an `unreadable.json`),
+            # which it would overwrite. Only its own lock file, the ledger's temporary and parts/ and quarantine/
+            # folders holding nothing but the indexer's names count.
+            owned = {f"{LEDGER_FILE}.tmp", PARTS_DIR, QUARANTINE_DIR} | (
+                {LOCK_FILE} if _own_lock_file(index_dir / LOCK_FILE) else set()
+            )
         else:
             owned |= legacy
     foreign = _unowned(index_dir, owned)
