@@ -146,3 +146,62 @@ def test_every_keyword_of_the_evaluate_metric_reaches_the_computation(tmp_path):
     assert set(loaded["dsl"]) == {f"dsl_{key}" for key in by_videos if key.startswith(("t2v", "v2t"))} | {
         "num_captions", "num_videos"}
     assert len({json.dumps(loaded[name], sort_keys=True) for name in ("dsl", "dsl_hot", "dsl_captions")}) == 3
+
+
+def stable_softmax(logits, axis):
+    """Softmax written out with the log-sum-exp shift per row or column (the independent reference)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    top = logits.max(axis=axis, keepdims=True)
+    return np.exp(logits - top) / np.exp(logits - top).sum(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 100.0, 1000.0])
+def test_dual_softmax_is_stable_at_any_temperature(temperature):
+    # Columns far apart: a shift by the global maximum would underflow whole columns, no shift would overflow.
+    generator = np.random.default_rng(0)
+    similarity = generator.uniform(-1, 1, (6, 5)) + np.array([3.0, -3.0, 0.0, 1.0, -2.0])
+    references = np.arange(6) % 5
+    metrics = compute_retrieval_metrics(similarity, references, dual_softmax=True,
+                                        dual_softmax_temperature=temperature)
+    text_to_video = similarity * stable_softmax(similarity * temperature, axis=0)
+    video_to_text = similarity * stable_softmax(similarity * temperature, axis=1)
+    assert np.isfinite(text_to_video).all() and np.isfinite(video_to_text).all()
+    expected_t2v = counted(text_to_video, references, "videos")
+    expected_v2t = counted(video_to_text, references, "videos")
+    for key, value in metrics.items():
+        if key.startswith("dsl_t2v_"):
+            assert value == pytest.approx(expected_t2v[key[len("dsl_"):]]), key
+        elif key.startswith("dsl_v2t_"):
+            assert value == pytest.approx(expected_v2t[key[len("dsl_"):]]), key
+
+
+def test_the_default_dual_softmax_temperature_is_one():
+    similarity, references = np.array(SIMILARITY), np.array(REFERENCES)
+    default = compute_retrieval_metrics(similarity, references, dual_softmax=True)
+    assert default == compute_retrieval_metrics(similarity, references, dual_softmax=True, dual_softmax_temperature=1.0)
+    assert any(default != compute_retrieval_metrics(similarity, references, dual_softmax=True,
+                                                     dual_softmax_temperature=t) for t in (2.0, 0.5))
+
+
+def test_half_precision_scores_are_ranked_in_double_precision():
+    # fp16 logits (a model run in half precision): the dual softmax must not be computed in float16.
+    generator = np.random.default_rng(1)
+    similarity = generator.uniform(-1, 1, (40, 40)).astype(np.float16)
+    references = np.arange(40)
+    for kwargs in ({}, {"dual_softmax": True, "dual_softmax_temperature": 100.0}):
+        assert compute_retrieval_metrics(similarity, references, **kwargs) == compute_retrieval_metrics(
+            similarity.astype(np.float64), references, **kwargs), kwargs
+
+
+def test_shape_errors_and_missing_captions_are_named():
+    with pytest.raises(ValueError, match=r"^expected similarity \[num_captions, num_videos\] and video_index "
+                                         r"\[num_captions\], got \(3, 3\) and \(2,\)"):
+        compute_retrieval_metrics(np.eye(3), [0, 1])
+    with pytest.raises(ValueError, match=r"^expected similarity .* got \(3,\) and \(3,\)"):
+        compute_retrieval_metrics(np.ones(3), [0, 1, 2])
+    with pytest.raises(ValueError, match=r"^similarity contains NaN or infinite values$"):
+        compute_retrieval_metrics(np.array([[np.inf, 0.0], [0.0, 1.0]]), [0, 1])
+    # Twelve videos without captions: the message lists the first ten.
+    with pytest.raises(ValueError, match=r"^video-to-text needs at least one caption per video; videos without "
+                                         r"captions: \[2, 3, 4, 5, 6, 7, 8, 9, 10, 11\]$"):
+        compute_retrieval_metrics(np.ones((2, 14)), [0, 1])
