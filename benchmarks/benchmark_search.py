@@ -57,6 +57,11 @@ def parse_args():
     parser.add_argument("--candidates", type=int, default=256, help="videos re-scored exactly per query")
     parser.add_argument("--index_types", nargs="+", choices=("ivf", "hnsw", "exact"), default=["ivf", "hnsw"])
     parser.add_argument("--hnsw_up_to", type=int, default=10**5, help="build HNSW only up to this many vectors")
+    parser.add_argument(
+        "--store", nargs="+", choices=("file", "milvus"), default=["file"],
+        help="stores to compare side by side: the file index (--index_types) and Milvus Lite (--milvus_index)",
+    )
+    parser.add_argument("--milvus_index", default="FLAT", choices=("FLAT", "IVF_FLAT", "HNSW"))
     parser.add_argument("--num_videos", type=int, default=16)
     parser.add_argument("--indexing_repeats", type=int, default=1, help="indexer runs, each between two model runs")
     parser.add_argument("--video_seconds", type=float, default=10.0)
@@ -89,13 +94,28 @@ class Collection:
     normalised. Same-topic cosines come out around 0.6-0.8, others around 0.2-0.3, as for CLIP embeddings.
     """
 
-    def __init__(self, count: int, dim: int, topics: int, seed: int = 0, subtopics: int = 16, rank: int = 32):
+    def __init__(
+        self, count: int, dim: int, topics: int, seed: int = 0, subtopics: int = 16, rank: int = 32,
+        workdir: Path | None = None,
+    ):
         rng = np.random.default_rng(seed)
         self.count, self.dim, self.seed = count, dim, seed
         unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
         self.video_cone, self.text_cone = unit(rng.standard_normal((2, dim))).astype(np.float32)
         self.centres = unit(rng.standard_normal((topics, dim))).astype(np.float32)
-        self.subtopics = unit(rng.standard_normal((topics, subtopics, dim))).astype(np.float32)
+        # The sub-topic offsets (topics x 16 x dim: 6.5 GB at 10^5 topics) go to a memory-mapped file in `workdir`
+        # when large, drawn in blocks of topics from the same stream (the same numbers as drawn at once): the
+        # generator's memory no longer grows with the topic count.
+        shape = (topics, subtopics, dim)
+        if workdir is None or topics * subtopics * dim * 4 <= 256 * 2**20:
+            self.subtopics = unit(rng.standard_normal(shape)).astype(np.float32)
+        else:
+            self.subtopics = np.lib.format.open_memmap(workdir / f"subtopics-{seed}-{topics}.npy", "w+", np.float32, shape)
+            block = max(1, (64 * 2**20) // (subtopics * dim * 8))
+            for start in range(0, topics, block):
+                stop = min(start + block, topics)
+                self.subtopics[start:stop] = unit(rng.standard_normal((stop - start, subtopics, dim)))
+            self.subtopics.flush()
         self.basis = np.linalg.qr(rng.standard_normal((dim, rank)))[0].T.astype(np.float32)  # (rank, dim)
         popularity = 1.0 / np.arange(1, topics + 1) ** 0.8
         self.popularity = popularity / popularity.sum()
@@ -166,11 +186,15 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 def benchmark_search(args, workdir: Path):
     for count in args.vectors:
-        collection = Collection(count, args.dim, args.topics)
+        collection = Collection(count, args.dim, args.topics, workdir=workdir)
         queries = collection.queries(args.queries)
         started = time.perf_counter()
         truth = collection.exact_top_k(queries, 10)
         truth_seconds = time.perf_counter() - started
+        if "milvus" in args.store:
+            benchmark_milvus(args, collection, queries, truth, workdir)
+        if "file" not in args.store:
+            continue
         index_types = [t for t in args.index_types if t != "hnsw" or count <= args.hnsw_up_to]
         for index_type in index_types:
             folder = workdir / f"{index_type}-{count}"
@@ -225,13 +249,59 @@ def benchmark_search(args, workdir: Path):
                 exact_queries = queries[: max(3, args.queries // 40)]
                 median, p95 = latencies_ms(lambda q: index.nearest(q, 10, SearchParameters(exact=True)), exact_queries)
                 print(
-                    f"  exact search of the same index (float16 memory map, numpy): median {median:.1f} ms, p95 "
+                    f"  exact search of the same index (float16 memory map, exact_top_k): median {median:.1f} ms, p95 "
                     f"{p95:.1f} ms; exact float32 truth over {len(queries)} queries took {truth_seconds:.0f} s"
                 )
             del index
             for path in folder.iterdir():
                 path.unlink()
             folder.rmdir()
+
+
+def benchmark_milvus(args, collection: Collection, queries: np.ndarray, truth: np.ndarray, workdir: Path):
+    """The same vectors in a Milvus Lite collection (one row per video, as `index_videos --store milvus` writes),
+    searched through `MilvusVideoIndex` (candidates re-scored exactly, as the file index)."""
+    from clip2video.apps.search.index_build import LoadedPart
+    from clip2video.apps.search.milvus_store import MilvusIndexWriter, MilvusVideoIndex, disconnect
+
+    uri = str(workdir / f"milvus-{collection.count}.db")
+    started = time.perf_counter()
+    writer = MilvusIndexWriter(
+        uri, "benchmark", {"name": "benchmark", "hash": "0" * 32}, 100.0, collection.dim, 8, 1, workdir,
+        index_type=args.milvus_index,
+    )
+    start = 0
+    for block in collection.chunks():
+        count = len(block)
+        writer.upsert(LoadedPart(
+            name="", paths=[f"v{i:09d}.mp4" for i in range(start, start + count)], sizes=np.zeros(count, np.int64),
+            mtimes_ns=np.zeros(count, np.int64), embeddings=block, frame_offsets=np.arange(count + 1),
+            frames=np.zeros((count, 8), np.float32), frame_times=np.zeros(count),
+        ))
+        start += count
+    writer.flush()
+    index = MilvusVideoIndex(uri, "benchmark", client=writer.client)
+    build_seconds = time.perf_counter() - started
+    print(
+        f"\n{collection.count:.0e} x {collection.dim} Milvus Lite {args.milvus_index}: inserted in {build_seconds:.0f} s "
+        f"({load()}), peak RSS so far {peak_rss_gib():.2f} GiB"
+    )
+
+    def rows(paths):
+        return np.array([[int(p[1:10]) for p in line] for line in paths])
+
+    parameters = SearchParameters(candidates=args.candidates)
+    _, found = index.nearest(queries, 10, parameters)
+    median, p95 = latencies_ms(lambda q: index.nearest(q, 10, parameters), queries)
+    batch = min(100, len(queries))
+    started = time.perf_counter()
+    index.nearest(queries[:batch], 10, parameters)
+    batched = 1000 * (time.perf_counter() - started) / batch
+    print(
+        f"  {args.candidates} candidates: recall@10 {recall(rows(found), truth):.4f}; one query median {median:.2f} ms, "
+        f"p95 {p95:.2f} ms; batched ({batch}) {batched:.2f} ms/query  ({load()})"
+    )
+    disconnect(writer.client, uri)
 
 
 # ----------------------------------------------------------------------------------------------------------------

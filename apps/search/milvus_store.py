@@ -502,33 +502,42 @@ class MilvusIndexWriter:
                 pass  # vanished since it was listed
         return left
 
-    def commit(self, parts_dir: Path, parts, root: Path) -> dict:
-        """Upserts every video of `parts` (oldest first: later parts win) whose file is unchanged on disk, removes
-        each part once its rows are in, then deletes the rows of videos that vanished or changed. Returns a summary
-        shaped like the file index's metadata."""
-        from .index_build import file_key
-
+    def upsert(self, part) -> None:
+        """Writes the videos of a part (`index_build.LoadedPart`), replacing the rows of the same paths."""
         projection_dim, num_frames = self.metadata["projection_dim"], self.metadata["num_frames"]
         width = num_frames * projection_dim
+        rows = []
+        for row, path in enumerate(part.paths):
+            begin, end = int(part.frame_offsets[row]), int(part.frame_offsets[row + 1])
+            if end - begin > num_frames:
+                raise MilvusStoreError(
+                    f"{path} has {end - begin} frames, {self.name} holds at most {num_frames} per video (the "
+                    "processor's num_frames when it was created)."
+                )
+            frames = np.zeros(width, np.float32)
+            # float16-rounded, as the file index stores frames: the same best moments and similarities.
+            frames[: (end - begin) * projection_dim] = part.frames[begin:end].astype(np.float16).reshape(-1)
+            rows.append({
+                "path": path, "size": int(part.sizes[row]), "mtime_ns": int(part.mtimes_ns[row]),
+                "frame_count": end - begin, "embedding": np.asarray(part.embeddings[row], np.float32).tolist(),
+                "frames": frames.tolist(), "frame_times": [float(t) for t in part.frame_times[begin:end]],
+            })
+        for start in range(0, len(rows), _UPSERT_ROWS):
+            _call(f"Writing to {self.name}", self.client.upsert, self.collection, rows[start : start + _UPSERT_ROWS])
+
+    def flush(self) -> None:
+        """Seals the rows written so far into segments that Milvus indexes: searches of growing segments are brute
+        force (Milvus Lite: 20x slower at 5,000 videos, measured)."""
+        _call(f"Flushing {self.name}", self.client.flush, self.collection)
+
+    def commit(self, parts_dir: Path, parts, root: Path) -> dict:
+        """Upserts every video of `parts` (oldest first: later parts win), removes each part once its rows are in,
+        then deletes the rows of videos that vanished or changed on disk. Returns a summary shaped like the file
+        index's metadata."""
+        from .index_build import file_key
+
         for part in parts:
-            rows = []
-            for row, path in enumerate(part.paths):
-                begin, end = int(part.frame_offsets[row]), int(part.frame_offsets[row + 1])
-                if end - begin > num_frames:
-                    raise MilvusStoreError(
-                        f"{path} has {end - begin} frames, {self.name} holds at most {num_frames} per video (the "
-                        "processor's num_frames when it was created)."
-                    )
-                frames = np.zeros(width, np.float32)
-                # float16-rounded, as the file index stores frames: the same best moments and similarities.
-                frames[: (end - begin) * projection_dim] = part.frames[begin:end].astype(np.float16).reshape(-1)
-                rows.append({
-                    "path": path, "size": int(part.sizes[row]), "mtime_ns": int(part.mtimes_ns[row]),
-                    "frame_count": end - begin, "embedding": np.asarray(part.embeddings[row], np.float32).tolist(),
-                    "frames": frames.tolist(), "frame_times": [float(t) for t in part.frame_times[begin:end]],
-                })
-            for start in range(0, len(rows), _UPSERT_ROWS):
-                _call(f"Writing to {self.name}", self.client.upsert, self.collection, rows[start : start + _UPSERT_ROWS])
+            self.upsert(part)
             (parts_dir / part.name).unlink(missing_ok=True)
         stale = []
         for path, key in self.stored_keys().items():
@@ -541,6 +550,7 @@ class MilvusIndexWriter:
         for start in range(0, len(stale), _FETCH_ROWS):
             _call(f"Deleting vanished videos from {self.name}", self.client.delete, self.collection,
                   ids=stale[start : start + _FETCH_ROWS])
+        self.flush()
         count = _call(f"Counting {self.name}", self.client.query, self.collection, filter="",
                       output_fields=["count(*)"])[0]["count(*)"]
         settings = dict(self.metadata["vector_index"])
