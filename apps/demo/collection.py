@@ -291,7 +291,9 @@ class VideoCollection:
             if names else ""
         )
         damaged = f"{len(quarantined)} damaged part(s) of the index set aside and indexed again" if quarantined else ""
-        folder.message = "; ".join(filter(None, [note, damaged, skipped]))
+        # An approximate index says so on the page, with the recall@10 measured when it was built.
+        search = index.describe_search() if index.index_type != "exact" else ""
+        folder.message = "; ".join(filter(None, [search, note, damaged, skipped]))
         folder.index, folder.state = index, "ready"
 
     @property
