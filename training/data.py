@@ -219,7 +219,11 @@ class FrameCache:
             if num_workers > 0:
                 import multiprocessing
 
-                with multiprocessing.get_context("fork").Pool(num_workers) as pool:
+                # One torch thread per child, as DataLoader workers have: torch's OpenMP pool does not survive a
+                # fork once the parent has used it, and a child entering it blocks for good.
+                with multiprocessing.get_context("fork").Pool(
+                    num_workers, initializer=torch.set_num_threads, initargs=(1,)
+                ) as pool:
                     decoded = [video for chunk in pool.imap(_decode_chunk, jobs) for video in chunk]
             else:
                 decoded = [video for job in jobs for video in _decode_chunk(job)]
