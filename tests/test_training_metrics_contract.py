@@ -205,3 +205,10 @@ def test_shape_errors_and_missing_captions_are_named():
     with pytest.raises(ValueError, match=r"^video-to-text needs at least one caption per video; videos without "
                                          r"captions: \[2, 3, 4, 5, 6, 7, 8, 9, 10, 11\]$"):
         compute_retrieval_metrics(np.ones((2, 14)), [0, 1])
+
+
+def test_no_captions_at_all_is_refused_by_name():
+    with pytest.warns(RuntimeWarning), pytest.raises(
+        ValueError, match=r"^video-to-text needs at least one caption per video; videos without captions: \[0, 1, 2\]$"
+    ):
+        compute_retrieval_metrics(np.zeros((0, 3)), [])
