@@ -136,7 +136,9 @@ def test_bad_embedded_videos_are_named_by_their_row_not_a_temporary_file(tmp_pat
 @pytest.mark.slow
 def test_frame_cache_workers_after_a_decode_in_the_parent(tmp_path):
     """The usual flow: look at one sample, then cache the frames in forked workers. A child that inherits the
-    parent's decoding state must not hang (a fresh process, killed by the timeout if it does)."""
+    parent's decoding state, or torch's OpenMP pool after the parent used two threads, must not hang (a fresh
+    process, killed by the timeout if it does). Frames are resized to 224 so that the children's resize runs
+    torch's parallel kernels, as a real video does."""
     import subprocess
     import sys
 
@@ -145,17 +147,18 @@ def test_frame_cache_workers_after_a_decode_in_the_parent(tmp_path):
         write_mp4(tmp_path / f"clip{index}.mp4", rng.integers(0, 255, size=(6, 16, 16, 3), dtype=np.uint8), 2.5)
     code = f"""
 import glob
+import torch
+torch.set_num_threads(2)
 from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
 from clip2video.training.data import FrameCache, decode_video
-video_processor = CLIP2VideoVideoProcessor(size={{"shortest_edge": 16}}, crop_size={{"height": 16, "width": 16}},
-                                           max_frames=4)
+video_processor = CLIP2VideoVideoProcessor(max_frames=4)
 processor = CLIP2VideoProcessor(video_processor=video_processor, tokenizer=offline_clip_tokenizer())
 paths = sorted(glob.glob({str(tmp_path)!r} + "/*.mp4"))
 decode_video(processor, paths[0])  # the parent decodes first
 cache = FrameCache.load_or_build(paths, processor, {str(tmp_path / "cache")!r}, num_workers=2)
 print("cached", len(cache.position), len(cache.bad))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
-                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    env = {key: value for key, value in __import__("os").environ.items() if key != "OMP_NUM_THREADS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "cached 6 0" in result.stdout
