@@ -2,6 +2,7 @@
 the authors' float32 image encoder, in one process.
 
     python benchmarks/benchmark_model.py [--threads 2] [--repeats 5] [--videos 8] [--frames 12] [--authors_code PATH]
+                                         [--compile]
 
 Random weights (the paper's full model: TDB, temporal transformer, TAB), 224 px, `--videos` x `--frames` frames.
 Candidates, timed in turns so that a busy machine slows them alike (median seconds per batch):
@@ -10,14 +11,18 @@ Candidates, timed in turns so that a busy machine slows them alike (median secon
       tower's linear layers in bf16; its embeddings and norms, the text tower, the temporal heads and `logit_scale`
       in float32, see docs/model.md);
     - bf16 autocast: the float32 model under `torch.autocast("cpu", dtype=torch.bfloat16)`;
+    - float32 compiled (with `--compile`): the same weights with the vision tower compiled in place,
+      `model.vision_model.compile()` (TorchInductor); its first call (compilation and one batch) is timed apart, with
+      the number of batches after which the compilation has paid for itself;
     - authors fp32: with `--authors_code` pointing at a checkout of CryhanFang/CLIP2Video, their CLIP `encode_image`
       on the same frames (their video encoder's cost: the temporal modules add under 1% at this size).
-For each bf16 path it prints how far its retrieval scores (16 captions x the videos, text encoded by the same path)
-move from float32, relative to the largest float32 score.
+For each path other than float32 it prints how far its retrieval scores (16 captions x the videos, text encoded by
+the same path) move from float32, relative to the largest float32 score.
 """
 
 import argparse
 import contextlib
+import math
 import platform
 import statistics
 import sys
@@ -54,6 +59,7 @@ def main():
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--authors_code", help="a checkout of CryhanFang/CLIP2Video, to time their image encoder")
+    parser.add_argument("--compile", action="store_true", help="also time float32 with the vision tower compiled")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -62,6 +68,9 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
         bf16_model = CLIP2VideoModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
+        if args.compile:
+            compiled_model = CLIP2VideoModel.from_pretrained(folder).eval()
+            compiled_model.vision_model.compile()
     pixels = torch.randn(args.videos, args.frames, 3, 224, 224)
     mask = torch.ones(args.videos, args.frames, dtype=torch.long)
     input_ids = torch.randint(1, 49000, (16, 32))
@@ -77,6 +86,8 @@ def main():
         "bf16 weights": (bf16_model, pixels.bfloat16(), contextlib.nullcontext),
         "bf16 autocast": (model, pixels, autocast),
     }
+    if args.compile:
+        paths["float32 compiled"] = (compiled_model, pixels, contextlib.nullcontext)
 
     def encoder(path_model, path_pixels, context):
         def encode():
@@ -93,6 +104,10 @@ def main():
         authors = CLIP(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12).float().eval()
         candidates["authors fp32 (encode_image)"] = lambda: authors.encode_image(pixels.flatten(0, 1))
     with torch.inference_mode():
+        if args.compile:
+            start = time.perf_counter()
+            candidates["float32 compiled"]()
+            compile_seconds = time.perf_counter() - start
         medians = interleaved_medians(candidates, args.repeats)
         scores = {}
         for name, (path_model, _, context) in paths.items():
@@ -102,11 +117,17 @@ def main():
     for name, (median, runs) in medians.items():
         print(f"{name:28s} {median:6.2f} s per batch (runs: {', '.join(f'{t:.2f}' for t in runs)})")
     medians = {name: median for name, (median, _) in medians.items()}
-    for name in ("bf16 weights", "bf16 autocast"):
+    for name in list(paths)[1:]:
         print(
             f"{name}: {medians['float32'] / medians[name]:.2f}x faster than float32; scores within "
             f"{relative_deviation(scores[name], scores['float32']):.1e} of float32 (relative to the largest score)"
         )
+    if args.compile:
+        saved = medians["float32"] - medians["float32 compiled"]
+        overhead = compile_seconds - medians["float32 compiled"]
+        paid_back = f"after {max(1, math.ceil(overhead / saved))} batches" if saved > 0 else "never (not faster)"
+        print(f"float32 compiled: first call {compile_seconds:.1f} s (compilation and one batch); pays for itself "
+              f"{paid_back}")
     if args.authors_code:
         authors_time = medians["authors fp32 (encode_image)"]
         for name in paths:
