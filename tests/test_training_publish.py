@@ -200,7 +200,6 @@ def _publish_in_a_child(output_dir: Path, files: dict, kill_after: int | None) -
     return int(count_file.read_text()) if code == 0 and kill_after is None else (-1 if code == 9 else 0)
 
 
-@pytest.mark.slow
 def test_a_kill_at_every_step_of_a_publish_loses_nothing(tmp_path):
     from clip2video.training.publish import STAGING_NAME, finish_interrupted_publish, publish_atomically
 
