@@ -252,6 +252,11 @@ class MilvusVideoIndex:
     ) -> tuple[np.ndarray, list[list[str]]]:
         """Scores (`logits_per_text`) and paths of the `k` best videos for each text, best first, ties by path."""
         parameters = parameters or SearchParameters()
+        if parameters.exact and self.index_type != "FLAT":
+            raise ValueError(
+                f"{self.index_dir} has a {self.index_type} index: an exact search needs a FLAT collection "
+                "(index_videos --store milvus --milvus_index FLAT into another --milvus_collection)."
+            )
         queries = VideoIndex._check_queries(self, text_embeddings)
         _check_positive(k, "k")
         _check_positive(parameters.candidates, "candidates")
