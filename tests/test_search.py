@@ -144,11 +144,15 @@ def test_best_moment_is_the_frame_closest_to_the_caption(collection, model_and_p
             video = processor(videos=[str(videos / hit.path)], return_tensors="pt", return_timestamps=True)
             features = model.get_video_features(video["pixel_values_videos"], video["video_mask"])
             real = int(video["video_mask"].sum())
-            similarities = torch.nn.functional.normalize(features.frame_embeds[0, :real], dim=-1) @ caption
-            best = int(similarities.argmax())
-            assert hit.moment_seconds == pytest.approx(video["video_timestamps"][0, best].item())
-            # Frame embeddings are stored as float16.
-            assert hit.moment_similarity == pytest.approx(similarities[best].item(), abs=2e-3)
+            # The index stores unit frame embeddings in float16, so frames closer than that rounding (random tiny
+            # models give near-ties) are ranked as stored: the same rounding here, then the best within 1e-5.
+            stored = torch.nn.functional.normalize(features.frame_embeds[0, :real], dim=-1).half().float()
+            similarities = stored @ torch.nn.functional.normalize(caption, dim=-1)
+            times = video["video_timestamps"][0, :real].tolist()
+            assert hit.moment_seconds in times, (hit.moment_seconds, times)
+            chosen = times.index(hit.moment_seconds)
+            assert similarities[chosen] >= similarities.max() - 1e-5, (chosen, similarities)
+            assert hit.moment_similarity == pytest.approx(similarities[chosen].item(), abs=1e-4)
 
 
 @pytest.mark.slow
