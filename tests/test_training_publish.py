@@ -11,7 +11,7 @@ import huggingface_hub.constants
 import pytest
 from huggingface_hub import ModelCard
 
-from clip2video.training.publish import model_card, prepare_hub_repo, push_folder
+from clip2video.training.publish import HUB_GITIGNORE, model_card, prepare_hub_repo, push_folder
 from tests.helpers.fake_hub import FakeHub
 from tests.helpers.processes import environment, run_training
 
@@ -104,6 +104,22 @@ def test_card_metadata_names_the_base_model_and_hub_datasets(monkeypatch):
             bad.validate()
     results["test_split"]["dataset_name"] = "webdataset"  # a builder, not a Hub dataset
     assert ModelCard(str(model_card(results, "me/x"))).data.datasets is None
+
+
+def test_a_plain_upload_of_a_published_folder_leaves_the_run_files_behind(tmp_path):
+    """`hf upload OUT` / `upload_folder` without our ignore patterns: the client sends the published .gitignore
+    with its pre-upload request and the Hub (here the fake one, applying it as the Hub does) skips what it matches."""
+    folder = tmp_path / "out"
+    for name in ("config.json", "README.md", "model.safetensors", "sub/nested.npy", "checkpoints/step_2/optimizer.bin",
+                 "logs/events.out", "frame_cache/abc.frames.npy", "run.json", ".published.json"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x")
+    (folder / ".gitignore").write_text(HUB_GITIGNORE)
+    with FakeHub(tokens={TOKEN: "tester"}) as hub:
+        api = huggingface_hub.HfApi(endpoint=hub.endpoint, token=TOKEN)
+        api.create_repo("tester/plain")
+        api.upload_folder(repo_id="tester/plain", folder_path=folder)
+    assert set(hub.commits[0]["files"]) == {"config.json", "README.md", "model.safetensors", ".gitignore"}
 
 
 def test_revision_and_pull_request_options(tmp_path):

@@ -73,6 +73,8 @@ def test_output_folder_loads_with_remote_code_in_a_fresh_process(uninterrupted):
     folder = uninterrupted / "uninterrupted"
     results = json.loads((folder / "results.json").read_text())
     card = (folder / "README.md").read_text()
+    # A plain `hf upload` of the folder skips the run's own files (the Hub applies the published .gitignore).
+    assert "checkpoints/" in (folder / ".gitignore").read_text().splitlines()
     assert "model-index" in card and f"value: {round(results['runs']['clip2video']['metrics']['t2v_R1'], 2)}" in card
     videos = results["test_split"]["video_paths"][:3]
     captions = results["test_split"]["captions"][:3]

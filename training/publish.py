@@ -69,6 +69,12 @@ WIDGET_EXAMPLE = {
 }
 PUBLISH_IGNORE_PATTERNS = ["checkpoints/*", "logs/*", "frame_cache/*", "*.npy", "run.json", ".publishing/*",
                            ".published.json"]
+# The same rule for a plain `hf upload OUT` (or `upload_folder`) that does not pass PUBLISH_IGNORE_PATTERNS: the
+# client sends the folder's .gitignore with its pre-upload request and the Hub skips the files it matches, so the
+# optimizer states in checkpoints/ never leave the machine by accident.
+HUB_GITIGNORE = "".join(
+    f"{pattern[:-1] if pattern.endswith('/*') else pattern}\n" for pattern in PUBLISH_IGNORE_PATTERNS
+)
 
 
 def hub_dataset_ids(results: dict) -> list[str]:
@@ -338,6 +344,7 @@ def write_publishable_folder(
         save_publishable_checkpoint(folder, model, processor, state_dict=state_dict)
         card.save(folder / "README.md")
         (folder / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+        (folder / ".gitignore").write_text(HUB_GITIGNORE, encoding="utf-8")
 
     publish_atomically(output_dir, write)
     if push_to_hub:

@@ -23,6 +23,29 @@ PIPELINE_TAGS = {
 }
 
 
+def gitignore_matcher(content: str):
+    """What the Hub does with the `gitIgnore` of a pre-upload request, for the patterns a published folder uses:
+    `name/` ignores a folder at any depth, other lines are globs on the file name or, with a slash, on the path."""
+    import fnmatch
+
+    patterns = [line.strip() for line in content.splitlines() if line.strip() and not line.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        for pattern in patterns:
+            if pattern.endswith("/"):
+                if pattern[:-1] in parts[:-1]:
+                    return True
+            elif "/" in pattern.strip("/"):
+                if fnmatch.fnmatch(path, pattern.strip("/")):
+                    return True
+            elif fnmatch.fnmatch(parts[-1], pattern.lstrip("/")):
+                return True
+        return False
+
+    return ignored
+
+
 def validate_card_metadata(content: str) -> list[str]:
     """The checks of the Hub's `/api/validate-yaml` that matter for a model card: front matter that is a YAML
     mapping, a known pipeline tag, string-or-list fields of the right type, and a `model-index` that parses into
@@ -173,9 +196,11 @@ class FakeHub:
                     hub.repos[repo].setdefault(revision, dict(hub.repos[repo]["main"]))
                     return self._reply(200, {})
                 if action == "preupload":
-                    files = json.loads(body)["files"]
+                    payload = json.loads(body)
+                    ignored = gitignore_matcher(payload.get("gitIgnore") or "")
                     return self._reply(200, {"files": [
-                        {"path": file["path"], "uploadMode": "regular", "shouldIgnore": False} for file in files
+                        {"path": file["path"], "uploadMode": "regular", "shouldIgnore": ignored(file["path"])}
+                        for file in payload["files"]
                     ], "commitOid": "0" * 40})
                 lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
                 header = next(line["value"] for line in lines if line["key"] == "header")
