@@ -356,6 +356,13 @@ def child_processes(pid: int) -> list[int]:
     return found
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def alive(pid: int) -> bool:
     try:
         return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
@@ -368,10 +375,14 @@ def test_the_lock_of_a_killed_indexer_is_not_kept_by_its_decoding_workers(index_
     checkpoint, videos, index_dir = index_copy
     for name in ("yellow", "cyan", "white", "grey"):  # videos to index, so that the workers start
         write_square_video(videos / f"{name}.mp4", COLOURS.get(name, (90, 200, 200)), num_frames=12)
-    # The parent waits in its first batch, the workers alive (their queue full) when it is killed.
+    # The parent waits in its first batch when it is killed; each worker, once its loop ends (it notices the parent
+    # is gone), lingers as a worker decoding a long video does, with every descriptor it inherited still open.
     stall = (
         "import time, clip2video.processing.video_processing_clip2video as p\n"
-        "p.stack_videos = lambda *a, **k: time.sleep(600)"
+        "p.stack_videos = lambda *a, **k: time.sleep(600)\n"
+        "import torch.utils.data._utils.worker as w\n"
+        "loop = w._worker_loop\n"
+        "w._worker_loop = lambda *a, **k: (loop(*a, **k), time.sleep(600))"
     )
     env = environment(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     code = f"import sys, runpy\n{stall}\nsys.argv = ['x', *sys.argv[1:]]\nrunpy.run_module('clip2video.apps.search.index_videos', run_name='__main__')"
@@ -383,9 +394,11 @@ def test_the_lock_of_a_killed_indexer_is_not_kept_by_its_decoding_workers(index_
     workers = []
     try:
         deadline = time.monotonic() + 240
+        own = Path(f"/proc/{indexer.pid}/cmdline").read_bytes()
         while len(workers) < 2 and time.monotonic() < deadline and indexer.poll() is None:
             time.sleep(0.2)
-            workers = child_processes(indexer.pid)
+            # Forked workers only (their command line is the indexer's), not a library's short-lived subprocess.
+            workers = [pid for pid in child_processes(indexer.pid) if cmdline(pid) == own]
         assert len(workers) >= 2, "the indexer did not start its decoding workers"
         time.sleep(1)  # the workers decode and fill their queue
         os.kill(indexer.pid, signal.SIGKILL)

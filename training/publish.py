@@ -167,6 +167,7 @@ PUBLISHED_RECORD = ".published.json"  # in output_dir: the files the last publis
 # What a publish writes (model, configurations, tokenizer, remote code, card, results): the only kinds of files an
 # interrupted staging folder may be cleared of.
 PUBLISHED_SUFFIXES = {".json", ".safetensors", ".py", ".md", ".txt", ".model", ".jinja"}
+PUBLISHED_DOTFILES = {".gitignore"}  # no suffix of their own (Path(".gitignore").suffix is "")
 
 
 class PublishInterrupted(RuntimeError):
@@ -248,7 +249,7 @@ def _clear_staging(staging: Path) -> None:
             continue
         info = path.lstat()
         ours = path.is_file() and not path.is_symlink() and (
-            path.suffix in PUBLISHED_SUFFIXES or path.name.endswith(".partial")
+            path.suffix in PUBLISHED_SUFFIXES or path.name in PUBLISHED_DOTFILES or path.name.endswith(".partial")
         ) and info.st_ctime_ns >= made
         if not ours:
             foreign.append(path)
