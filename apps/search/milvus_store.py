@@ -221,18 +221,10 @@ class MilvusVideoIndex:
         )
         return int(rows[0]["count(*)"])
 
-    @property
-    def video_root(self) -> Path:
-        return Path(self.metadata["video_root"])
-
-    @property
-    def logit_scale(self) -> float:
-        return float(self.metadata["logit_scale"])
-
-    @property
-    def index_type(self) -> str:
-        return self.metadata["vector_index"]["type"]
-
+    # The same metadata as the file index, read the same way.
+    video_root = VideoIndex.video_root
+    logit_scale = VideoIndex.logit_scale
+    index_type = VideoIndex.index_type
     check_model = VideoIndex.check_model
 
     def describe_search(self, parameters: SearchParameters | None = None) -> str:
