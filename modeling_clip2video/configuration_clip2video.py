@@ -120,6 +120,13 @@ class CLIP2VideoConfig(CLIPConfig):
             self.use_temporal_alignment_block and self.alignment_temporal_encoder != "none"
         )
 
+    @property
+    def retrieval_embedding_dim(self) -> int:
+        """Width of the retrieval embedding (`pooler_output` of `get_text_features` / `get_video_features`, what a
+        vector store indexes): `2 * projection_dim` with the Temporal Alignment Block (the global and the aligned
+        embeddings side by side), `projection_dim` without."""
+        return self.projection_dim * (2 if self.use_temporal_alignment_block else 1)
+
     def __post_init__(self, **kwargs):
         # A CLIP checkpoint's config.json says "clip": this configuration stays a CLIP2Video one.
         kwargs.pop("model_type", None)

@@ -92,6 +92,24 @@ def test_every_checkpoint_shape_of_the_project_is_accepted():
     )
 
 
+@pytest.mark.parametrize("alignment", [True, False])
+def test_retrieval_embedding_dim_is_the_width_of_the_models_pooler_output(alignment):
+    import torch
+
+    from clip2video.modeling_clip2video import CLIP2VideoModel
+    from tests.helpers.models import text_inputs, tiny_config, video_inputs
+
+    torch.manual_seed(0)
+    config = tiny_config(use_temporal_alignment_block=alignment)
+    model = CLIP2VideoModel(config).eval()
+    with torch.no_grad():
+        videos = model.get_video_features(*video_inputs(batch=2)).pooler_output
+        texts = model.get_text_features(*text_inputs()).pooler_output
+    # What a vector store is built for: the width of both towers' retrieval embeddings, read from the config alone.
+    assert videos.shape[1] == texts.shape[1] == config.retrieval_embedding_dim
+    assert config.retrieval_embedding_dim == (2 if alignment else 1) * config.projection_dim
+
+
 def test_a_value_set_after_construction_is_checked_when_the_model_is_built():
     from clip2video.modeling_clip2video import CLIP2VideoModel
 
