@@ -228,6 +228,11 @@ def is_url(video: str) -> bool:
     return video[:8].lower().startswith(("http://", "https://"))
 
 
+def is_torchcodec_decoder(video) -> bool:
+    """Whether `video` is a torchcodec `VideoDecoder` (checked without importing torchcodec)."""
+    return type(video).__module__.startswith("torchcodec.") and hasattr(video, "get_frames_at")
+
+
 def describe_video(video) -> str:
     """How error messages name a video: its path or URL (shortened if very long), `<bytes of length N>` for bytes,
     the `.name` of a file object or `<TypeName object>`."""
@@ -254,7 +259,8 @@ def read_video_frames(
     Args:
         video (`str`, `os.PathLike`, `bytes`, `bytearray`, `memoryview` or a binary file object): a local path, an
             `http(s)://` URL (fetched into memory by `url_fetching_clip2video.fetch_url`: timeouts, size cap,
-            redirects and addresses checked), the bytes of a video file, or a readable binary file object.
+            redirects and addresses checked), the bytes of a video file, a readable binary file object, or a
+            torchcodec `VideoDecoder` (what `datasets.Video()` yields; read by torchcodec whatever `backend` says).
         select_frames (`Callable[[FrameTable], list[int]]`): returns increasing indices into the frame table.
         backend (`str`, *optional*, defaults to `"pyav"`): one of `"pyav"`, `"torchcodec"`, `"decord"`.
         limits (`DecodeLimits`, *optional*): defaults to `DecodeLimits.from_env()`.
@@ -272,9 +278,12 @@ def read_video_frames(
     elif not isinstance(limits, DecodeLimits):
         raise ValueError(f"`limits` must be a DecodeLimits, got {type(limits).__name__}.")
     name = describe_video(video)
-    source = _bounded_source(video, name, limits)
-    reader = {"pyav": _read_with_pyav, "torchcodec": _read_with_torchcodec, "decord": _read_with_decord}[backend]
-    decoded = reader(source, name, select_frames, limits)
+    if is_torchcodec_decoder(video):
+        decoded = _read_torchcodec_decoder(video, name, select_frames, limits)
+    else:
+        source = _bounded_source(video, name, limits)
+        reader = {"pyav": _read_with_pyav, "torchcodec": _read_with_torchcodec, "decord": _read_with_decord}[backend]
+        decoded = reader(source, name, select_frames, limits)
     if not decoded.frames:
         raise ValueError(f"Cannot read video {name}: no decodable frame.")
     return decoded
@@ -724,6 +733,20 @@ def _read_with_torchcodec(source, name: str, select_frames: FrameSelector, limit
         decoder = VideoDecoder(source.getvalue() if isinstance(source, io.BytesIO) else source, seek_mode="exact")
     except (RuntimeError, ValueError) as error:  # torchcodec raises both
         raise _unreadable(name, error) from error
+    return _read_torchcodec_decoder(decoder, name, select_frames, limits, read_timing=source)
+
+
+def _read_torchcodec_decoder(
+    decoder, name: str, select_frames: FrameSelector, limits: DecodeLimits, read_timing=None
+) -> DecodedFrames:
+    """The chosen frames of a torchcodec `VideoDecoder`, the one torchcodec path: of a decoder made here from a
+    video's bytes or path (`read_timing`: that source), or of one given (what `datasets.Video()` yields).
+
+    With the source at hand, frames are chosen from the PyAV path's table (packet times, FFmpeg's durations, the
+    nominal rate), so that the same frames are sampled from variable-rate videos; frame i of that table is
+    torchcodec's frame i (both in presentation order), and the timestamps are the table's. torchcodec exposes no
+    per-frame timestamps without decoding: otherwise frames are taken as evenly spaced at the average rate from the
+    stream's start (exact for constant-rate videos only), and the timestamps are those of the decoded frames."""
     metadata = decoder.metadata
     width, height = metadata.width or 0, metadata.height or 0
     if width <= 0 or height <= 0:
@@ -737,31 +760,35 @@ def _read_with_torchcodec(source, name: str, select_frames: FrameSelector, limit
     average_fps = float(metadata.average_fps or 0)
     if not 0 < average_fps < math.inf:
         raise ValueError(f"Cannot read video {name}: its average frame rate {average_fps} is not positive.")
-    timing = _pyav_frame_timing(source, name, limits)
+    timing = _pyav_frame_timing(read_timing, name, limits) if read_timing is not None else None
     if timing is not None and len(timing[0].times) == num_frames:
-        # The PyAV path's table (packet times, FFmpeg's durations, the nominal rate): the same frames are sampled
-        # from variable-rate videos, and frame i of the table is torchcodec's frame i (both in presentation order).
         table, _ = timing
     else:
-        # torchcodec exposes no per-frame timestamps without decoding: without PyAV, frames are taken as evenly
-        # spaced at the average rate (exact for constant-rate videos only).
-        logger.warning_once(
-            "backend='torchcodec' without PyAV samples frames as if the frame rate were constant; install PyAV "
-            "(`pip install av`) for the timestamps of variable-frame-rate videos."
-        )
+        if read_timing is not None:
+            logger.warning_once(
+                "backend='torchcodec' without PyAV samples frames as if the frame rate were constant; install PyAV "
+                "(`pip install av`) for the timestamps of variable-frame-rate videos."
+            )
+        begin = float(getattr(metadata, "begin_stream_seconds", None) or 0.0)
         table = FrameTable(
-            times=[index / average_fps for index in range(num_frames)],
+            times=[begin + index / average_fps for index in range(num_frames)],
             durations=[1 / average_fps] * num_frames,
             average_fps=average_fps,
         )
+        timing = None
     _check_time_span(table.times, name, limits)
     chosen = select_frames(table)
     try:
         batch = decoder.get_frames_at(indices=chosen)
     except (RuntimeError, IndexError) as error:
         raise ValueError(f"Cannot decode video {name}: truncated or corrupt ({error}).") from error
-    frames = [frame.permute(1, 2, 0).numpy() for frame in batch.data]
-    return DecodedFrames(frames=frames, timestamps=[table.times[index] for index in chosen])
+    data = batch.data
+    if data.shape[1] in (1, 3) and tuple(data.shape[2:]) == (height, width):
+        data = data.permute(0, 2, 3, 1)  # the decoder's default "NCHW" order
+    frames = [frame.numpy() for frame in data]
+    if timing is not None:
+        return DecodedFrames(frames=frames, timestamps=[table.times[index] for index in chosen])
+    return DecodedFrames(frames=frames, timestamps=[float(t) for t in batch.pts_seconds])
 
 
 def _pyav_frame_timing(source, name: str, limits: DecodeLimits) -> tuple[FrameTable, list[int]] | None:

@@ -1,41 +1,54 @@
 """Video processor for CLIP2Video: from videos in every form transformers and `datasets` produce to
-`pixel_values_videos` and `video_mask`."""
+`pixel_values_videos` and `video_mask`.
+
+The hooks of `BaseVideoProcessor.preprocess` keep their meaning: `sample_frames` picks frames from metadata,
+`_decode_and_sample_videos` decodes (only the frames the sampling rule picks) and samples, `_prepare_input_videos`
+turns frames into uint8 RGB tensors on the device, `_preprocess` resizes, crops, normalises and pads the time axis.
+What the input forms are lives in `video_inputs_clip2video`, decoding in `video_decoding_clip2video`."""
 
 import dataclasses
 import math
-import os
-import re
-import stat
-from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as tvF
+from huggingface_hub.dataclasses import validate_typed_dict
 from transformers.image_processing_utils import BatchFeature
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling, SizeDict
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling, SizeDict, validate_kwargs
 from transformers.processing_utils import Unpack, VideosKwargs
+from transformers.utils import logging
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from .frame_sampling_clip2video import FRAME_EXTRACTION_FPS, select_source_frames, uniform_positions
+from .media_types_clip2video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS  # noqa: F401  (read here before they moved)
 from .video_decoding_clip2video import (
     VIDEO_BACKENDS,
-    DecodedFrames,
     DecodeLimits,
     FrameTable,
-    describe_video,
-    limit_error,
+    is_torchcodec_decoder,
     read_video_frames,
 )
-
-
-# A string with one of these endings is a frame image, not a video: a list of them is one video.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-# The files that folders of videos are read for (search indexes, dataset folders): containers FFmpeg demuxes.
-VIDEO_EXTENSIONS = (
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".ogv",
+from .video_inputs_clip2video import (
+    as_metadata_list,
+    as_video_list,
+    checked_frame_rate,
+    describe_input,
+    dict_source,
+    frames_metadata,
+    frames_to_uint8_rgb,
+    is_encoded_video,
+    is_image_path_list,
+    read_frame_image,
+    source_positions,
+    take_frames,
 )
+
+
+logger = logging.get_logger(__name__)
+
 _DECODE_LIMIT_FIELDS = tuple(field.name for field in dataclasses.fields(DecodeLimits))
 
 
@@ -75,26 +88,25 @@ class CLIP2VideoVideoProcessorKwargs(VideosKwargs, total=False):
     max_decoded_pixels: int | None
 
 
-# Earlier names of `num_frames` and `fps`, still accepted at construction so that saved folders keep loading.
+# Earlier names of `num_frames` and `fps`, still accepted at construction (with a warning) so that saved folders keep
+# loading.
 _CONSTRUCTION_ALIASES = {"max_frames": "num_frames", "sampling_fps": "fps"}
 
 
-@dataclass
-class _Video:
-    """One video between the base class's hooks: frames given directly (`frames`, with the indices already chosen)
-    or an encoded source decoded in `_preprocess`, where the call's decode limits and backend are known. `metadata`
-    is the object `return_metadata=True` returns; encoded videos fill it in when decoded."""
+class SampledVideo(NamedTuple):
+    """One video between the hooks of `preprocess`: its chosen frames and their presentation times in seconds (NaN
+    for frames given without a frame rate).
 
-    metadata: VideoMetadata
-    index: int
-    frames: Any = None
-    image_paths: list | None = None
-    encoded: Any = None
-    sample: bool = True
-    indices: list[int] | None = None
-    timestamps: list[float] | None = None
-    input_data_format: Any = None
-    device: Any = None
+    Attributes:
+        frames: the chosen frames, in the form they were given or decoded to (an array, tensor or list of frames).
+        timestamps (`list[float]`): one time per frame.
+        data_format (`str`, *optional*): `"channels_last"` for frames this processor decoded; None for frames given
+            by the caller, whose layout is the call's `input_data_format` (or inferred).
+    """
+
+    frames: Any
+    timestamps: list[float]
+    data_format: str | None = None
 
 
 class CLIP2VideoVideoProcessor(BaseVideoProcessor):
@@ -166,6 +178,10 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
     def __init__(self, **kwargs: Unpack[CLIP2VideoVideoProcessorKwargs]):
         for old_name, name in _CONSTRUCTION_ALIASES.items():
             if old_name in kwargs:
+                logger.warning_once(
+                    f"`{old_name}` is deprecated: the video processor's argument is `{name}`. Saved folders with "
+                    f"`{old_name}` still load; save them again to write `{name}`."
+                )
                 value = kwargs.pop(old_name)
                 if value is not None and kwargs.get(name) is not None and kwargs[name] != value:
                     raise ValueError(f"Got {old_name}={value!r} and {name}={kwargs[name]!r}; `{old_name}` is `{name}`.")
@@ -175,15 +191,65 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
         _check_sampling_options(self.num_frames, self.fps)
         _check_backend(self.video_backend)
 
+
     def _merge_and_standardize_kwargs(self, **kwargs) -> dict:
         # An argument given as None is an argument not given: `do_sample_frames=None` samples as the processor's
         # default does (transformers fills in only missing keys, which would leave None, taken as False).
         kwargs = {key: value for key, value in kwargs.items() if value is not None or getattr(self, key, None) is None}
         return super()._merge_and_standardize_kwargs(**kwargs)
 
+    def preprocess(self, videos, **kwargs: Unpack[CLIP2VideoVideoProcessorKwargs]) -> BatchFeature:
+        """`BaseVideoProcessor.preprocess`, except that `_decode_and_sample_videos` also receives the call's
+        sampling options, `video_backend` and `DecodeLimits` (the base class passes only `sample_indices_fn`, which
+        takes metadata: encoded videos are sampled from their frame table, and decoded under the call's limits), as
+        transformers' own processors whose hooks need more do (e.g. Ernie 4.5 VL). The options are checked before
+        any video is read."""
+        validate_kwargs(
+            captured_kwargs=kwargs.keys(),
+            valid_processor_keys=list(self.valid_kwargs.__annotations__.keys()) + ["return_tensors"],
+        )
+        validate_typed_dict(self.valid_kwargs, kwargs)
+        kwargs = self._merge_and_standardize_kwargs(**kwargs)
+
+        input_data_format = kwargs.pop("input_data_format")
+        do_convert_rgb = kwargs.pop("do_convert_rgb")
+        do_sample_frames = kwargs.pop("do_sample_frames")
+        device = kwargs.pop("device")
+        video_metadata = kwargs.pop("video_metadata")
+        video_backend = kwargs.pop("video_backend")
+        decode_limits = DecodeLimits.from_env(**{name: kwargs.pop(name, None) for name in _DECODE_LIMIT_FIELDS})
+        _check_sampling_options(kwargs["num_frames"], kwargs["fps"])
+        _check_backend(video_backend)
+
+        sample_indices_fn = partial(self.sample_frames, **kwargs) if do_sample_frames else None
+        videos, video_metadata = self._decode_and_sample_videos(
+            videos,
+            video_metadata=video_metadata,
+            do_sample_frames=do_sample_frames,
+            sample_indices_fn=sample_indices_fn,
+            num_frames=kwargs["num_frames"],
+            fps=kwargs["fps"],
+            random_frame_jitter=kwargs["random_frame_jitter"],
+            video_backend=video_backend,
+            decode_limits=decode_limits,
+        )
+        videos = self._prepare_input_videos(
+            videos=videos, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, device=device
+        )
+
+        self._validate_preprocess_kwargs(**kwargs)
+        kwargs.pop("data_format")
+        return_metadata = kwargs.pop("return_metadata")
+
+        preprocessed_videos = self._preprocess(videos=videos, **kwargs)
+        if return_metadata:
+            preprocessed_videos["video_metadata"] = video_metadata
+        return preprocessed_videos
+
     # ----------------------------------------------------------------------------------------------------------
     # Hooks of `BaseVideoProcessor.preprocess`: which frames, decoded how, prepared how.
     # ----------------------------------------------------------------------------------------------------------
+
 
     def sample_frames(
         self,
@@ -211,9 +277,9 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
         num_frames = self.num_frames if num_frames is None else num_frames
         fps = self.fps if fps is None else fps
         jitter = self.random_frame_jitter if random_frame_jitter is None else random_frame_jitter
-        positions = _source_positions(metadata)
+        positions = source_positions(metadata)
         if metadata.fps:
-            rate = _checked_frame_rate(metadata.fps, positions[-1] + 1 if positions else 0, "The video")
+            rate = checked_frame_rate(metadata.fps, positions[-1] + 1 if positions else 0, "The video")
             # Each given frame stays on screen until the next one (one source frame for the last).
             durations = [(after - before) / rate for before, after in zip(positions, positions[1:])] + [1 / rate]
             table = FrameTable([position / rate for position in positions], durations, rate)
@@ -227,27 +293,55 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
         video_metadata: VideoMetadata | dict | list | None,
         do_sample_frames: bool | None = None,
         sample_indices_fn=None,
-    ) -> tuple[list[_Video], list[VideoMetadata]]:
-        """Splits the input into videos and chooses the frames of those given as frames or image paths (nothing is
-        decoded yet: encoded videos are decoded in `_preprocess`, under the call's `DecodeLimits`)."""
-        inputs = _as_video_list(videos)
-        entries = _as_metadata_list(video_metadata, len(inputs))
-        prepared = []
+        num_frames: int | None = None,
+        fps: float | None = None,
+        random_frame_jitter: bool | None = None,
+        video_backend: str | None = None,
+        decode_limits: DecodeLimits | None = None,
+    ) -> tuple[list[SampledVideo], list[VideoMetadata]]:
+        """Splits the input into videos, chooses their frames and decodes those (the base class's hook).
+
+        Frames given directly are chosen by `sample_indices_fn` (`sample_frames`) from their metadata; encoded videos
+        by the authors' rule on the timing of every frame, read from the file before anything is decoded, and only
+        the chosen frames are decoded, under `decode_limits`; of frame images only the chosen ones are read. With
+        `do_sample_frames=False` every frame is used: a video with more than `num_frames` is an error, raised for
+        frames given directly before any video is read and for an encoded video before it is decoded.
+
+        Args:
+            num_frames, fps, random_frame_jitter, video_backend (*optional*, default to the processor's own):
+                how encoded videos are sampled and decoded.
+            decode_limits (`DecodeLimits`, *optional*, defaults to `DecodeLimits.from_env()`): the call's limits.
+
+        Returns:
+            `tuple[list[SampledVideo], list[VideoMetadata]]`: the chosen frames of each video with their times, and
+            each video's metadata (encoded videos: of the file, filled in as they are decoded).
+        """
+        num_frames = self.num_frames if num_frames is None else num_frames
+        fps = self.fps if fps is None else fps
+        jitter = self.random_frame_jitter if random_frame_jitter is None else random_frame_jitter
+        video_backend = self.video_backend if video_backend is None else video_backend
+        limits = DecodeLimits.from_env() if decode_limits is None else decode_limits
+        if do_sample_frames and sample_indices_fn is None:
+            sample_indices_fn = partial(self.sample_frames, num_frames=num_frames, fps=fps, random_frame_jitter=jitter)
+        inputs = as_video_list(videos)
+        entries = as_metadata_list(video_metadata, len(inputs))
+
+        # First every choice that needs no decoding, so that a frame count over `num_frames` is refused before any
+        # video is read.
+        chosen = []
         for index, (video, entry) in enumerate(zip(inputs, entries)):
-            if _is_encoded_video(video):
+            if is_encoded_video(video):
                 if entry is not None:
                     raise ValueError(
-                        f"Video {index} ({_describe(video)}) is an encoded video whose frame rate and timestamps are "
-                        "read from the file: `video_metadata` is only for videos given as frames (pass None for it)."
+                        f"Video {index} ({describe_input(video)}) is an encoded video whose frame rate and timestamps "
+                        "are read from the file: `video_metadata` is only for videos given as frames (pass None for it)."
                     )
-                metadata = VideoMetadata(total_num_frames=0)
-                prepared.append(_Video(metadata=metadata, index=index, encoded=video, sample=bool(do_sample_frames)))
+                chosen.append((VideoMetadata(total_num_frames=0), None, None))
                 continue
-            image_paths = list(video) if _is_image_path_list(video) else None
-            if image_paths is None and len(video) == 0:
+            if not is_image_path_list(video) and len(video) == 0:
                 raise ValueError(f"Video {index} has no frames.")
-            metadata = _frames_metadata(entry, len(video), index)
-            positions = _source_positions(metadata)
+            metadata = frames_metadata(entry, len(video), index)
+            positions = source_positions(metadata)
             if do_sample_frames:
                 indices = [int(i) for i in sample_indices_fn(metadata=metadata)]
             else:
@@ -256,124 +350,77 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
             metadata.frames_indices = [positions[i] for i in indices]
             rate = metadata.fps
             timestamps = [positions[i] / rate for i in indices] if rate else [math.nan] * len(indices)
-            prepared.append(
-                _Video(
-                    metadata=metadata,
-                    index=index,
-                    frames=None if image_paths is not None else video,
-                    image_paths=image_paths,
-                    indices=indices,
-                    timestamps=timestamps,
-                )
-            )
-        return prepared, [video.metadata for video in prepared]
+            chosen.append((metadata, indices, timestamps))
+        for index, (_, indices, _) in enumerate(chosen):
+            if indices is not None and len(indices) > num_frames:
+                raise _too_many_frames(index, len(indices), num_frames)
+
+        sampled = []
+        for index, (video, (metadata, indices, timestamps)) in enumerate(zip(inputs, chosen)):
+            if indices is None:
+                select = partial(_choose_from_table, index=index, name=describe_input(video), sample=do_sample_frames,
+                                 num_frames=num_frames, fps=fps, jitter=jitter)
+                sampled.append(_decode(video, index, metadata, select, video_backend, limits))
+            elif is_image_path_list(video):
+                images = [read_frame_image(video[i], limits) for i in indices]
+                sampled.append(SampledVideo(images, timestamps, "channels_last"))
+            else:
+                sampled.append(SampledVideo(take_frames(video, indices), timestamps))
+        return sampled, [metadata for metadata, _, _ in chosen]
 
     def _prepare_input_videos(
-        self, videos: list[_Video], do_convert_rgb: bool | None = None, input_data_format=None, device=None
-    ) -> list[_Video]:
-        # Frames are always converted to RGB (the model reads three channels); decoding waits for `_preprocess`.
+        self,
+        videos: list[SampledVideo],
+        do_convert_rgb: bool | None = None,
+        input_data_format=None,
+        device=None,
+    ) -> list[SampledVideo]:
+        """The chosen frames of each video as uint8 RGB tensors `[frames, 3, height, width]` on `device` (the base
+        class's hook): floating point frames in [0, 1] and 16-bit frames become uint8, and with `do_convert_rgb`
+        grey frames are repeated and alpha dropped (as `PIL.Image.convert("RGB")`); without it frames given with
+        other than 3 channels are refused. Decoders output RGB already."""
+        do_convert_rgb = self.do_convert_rgb if do_convert_rgb is None else do_convert_rgb
+        prepared = []
         for video in videos:
-            video.input_data_format, video.device = input_data_format, device
-        return videos
+            data_format = video.data_format or input_data_format
+            frames = frames_to_uint8_rgb(video.frames, data_format, convert_rgb=do_convert_rgb)
+            if device is not None:
+                frames = frames.to(device)
+            prepared.append(video._replace(frames=frames))
+        return prepared
 
     def _preprocess(
         self,
-        videos: list[_Video],
+        videos: list[SampledVideo],
         num_frames: int,
         fps: float,
         random_frame_jitter: bool,
         pad_to_max_frames: bool,
         return_timestamps: bool,
-        video_backend: str,
         return_tensors=None,
         **kwargs,
     ) -> BatchFeature:
-        _check_sampling_options(num_frames, fps)
-        _check_backend(video_backend)
-        limits = DecodeLimits.from_env(**{name: kwargs.pop(name, None) for name in _DECODE_LIMIT_FIELDS})
-        # Every frame count is checked before the first video is decoded.
-        for video in videos:
-            if video.indices is not None and len(video.indices) > num_frames:
-                raise _too_many_frames(video.index, len(video.indices), num_frames)
-
-        clips, timestamps = [], []
-        for video in videos:
-            if video.encoded is not None:
-                decoded = self._decode(video, num_frames, fps, random_frame_jitter, video_backend, limits)
-                frames = torch.from_numpy(np.stack(decoded.frames)).permute(0, 3, 1, 2)
-                frame_times = decoded.timestamps
-            elif video.image_paths is not None:
-                chosen = [video.image_paths[i] for i in video.indices]
-                frames = _frames_to_uint8_rgb([_read_image(path, limits) for path in chosen])
-                frame_times = video.timestamps
-            else:
-                frames = _frames_to_uint8_rgb(_take(video.frames, video.indices), video.input_data_format)
-                frame_times = video.timestamps
-            if video.device is not None:
-                frames = frames.to(video.device)
-            clips.append(frames)
-            timestamps.append(frame_times)
-
-        processed = super()._preprocess(videos=clips, return_tensors=None, **kwargs)["pixel_values_videos"]
+        """Resizes, crops and normalises the frames (the base class's `_preprocess`) and pads the time axis to
+        `num_frames` (or the longest video), with `video_mask` and, on request, `video_timestamps`."""
+        processed = super()._preprocess(videos=[video.frames for video in videos], return_tensors=None, **kwargs)
+        processed = processed["pixel_values_videos"]
         num_slots = num_frames if pad_to_max_frames else max(len(clip) for clip in processed)
         first = processed[0]
         one_by_one = []
-        for index, (clip, frame_times) in enumerate(zip(processed, timestamps)):
+        for index, (clip, video) in enumerate(zip(processed, videos)):
             if clip.shape[1:] != first.shape[1:]:
                 raise ValueError(
                     f"Frames of video {index} are {tuple(clip.shape[1:])} after resizing but {tuple(first.shape[1:])} "
                     "for video 0; keep `do_center_crop=True` to batch videos of different sizes."
                 )
-            video = {
+            output = {
                 "pixel_values_videos": clip[None].float(),
                 "video_mask": torch.ones((1, len(clip)), dtype=torch.int64),
             }
             if return_timestamps:
-                video["video_timestamps"] = torch.tensor(frame_times, dtype=torch.float64)[None]
-            one_by_one.append(video)
+                output["video_timestamps"] = torch.tensor(video.timestamps, dtype=torch.float64)[None]
+            one_by_one.append(output)
         return BatchFeature(data=stack_videos(one_by_one, num_slots), tensor_type=return_tensors)
-
-    def _decode(
-        self, video: _Video, num_frames: int, fps: float, jitter: bool, backend: str, limits: DecodeLimits
-    ) -> DecodedFrames:
-        """Decodes the frames of an encoded video that the sampling rule (or, without sampling, every frame) picks,
-        and fills in its metadata. The training jitter draws from torch's global generator, which
-        `torch.manual_seed` and every DataLoader worker seed."""
-        picked = {}
-
-        def select(table: FrameTable) -> list[int]:
-            if video.sample:
-                indices = _select(table, num_frames, fps, jitter)
-            elif len(table.times) > num_frames:
-                raise _too_many_frames(video.index, len(table.times), num_frames, _describe(video.encoded))
-            else:
-                indices = list(range(len(table.times)))
-            picked.update(table=table, indices=indices)
-            return indices
-
-        source = video.encoded
-        if isinstance(source, dict):
-            source = _dict_source(source, video.index)
-        if _is_torchcodec_decoder(source):
-            backend = "torchcodec"
-            decoded = _read_torchcodec_decoder(source, select, limits)
-        else:
-            decoded = read_video_frames(source, select, backend=backend, limits=limits)
-        table = picked["table"]
-        last_duration = table.durations[-1] or 1 / table.average_fps
-        height, width = decoded.frames[0].shape[:2]
-        video.metadata.update(
-            {
-                "total_num_frames": len(table.times),
-                "fps": table.average_fps,
-                "duration": table.times[-1] - table.times[0] + last_duration,
-                "height": height,
-                "width": width,
-                "video_backend": backend,
-                "frames_indices": picked["indices"],
-            }
-        )
-        return decoded
 
     def center_crop(self, image: torch.Tensor, size: SizeDict, **kwargs) -> torch.Tensor:
         # torchvision's CenterCrop (the authors' transform) rounds the offset to the nearest pixel.
@@ -387,8 +434,6 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
 # Every video of a batch is padded to `num_frames` slots of float32 pixels (0.6 MB each at 224 px), allocated before
 # any frame is decoded; the model's frame-position table has 77 rows. A larger request is refused before any work.
 MAX_NUM_FRAMES = 1024
-# The longest span of frames given directly (their times are index / fps): far beyond any video, within every integer.
-MAX_FRAMES_SPAN_SECONDS = 1e9
 
 
 def _check_sampling_options(num_frames, fps) -> None:
@@ -451,413 +496,48 @@ def _too_many_frames(index: int, count: int, num_frames: int, name: str | None =
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Input forms
+def _choose_from_table(
+    table: FrameTable, index: int, name: str, sample: bool, num_frames: int, fps: float, jitter: bool
+) -> list[int]:
+    """The frames of an encoded video to decode, from the timing of all its frames: the sampling rule's or, without
+    sampling, every frame (more than `num_frames` is an error, raised before anything is decoded). The training
+    jitter draws from torch's global generator, which `torch.manual_seed` and every DataLoader worker seed."""
+    if sample:
+        return _select(table, num_frames, fps, jitter)
+    if len(table.times) > num_frames:
+        raise _too_many_frames(index, len(table.times), num_frames, name)
+    return list(range(len(table.times)))
 
 
-def _is_pil_image(item) -> bool:
-    return type(item).__module__.startswith("PIL.")
+def _decode(video, index: int, metadata: VideoMetadata, select, backend: str, limits: DecodeLimits) -> SampledVideo:
+    """Decodes the frames `select` chooses from an encoded video's frame table and fills in its metadata."""
+    picked = {}
 
+    def select_and_keep(table: FrameTable) -> list[int]:
+        picked.update(table=table, indices=select(table))
+        return picked["indices"]
 
-def _is_frame(item) -> bool:
-    if _is_pil_image(item):
-        return True
-    return isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim in (2, 3)
-
-
-def _is_torchcodec_decoder(item) -> bool:
-    return type(item).__module__.startswith("torchcodec.") and hasattr(item, "get_frames_at")
-
-
-def _is_image_path(item) -> bool:
-    return isinstance(item, (str, os.PathLike)) and os.fsdecode(os.fspath(item)).lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _is_image_path_list(item) -> bool:
-    return isinstance(item, (list, tuple)) and len(item) > 0 and all(_is_image_path(path) for path in item)
-
-
-def _is_encoded_video(item) -> bool:
-    """A video still to be decoded: a path or URL, bytes, a binary file object, a `datasets.Video(decode=False)`
-    dict, or a torchcodec decoder."""
-    if isinstance(item, (str, os.PathLike)):
-        return not _is_image_path(item)
-    if isinstance(item, (bytes, bytearray, memoryview)) or _is_torchcodec_decoder(item):
-        return True
-    if isinstance(item, dict):
-        return set(item) <= {"path", "bytes"} and bool(item)
-    return callable(getattr(item, "read", None))
-
-
-def _describe(video) -> str:
-    if isinstance(video, dict):
-        return describe_video(video.get("path") or video.get("bytes") or "<empty dict>")
-    return describe_video(video)
-
-
-def _as_video_list(videos) -> list:
-    """One entry per video: an encoded video, a 4D array or tensor, a list of frames or a list of image paths."""
-    if _is_encoded_video(videos) or _is_image_path_list(videos):
-        return [videos]
-    if _is_image_path(videos):
-        raise ValueError(
-            f"{describe_video(videos)} is an image; a video given as frame images is a list of their paths."
-        )
-    if _is_pil_image(videos):
-        return [[videos]]
-    if isinstance(videos, (np.ndarray, torch.Tensor)):
-        if videos.ndim == 5:
-            if len(videos) == 0:
-                raise ValueError(f"Got an empty batch of videos (an array of shape {tuple(videos.shape)}).")
-            return list(videos)
-        if videos.ndim == 4:
-            return [videos]
-        if videos.ndim == 3:
-            return [[videos]]
-        raise ValueError(f"A video array must have 4 dimensions (5 for a batch), got shape {tuple(videos.shape)}.")
-    if isinstance(videos, (list, tuple)):
-        if len(videos) == 0:
-            raise ValueError("Got an empty list of videos.")
-        if all(_is_frame(item) for item in videos):
-            return [list(videos)]
-        for index, item in enumerate(videos):
-            if _is_image_path(item):
-                raise ValueError(
-                    f"Video {index} of the batch is the image {describe_video(item)}: a video given as frame images "
-                    "is a list of their paths (a batch of such videos is a list of lists), never one image per video."
-                )
-            is_frames = isinstance(item, (list, tuple)) and (
-                _is_image_path_list(item) or (len(item) > 0 and all(_is_frame(frame) for frame in item))
-            )
-            is_array = isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 4
-            if not (_is_encoded_video(item) or is_frames or is_array):
-                raise ValueError(
-                    f"Video {index} of the batch is a {type(item).__name__}; expected a path or URL, bytes, a binary "
-                    "file object, a {'path', 'bytes'} dict, a torchcodec decoder, a 4D array or tensor of frames, a "
-                    "list of frames or a list of frame image paths."
-                )
-        return list(videos)
-    raise ValueError(f"Unsupported video input of type {type(videos).__name__}.")
-
-
-def _as_metadata_list(video_metadata, num_videos: int) -> list:
-    """One metadata dict (or None) per video; a nested list (one list per sample, as transformers allows) is
-    flattened."""
-    if video_metadata is None:
-        return [None] * num_videos
-    if isinstance(video_metadata, (dict, VideoMetadata)):
-        video_metadata = [video_metadata]
-    if video_metadata and all(isinstance(entry, (list, tuple)) for entry in video_metadata):
-        video_metadata = [entry for entries in video_metadata for entry in entries]
-    if len(video_metadata) != num_videos:
-        raise ValueError(f"Got {num_videos} videos but {len(video_metadata)} `video_metadata` entries.")
-    return [dict(entry) if entry is not None else None for entry in video_metadata]
-
-
-def _frames_metadata(entry: dict | None, count: int, index: int) -> VideoMetadata:
-    """The metadata of a video of `count` given frames: the frame rate is `entry["fps"]`, or
-    `total_num_frames / duration`, or unknown. Frames sampled from a longer video (`total_num_frames` more than
-    `count`) need `frames_indices`, one increasing source index per given frame, as `load_video` returns them."""
-    entry = {key: value for key, value in (entry or {}).items() if value is not None}
-    total = entry.get("total_num_frames", count)
-    if not _is_integer(total):
-        raise ValueError(f"Video {index}: `video_metadata` total_num_frames must be an integer, got {total!r}.")
-    for key in ("fps", "duration"):
-        value = entry.get(key)
-        if value is not None and (not _is_number(value) or not 0 < value < math.inf):
-            raise ValueError(f"Video {index}: `video_metadata` {key} must be a positive number, got {value!r}.")
-    source_indices = entry.get("frames_indices")
-    if isinstance(source_indices, (np.ndarray, torch.Tensor)):
-        source_indices = source_indices.tolist()  # floats stay floats, and are refused below
-    if source_indices is not None:
-        if not isinstance(source_indices, (list, tuple)) or not all(
-            _is_integer(position) for position in source_indices
-        ):
-            raise ValueError(
-                f"Video {index}: `video_metadata` frames_indices must be a list of integers (one source frame index "
-                f"per given frame), got {_shown(source_indices)}."
-            )
-        source_indices = [int(position) for position in source_indices]
-        if (
-            len(source_indices) != count
-            or any(after <= before for before, after in zip(source_indices, source_indices[1:]))
-            or source_indices[0] < 0
-            or source_indices[-1] >= total
-        ):
-            raise ValueError(
-                f"Video {index} has {count} frames but its `video_metadata` frames_indices are not {count} increasing "
-                f"indices below total_num_frames={total}."
-            )
-    elif total != count:
-        raise ValueError(
-            f"Video {index} has {count} frames but its `video_metadata` says total_num_frames={total} without the "
-            "frames_indices of the given frames."
-        )
-    fps = entry.get("fps")
-    if fps is None and entry.get("duration"):
-        fps = total / entry["duration"]
-    if fps is not None:
-        _checked_frame_rate(fps, total, f"Video {index}")
-    duration = total / fps if fps else entry.get("duration")
-    return VideoMetadata(
-        total_num_frames=total, fps=fps, duration=duration, video_backend=None, frames_indices=source_indices
+    source = dict_source(video, index) if isinstance(video, dict) else video
+    decoded = read_video_frames(source, select_and_keep, backend=backend, limits=limits)
+    table = picked["table"]
+    last_duration = table.durations[-1] or 1 / table.average_fps
+    height, width = decoded.frames[0].shape[:2]
+    metadata.update(
+        {
+            "total_num_frames": len(table.times),
+            "fps": table.average_fps,
+            "duration": table.times[-1] - table.times[0] + last_duration,
+            "height": height,
+            "width": width,
+            # A torchcodec decoder is read by torchcodec, whatever the backend asked for.
+            "video_backend": "torchcodec" if is_torchcodec_decoder(source) else backend,
+            "frames_indices": picked["indices"],
+        }
     )
+    return SampledVideo(np.stack(decoded.frames), decoded.timestamps, "channels_last")
 
-
-def _checked_frame_rate(fps, total: int, where: str) -> float:
-    """`fps` as a float, refused unless a positive finite number that keeps `total` frames within
-    `MAX_FRAMES_SPAN_SECONDS` (their times are index / fps: fps 1e-300 would put them 10^300 s apart, past every
-    integer type the sampling uses)."""
-    if not (_is_number(fps) and 0 < fps < math.inf):
-        raise ValueError(f"{where}: `video_metadata` fps must be a positive number, got {fps!r}.")
-    if total / fps > MAX_FRAMES_SPAN_SECONDS:
-        raise ValueError(
-            f"{where}: `video_metadata` fps={fps!r} puts {total} frames {total / fps:.3g} s apart, over "
-            f"{MAX_FRAMES_SPAN_SECONDS:.0e} s; give the frame rate in frames per second."
-        )
-    return float(fps)
-
-
-def _is_integer(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
-def _shown(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _source_positions(metadata: VideoMetadata) -> list[int]:
-    """The source index of each given frame: `frames_indices` when the metadata has them, else 0, 1, ..."""
-    if metadata.frames_indices is not None:
-        return list(metadata.frames_indices)
-    return list(range(metadata.total_num_frames))
-
-
-def _dict_source(video: dict, index: int):
-    """The bytes (preferred, as `datasets` decodes) or the path of a `datasets.Video(decode=False)` value."""
-    content, path = video.get("bytes"), video.get("path")
-    if content is not None:
-        if not isinstance(content, (bytes, bytearray, memoryview)):
-            # A path in "bytes" is never opened as a path: what a dict's bytes say is what is decoded.
-            raise ValueError(
-                f"Video {index} is a {{'path', 'bytes'}} dict whose 'bytes' is a {type(content).__name__}, not bytes."
-            )
-        return content
-    if path is not None:
-        if not isinstance(path, (str, os.PathLike)):
-            raise ValueError(
-                f"Video {index} is a {{'path', 'bytes'}} dict whose 'path' is a {type(path).__name__}, not a path."
-            )
-        return path
-    raise ValueError(f"Video {index} is a {{'path', 'bytes'}} dict with neither a path nor bytes.")
-
-
-def _take(frames, indices: list[int]):
-    if isinstance(frames, (list, tuple)):
-        return [frames[i] for i in indices]
-    return frames[torch.as_tensor(indices)] if isinstance(frames, torch.Tensor) else frames[np.asarray(indices)]
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Decoding
-
-
-def _read_image(path, limits: DecodeLimits) -> np.ndarray:
-    """A frame image as RGB uint8 `(height, width, 3)`, upright (EXIF orientation applied, as transformers'
-    `load_image` does): a regular file within `limits.max_input_bytes`, its size in pixels read from the header and
-    checked against `limits.max_frame_pixels` before anything is decoded; high bit depths scaled (`_pil_to_rgb`)."""
-    try:
-        from PIL import Image, ImageOps, UnidentifiedImageError
-    except ImportError as error:
-        raise ImportError("Reading frame images needs Pillow: `pip install pillow`.") from error
-    name = describe_video(path)
-    try:
-        # Non-blocking: opening a FIFO must not wait for a writer (it is refused below, as every non-regular file).
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Frame image not found: {name}") from None
-    except OSError as error:
-        raise ValueError(f"Cannot read frame image {name}: {error.strerror or error}.") from None
-    try:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
-            raise ValueError(f"Cannot read frame image {name}: not a regular file.")
-        if status.st_size > limits.max_input_bytes:
-            raise limit_error(name, "its size in bytes", status.st_size, "max_input_bytes", limits.max_input_bytes)
-        file = os.fdopen(descriptor, "rb")
-    except BaseException:
-        os.close(descriptor)
-        raise
-    with file:
-        try:
-            with Image.open(file) as image:
-                width, height = image.size
-                if width * height > limits.max_frame_pixels:
-                    what = f"its size {width}x{height} in pixels"
-                    raise limit_error(name, what, width * height, "max_frame_pixels", limits.max_frame_pixels)
-                return _pil_to_rgb(ImageOps.exif_transpose(image), name)
-        except Image.DecompressionBombError as error:
-            # Pillow refuses from the header, before our check could: say it our way, naming our limit.
-            found = re.search(r"\((\d+) pixels\)", str(error))
-            pixels = int(found.group(1)) if found else Image.MAX_IMAGE_PIXELS * 2 + 1
-            if pixels > limits.max_frame_pixels:
-                limit = limits.max_frame_pixels
-                raise limit_error(name, "its size in pixels", pixels, "max_frame_pixels", limit) from None
-            raise ValueError(
-                f"Cannot read frame image {name}: its {pixels} pixels are over Pillow's own limit "
-                f"(`PIL.Image.MAX_IMAGE_PIXELS` = {Image.MAX_IMAGE_PIXELS}), below `max_frame_pixels`."
-            ) from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise ValueError(f"Cannot read frame image {name}: {error}") from None
-
-
-def _pil_to_rgb(image, name: str) -> np.ndarray:
-    """RGB uint8 `(height, width, 3)` of a PIL image of any mode. 16-bit grey (`I;16*`, and `I`, how Pillow holds 16-bit
-    PNGs) is scaled to the nearest 8-bit value, `round(v * 255 / 65535)` (what torchcodec's `decode_image`, the
-    image decoder transformers prefers, gives), where `convert("RGB")` would clip every value over 255 to white;
-    floating point (`F`) must lie in [0, 1], as floating point frames do. Other modes (palette, grey with alpha, CMYK,
-    YCbCr, 1-bit, ...) go through Pillow's `convert("RGB")`; Pillow reads 16-bit colour PNGs as 8-bit already."""
-    mode = image.mode
-    if mode == "I" or mode.startswith("I;16"):
-        values = np.asarray(image).astype(np.int64)
-        if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ValueError(
-                f"Cannot read frame image {name}: a {mode} image with values in [{values.min()}, {values.max()}], "
-                "outside 16 bits (0-65535)."
-            )
-        grey = ((values + 128) // 257).astype(np.uint8)  # round(v / 257) exactly: v + 128.5 is never a multiple
-    elif mode == "F":
-        values = np.asarray(image)
-        if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
-            raise ValueError(f"Cannot read frame image {name}: floating point pixels must lie in [0, 1].")
-        grey = np.round(values * 255).astype(np.uint8)
-    else:
-        return np.array(image.convert("RGB"))
-    return np.repeat(grey[..., None], 3, axis=-1)
-
-
-def _read_torchcodec_decoder(decoder, select_frames, limits: DecodeLimits) -> DecodedFrames:
-    """The chosen frames of a torchcodec `VideoDecoder` (what `datasets.Video()` yields), from its metadata's frame
-    count and average rate, within `limits`."""
-    name = f"<{type(decoder).__name__} object>"
-    metadata = decoder.metadata
-    width, height = metadata.width or 0, metadata.height or 0
-    if width * height > limits.max_frame_pixels:
-        what = f"its frame size {width}x{height} in pixels"
-        raise limit_error(name, what, width * height, "max_frame_pixels", limits.max_frame_pixels)
-    num_frames = metadata.num_frames or 0
-    average_fps = float(metadata.average_fps or 0)
-    if num_frames == 0 or not 0 < average_fps < math.inf:
-        raise ValueError(f"Cannot read video {name}: no frames or no frame rate in its metadata.")
-    if num_frames > limits.max_source_frames:
-        raise limit_error(name, "its frame count", num_frames, "max_source_frames", limits.max_source_frames)
-    if num_frames / average_fps > limits.max_duration_seconds:
-        duration = round(num_frames / average_fps, 3)
-        limit = limits.max_duration_seconds
-        raise limit_error(name, "its duration in seconds", duration, "max_duration_seconds", limit)
-    begin = float(getattr(metadata, "begin_stream_seconds", None) or 0.0)
-    table = FrameTable(
-        times=[begin + index / average_fps for index in range(num_frames)],
-        durations=[1 / average_fps] * num_frames,
-        average_fps=average_fps,
-    )
-    batch = decoder.get_frames_at(indices=select_frames(table))
-    data = batch.data
-    if data.shape[1] in (1, 3) and tuple(data.shape[2:]) == (height, width):
-        data = data.permute(0, 2, 3, 1)  # the decoder's default "NCHW" order
-    frames = [frame.numpy() for frame in data]
-    return DecodedFrames(frames=frames, timestamps=[float(t) for t in batch.pts_seconds])
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Frames given directly
-
-
-def _frames_to_uint8_rgb(video, input_data_format=None) -> torch.Tensor:
-    """A video given as frames, as a uint8 RGB tensor `[frames, 3, height, width]` (channels-last in memory, the
-    layout torch's uint8 antialiased resize is fastest with)."""
-    if len(video) == 0:
-        raise ValueError("Got a video with no frames.")
-    if isinstance(video, (list, tuple)):
-        frames = [_frame_to_rgb_hwc(frame, input_data_format) for frame in video]
-        sizes = {tuple(frame.shape[:2]) for frame in frames}
-        if len(sizes) > 1:
-            raise ValueError(f"All frames of a video must have the same size, got {sorted(sizes)}.")
-        return _with_a_size(torch.stack(frames).permute(0, 3, 1, 2))
-    video = _as_uint8_tensor(video)
-    if input_data_format is None:
-        input_data_format = "channels_last" if video.shape[-1] in (1, 3, 4) else "channels_first"
-    if input_data_format != "channels_last":
-        video = video.permute(0, 2, 3, 1)
-    return _with_a_size(_rgb_channels(video).permute(0, 3, 1, 2))
-
-
-def _with_a_size(frames: torch.Tensor) -> torch.Tensor:
-    """`[frames, 3, height, width]` frames, refused when they have no pixels (resizing would divide by zero)."""
-    if frames.shape[-2] == 0 or frames.shape[-1] == 0:
-        raise ValueError(f"Video frames must have a size, got {frames.shape[-2]}x{frames.shape[-1]} pixels.")
-    return frames
-
-
-def _frame_to_rgb_hwc(frame, input_data_format=None) -> torch.Tensor:
-    if _is_pil_image(frame):
-        return torch.from_numpy(_pil_to_rgb(frame, f"<PIL image of mode {frame.mode}>"))
-    frame = _as_uint8_tensor(frame)
-    if frame.ndim == 2:
-        return _rgb_channels(frame[..., None])
-    if frame.ndim != 3:
-        raise ValueError(f"A video frame must have 2 or 3 dimensions, got shape {tuple(frame.shape)}.")
-    if input_data_format is None:
-        input_data_format = "channels_last" if frame.shape[-1] in (1, 3, 4) else "channels_first"
-    return _rgb_channels(frame if input_data_format == "channels_last" else frame.permute(1, 2, 0))
-
-
-def _as_uint8_tensor(array) -> torch.Tensor:
-    """uint8 frames as they are; uint16 frames scaled to the nearest 8-bit value; floating point frames in [0, 1]
-    (decoded frames divided by 255) back to uint8, so they give the pixels of the uint8 frames exactly."""
-    if isinstance(array, np.ndarray) and array.dtype.kind not in "uifb":
-        raise ValueError(f"Video frames must be a numeric array (uint8 or float in [0, 1]), got dtype {array.dtype}.")
-    if isinstance(array, torch.Tensor) and (array.device.type == "meta" or array.layout != torch.strided):
-        raise ValueError(
-            f"Video frames must be a dense tensor holding data, got one on the {array.device.type} device with layout "
-            f"{array.layout}."
-        )
-    tensor = torch.as_tensor(array)
-    if tensor.dtype == torch.uint8:
-        return tensor
-    if tensor.dtype == torch.uint16:  # 16-bit frames: the nearest 8-bit value, as for 16-bit frame images
-        return ((tensor.to(torch.int32) + 128) // 257).to(torch.uint8)
-    if tensor.is_floating_point():
-        if tensor.numel() and not (torch.isfinite(tensor).all() and tensor.min() >= 0 and tensor.max() <= 1):
-            raise ValueError(
-                f"Floating point video frames must lie in [0, 1], got values in [{tensor.min().item()}, "
-                f"{tensor.max().item()}]; pass uint8 frames for 0-255 values."
-            )
-        return (tensor.float() * 255).round_().to(torch.uint8)
-    raise ValueError(
-        f"Video frames must be uint8 (0-255), uint16 (0-65535) or floating point in [0, 1], got {tensor.dtype}."
-    )
-
-
-def _rgb_channels(frames: torch.Tensor) -> torch.Tensor:
-    """Channels-last grey, RGB or RGBA frames as RGB: grey repeated, alpha dropped (as `PIL.Image.convert("RGB")`)."""
-    channels = frames.shape[-1]
-    if channels == 1:
-        return frames.expand(*frames.shape[:-1], 3)
-    if channels == 3:
-        return frames
-    if channels == 4:
-        return frames[..., :3]
-    raise ValueError(
-        f"Video frames must have 1 (grey), 3 (RGB) or 4 (RGBA) channels, got shape {tuple(frames.shape)}."
-    )
 
 
 CLIP2VideoVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 
-__all__ = ["CLIP2VideoVideoProcessor"]
+__all__ = ["CLIP2VideoVideoProcessor", "SampledVideo", "stack_videos"]

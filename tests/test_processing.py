@@ -53,12 +53,11 @@ def videos(tmp_path_factory):
     }
 
 
-def decoded_indices(path, **kwargs):
+def decoded_indices(path, fps=2.5, num_frames=12):
     """Source frame indices and times the processor's sampling decodes from a file."""
 
     def select(table):
-        sampling_fps, max_frames = kwargs.get("sampling_fps", 2.5), kwargs.get("max_frames", 12)
-        return select_source_frames(table.times, table.durations, table.average_fps, sampling_fps, max_frames)
+        return select_source_frames(table.times, table.durations, table.average_fps, fps, num_frames)
 
     decoded = read_video_frames(path, select)
     return [frame_index(frame) for frame in decoded.frames], decoded.timestamps
@@ -137,9 +136,9 @@ def test_thirty_fps_ten_seconds_gives_these_twelve_moments(videos):
 
 def test_vatex_rate_and_max_frames(videos):
     # feature_framerate 1 (VATEX, 5 fps) keeps every extracted image before the reduction to max_frames.
-    indices, _ = decoded_indices(videos["30fps_10s"], sampling_fps=5)
+    indices, _ = decoded_indices(videos["30fps_10s"], fps=5)
     assert indices == expected_sample(300, 30, feature_framerate=1)
-    indices, _ = decoded_indices(videos["30fps_10s"], max_frames=4)
+    indices, _ = decoded_indices(videos["30fps_10s"], num_frames=4)
     assert indices == expected_sample(300, 30, max_frames=4) == [0, 89, 185, 299]
 
 
@@ -175,7 +174,7 @@ def test_extraction_matches_ffmpeg_when_the_video_starts_after_the_audio(tmp_pat
     subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-r", "5", "-q", "0", str(tmp_path / "%08d.jpg")], check=True)
     from_ffmpeg = [frame_index(np.asarray(Image.open(jpeg))) for jpeg in sorted(tmp_path.glob("*.jpg"))]
     assert from_ffmpeg[:2] == [0, 0]
-    indices, timestamps = decoded_indices(path, sampling_fps=5, max_frames=100)
+    indices, timestamps = decoded_indices(path, fps=5, num_frames=100)
     assert indices == sorted(set(from_ffmpeg))
     assert timestamps == pytest.approx([0.3 + index / 30 for index in indices], abs=1e-3)
 
@@ -338,7 +337,7 @@ def test_batch_of_mixed_lengths_and_sizes_is_padded_with_zeros(videos, tmp_path)
 
 @pytest.fixture(scope="module")
 def small_processor():
-    return CLIP2VideoVideoProcessor(size={"shortest_edge": 16}, crop_size=16, max_frames=4)
+    return CLIP2VideoVideoProcessor(size={"shortest_edge": 16}, crop_size=16, num_frames=4)
 
 
 def test_array_tensor_and_pil_inputs_agree(small_processor):

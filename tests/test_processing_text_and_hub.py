@@ -111,7 +111,7 @@ def test_from_a_plain_clip_checkpoint_folder(tmp_path):
     assert processor(text="a dog")["input_ids"][:3] == [START, 320, 1929]
 
 
-def test_remote_code_needs_only_torch_torchvision_numpy_and_transformers():
+def test_remote_code_needs_only_torch_torchvision_numpy_transformers_and_huggingface_hub():
     # transformers refuses to load remote code whose imports (outside `try`) are missing: PyAV, torchcodec, decord,
     # ftfy and open_clip must stay optional, and the processing code must not import the model code.
     import sys
@@ -121,11 +121,13 @@ def test_remote_code_needs_only_torch_torchvision_numpy_and_transformers():
 
     from clip2video import processing
 
-    allowed = {"numpy", "torch", "torchvision", "transformers"} | set(sys.stdlib_module_names)
-    for name in ("processing_clip2video", "video_processing_clip2video", "frame_sampling_clip2video",
-                 "video_decoding_clip2video"):
-        imports = set(get_imports(Path(processing.__file__).parent / f"{name}.py"))
-        assert imports <= allowed, (name, imports - allowed)
+    # huggingface_hub is a dependency of transformers (its own video processors import from it too).
+    allowed = {"numpy", "torch", "torchvision", "transformers", "huggingface_hub"} | set(sys.stdlib_module_names)
+    modules = sorted(Path(processing.__file__).parent.glob("*_clip2video.py"))
+    assert {"video_processing_clip2video.py", "video_inputs_clip2video.py"} <= {module.name for module in modules}
+    for module in modules:
+        imports = set(get_imports(module))
+        assert imports <= allowed, (module.name, imports - allowed)
 
 
 CONFIGURATION_FILE = '''
@@ -161,11 +163,12 @@ def test_round_trip_in_a_fresh_process(processor, tmp_path, next_to_model_config
         "video_processing_clip2video.CLIP2VideoVideoProcessor"
     )
     for code in ("processing_clip2video.py", "video_processing_clip2video.py", "frame_sampling_clip2video.py",
-                 "video_decoding_clip2video.py"):
+                 "video_decoding_clip2video.py", "video_inputs_clip2video.py", "media_types_clip2video.py",
+                 "url_fetching_clip2video.py"):
         assert (checkpoint / code).is_file(), code
 
     # A video processor saved on its own (video_preprocessor_config.json) loads with AutoVideoProcessor too.
-    CLIP2VideoVideoProcessor(size={"shortest_edge": 32}, crop_size=32, max_frames=4).save_pretrained(tmp_path / "alone")
+    CLIP2VideoVideoProcessor(size={"shortest_edge": 32}, crop_size=32, num_frames=4).save_pretrained(tmp_path / "alone")
     assert json.loads((tmp_path / "alone" / "video_preprocessor_config.json").read_text())["auto_map"] == {
         "AutoVideoProcessor": "video_processing_clip2video.CLIP2VideoVideoProcessor"
     }

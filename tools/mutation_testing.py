@@ -56,6 +56,7 @@ MODEL = "modeling_clip2video/modeling_clip2video.py"
 CONVERTER = "modeling_clip2video/convert_original_checkpoint.py"
 SAMPLING = "processing/frame_sampling_clip2video.py"
 VIDEO_PROCESSING = "processing/video_processing_clip2video.py"
+VIDEO_INPUTS = "processing/video_inputs_clip2video.py"
 DECODING = "processing/video_decoding_clip2video.py"
 PROCESSOR = "processing/processing_clip2video.py"
 CONTRASTIVE = "training/contrastive.py"
@@ -81,6 +82,7 @@ TESTS_OF = {
     SAMPLING: ["tests/test_frame_sampling_rules.py", "tests/test_frame_sampling_vfr.py", "tests/test_processing.py"],
     DECODING: ["tests/test_frame_sampling_vfr.py", "tests/test_processing.py"],
     VIDEO_PROCESSING: ["tests/test_processing.py", "tests/test_video_processor_contract.py"],
+    VIDEO_INPUTS: ["tests/test_processing.py", "tests/test_video_processor_contract.py"],
     PROCESSOR: ["tests/test_caption_cleaning.py", "tests/test_processing_text_and_hub.py", "tests/test_processing.py"],
     CONTRASTIVE: ["tests/test_logit_scale_clamp.py", "tests/test_training_distributed.py"],
     RUN: [
@@ -407,7 +409,7 @@ MUTANTS = [
         "an AVI whose dropped frames are empty chunks is refused as truncated",
     ),
     Mutant(
-        "processing.alpha_kept_red_dropped", VIDEO_PROCESSING,
+        "processing.alpha_kept_red_dropped", VIDEO_INPUTS,
         "return frames[..., :3]", "return frames[..., 1:]",
         "RGBA frames lose red instead of alpha",
     ),
