@@ -51,7 +51,7 @@ def main() -> None:
     model = CLIP2VideoModel(config).eval()
     processor = CLIP2VideoProcessor(
         video_processor=CLIP2VideoVideoProcessor(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, max_frames=4
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, num_frames=4
         ),
         tokenizer=offline_clip_tokenizer(),
     )

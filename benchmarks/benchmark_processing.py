@@ -171,7 +171,7 @@ def main():
         raise SystemExit("This benchmark needs the ffmpeg command line: apt-get install ffmpeg")
 
     args.cache_dir.mkdir(parents=True, exist_ok=True)
-    processor = CLIP2VideoVideoProcessor(sampling_fps=5 / FEATURE_FRAMERATE, max_frames=MAX_FRAMES)
+    processor = CLIP2VideoVideoProcessor(fps=5 / FEATURE_FRAMERATE, num_frames=MAX_FRAMES)
     print(f"torch {torch.__version__}, PyAV {av.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
     print(
         f"{'video':<16}{'pipeline':<12}{'s/video':>9}{'videos/s':>10}{'speed-up vs authors':>21}{'CPU s/video':>12}"

@@ -8,8 +8,10 @@ and their data loader then keeps `len(frames) // feature_framerate` of those JPE
 if more than `max_frames` remain, `max_frames` of them (`np.linspace` again; in training the inner picks are jittered).
 This module reproduces that choice from the video's own frame timestamps, so the frames can be decoded directly:
 
-1. `ffmpeg_cfr_frame_indices`: the source frame behind every image `ffmpeg -r 5` writes (ffmpeg's constant frame rate
-   conversion, including its first two frames and duplicates for videos slower than 5 fps).
+1. `ffmpeg_cfr_frame_runs`: the source frame behind every image `ffmpeg -r 5` writes (ffmpeg's constant frame rate
+   conversion, including its first two frames and duplicates for videos slower than 5 fps), as runs of
+   `(source frame, images)` so that the work does not grow with the video's duration (`ffmpeg_cfr_frame_indices`
+   writes them out one image at a time, for tests).
 2. `uniform_positions`: the authors' two `linspace` passes and the training jitter over those images.
 3. `select_source_frames`: both, plus removal of duplicated source frames (we never feed the model the same frame
    twice, the authors' pipeline would for videos under the sampling rate).

@@ -38,7 +38,7 @@ def test_distinct_caption_batches():
 @pytest.fixture
 def processor():
     video_processor = CLIP2VideoVideoProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16},
-                                               max_frames=4)
+                                               num_frames=4)
     return CLIP2VideoProcessor(video_processor=video_processor, tokenizer=offline_clip_tokenizer())
 
 
@@ -151,7 +151,7 @@ import torch
 torch.set_num_threads(2)
 from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
 from clip2video.training.data import FrameCache, decode_video
-video_processor = CLIP2VideoVideoProcessor(max_frames=4)
+video_processor = CLIP2VideoVideoProcessor(num_frames=4)
 processor = CLIP2VideoProcessor(video_processor=video_processor, tokenizer=offline_clip_tokenizer())
 paths = sorted(glob.glob({str(tmp_path)!r} + "/*.mp4"))
 decode_video(processor, paths[0])  # the parent decodes first

@@ -104,7 +104,7 @@ def test_output_folder_loads_with_remote_code_in_a_fresh_process(uninterrupted):
 
     model = CLIP2VideoModel.from_pretrained(folder).eval()
     video_processor = CLIP2VideoVideoProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, max_frames=4
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, num_frames=4
     )
     processor = CLIP2VideoProcessor(video_processor=video_processor, tokenizer=offline_clip_tokenizer())
     with torch.no_grad():

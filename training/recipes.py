@@ -101,7 +101,7 @@ def build_processor(model_name_or_path: str | None, num_frames: int, config: CLI
     image_size = config.vision_config.image_size
     video_processor = CLIP2VideoVideoProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-        max_frames=num_frames,
+        num_frames=num_frames,
     )
     tokenizer = None
     if model_name_or_path is not None:

@@ -41,7 +41,7 @@ def random_checkpoint(kind: str, folder: Path) -> Path:
     config = small_synthetic_config(8, "clip2video") if kind == "synthetic" else CLIP2VideoConfig()
     size = config.vision_config.image_size
     video_processor = CLIP2VideoVideoProcessor(
-        size={"shortest_edge": size}, crop_size={"height": size, "width": size}, max_frames=config.num_frames
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}, num_frames=config.num_frames
     )
     CLIP2VideoModel(config).eval().save_pretrained(folder)
     CLIP2VideoProcessor(video_processor=video_processor, tokenizer=offline_clip_tokenizer()).save_pretrained(folder)

@@ -123,7 +123,7 @@ def tiny_processor() -> CLIP2VideoProcessor:
     """The real processor (offline CLIP tokenizer) at 32 x 32 pixels and at most 4 frames."""
     video_processor = CLIP2VideoVideoProcessor(
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        max_frames=CHECKPOINT_MAX_FRAMES,
+        num_frames=CHECKPOINT_MAX_FRAMES,
     )
     return CLIP2VideoProcessor(video_processor=video_processor, tokenizer=offline_clip_tokenizer())
 
