@@ -38,7 +38,9 @@ from transformers import AutoModel, AutoProcessor
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from clip2video.apps.search.index_build import VectorIndexOptions, write_generation  # noqa: E402
+from clip2video.apps.search.index_build import (  # noqa: E402
+    GenerationVideos, IndexSpec, VectorIndexOptions, write_generation,
+)
 from clip2video.apps.search.video_index import SearchParameters, VideoIndex, exact_top_k  # noqa: E402
 from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel  # noqa: E402
 from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer  # noqa: E402
@@ -160,11 +162,12 @@ class Collection:
 def build_index(collection: Collection, folder: Path, index_type: str, nprobe: int) -> tuple[VideoIndex, float]:
     count = collection.count
     started = time.perf_counter()
-    write_generation(
-        folder, folder, [(f"v{i:09d}.mp4", 0, 0) for i in range(count)], collection.chunks,
-        np.ones(count, np.int32),
+    videos = GenerationVideos(
+        [(f"v{i:09d}.mp4", 0, 0) for i in range(count)], collection.chunks, np.ones(count, np.int32),
         lambda: ((np.zeros((len(b), 8), np.float16), np.zeros(len(b))) for b in collection.chunks()),
-        {"name": "benchmark", "hash": "0" * 32}, 100.0, collection.dim, 8,
+    )
+    write_generation(
+        folder, IndexSpec({"name": "benchmark", "hash": "0" * 32}, 100.0, collection.dim, 8, folder), videos,
         VectorIndexOptions(index_type=index_type, nprobe=nprobe),
     )
     return VideoIndex(folder), time.perf_counter() - started

@@ -1,5 +1,5 @@
 """GPU check part: indexing (see gpu_check.py). The end-to-end indexing rate in videos/s: 10-second clips decoded and
-embedded the way `apps.search.index_videos` does it, decoding overlapped with embedding.
+embedded the way `apps.search.indexer` does it, decoding overlapped with embedding.
 
     PYTHONPATH=. python benchmarks/gpu_check.py --parts indexing               # CUDA: 128 clips, ViT-B/32, bf16 weights
     PYTHONPATH=. python benchmarks/gpu_check_indexing.py --tiny --device cpu   # smoke check on any machine
@@ -69,7 +69,7 @@ def build(device: torch.device, tiny: bool, folder: Path):
 def rate_with_workers(model, processor, paths: list[Path], batch_size: int, num_workers: int) -> tuple[float, int]:
     """The indexer's loop (DataLoader workers decode, the model embeds): videos/s after a warm-up batch, and how
     many videos were embedded."""
-    from clip2video.apps.search.index_videos import VideoFiles, _one_item, embed_videos
+    from clip2video.apps.search.indexer import VideoFiles, _one_item, embed_videos
     from clip2video.processing.video_processing_clip2video import stack_videos
 
     dataset = VideoFiles(paths, paths[0].parent, processor)
@@ -131,7 +131,7 @@ def rate_with_torchcodec(model, processor, paths: list[Path], batch_size: int) -
     """torchcodec decodes the sampled frames on the model's device (NVDEC on CUDA) and the video processor prepares
     them there, one batch ahead of the model in a thread: videos/s after a warm-up batch, and how many videos were
     embedded."""
-    from clip2video.apps.search.index_videos import embed_videos
+    from clip2video.apps.search.indexer import embed_videos
 
     device = model.device
 
@@ -156,7 +156,7 @@ def rate_with_torchcodec(model, processor, paths: list[Path], batch_size: int) -
 
 
 def model_only_rate(model, processor, path: Path, batch_size: int, iterations: int) -> float:
-    from clip2video.apps.search.index_videos import embed_videos
+    from clip2video.apps.search.indexer import embed_videos
     from clip2video.processing.video_processing_clip2video import stack_videos
 
     one = processor(videos=[str(path)], return_tensors="pt", return_timestamps=True)

@@ -5,7 +5,6 @@ independent computation, and two processes with `accelerate launch`. The faults 
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,32 +12,17 @@ import pytest
 import torch
 
 from clip2video.apps.search import SearchParameters, VideoIndex
-from clip2video.apps.search.index_build import LoadedPart, VectorIndexOptions, commit
+from clip2video.apps.search.index_build import IndexSpec, VectorIndexOptions, commit
 from clip2video.apps.search.query_videos import search_texts
 from clip2video.apps.search.video_index import exact_top_k
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from tests.helpers.models import tiny_processor
-from tests.helpers.processes import accelerate_launch, run_module
+from tests.helpers.processes import accelerate_launch
+from tests.helpers.search_fixtures import rebuilt, run_indexer, synthetic_index, write_search_videos
 from tests.helpers.videos import COLOURS, write_square_video
 
 
 QUERIES = ["a red square slides to the right", "green", "a blue box on grey", "a dog barks"]
-
-
-def run_indexer(*args, launch=None, env=None, check=True) -> subprocess.CompletedProcess:
-    return run_module("clip2video.apps.search.index_videos", *args, launch=launch, env=env, check=check)
-
-
-def rebuilt(index_dir: Path, destination: Path, **options) -> VideoIndex:
-    """A copy of the index with another vector index / storage, built by the indexer's own commit."""
-    shutil.copytree(index_dir, destination)
-    current = VideoIndex(destination, load_vectors=False)
-    metadata = current.metadata
-    commit(
-        destination, Path(metadata["video_root"]), current, [], metadata["model"], metadata["logit_scale"],
-        metadata["embedding_dim"], metadata["projection_dim"], VectorIndexOptions(**options),
-    )
-    return VideoIndex(destination)
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +30,7 @@ def collection(tmp_path_factory, tiny_checkpoint):
     folder = tmp_path_factory.mktemp("search")
     checkpoint = tiny_checkpoint
     videos = folder / "videos"
-    (videos / "nested" / "deeper").mkdir(parents=True)
-    write_square_video(videos / "red.mp4", COLOURS["red"], num_frames=30)
-    write_square_video(videos / "green.mp4", COLOURS["green"], num_frames=20, moving=False)
-    write_square_video(videos / "nested" / "blue.mp4", COLOURS["blue"], num_frames=25)
-    write_square_video(videos / "nested" / "deeper" / "yellow.mp4", COLOURS["yellow"], num_frames=40)
-    write_square_video(videos / "nested" / "short.mp4", (200, 200, 200), num_frames=3)
-    (videos / "nested" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    write_search_videos(videos)
     (videos / "notes.txt").write_text("not a video, not listed")
     index_dir = folder / "index"
     # No `datasets` cache may grow: point it at a folder of our own and check it stays empty.
@@ -201,35 +179,6 @@ def clustered_unit_vectors(
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def synthetic_index(folder: Path, vectors: np.ndarray, **options) -> VideoIndex:
-    """An index over given embeddings, written by the indexer's commit (one empty file per 'video')."""
-    root = folder / "videos"
-    root.mkdir(parents=True)
-    names = [f"v{i:06d}.mp4" for i in range(len(vectors))]
-    for name in names:
-        (root / name).touch()
-    stats = [(root / name).stat() for name in names]
-    projection_dim = 8
-    frames = np.tile(np.eye(projection_dim, dtype=np.float32)[:2], (len(vectors), 1))
-    part = LoadedPart(
-        name="in-memory",
-        paths=names,
-        sizes=np.array([s.st_size for s in stats]),
-        mtimes_ns=np.array([s.st_mtime_ns for s in stats]),
-        embeddings=vectors,
-        frame_offsets=np.arange(0, 2 * len(vectors) + 1, 2),
-        frames=frames,
-        frame_times=np.tile([0.0, 1.0], len(vectors)),
-    )
-    index_dir = folder / "index"
-    (index_dir / "parts").mkdir(parents=True)
-    commit(
-        index_dir, root, None, [part], {"name": "synthetic", "hash": "0" * 32}, 100.0, vectors.shape[1],
-        projection_dim, VectorIndexOptions(**options),
-    )
-    return VideoIndex(index_dir)
-
-
 @pytest.mark.parametrize(
     "index_type, embedding_dtype, min_recall", [("ivf", "float32", 1.0), ("ivf", "float16", 1.0), ("hnsw", "float32", 0.99)]
 )
@@ -309,9 +258,7 @@ def test_an_incremental_commit_reuses_the_ivf_training(tmp_path):
     assert "trained" not in first.metadata["vector_index"]
     metadata = first.metadata
     commit(
-        first.index_dir, tmp_path / "videos", first, [], metadata["model"], metadata["logit_scale"],
-        metadata["embedding_dim"], metadata["projection_dim"],
-        VectorIndexOptions(index_type="ivf", embedding_dtype="float32"),
+        first.index_dir, IndexSpec.of(first), first, [], VectorIndexOptions(index_type="ivf", embedding_dtype="float32")
     )
     second = VideoIndex(first.index_dir)
     assert second.metadata["vector_index"]["trained"] == "reused"

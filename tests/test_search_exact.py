@@ -1,39 +1,13 @@
 """Exact search at memory speed (`video_index.exact_top_k`) and the recall `--index_type auto` guarantees
 (`index_build.build_calibrated_index`): numbers against independent float64 computations."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from clip2video.apps.search import SearchParameters, VideoIndex
-from clip2video.apps.search.index_build import (
-    TARGET_RECALL, LoadedPart, RecallTooLowError, VectorIndexOptions, commit,
-)
+from clip2video.apps.search.index_build import TARGET_RECALL, IndexSpec, RecallTooLowError, VectorIndexOptions, commit
 from clip2video.apps.search.video_index import _PIECE_ROWS, _QUERY_BLOCK, _SCAN_ROWS, exact_top_k
-
-
-def synthetic_index(folder: Path, vectors: np.ndarray, **options) -> VideoIndex:
-    """An index over given embeddings, written by the indexer's commit (one empty file and two frames per video)."""
-    root = folder / "videos"
-    root.mkdir(parents=True)
-    names = [f"v{i:06d}.mp4" for i in range(len(vectors))]
-    for name in names:
-        (root / name).touch()
-    stats = [(root / name).stat() for name in names]
-    part = LoadedPart(
-        name="in-memory", paths=names, sizes=np.array([s.st_size for s in stats]),
-        mtimes_ns=np.array([s.st_mtime_ns for s in stats]), embeddings=vectors,
-        frame_offsets=np.arange(0, 2 * len(vectors) + 1, 2),
-        frames=np.tile(np.eye(8, dtype=np.float32)[:2], (len(vectors), 1)), frame_times=np.tile([0.0, 1.0], len(vectors)),
-    )
-    index_dir = folder / "index"
-    index_dir.mkdir(parents=True)
-    commit(
-        index_dir, root, None, [part], {"name": "synthetic", "hash": "0" * 32}, 100.0, vectors.shape[1], 8,
-        VectorIndexOptions(**options),
-    )
-    return VideoIndex(index_dir)
+from tests.helpers.search_fixtures import part_of_empty_files, synthetic_index
 
 
 def unit(rows: int, dim: int, seed: int, dtype=np.float32) -> np.ndarray:
@@ -128,22 +102,11 @@ def test_auto_refuses_to_commit_an_index_below_the_target_recall(tmp_path):
     # Isotropic vectors (no structure for lists or a graph to follow) and a sparse graph: neither reaches 0.99.
     hard = unit(4000, 64, seed=8)
     metadata = index.metadata
-    root = tmp_path / "videos"
-    names = [f"w{i:06d}.mp4" for i in range(len(hard))]
-    for name in names:
-        (root / name).touch()
-    stats = [(root / name).stat() for name in names]
-    part = LoadedPart(
-        name="in-memory", paths=names, sizes=np.array([s.st_size for s in stats]),
-        mtimes_ns=np.array([s.st_mtime_ns for s in stats]), embeddings=hard,
-        frame_offsets=np.arange(len(hard) + 1), frames=np.tile(np.eye(8, dtype=np.float32)[:1], (len(hard), 1)),
-        frame_times=np.zeros(len(hard)),
-    )
+    part = part_of_empty_files(tmp_path / "videos", [f"w{i:06d}.mp4" for i in range(len(hard))], hard, 1)
     with pytest.raises(RecallTooLowError, match=r"found no approximate index .* ivf \(nlist \d+, nprobe \d+\): 0\.\d+; "
                        r"hnsw \(m 4, ef_search 2048\): 0\.\d+\)\. Nothing was committed.*--index_type exact"):
         commit(
-            index.index_dir, root, index, [part], metadata["model"], metadata["logit_scale"],
-            metadata["embedding_dim"], metadata["projection_dim"],
+            index.index_dir, IndexSpec.of(index), index, [part],
             VectorIndexOptions(index_type="auto", approximate_above=100, hnsw_m=4),
         )
     # The previous generation still answers, and nothing of the refused one is left behind.

@@ -15,7 +15,7 @@ import torch
 
 from clip2video.apps.search import IndexDamagedError, ModelMismatchError, SearchParameters, VideoIndex
 from clip2video.apps.search.index_build import IndexLock
-from clip2video.apps.search.index_videos import VideoFiles
+from clip2video.apps.search.indexer import VideoFiles
 from clip2video.apps.search import query_videos
 from clip2video.apps.search.query_videos import search_texts
 from clip2video.modeling_clip2video import CLIP2VideoModel

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from clip2video.apps.search.index_build import (
+    IndexSpec,
     LoadedPart,
     Part,
     VectorIndexOptions,
@@ -16,7 +17,7 @@ from clip2video.apps.search.index_build import (
     read_part,
     write_part,
 )
-from clip2video.apps.search.video_index import SearchParameters, VideoIndex, faiss_available
+from clip2video.apps.search.video_index import SearchParameters, VideoIndex
 
 
 EMBEDDING_DIM, PROJECTION_DIM, LOGIT_SCALE = 16, 8, 100.0
@@ -45,8 +46,9 @@ def part(keys, embeddings, name="part"):
 
 
 def write(index_dir, root, parts, current=None, options=None):
-    return commit(index_dir, root, current, parts, MODEL, LOGIT_SCALE, EMBEDDING_DIM, PROJECTION_DIM,
-                  options or VectorIndexOptions(index_type="exact", embedding_dtype="float16"))
+    spec = IndexSpec(MODEL, LOGIT_SCALE, EMBEDDING_DIM, PROJECTION_DIM, root)
+    options = options or VectorIndexOptions(index_type="exact", embedding_dtype="float16")
+    return commit(index_dir, spec, current, parts, options)
 
 
 def test_the_float16_bound_is_the_largest_rounding_and_bounds_every_score(tmp_path):
@@ -79,8 +81,8 @@ def test_an_incremental_commit_keeps_the_bound_of_the_vectors_it_keeps(tmp_path)
     assert second["float16_error_bound"] >= first["float16_error_bound"]
 
 
-@pytest.mark.skipif(not faiss_available(), reason="needs faiss-cpu")
 def test_an_approximate_search_never_proposes_faiss_padding(tmp_path):
+    pytest.importorskip("faiss")
     root, index_dir = tmp_path / "videos", tmp_path / "index"
     keys = videos(root, [f"{i:03d}.mp4" for i in range(300)])
     embeddings = unit(300, EMBEDDING_DIM, 3)

@@ -14,8 +14,10 @@ from clip2video.apps.search.query_videos import main as query_main
 from clip2video.apps.search.query_videos import search_texts
 from clip2video.apps.search.video_index import ModelMismatchError
 from clip2video.modeling_clip2video import CLIP2VideoModel
+from tests.helpers import search_fixtures
 from tests.helpers.models import tiny_processor
-from tests.helpers.processes import accelerate_launch, run_module
+from tests.helpers.processes import accelerate_launch
+from tests.helpers.search_fixtures import write_search_videos
 from tests.helpers.videos import COLOURS, write_square_video
 
 
@@ -32,22 +34,11 @@ pytestmark = pytest.mark.slow
 
 
 def run_indexer(*args, launch=None, check=True, prelude=""):
-    return run_module("clip2video.apps.search.index_videos", *args, launch=launch, check=check, prelude=prelude,
-                      env={"OMP_NUM_THREADS": "1"})
+    return search_fixtures.run_indexer(*args, launch=launch, check=check, prelude=prelude, env={"OMP_NUM_THREADS": "1"})
 
 
 def milvus_args(uri, staging, *more):
     return ("--store", "milvus", "--milvus_uri", uri, "--index_dir", staging, "--num_workers", 0, *more)
-
-
-def write_videos(folder):
-    (folder / "nested" / "deeper").mkdir(parents=True)
-    write_square_video(folder / "red.mp4", COLOURS["red"], num_frames=30)
-    write_square_video(folder / "green.mp4", COLOURS["green"], num_frames=20, moving=False)
-    write_square_video(folder / "nested" / "blue.mp4", COLOURS["blue"], num_frames=25)
-    write_square_video(folder / "nested" / "deeper" / "yellow.mp4", COLOURS["yellow"], num_frames=40)
-    write_square_video(folder / "nested" / "short.mp4", (200, 200, 200), num_frames=3)
-    (folder / "nested" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +46,7 @@ def indexed(tmp_path_factory, tiny_checkpoint):
     """The same videos indexed into a file index and into Milvus Lite."""
     folder = tmp_path_factory.mktemp("milvus")
     videos = folder / "videos"
-    write_videos(videos)
+    write_search_videos(videos)
     run_indexer("--model", tiny_checkpoint, "--videos", videos, "--index_dir", folder / "index", "--num_workers", 0)
     output = run_indexer(
         "--model", tiny_checkpoint, "--videos", videos, *milvus_args(folder / "videos.db", folder / "staging"),
@@ -102,7 +93,7 @@ def test_milvus_gives_the_file_index_top_k_scores_and_moments(indexed):
         sized = search_texts(
             milvus, model, processor, QUERIES[:1], top_k=10, parameters=SearchParameters(filter="frame_count <= 2")
         )[0]
-        short = [p for p in files.paths if files._frame_count[files.paths.index(p)] <= 2]
+        short = [p for p, count in zip(files.paths, files.table.column("frame_count").to_pylist()) if count <= 2]
         assert sorted(h.path for h in sized) == sorted(short) and short
         # Another model is refused, naming both.
         other = CLIP2VideoModel.from_pretrained(checkpoint).eval()

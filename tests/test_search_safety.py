@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,15 +21,14 @@ import pytest
 from clip2video.apps.search import IndexDamagedError, VideoIndex
 from clip2video.apps.search import index_videos, query_videos
 from clip2video.apps.search.index_build import (
-    LEDGER_FILE, IndexLock, VectorIndexOptions, collect_garbage, commit, foreign_entries, load_parts, model_reference,
-    read_ledger, write_ledger,
+    LEDGER_FILE, IndexLock, VectorIndexOptions, collect_garbage, foreign_entries, load_parts, read_ledger, write_ledger,
 )
-from clip2video.apps.search.index_videos import VideoFiles, index_share, prepare
+from clip2video.apps.search.indexer import IndexingOptions, VideoIndexer
 from clip2video.apps.search.query_videos import search_texts
-from clip2video.apps.search.video_index import model_fingerprint
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from tests.helpers.models import tiny_processor
 from tests.helpers.processes import REPO, environment
+from tests.helpers.search_fixtures import recommit as recommit_with
 from tests.helpers.videos import COLOURS, write_square_video
 
 
@@ -124,8 +122,8 @@ def built(tmp_path_factory, tiny_checkpoints):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tiny_checkpoints):
-    """An IVF index of three videos built in this process by the indexer's own steps (lock, prepare, embed, commit),
-    as the demo builds its indexes: quick, for the tests that need an index but not the command line."""
+    """An IVF index of three videos built in this process by `VideoIndexer`, as the demo builds its indexes: quick,
+    for the tests that need an index but not the command line."""
     checkpoint = tiny_checkpoints(with_apps=False)
     folder = tmp_path_factory.mktemp("safety_base")
     videos, index_dir = folder / "videos", folder / "index"
@@ -133,20 +131,8 @@ def base(tmp_path_factory, tiny_checkpoints):
     for name in ("red", "green", "blue"):
         write_square_video(videos / f"{name}.mp4", COLOURS[name], num_frames=12)
     model, processor = CLIP2VideoModel.from_pretrained(checkpoint).eval(), tiny_processor()
-    fingerprint = {**model_fingerprint(model), **model_reference(str(checkpoint))}
-    projection_dim = model.config.projection_dim
-    embedding_dim = projection_dim * (2 if model.config.use_temporal_alignment_block else 1)
-    with IndexLock(index_dir, videos=videos):
-        (index_dir / "parts").mkdir()
-        current, _, _, _, _, pending = prepare(index_dir, videos, fingerprint["hash"], embedding_dim, projection_dim, False)
-        settings = SimpleNamespace(batch_size=8, save_every=64, num_workers=0)
-        index_share(model, VideoFiles(pending, videos, processor), settings, fingerprint["hash"], index_dir / "parts", 0, False)
-        parts, _ = load_parts(index_dir, fingerprint["hash"], embedding_dim, projection_dim)
-        commit(
-            index_dir, videos, current, parts, fingerprint, model.logit_scale.exp().item(), embedding_dim,
-            projection_dim, VectorIndexOptions(index_type="ivf"),
-        )
-    (index_dir / "unreadable.json").write_text("{}")
+    options = IndexingOptions(vector_index=VectorIndexOptions(index_type="ivf"))
+    VideoIndexer(model, processor, options).index(videos, index_dir)
     return checkpoint, videos, index_dir
 
 
@@ -287,24 +273,17 @@ def killing(change):
     return wrapped
 os.replace, os.rename, os.unlink, os.remove = map(killing, (os.replace, os.rename, os.unlink, os.remove))
 from clip2video.apps.search import VideoIndex
-from clip2video.apps.search.index_build import IndexLock, VectorIndexOptions, commit
+from clip2video.apps.search.index_build import IndexLock, IndexSpec, VectorIndexOptions, commit
 with IndexLock(index_dir):
     current = VideoIndex(index_dir, load_vectors=False)
-    m = current.metadata
-    commit(index_dir, Path(m["video_root"]), current, [], m["model"], m["logit_scale"], m["embedding_dim"],
-           m["projection_dim"], VectorIndexOptions(index_type=index_type))
+    commit(index_dir, IndexSpec.of(current), current, [], VectorIndexOptions(index_type=index_type))
 print("changes", changes[0])
 """
 
 
 def recommit(index_dir: Path, index_type: str) -> dict:
     with IndexLock(index_dir):
-        current = VideoIndex(index_dir, load_vectors=False)
-        m = current.metadata
-        return commit(
-            index_dir, Path(m["video_root"]), current, [], m["model"], m["logit_scale"], m["embedding_dim"],
-            m["projection_dim"], VectorIndexOptions(index_type=index_type),
-        )
+        return recommit_with(index_dir, index_type=index_type)
 
 
 @pytest.mark.slow
@@ -425,16 +404,15 @@ COMMIT_LOOP = """
 import sys, time
 from pathlib import Path
 from clip2video.apps.search import VideoIndex
-from clip2video.apps.search.index_build import IndexLock, VectorIndexOptions, commit
+from clip2video.apps.search.index_build import IndexLock, IndexSpec, VectorIndexOptions, commit
 index_dir, until = Path(sys.argv[1]), time.time() + float(sys.argv[2])
 commits = 0
 print("ready", flush=True)
 while time.time() < until:
     with IndexLock(index_dir):
         current = VideoIndex(index_dir, load_vectors=False)
-        m = current.metadata
-        commit(index_dir, Path(m["video_root"]), current, [], m["model"], m["logit_scale"], m["embedding_dim"],
-               m["projection_dim"], VectorIndexOptions(index_type="ivf" if commits % 2 else "exact"))
+        options = VectorIndexOptions(index_type="ivf" if commits % 2 else "exact")
+        commit(index_dir, IndexSpec.of(current), current, [], options)
     commits += 1
 print("commits", commits, flush=True)
 """

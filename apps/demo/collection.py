@@ -19,16 +19,12 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from clip2video.apps.search.index_build import (
-    PARTS_DIR, IndexLock, VectorIndexOptions, commit, load_parts, model_reference,
-)
-from clip2video.apps.search.index_videos import VideoFiles, embed_videos, index_share, prepare
-from clip2video.apps.search.video_index import VideoIndex, model_fingerprint
+from clip2video.apps.search.indexer import IndexingOptions, VideoIndexer, embed_videos
+from clip2video.apps.search.video_index import VideoIndex, best_moment, exact_top_k, unit_moment_embeddings
 from clip2video.processing.video_processing_clip2video import stack_videos
 from clip2video.pipelines.pipeline_clip2video import (
     DEFAULT_HYPOTHESIS_TEMPLATE,
@@ -150,20 +146,6 @@ class FolderState:
     videos: list[CollectionVideo] = field(default_factory=list)
 
 
-class _CountingModel:
-    """The model as `index_share` uses it (`get_video_features`, `device`, `dtype`), reporting each embedded batch
-    to the progress bar: the batches are embedded in this process, whichever process decoded them."""
-
-    def __init__(self, model, on_batch):
-        self._model, self._on_batch = model, on_batch
-        self.device, self.dtype = model.device, model.dtype
-
-    def get_video_features(self, **kwargs):
-        output = self._model.get_video_features(**kwargs)
-        self._on_batch(len(output.pooler_output))
-        return output
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The collection
 # ----------------------------------------------------------------------------------------------------------------
@@ -215,14 +197,18 @@ class VideoCollection:
         self.model, self.processor = model, processor
         self.query_threads = query_threads
         self.index_threads = index_threads or len(os.sched_getaffinity(0))
-        self.batch_size, self.num_workers, self.pictures = batch_size, num_workers, pictures
+        # rebuild: an index of another model, or a damaged one, is this demo's own cache: index again. An unchanged
+        # folder's index is opened as it is (a start-up rewrites nothing).
+        self.indexing = IndexingOptions(
+            batch_size=batch_size, num_workers=num_workers, rebuild=True, wait_for_lock=True, keep_unchanged=True
+        )
+        self.pictures = pictures
         self.logit_scale = float(model.logit_scale.detach().exp())
         self.folders: list[FolderState] = []
         for name, folder in folders.items():
             root = Path(folder).resolve()
             digest = hashlib.blake2b(str(root).encode(), digest_size=6).hexdigest()
             self.folders.append(FolderState(name, root, Path(index_root) / f"{name}-{digest}"))
-        self._fingerprint = None
         self._thread = None
 
     # -- indexing -----------------------------------------------------------------------------------------------
@@ -243,57 +229,35 @@ class VideoCollection:
                     folder.state, folder.message = "failed", str(error) or type(error).__name__
 
     def _index_folder(self, folder: FolderState) -> None:
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model)
-        fingerprint = {**self._fingerprint, **model_reference(str(self.model.name_or_path))}
-        projection_dim = self.model.config.projection_dim
-        embedding_dim = projection_dim * (2 if self.model.config.use_temporal_alignment_block else 1)
         folder.state = "indexing"
-        parts_dir = folder.index_dir / PARTS_DIR
-        # `videos`: the index folder is refused if it is or lies in the videos folder, or holds files not its own.
-        with IndexLock(folder.index_dir, wait=True, videos=folder.root):
-            parts_dir.mkdir(parents=True, exist_ok=True)
-            # rebuild=True: an index of another model, or a damaged one, is this demo's own cache: index again.
-            current, parts, quarantined, note, videos, pending = prepare(
-                folder.index_dir, folder.root, fingerprint["hash"], embedding_dim, projection_dim, rebuild=True
-            )
-            folder.total, folder.done = len(pending), 0
-            unchanged = current is not None and not parts and not pending and len(current) == len(videos)
-            unreadable = {}
-            if pending:
-                logger.info("Indexing %d of the %d videos under %s", len(pending), len(videos), folder.root)
 
-                def on_batch(count: int) -> None:
-                    folder.done += count
+        def on_progress(done: int, total: int) -> None:
+            folder.done, folder.total = done, total
 
-                settings = SimpleNamespace(batch_size=self.batch_size, save_every=64, num_workers=self.num_workers)
-                unreadable, _, _ = index_share(
-                    _CountingModel(self.model, on_batch), VideoFiles(pending, folder.root, self.processor), settings,
-                    fingerprint["hash"], parts_dir, 0, show_progress=True,
-                )
-            if not unchanged:
-                new_parts, _ = load_parts(folder.index_dir, fingerprint["hash"], embedding_dim, projection_dim)
-                commit(
-                    folder.index_dir, folder.root, current, new_parts, fingerprint, self.logit_scale, embedding_dim,
-                    projection_dim, VectorIndexOptions(),
-                )
+        # The index folder is refused if it is or lies in the videos folder, or holds files not its own.
+        indexer = VideoIndexer(self.model, self.processor, self.indexing, on_progress=on_progress)
+        result = indexer.index(folder.root, folder.index_dir)
+        if result.pending:
+            logger.info("Indexed %d of the %d videos under %s", result.pending, result.listed, folder.root)
         index = VideoIndex(folder.index_dir)
-        if index.metadata["model"]["hash"] != fingerprint["hash"]:  # never score with another model's embeddings
+        if index.metadata["model"]["hash"] != indexer.spec(folder.root).model["hash"]:
+            # Never score with another model's embeddings.
             raise RuntimeError(f"{folder.index_dir} now holds another model's index (replaced by another process).")
         folder.videos = [
             CollectionVideo(f"{folder.name}/{path}", path, str(folder.root / path)) for path in index.paths
         ]
         for video in folder.videos[: self.pictures]:  # the gallery's pictures, read once
             frame_jpeg(video.path)
-        names = sorted(unreadable)
+        names = sorted(result.unreadable)
         skipped = (
             f"{len(names)} unreadable file(s) skipped: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
             if names else ""
         )
+        quarantined = result.quarantined
         damaged = f"{len(quarantined)} damaged part(s) of the index set aside and indexed again" if quarantined else ""
         # An approximate index says so on the page, with the recall@10 measured when it was built.
         search = index.describe_search() if index.index_type != "exact" else ""
-        folder.message = "; ".join(filter(None, [search, note, damaged, skipped]))
+        folder.message = "; ".join(filter(None, [search, result.note, damaged, skipped]))
         folder.index, folder.state = index, "ready"
 
     @property
@@ -342,11 +306,13 @@ class VideoCollection:
             by_path = {video.name: video for video in folder.videos}
             for hit in folder.index.search(text, top_k, moment_embeddings=moment):
                 hits.append(Hit(by_path[hit.path], hit.score, hit.moment_seconds))
-        moment = moment / max(float(np.linalg.norm(moment)), 1e-12)
-        for video in uploads:
-            score = self.logit_scale * float(video.embedding @ text)
-            seconds = float(video.times[int(np.argmax(video.frames @ moment))]) if len(video.times) else math.nan
-            hits.append(Hit(video, score, seconds))
+        if uploads:
+            # Scored and their moments found as the index's exact search does (`exact_top_k`, `best_moment`).
+            inner, rows = exact_top_k(np.stack([video.embedding for video in uploads]), text[None], len(uploads))
+            [moment] = unit_moment_embeddings(moment, 1, len(moment))
+            for score, row in zip(self.logit_scale * inner[0], rows[0]):
+                video = uploads[int(row)]
+                hits.append(Hit(video, float(score), best_moment(video.frames, video.times, moment)[0]))
         hits.sort(key=lambda hit: (-hit.score, hit.video.key))
         return hits[:top_k]
 

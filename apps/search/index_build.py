@@ -15,6 +15,7 @@ import re
 import stat
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -380,6 +381,9 @@ class LoadedPart:
     frames: np.ndarray
     frame_times: np.ndarray
 
+    def keys(self) -> list[tuple[str, int, int]]:
+        return list(zip(self.paths, self.sizes.tolist(), self.mtimes_ns.tolist()))
+
 
 def read_part(path: Path, model_hash: str, embedding_dim: int | None, projection_dim: int) -> LoadedPart:
     """A part, checked against its checksum, the model and the widths; raises `ValueError` saying what is wrong."""
@@ -519,28 +523,57 @@ def default_nlist(num_videos: int) -> int:
     return int(2 ** round(math.log2(max(4 * math.sqrt(num_videos), 16))))
 
 
+@dataclass(frozen=True)
+class IndexSpec:
+    """What every generation of an index records about the model and the videos: the model's fingerprint
+    (`name`, `hash`, `source`), `logit_scale` (`model.logit_scale.exp()`), the widths of the retrieval embedding
+    (`config.retrieval_embedding_dim`) and of the frame embeddings (`config.projection_dim`), and the indexed
+    folder (`video_root`, absolute), relative to which the videos' paths are stored."""
+
+    model: dict
+    logit_scale: float
+    embedding_dim: int
+    projection_dim: int
+    video_root: Path
+
+    @classmethod
+    def of(cls, index: VideoIndex) -> "IndexSpec":
+        """The spec an existing index was written with (read from its `index.json`)."""
+        metadata = index.metadata
+        return cls(
+            metadata["model"], metadata["logit_scale"], metadata["embedding_dim"], metadata["projection_dim"],
+            Path(metadata["video_root"]),
+        )
+
+
+@dataclass
+class GenerationVideos:
+    """The videos of a generation, sorted by path. `keys`: (path, size, mtime_ns) of each; `embedding_chunks()`:
+    an iterator over float32 blocks of their embeddings, in order (called twice: the float16 error is measured
+    before the storage is chosen); `frame_counts[i]` frames of video i come from `frame_chunks()`, an iterator over
+    (frames, times) blocks in order. Carried over from the generation they replace: `float16_error`, its measured
+    float16 error bound (a new generation never records a lower one), and `previous_vectors`, its FAISS index,
+    whose training (IVF centroids, quantiser ranges) is reused when it fits the new one."""
+
+    keys: list[tuple[str, int, int]]
+    embedding_chunks: Callable[[], Iterator[np.ndarray]]
+    frame_counts: np.ndarray
+    frame_chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+    float16_error: float = 0.0
+    previous_vectors: Path | None = None
+
+
 def commit(
-    index_dir: Path,
-    root: Path,
-    current: VideoIndex | None,
-    parts: list[LoadedPart],
-    model: dict,
-    logit_scale: float,
-    embedding_dim: int,
-    projection_dim: int,
-    options: VectorIndexOptions,
-    report: dict | None = None,
+    index_dir: Path, spec: IndexSpec, current: VideoIndex | None, parts: list[LoadedPart], options: VectorIndexOptions
 ) -> dict:
-    """Writes a new generation holding, for every video still on disk unchanged, its latest embedding (parts
-    override the current generation, later parts earlier ones); then points `index.json` to it and removes the old
-    generation and the merged parts. Returns the new metadata."""
+    """Writes a new generation holding, for every video still on disk unchanged under `spec.video_root`, its latest
+    embedding (parts override the current generation, later parts earlier ones); then points `index.json` to it and
+    removes the old generation and the merged parts. Returns the new metadata."""
+    root, embedding_dim = spec.video_root, spec.embedding_dim
     sources = ([current] if current is not None else []) + parts
     latest: dict[str, tuple[int, int, tuple[str, int, int]]] = {}
     for source_index, source in enumerate(sources):
-        if isinstance(source, VideoIndex):
-            keys = table_keys(source.table)
-        else:
-            keys = zip(source.paths, source.sizes.tolist(), source.mtimes_ns.tolist())
+        keys = table_keys(source.table) if isinstance(source, VideoIndex) else source.keys()
         for row, key in enumerate(keys):
             latest[key[0]] = (source_index, row, key)
     selected = []
@@ -568,8 +601,7 @@ def commit(
 
     def frame_ranges(source, row):
         if isinstance(source, VideoIndex):
-            start = int(source._frame_start[row])
-            return source.frames, source.frame_times, start, start + int(source._frame_count[row])
+            return source.frames, source.frame_times, *source.frame_range(row)
         return source.frames, source.frame_times, int(source.frame_offsets[row]), int(source.frame_offsets[row + 1])
 
     frame_counts = np.zeros(num_videos, np.int32)
@@ -582,42 +614,27 @@ def commit(
             source_frames, source_times, begin, end = frame_ranges(sources[source_index], row)
             yield source_frames[begin:end], source_times[begin:end]
 
-    metadata = write_generation(
-        index_dir, root, [key for _, key, _, _ in selected], embedding_chunks, frame_counts, frame_chunks, model,
-        logit_scale, embedding_dim, projection_dim, options,
+    videos = GenerationVideos(
+        [key for _, key, _, _ in selected], embedding_chunks, frame_counts, frame_chunks,
+        float16_error=float(current.metadata.get("float16_error_bound", 0.0)) if current else 0.0,
         previous_vectors=current.index_dir / current.metadata["files"]["vectors"]
         if current and current.metadata["files"].get("vectors") else None,
-        float16_error=float(current.metadata.get("float16_error_bound", 0.0)) if current else 0.0,
-        report=report,
     )
+    metadata = write_generation(index_dir, spec, videos, options)
     for part in parts:
         (index_dir / PARTS_DIR / part.name).unlink(missing_ok=True)
     return metadata
 
 
-def write_generation(
-    index_dir: Path,
-    root: Path,
-    keys: list[tuple[str, int, int]],
-    embedding_chunks,
-    frame_counts: np.ndarray,
-    frame_chunks,
-    model: dict,
-    logit_scale: float,
-    embedding_dim: int,
-    projection_dim: int,
-    options: VectorIndexOptions,
-    float16_error: float = 0.0,
-    report: dict | None = None,
-    previous_vectors: Path | None = None,
-) -> dict:
-    """Writes a generation and switches `index.json` to it. `keys`: (path, size, mtime_ns) of each video, sorted by
-    path; `embedding_chunks()`: an iterator over float32 blocks of their embeddings, in order (called twice: the
-    float16 error is measured before the storage is chosen); `frame_counts[i]` frames of video i come from
-    `frame_chunks()`, an iterator over (frames, times) blocks in order. The files of the generation it replaces
-    are removed once `index.json` no longer names them. `previous_vectors`: the current FAISS index, whose training
-    (IVF centroids, quantiser ranges) is reused when it fits the new one. Returns the new metadata."""
+def write_generation(index_dir: Path, spec: IndexSpec, videos: GenerationVideos, options: VectorIndexOptions) -> dict:
+    """Writes a generation of `videos` and switches `index.json` to it. The files of the generation it replaces are
+    removed once `index.json` no longer names them. Returns the new metadata."""
+    keys, embedding_chunks, frame_counts, frame_chunks = (
+        videos.keys, videos.embedding_chunks, videos.frame_counts, videos.frame_chunks
+    )
+    embedding_dim, projection_dim = spec.embedding_dim, spec.projection_dim
     num_videos = len(keys)
+    float16_error = videos.float16_error
     # float16 storage error bound: for unit queries |q.v - q.float16(v)| <= ||v - float16(v)||.
     for block in embedding_chunks():
         rounding = np.linalg.norm(block - block.astype(np.float16), axis=1)
@@ -699,7 +716,7 @@ def write_generation(
         stored = np.load(temporary("embeddings"), mmap_mode="r")
         try:
             vectors, settings = build_calibrated_index(
-                stored, index_type, options, previous_vectors, automatic=options.index_type == "auto"
+                stored, index_type, options, videos.previous_vectors, automatic=options.index_type == "auto"
             )
         except RecallTooLowError:
             del stored
@@ -721,20 +738,19 @@ def write_generation(
             os.replace(temporary(key), index_dir / name)
     metadata = {
         "format": FORMAT_VERSION,
-        "model": model,
+        "model": spec.model,
         "embedding_dim": int(embedding_dim),
         "projection_dim": int(projection_dim),
-        "logit_scale": float(logit_scale),
+        "logit_scale": float(spec.logit_scale),
         "num_videos": num_videos,
         "num_frames": num_frames,
-        "video_root": str(root),
+        "video_root": str(spec.video_root),
         "embedding_dtype": dtype,
         "float16_error_bound": float16_error,
         "vector_index": settings,
         "files": names,
         "checksums": checksums,
         "generation": generation,
-        **(report or {}),
     }
     metadata_temporary.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     _fsync(metadata_temporary)

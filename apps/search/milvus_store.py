@@ -31,13 +31,14 @@ import json
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from .video_index import (
-    DEFAULT_CANDIDATES, ModelMismatchError, SearchHit, SearchParameters, VideoIndex, exact_top_k,
+    SearchHit, SearchParameters, VideoIndex, best_moment, check_positive_integer, exact_top_k, unit_moment_embeddings,
 )
 
 
@@ -60,6 +61,19 @@ _AUTH_FAILURE = re.compile(
 
 class MilvusStoreError(RuntimeError):
     """Milvus cannot be used as asked; the message names the URI, collection or filter and what to do."""
+
+
+@dataclass
+class MilvusOptions:
+    """Where and how the indexer stores an index in Milvus. `uri`: a Milvus Lite file or a server URL (the token
+    comes from the environment variable `MILVUS_TOKEN`); `collection`: its name; `index_type`: the index Milvus
+    builds over the embeddings (auto: FLAT for a Milvus Lite file, HNSW for a server; its settings are the
+    indexer's `VectorIndexOptions`: `hnsw_m`, `ef_search`, `nlist`, `nprobe`); `timeout`: seconds per call."""
+
+    uri: str
+    collection: str = DEFAULT_COLLECTION
+    index_type: str = "auto"
+    timeout: float = 10.0
 
 
 def add_store_arguments(parser) -> None:
@@ -250,8 +264,8 @@ class MilvusVideoIndex:
                 "(index_videos --store milvus --milvus_index FLAT into another --milvus_collection)."
             )
         queries = VideoIndex._check_queries(self, text_embeddings)
-        _check_positive(k, "k")
-        _check_positive(parameters.candidates, "candidates")
+        check_positive_integer(k, "k")
+        check_positive_integer(parameters.candidates, "candidates")
         expression = check_filter(parameters.filter)
         if expression:
             try:
@@ -293,28 +307,18 @@ class MilvusVideoIndex:
         single = np.ndim(text_embeddings) == 1
         scores, paths = self.nearest(np.atleast_2d(text_embeddings), k, parameters)
         projection_dim = self.metadata["projection_dim"]
-        if moment_embeddings is not None:
-            moment_embeddings = np.atleast_2d(np.asarray(moment_embeddings, np.float32))
-            if moment_embeddings.shape != (len(paths), projection_dim):
-                raise ValueError(
-                    f"moment_embeddings must have shape {(len(paths), projection_dim)} "
-                    f"(get_text_features(...).global_embeds), got {moment_embeddings.shape}."
-                )
-            moment_embeddings = moment_embeddings / np.maximum(
-                np.linalg.norm(moment_embeddings, axis=1, keepdims=True), 1e-12
-            )
+        moments = unit_moment_embeddings(moment_embeddings, len(paths), projection_dim)
+        if moments is not None:
             rows = self._fetch(sorted({p for line in paths for p in line}), ["frames", "frame_count", "frame_times"])
         results = []
         for line, names in enumerate(paths):
             hits = []
             for score, name in zip(scores[line], names):
                 seconds = similarity = float("nan")
-                if moment_embeddings is not None and rows[name]["frame_count"] > 0:
+                if moments is not None:
                     count = int(rows[name]["frame_count"])
                     frames = np.asarray(rows[name]["frames"], np.float32).reshape(-1, projection_dim)[:count]
-                    similarities = frames @ moment_embeddings[line]
-                    best = int(np.argmax(similarities))
-                    seconds, similarity = float(rows[name]["frame_times"][best]), float(similarities[best])
+                    seconds, similarity = best_moment(frames, rows[name]["frame_times"], moments[line])
                 hits.append(SearchHit(name, float(score), seconds, similarity))
             results.append(hits)
         return results[0] if single else results
@@ -339,11 +343,6 @@ class MilvusVideoIndex:
         if missing:  # deleted between the search and the read (another indexer's run): never a made-up hit
             raise MilvusStoreError(f"{self.index_dir} changed during the search ({missing[0]!r} vanished); search again.")
         return rows
-
-
-def _check_positive(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 def read_properties(description: dict, name: str) -> dict:
@@ -382,30 +381,30 @@ class MilvusIndexWriter:
     """The indexer's side: creates the collection (or checks the existing one against the model), says which videos
     are already stored, and upserts the parts of a run.
 
-    `pending()` and `commit()` are called by the main process only: Milvus Lite serves one process, so the other
+    `stored_keys()` and `commit()` are called by the main process only: Milvus Lite serves one process, so the other
     `accelerate` processes write their parts to the staging folder (`--index_dir`) as with the file index, and the
     main process upserts them. A kill at any moment loses nothing: parts are removed only after their rows are
     upserted, and upserting a part again is harmless (the primary key is the path)."""
 
-    def __init__(
-        self, uri: str, collection: str, fingerprint: dict, logit_scale: float, embedding_dim: int,
-        projection_dim: int, num_frames: int, root: Path, index_type: str = "auto", hnsw_m: int = 32,
-        ef_search: int = 256, nlist: int | None = None, nprobe: int | None = None, rebuild: bool = False,
-        timeout: float = 10.0,
-    ):
-        self.client = connect(uri, timeout)
+    def __init__(self, options: MilvusOptions, spec, num_frames: int, vector_index, rebuild: bool = False):
+        """`spec`: the index's `index_build.IndexSpec` (model, logit scale, widths, folder); `num_frames`: the
+        processor's (frames stored per video); `vector_index`: the indexer's `VectorIndexOptions`, whose HNSW and IVF
+        settings the Milvus index takes; `rebuild`: drop a collection of another model instead of refusing."""
+        uri, collection, index_type = options.uri, options.collection, options.index_type
+        self.client = connect(uri, options.timeout)
         self.collection = check_collection_name(collection)
         self.name = f"Milvus collection {collection!r} at {shown_uri(uri)}"
         if index_type == "auto":
             index_type = "FLAT" if is_local(uri) else "HNSW"
         settings = {"type": index_type}
         if index_type == "HNSW":
-            settings.update(m=hnsw_m, ef_construction=200, ef_search=ef_search)
+            settings.update(m=vector_index.hnsw_m, ef_construction=200, ef_search=vector_index.ef_search)
         elif index_type == "IVF_FLAT":
-            settings.update(nlist=nlist or 1024, nprobe=nprobe or 32)
+            settings.update(nlist=vector_index.nlist or 1024, nprobe=vector_index.nprobe or 32)
+        fingerprint, embedding_dim = spec.model, spec.embedding_dim
         self.metadata = {
-            "format": 1, "model": fingerprint, "logit_scale": float(logit_scale), "embedding_dim": int(embedding_dim),
-            "projection_dim": int(projection_dim), "num_frames": int(num_frames), "video_root": str(root),
+            "format": 1, "model": fingerprint, "logit_scale": float(spec.logit_scale), "embedding_dim": int(embedding_dim),
+            "projection_dim": int(spec.projection_dim), "num_frames": int(num_frames), "video_root": str(spec.video_root),
             "vector_index": settings,
         }
         exists = _call(f"Listing the collections of {shown_uri(uri)}", self.client.has_collection, collection)
@@ -484,20 +483,6 @@ class MilvusIndexWriter:
             except Exception as error:  # see _call
                 raise MilvusStoreError(f"Reading the keys of {self.name} failed: {_reason(error)}") from None
         return keys
-
-    def pending(self, pending: list[Path], root: Path) -> list[Path]:
-        """The videos of `pending` whose current key is not stored."""
-        from .index_build import file_key
-
-        stored = set(self.stored_keys().values())
-        left = []
-        for path in pending:
-            try:
-                if file_key(path, root) not in stored:
-                    left.append(path)
-            except OSError:
-                pass  # vanished since it was listed
-        return left
 
     def upsert(self, part) -> None:
         """Writes the videos of a part (`index_build.LoadedPart`), replacing the rows of the same paths."""

@@ -76,18 +76,10 @@ class ModelMismatchError(ValueError):
     """The model given is not the one the index was built with."""
 
 
-def faiss_available() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def list_videos(folder: Path) -> list[Path]:
     """Every file under `folder` (recursively) with a video extension, sorted, hidden files and folders left out."""
     # Imported here: reading an index (and committing one) needs neither torch nor transformers.
-    from clip2video.processing.video_processing_clip2video import VIDEO_EXTENSIONS
+    from clip2video.processing.media_types_clip2video import VIDEO_EXTENSIONS
 
     return sorted(
         path
@@ -264,6 +256,32 @@ def _sorted(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
 
+def unit_moment_embeddings(moment_embeddings, texts: int, projection_dim: int) -> np.ndarray | None:
+    """`moment_embeddings` (`get_text_features(...).global_embeds`, one per text) as float32 unit vectors, checked
+    against the number of texts and the width of the stored frames; None stays None (no moments asked)."""
+    if moment_embeddings is None:
+        return None
+    moment_embeddings = np.atleast_2d(np.asarray(moment_embeddings, np.float32))
+    if moment_embeddings.shape != (texts, projection_dim):
+        raise ValueError(
+            f"moment_embeddings must have shape {(texts, projection_dim)} "
+            f"(get_text_features(...).global_embeds), got {moment_embeddings.shape}."
+        )
+    norms = np.linalg.norm(moment_embeddings, axis=1, keepdims=True)
+    return moment_embeddings / np.maximum(norms, 1e-12)
+
+
+def best_moment(frames: np.ndarray, times: np.ndarray, moment: np.ndarray) -> tuple[float, float]:
+    """(seconds, cosine similarity) of the sampled frame of one video that matches a text best: `frames`
+    `[frames, projection_dim]` normalised frame embeddings, `times` `[frames]` seconds, `moment` the text's unit
+    `global_embeds`. (NaN, NaN) for a video without frames."""
+    if len(frames) == 0:
+        return math.nan, math.nan
+    similarities = np.asarray(frames, np.float32) @ moment
+    best = int(np.argmax(similarities))
+    return float(times[best]), float(similarities[best])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The index
 # ----------------------------------------------------------------------------------------------------------------
@@ -423,12 +441,11 @@ class VideoIndex:
                     "embeddings are not comparable. Query with the model the index was built with, rebuild the index "
                     "with this model (--rebuild), or pass force=True / --force to search anyway."
                 )
-        dim = getattr(model.config, "projection_dim", None)
-        widths = (dim, 2 * dim) if dim else ()
-        if widths and self.metadata["embedding_dim"] not in widths:
+        width = getattr(model.config, "retrieval_embedding_dim", None)
+        if width is not None and self.metadata["embedding_dim"] != width:
             raise ModelMismatchError(
                 f"{self.index_dir} stores {self.metadata['embedding_dim']}-dimensional embeddings, the model "
-                f"gives {widths}."
+                f"gives {width}-dimensional ones."
             )
 
     # -- search -------------------------------------------------------------------------------------------------
@@ -442,7 +459,7 @@ class VideoIndex:
         if parameters.filter:
             raise ValueError("A filter needs the Milvus store (--store milvus); the file index searches every video.")
         queries = self._check_queries(text_embeddings)
-        _check_k(k, "k")
+        check_positive_integer(k, "k")
         k = min(k, len(self))
         if k == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
@@ -454,7 +471,7 @@ class VideoIndex:
             return self.logit_scale * inner, rows
         if self.vectors is None:
             raise ValueError(f"{self.index_dir} has no approximate index ({self.index_type}); search it exactly.")
-        _check_k(parameters.candidates, "candidates")
+        check_positive_integer(parameters.candidates, "candidates")
         candidates = min(max(k, parameters.candidates), len(self))
         self._configure(parameters)
         _, proposed = self.vectors.search(queries, candidates)
@@ -493,29 +510,25 @@ class VideoIndex:
         """
         single = np.ndim(text_embeddings) == 1
         scores, rows = self.nearest(np.atleast_2d(text_embeddings), k, parameters)
-        if moment_embeddings is not None:
-            moment_embeddings = np.atleast_2d(np.asarray(moment_embeddings, np.float32))
-            if moment_embeddings.shape != (len(scores), self.metadata["projection_dim"]):
-                raise ValueError(
-                    f"moment_embeddings must have shape {(len(scores), self.metadata['projection_dim'])} "
-                    f"(get_text_features(...).global_embeds), got {moment_embeddings.shape}."
-                )
-            norms = np.linalg.norm(moment_embeddings, axis=1, keepdims=True)
-            moment_embeddings = moment_embeddings / np.maximum(norms, 1e-12)
+        moments = unit_moment_embeddings(moment_embeddings, len(scores), self.metadata["projection_dim"])
         results = []
         for query_index in range(len(scores)):
             hits = []
             for score, row in zip(scores[query_index], rows[query_index]):
                 seconds = similarity = math.nan
-                if moment_embeddings is not None and self._frame_count[row] > 0:
-                    start, count = int(self._frame_start[row]), int(self._frame_count[row])
-                    frames = np.asarray(self.frames[start : start + count], np.float32)
-                    similarities = frames @ moment_embeddings[query_index]
-                    best = int(np.argmax(similarities))
-                    seconds, similarity = float(self.frame_times[start + best]), float(similarities[best])
+                if moments is not None:
+                    start, stop = self.frame_range(row)
+                    seconds, similarity = best_moment(
+                        self.frames[start:stop], self.frame_times[start:stop], moments[query_index]
+                    )
                 hits.append(SearchHit(self.paths[int(row)], float(score), seconds, similarity))
             results.append(hits)
         return results[0] if single else results
+
+    def frame_range(self, row: int) -> tuple[int, int]:
+        """The rows `[start, stop)` of `frames` and `frame_times` that hold the sampled frames of video `row`."""
+        start = int(self._frame_start[row])
+        return start, start + int(self._frame_count[row])
 
     def _check_queries(self, text_embeddings) -> np.ndarray:
         queries = np.ascontiguousarray(np.atleast_2d(np.asarray(text_embeddings, np.float32)))
@@ -546,11 +559,11 @@ class VideoIndex:
         settings = self.metadata["vector_index"]
         if self.index_type == "ivf":
             nprobe = parameters.nprobe or settings["nprobe"]
-            _check_k(nprobe, "nprobe")
+            check_positive_integer(nprobe, "nprobe")
             faiss.extract_index_ivf(self.vectors).nprobe = nprobe
         elif self.index_type == "hnsw":
             ef_search = parameters.ef_search or settings["ef_search"]
-            _check_k(ef_search, "ef_search")
+            check_positive_integer(ef_search, "ef_search")
             faiss.downcast_index(self.vectors).hnsw.efSearch = max(ef_search, parameters.candidates)
 
 
@@ -575,7 +588,9 @@ def _recorded_generation(index_dir: Path) -> tuple | None:
         return None
 
 
-def _check_k(value, name: str) -> None:
+def check_positive_integer(value, name: str) -> None:
+    """Raises `ValueError` naming `name` unless `value` is an integer >= 1 (a bool is not): `k`, `candidates`,
+    `nprobe`, `ef_search` of a search."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
