@@ -1,0 +1,210 @@
+"""The values `processing/video_decoding_clip2video.py`'s `DecodeLimits` accept, from its contract (the class
+docstring: "every value is range-checked ...; one out of range is refused, naming it", and `parse_setting`'s: integers
+in ASCII digits, finite decimal numbers, booleans in any case): each field exactly at its smallest and largest value
+is accepted and one unit past is refused with the message naming the field and its range, as an argument and as a
+`CLIP2VIDEO_*` environment variable; over the whole input space with hypothesis. No video is decoded: fast."""
+
+import io
+import math
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clip2video.processing.video_decoding_clip2video import DecodeLimits, parse_setting, read_video_frames
+
+
+TIB, WEEK = 2**40, 604800.0
+# field: (smallest, largest, how the message writes the range)
+INTEGER_FIELDS = {
+    "max_input_bytes": (1, TIB, "1 and 1,099,511,627,776"),
+    "max_frame_pixels": (1, (2**31 - 1) // 8, "1 and 268,435,455"),
+    "max_source_frames": (1, 2**31 - 1, "1 and 2,147,483,647"),
+    "max_decoded_pixels": (1, 2**62, "1 and 4,611,686,018,427,387,904"),
+}
+FLOAT_FIELDS = {
+    "max_duration_seconds": (0.001, math.inf, "0.001 and inf"),
+    "url_timeout_seconds": (0.001, WEEK, "0.001 and 604800"),
+    "max_download_seconds": (0.001, WEEK, "0.001 and 604800"),
+}
+
+
+def below(value):
+    return math.nextafter(value, -math.inf)
+
+
+def above(value):
+    return math.nextafter(value, math.inf)
+
+
+@pytest.mark.parametrize("field", INTEGER_FIELDS)
+def test_integer_fields_at_both_ends_are_accepted_and_one_past_refused_naming_the_range(field):
+    smallest, largest, written = INTEGER_FIELDS[field]
+    assert getattr(DecodeLimits(**{field: smallest}), field) == smallest
+    assert getattr(DecodeLimits(**{field: largest}), field) == largest
+    with pytest.raises(ValueError, match=rf"^DecodeLimits\.{field} must lie between {written}, got {largest + 1}\.$"):
+        DecodeLimits(**{field: largest + 1})
+    for value in (0, -1, True, 5.0, "5", None):
+        with pytest.raises(ValueError, match=rf"^DecodeLimits\.{field} must be a positive integer, got "
+                                             rf"{re.escape(repr(value))}\.$"):
+            DecodeLimits(**{field: value})
+
+
+@pytest.mark.parametrize("field", FLOAT_FIELDS)
+def test_number_fields_at_both_ends_are_accepted_and_one_past_refused_naming_the_range(field):
+    smallest, largest, written = FLOAT_FIELDS[field]
+    assert getattr(DecodeLimits(**{field: smallest}), field) == smallest
+    assert getattr(DecodeLimits(**{field: 5}), field) == 5  # an int is a number of seconds too
+    with pytest.raises(ValueError, match=rf"^DecodeLimits\.{field} must lie between {written}, got "
+                                         rf"{re.escape(repr(below(smallest)))}\.$"):
+        DecodeLimits(**{field: below(smallest)})
+    if largest < math.inf:
+        assert getattr(DecodeLimits(**{field: largest}), field) == largest
+        with pytest.raises(ValueError, match=rf"^DecodeLimits\.{field} must lie between {written}, got "
+                                             rf"{re.escape(repr(above(largest)))}\.$"):
+            DecodeLimits(**{field: above(largest)})
+    else:
+        assert getattr(DecodeLimits(**{field: 1e300}), field) == 1e300
+    for value in (0, 0.0, -1.0, math.inf, math.nan, True, "5", None):
+        with pytest.raises(ValueError, match=rf"^DecodeLimits\.{field} must be a positive finite number, got "
+                                             rf"{re.escape(repr(value))}\.$"):
+            DecodeLimits(**{field: value})
+
+
+def test_the_boolean_field_takes_only_true_or_false():
+    assert DecodeLimits(allow_private_urls=True).allow_private_urls is True
+    assert DecodeLimits().allow_private_urls is False
+    for value in (1, 0, "true", None):
+        with pytest.raises(ValueError, match=rf"^DecodeLimits\.allow_private_urls must be True or False, got "
+                                             rf"{re.escape(repr(value))}\.$"):
+            DecodeLimits(allow_private_urls=value)
+
+
+def test_the_documented_defaults():
+    assert DecodeLimits() == DecodeLimits(
+        max_input_bytes=256 * 2**20, max_frame_pixels=4096 * 4096, max_duration_seconds=4 * 3600.0,
+        max_source_frames=1_000_000, url_timeout_seconds=10.0, allow_private_urls=False, max_download_seconds=120.0,
+        max_decoded_pixels=5 * 10**10,
+    )
+
+
+@pytest.mark.parametrize("field", INTEGER_FIELDS)
+def test_integer_variables_at_both_ends_are_read_and_one_past_refused_naming_the_variable(monkeypatch, field):
+    smallest, largest, _ = INTEGER_FIELDS[field]
+    variable = "CLIP2VIDEO_" + field.upper()
+    for value in (smallest, largest):
+        monkeypatch.setenv(variable, f" {value} ")
+        assert getattr(DecodeLimits.from_env(), field) == value
+    monkeypatch.setenv(variable, str(largest + 1))
+    with pytest.raises(ValueError, match=rf"^Environment variable {variable}='{largest + 1}' must be a positive "
+                                         rf"integer at most {largest:,}\.$"):
+        DecodeLimits.from_env()
+    for text in ("0", "-1", "1.0", "1e3", "0x10", "\u0661", "ten"):
+        monkeypatch.setenv(variable, text)
+        with pytest.raises(ValueError, match=rf"^Environment variable {variable}={re.escape(repr(text))} must be a "
+                                             rf"positive integer at most {largest:,}\.$"):
+            DecodeLimits.from_env()
+
+
+@pytest.mark.parametrize("field", FLOAT_FIELDS)
+def test_number_variables_at_both_ends_are_read_and_one_past_refused_naming_the_variable(monkeypatch, field):
+    smallest, largest, _ = FLOAT_FIELDS[field]
+    variable = "CLIP2VIDEO_" + field.upper()
+    ends = (smallest, largest) if largest < math.inf else (smallest, 1e300)
+    for value in ends:
+        monkeypatch.setenv(variable, repr(value))
+        assert getattr(DecodeLimits.from_env(), field) == value
+    range_text = " at least 0.001" + (" and at most 604800" if largest < math.inf else "")
+    past = [repr(below(smallest)), "0", "-1", "inf", "nan", "1e400", "5s", "0x10"]
+    if largest < math.inf:
+        past.append(repr(above(largest)))
+    for text in past:
+        monkeypatch.setenv(variable, text)
+        with pytest.raises(ValueError, match=rf"^Environment variable {variable}={re.escape(repr(text))} must be a "
+                                             rf"finite number{range_text}\.$"):
+            DecodeLimits.from_env()
+
+
+def test_arguments_override_variables_and_blank_or_none_means_the_next_source(monkeypatch):
+    monkeypatch.setenv("CLIP2VIDEO_MAX_SOURCE_FRAMES", "7")
+    monkeypatch.setenv("CLIP2VIDEO_URL_TIMEOUT_SECONDS", "  ")
+    limits = DecodeLimits.from_env(max_source_frames=None)
+    assert (limits.max_source_frames, limits.url_timeout_seconds) == (7, 10.0)
+    assert DecodeLimits.from_env(max_source_frames=9).max_source_frames == 9
+    with pytest.raises(ValueError, match=r"^Unknown decode limits \['max_bytes'\]; known: \['allow_private_urls', "):
+        DecodeLimits.from_env(max_bytes=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.integers(min_value=0, max_value=10**30), plus=st.booleans(), pad=st.sampled_from(["", " ", "\t"]))
+def test_integer_settings_are_read_exactly_within_their_range(value, plus, pad):
+    text = pad + ("+" if plus else "") + str(value) + pad
+    if 1 <= value <= 2**62:
+        assert parse_setting("CLIP2VIDEO_X", text, int, None, minimum=1, maximum=2**62) == value
+    else:
+        with pytest.raises(ValueError, match=r"^Environment variable CLIP2VIDEO_X='.*' must be a positive integer "
+                                             r"at most 4,611,686,018,427,387,904\.$"):
+            parse_setting("CLIP2VIDEO_X", text, int, None, minimum=1, maximum=2**62)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.floats(min_value=0.0, max_value=1e7, allow_nan=False))
+def test_number_settings_are_read_exactly_within_their_range(value):
+    for text in (repr(value), f"{value:e}"):
+        expected = float(text)
+        if 0.001 <= expected <= WEEK:
+            assert parse_setting("CLIP2VIDEO_T", text, float, None, minimum=0.001, maximum=WEEK) == expected
+        else:
+            with pytest.raises(ValueError, match=r"^Environment variable CLIP2VIDEO_T='.*' must be a finite number at "
+                                                 r"least 0\.001 and at most 604800\.$"):
+                parse_setting("CLIP2VIDEO_T", text, float, None, minimum=0.001, maximum=WEEK)
+
+
+def test_settings_without_a_bound_or_with_a_lower_bound_other_than_one_say_so():
+    assert parse_setting("V", None, int, 3) == 3
+    assert parse_setting("V", "12", int, None, minimum=2) == 12
+    with pytest.raises(ValueError, match=r"^Environment variable V='1' must be an integer at least 2\.$"):
+        parse_setting("V", "1", int, None, minimum=2)
+    with pytest.raises(ValueError, match=r"^Environment variable V='x' must be an integer\.$"):
+        parse_setting("V", "x", int, None)
+    with pytest.raises(ValueError, match=r"^Environment variable V='9' must be a finite number at most 8\.5\.$"):
+        parse_setting("V", "9", float, None, maximum=8.5)
+
+
+class CountingReader(io.BytesIO):
+    """A binary file object that records how much each `read` asked for."""
+
+    def __init__(self, content):
+        super().__init__(content)
+        self.asked = []
+
+    def read(self, size=-1):
+        self.asked.append(size)
+        return super().read(size)
+
+
+def test_an_input_over_the_byte_limit_is_refused_having_read_one_byte_past_it():
+    content = bytes(5000)
+    reader = CountingReader(content)
+    with pytest.raises(ValueError, match=r"^Cannot read video .*: its size in bytes \(at least\) 1001 exceeds the "
+                                         r"limit of 1000 \(`max_input_bytes`\); if the input is trusted, raise it with "
+                                         r"the processor argument `max_input_bytes=\.\.\.` or the environment variable "
+                                         r"CLIP2VIDEO_MAX_INPUT_BYTES\.$"):
+        read_video_frames(reader, list, limits=DecodeLimits(max_input_bytes=1000))
+    assert reader.asked == [1001]
+    # Bytes are all there: their size is exact.
+    with pytest.raises(ValueError, match=r": its size in bytes 5000 exceeds the limit of 1000 \(`max_input_bytes`\)"):
+        read_video_frames(content, list, limits=DecodeLimits(max_input_bytes=1000))
+    with pytest.raises(ValueError, match=r": its size in bytes 1002 exceeds the limit of 1000 \(`max_input_bytes`\)"):
+        read_video_frames(content[:1002], list, limits=DecodeLimits(max_input_bytes=1000))
+
+
+def test_empty_inputs_are_refused_by_name(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"^Cannot read video .*empty\.mp4: the file is empty\.$"):
+        read_video_frames(empty, list)
+    for video in (b"", io.BytesIO(b"")):
+        with pytest.raises(ValueError, match=r"^Cannot read video .*: it is empty\.$"):
+            read_video_frames(video, list)
