@@ -214,3 +214,63 @@ def test_two_indexing_processes_store_every_video_once_and_other_models_are_refu
     assert "was built with the model" in refused.stderr and "--rebuild" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert sorted(row["path"] for row in rows_of(uri)) == sorted(paths)
+
+
+class TokenCheckingServer:
+    """A gRPC server on 127.0.0.1 that checks credentials as a Milvus server with authorization enabled does: a call
+    without the server's token fails with UNAUTHENTICATED before any method runs. No Milvus server runs here (Milvus
+    Lite has no authorization), so this stands in for its authentication step only: it records the `authorization`
+    header each call carried and answers nothing else."""
+
+    def __init__(self, token: str):
+        import base64
+        from concurrent import futures
+
+        import grpc
+
+        self.expected, self.received = base64.b64encode(token.encode()).decode(), []
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(handler, call_details):  # noqa: N805
+                def refuse(request, context):
+                    header = dict(context.invocation_metadata()).get("authorization")
+                    self.received.append(header)
+                    if header != self.expected:
+                        context.abort(
+                            grpc.StatusCode.UNAUTHENTICATED,
+                            "auth check failure, please check username, password or token is correct",
+                        )
+                    context.abort(grpc.StatusCode.UNIMPLEMENTED, "only the token is checked here")
+
+                return grpc.unary_unary_rpc_method_handler(refuse)
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[Handler()])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self):
+        self.server.stop(None)
+
+
+def test_a_wrong_token_is_refused_by_name_and_never_shown(monkeypatch, capsys, caplog):
+    import base64
+
+    server = TokenCheckingServer("the-right-token")
+    uri = f"http://reader:uri-password@127.0.0.1:{server.port}"
+    try:
+        for token in ("a-wrong-token-5f3a", ""):
+            monkeypatch.setenv("MILVUS_TOKEN", token)
+            with pytest.raises(SystemExit, match=rf"Cannot use Milvus at http://127\.0\.0\.1:{server.port}: the server "
+                               r"refused the credentials \(auth check failure.*\): check the token in the environment "
+                               r"variable MILVUS_TOKEN") as refused:
+                query_main(["--store", "milvus", "--milvus_uri", uri, "red"])
+            shown = str(refused.value) + "".join(capsys.readouterr()) + caplog.text
+            assert "uri-password" not in shown and (not token or token not in shown) and "Traceback" not in shown
+        # The token went to the server in the authorization header, read from the environment.
+        assert base64.b64encode(b"a-wrong-token-5f3a").decode() in server.received
+    finally:
+        server.stop()
+    # There is no command-line option for a token: any user of the machine could read it (`ps`).
+    with pytest.raises(SystemExit, match="2"):
+        query_main(["--store", "milvus", "--milvus_uri", uri, "--milvus_token", "x", "red"])
+    assert "unrecognized arguments: --milvus_token" in capsys.readouterr().err

@@ -136,6 +136,21 @@ def _call(what: str, function, *args, **kwargs):
             raise MilvusStoreError(f"{what} failed: {reason}") from None
 
 
+def _refused_credentials(error: BaseException) -> str | None:
+    """What the server said if a gRPC error in `error`'s chain refused the credentials (UNAUTHENTICATED or
+    PERMISSION_DENIED), else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        code = getattr(error, "code", None)
+        name = getattr(code(), "name", None) if callable(code) else None
+        if name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            details = error.details() if callable(getattr(error, "details", None)) else None
+            return " ".join(str(details or name).split())
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def connect(uri: str, timeout: float = 10.0):
     """A `pymilvus.MilvusClient` for `uri` (a Milvus Lite file or a server URL), token from `MILVUS_TOKEN`."""
     try:
@@ -161,6 +176,13 @@ def connect(uri: str, timeout: float = 10.0):
                 reason = (
                     "the file is open in another process (Milvus Lite serves one process at a time: wait for it, or "
                     "use a Milvus server) or is not a Milvus Lite database"
+                )
+            elif _refused_credentials(error):
+                # pymilvus reports a refused token as "illegal connection params or server unavailable"; the
+                # server's own answer (gRPC UNAUTHENTICATED / PERMISSION_DENIED) is the error's cause.
+                reason = (
+                    f"the server refused the credentials ({_refused_credentials(error)}): check the token in the "
+                    f"environment variable {TOKEN_VARIABLE}"
                 )
             elif _AUTH_FAILURE.search(reason):
                 reason += f" (check the token in the environment variable {TOKEN_VARIABLE})"
