@@ -32,7 +32,7 @@ def main() -> None:
     import clip2video.modeling_clip2video as modeling
     from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
     from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
-    from clip2video.training.publish import write_publishable_folder
+    from clip2video.pipelines.publishing import write_publishable_folder
 
     site_packages = Path(sysconfig.get_paths()["purelib"]).resolve()
     if site_packages not in Path(modeling.__file__).resolve().parents:
@@ -72,7 +72,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder) / "published"
-        write_publishable_folder(folder, model, processor, results, push_to_hub=False, hub_model_id=None)
+        write_publishable_folder(folder, model, processor, results)
         written = {path.name for path in folder.iterdir()}
         expected = {"config.json", "model.safetensors", "README.md", "handler.py", "requirements.txt", "serve.py",
                     "pipeline_clip2video.py", "modeling_clip2video.py", "configuration_clip2video.py"}

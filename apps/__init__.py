@@ -1,1 +1,2 @@
-"""Applications on top of the model: publishing helpers, the Inference Endpoints handler, video search, the demo."""
+"""Applications on top of the model: video search and the demo (publishing and the Inference Endpoints handler are
+the library's: `clip2video.pipelines.publishing`)."""

@@ -270,7 +270,8 @@ class CLIP2VideoConfig(CLIPConfig):
             f"The pipelines of tasks {dropped} are not saved in {save_directory}: their code was found neither there "
             f"nor where this model was loaded from ({getattr(self, '_name_or_path', '') or 'nowhere'}), so "
             "config.json does not list them. Copy their file next to config.json and list them under "
-            "`custom_pipelines` (the clip2video package: `pipelines.add_custom_pipelines(folder)`)."
+            "`custom_pipelines` (the clip2video package does both: "
+            "`clip2video.pipelines.publishing.complete_saved_checkpoint(folder)`)."
         )
         try:
             if carried:

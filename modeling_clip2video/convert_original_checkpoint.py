@@ -8,6 +8,8 @@ The authors' files (`pytorch_model.bin.N`) hold OpenAI CLIP under `clip.*` plus 
 The architecture flags keep the original names and the defaults of the authors' MSR-VTT test script; sizes come
 from the tensors' shapes. The output folder holds `model.safetensors` (float32), `config.json` with `auto_map`, and
 this package's modeling code, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` loads it anywhere.
+`python -m clip2video.pipelines.publishing convert` (same flags) converts and publishes in one call: the processor,
+the pipelines, the endpoint handler and the model card too.
 """
 
 import argparse
@@ -348,8 +350,9 @@ def convert_original_checkpoint(checkpoint: str | Path, output_dir: str | Path, 
     return model
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
+    """The converter's flags (`--checkpoint`, `--output_dir`, the authors' architecture flags), also those of the
+    publishing command (`python -m clip2video.pipelines.publishing convert`)."""
     parser.add_argument("--checkpoint", required=True, help="the authors' pytorch_model.bin.N")
     parser.add_argument("--output_dir", required=True, help="folder to write the transformers checkpoint to")
     parser.add_argument("--sim_type", default=ORIGINAL_FLAG_DEFAULTS["sim_type"], choices=ORIGINAL_FLAG_CHOICES["sim_type"])
@@ -368,6 +371,11 @@ def main(argv: list[str] | None = None) -> None:
         "--center_proj", default=ORIGINAL_FLAG_DEFAULTS["center_proj"], choices=ORIGINAL_FLAG_CHOICES["center_proj"]
     )
     parser.add_argument("--cross_num_hidden_layers", type=int, default=ORIGINAL_FLAG_DEFAULTS["cross_num_hidden_layers"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_conversion_arguments(parser)
     args = vars(parser.parse_args(argv))
     checkpoint, output_dir = args.pop("checkpoint"), args.pop("output_dir")
     try:
@@ -380,7 +388,9 @@ def main(argv: list[str] | None = None) -> None:
         f"temporal difference block={config.use_temporal_difference_block} ({config.difference_projection}), "
         f"temporal alignment block={config.use_temporal_alignment_block} "
         f"(K={config.alignment_num_centers}, {config.alignment_temporal_encoder}), "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters."
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters. The model only: "
+        "`python -m clip2video.pipelines.publishing convert` writes the published folder (processor, pipelines, "
+        "endpoint handler, card) in the same call."
     )
 
 

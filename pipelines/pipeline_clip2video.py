@@ -1,6 +1,6 @@
 """Pipelines for CLIP2Video checkpoints: zero-shot video classification and text-to-video retrieval.
 
-This file is remote code: `pipelines.add_custom_pipelines(folder)` copies it into a checkpoint folder and lists both
+This file is remote code: `clip2video.pipelines.publishing` copies it into a checkpoint folder and lists both
 pipelines under `custom_pipelines` in its `config.json`, so that anywhere
 
     from transformers import pipeline

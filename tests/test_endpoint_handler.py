@@ -378,7 +378,7 @@ def test_served_over_http_with_4xx_for_the_client_and_5xx_for_the_server(workdir
     with open(folder / "handler.py", "a") as handler_file:
         handler_file.write(BROKEN_MODEL)
     port = free_port()
-    serve = REPO / "apps" / "endpoint" / "serve.py"
+    serve = REPO / "pipelines" / "publishing" / "endpoint" / "serve.py"
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "CLIP2VIDEO_MAX_INPUT_BYTES": "200000"}
     server = subprocess.Popen(
         [sys.executable, str(serve), str(folder), "--host", "127.0.0.1", "--port", str(port)],

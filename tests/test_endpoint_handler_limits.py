@@ -1,4 +1,4 @@
-"""`apps/endpoint/handler.py`'s request checks at their limits, from docs/serving.md: local paths only inside the video
+"""The endpoint handler's request checks at their limits, from docs/serving.md: local paths only inside the video
 root (a sibling folder whose name extends the root's, `/srv/videos2` for `/srv/videos`, is outside; so is any
 symbolic link resolving there), every refusal with the same message; a local file, base64 payload or data URI of
 exactly `CLIP2VIDEO_MAX_INPUT_BYTES` bytes is decoded and one byte more is refused with 413 (never read truncated and

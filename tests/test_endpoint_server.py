@@ -1,4 +1,4 @@
-"""`apps/endpoint/serve.py`, the custom container's HTTP server, spoken to over raw sockets on 127.0.0.1: the server
+"""The endpoint's `serve.py`, the custom container's HTTP server, spoken to over raw sockets on 127.0.0.1: the server
 copied into a published tiny checkpoint serves it in this process (its real handler, model and processor). Every case
 is a class of request a hostile or careless client sends: bodies declared larger than they are, that stall or end
 early, malformed or repeated `Content-Length`, content types in any case, paths with queries, JSON nested without

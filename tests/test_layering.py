@@ -50,6 +50,30 @@ def test_each_kind_of_violation_is_found(tmp_path):
     assert len(found.splitlines()) == 5
 
 
+def test_a_file_path_into_a_higher_layer_is_found_like_an_import(tmp_path):
+    write(tmp_path, "pipelines/publishing.py", """
+        import os
+        from importlib.resources import files
+        from pathlib import Path
+        HANDLER = Path(__file__).resolve().parents[1] / "apps" / "endpoint" / "handler.py"
+        RUN = os.path.join(os.path.dirname(__file__), "../training/run.py")
+        TEMPLATE = files("clip2video.apps.endpoint") / "requirements.txt"
+        OWN = Path(__file__).parent / "pipeline_clip2video.py"  # its own folder: fine
+        SPLITS = {"training": 1}["training"]  # a split's name, not a path
+        MESSAGE = Path("out").joinpath("results.json").write_text("made by training/run.py")  # prose: fine
+    """)
+    write(tmp_path, "processing/video.py", "from pathlib import Path\nCODE = Path('..') / 'modeling_clip2video'\n")
+    write(tmp_path, "apps/search/index.py", "from pathlib import Path\nRECIPES = Path(__file__).parents[2] / 'training'\n")
+    found = import_graph.violations(tmp_path)
+    assert sorted(found) == sorted([
+        "processing/video.py: remote code reaches by file path another project folder ('clip2video.modeling_clip2video')",
+        "pipelines/publishing.py: reaches by file path 'clip2video.apps', a higher layer (apps above pipelines)",
+        "pipelines/publishing.py: reaches by file path 'clip2video.training', a higher layer (training above pipelines)",
+        "pipelines/publishing.py: reaches by file path 'clip2video.apps.endpoint', a higher layer (apps above pipelines)",
+    ])
+    assert import_graph.folder_edges(tmp_path)["apps"] == {"training"}  # a reach is an edge of the graph
+
+
 def test_the_architecture_page_shows_the_current_graph():
     import subprocess
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clip2video.training.publish import STAGING_NAME, publish_atomically
+from clip2video.pipelines.publishing.staging import STAGING_NAME, publish_atomically
 from tests.helpers.processes import run_module, run_training
 
 TINY = ["--num_synthetic_train_clips", "64", "--num_train_epochs", "1", "--global_batch_size", "16",
@@ -183,6 +183,7 @@ def test_evaluating_the_output_folder_with_overwrite_deletes_nothing(tiny_checkp
 
 # A real run killed while publishing --------------------------------------------------------------------------------
 
+PUBLISH_MODULE = "import os\nfrom clip2video.pipelines.publishing import staging as publish\n"
 KILLS = {
     # Killed while the staging folder is being written (before its manifest): the previous files stay published.
     "staging": "publish._write_json_atomically = lambda *args: os._exit(9)",
@@ -219,7 +220,7 @@ def test_a_run_killed_while_publishing_loses_nothing(finished, tmp_path):
     argv = [str(tmp_path / item) if item in ("data", "run") else item for item in TINY]
     for kill, found in (("staging", None), ("applying", "cleared the incomplete publish of")):
         killed = run_module("clip2video.training.run", *argv, "--resume_from_checkpoint", "latest",
-                            prelude="import os\nfrom clip2video.training import publish\n" + KILLS[kill],
+                            prelude=PUBLISH_MODULE + KILLS[kill],
                             env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}, check=False)
         assert killed.returncode == 9, killed.stderr[-3000:]
         assert found is None or f"{found} {tmp_path / 'run'}" in killed.stdout  # the real files, all cleared

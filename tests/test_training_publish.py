@@ -11,7 +11,7 @@ import huggingface_hub.constants
 import pytest
 from huggingface_hub import ModelCard
 
-from clip2video.training.publish import HUB_GITIGNORE, model_card, prepare_hub_repo, push_folder
+from clip2video.pipelines.publishing import HUB_GITIGNORE, model_card, prepare_hub_repo, push_folder
 from tests.helpers.fake_hub import FakeHub
 from tests.helpers.processes import environment, run_training
 
@@ -173,7 +173,7 @@ def _publish_in_a_child(output_dir: Path, files: dict, kill_after: int | None) -
     import io
     import os
 
-    from clip2video.training import publish
+    from clip2video.pipelines.publishing import staging as publish
 
     count_file = output_dir.parent / "operations"
     pid = os.fork()
@@ -217,7 +217,7 @@ def _publish_in_a_child(output_dir: Path, files: dict, kill_after: int | None) -
 
 
 def test_a_kill_at_every_step_of_a_publish_loses_nothing(tmp_path):
-    from clip2video.training.publish import STAGING_NAME, finish_interrupted_publish, publish_atomically
+    from clip2video.pipelines.publishing.staging import STAGING_NAME, finish_interrupted_publish, publish_atomically
 
     base = tmp_path / "base" / "run"
     base.mkdir(parents=True)
@@ -255,7 +255,7 @@ def test_a_kill_at_every_step_of_a_publish_loses_nothing(tmp_path):
 
 
 def test_a_staging_folder_with_foreign_files_is_never_deleted(tmp_path):
-    from clip2video.training.publish import (
+    from clip2video.pipelines.publishing.staging import (
         STAGING_MARKER, STAGING_NAME, PublishInterrupted, finish_interrupted_publish, publish_atomically,
     )
 

@@ -66,7 +66,7 @@ EVALUATION = "training/evaluation.py"
 METRICS = "training/metrics/video_text_retrieval/video_text_retrieval.py"
 SEARCH = "apps/search/video_index.py"
 PIPELINES = "pipelines/pipeline_clip2video.py"
-HANDLER = "apps/endpoint/handler.py"
+HANDLER = "pipelines/publishing/endpoint/handler.py"
 
 # The tests that exercise each module, fastest and sharpest first (pytest -x stops at the first failure).
 TESTS_OF = {

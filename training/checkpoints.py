@@ -14,7 +14,7 @@ from pathlib import Path
 import datasets
 from accelerate.utils import gather_object
 
-from clip2video.training.publish import (
+from clip2video.pipelines.publishing.staging import (
     PUBLISHED_RECORD,
     STAGING_MARKER,
     STAGING_NAME,

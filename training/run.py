@@ -76,7 +76,9 @@ from clip2video.training.data import (
 from clip2video.training.distributed import fill_deepspeed_batch_sizes, set_cpu_threads
 from clip2video.training.evaluation import EvaluationData, evaluate
 from clip2video.training.loaders import group_by_video, local_data_files
-from clip2video.training.publish import prepare_hub_repo, print_results_table, push_folder, write_publishable_folder
+from clip2video.pipelines.publishing import (
+    build_results, prepare_hub_repo, print_results_table, push_folder, write_publishable_folder,
+)
 from clip2video.training.recipes import (
     ARCHITECTURES,
     PAPER_RECIPE,
@@ -700,18 +702,11 @@ def main(argv=None):
             "caption_video_index": caption_video_index,
             "captions": list(evaluation["caption"]),
         }
-        results = {
-            "model": args.model_name_or_path or "small CLIP2Video from scratch",
-            "base_model": args.model_name_or_path if args.model_name_or_path and not os.path.isdir(args.model_name_or_path) else None,
-            "runs": runs,
-            "test_split": evaluation_data,
-            "bad_videos": {
-                "training": [{"video": name, "reason": reason} for name, reason in training_bad_videos.items()],
-                "evaluation": [{"video": name, "reason": reason} for name, reason in eval_bad.items()],
-            },
-            "args": public_args(args),
-            "run_fingerprint": fingerprint["fingerprint"],
-        }
+        results = build_results(
+            args.model_name_or_path, runs, evaluation_data,
+            {"training": training_bad_videos, "evaluation": eval_bad}, public_args(args), fingerprint["fingerprint"],
+            timings,
+        )
         for split, bad in results["bad_videos"].items():
             for entry in bad[:50]:
                 print(f"bad {split} video, skipped: {entry['video']}: {entry['reason']}")
@@ -719,7 +714,6 @@ def main(argv=None):
                 print(f"... and {len(bad) - 50} more {split} videos: see results.json")
         unwrapped_state = scalar_logit_scale({name.removeprefix("model."): tensor for name, tensor in state_dict.items()})
         timings["total_seconds"] = time.perf_counter() - job_started
-        results["timings"] = timings
         write_publishable_folder(output_dir, model, processor, results, state_dict=unwrapped_state)
         timings["saving_seconds"] = time.perf_counter() - started
         print_results_table(runs, eval_source, timings)

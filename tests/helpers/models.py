@@ -135,9 +135,9 @@ def save_tiny_checkpoint(folder: Path, with_apps: bool = True, seed: int = 0) ->
     CLIP2VideoModel(tiny_checkpoint_config()).eval().save_pretrained(folder)
     tiny_processor().save_pretrained(folder)
     if with_apps:
-        from clip2video.pipelines.publishing import add_pipelines_and_handler
+        from clip2video.pipelines.publishing import complete_saved_checkpoint
 
-        add_pipelines_and_handler(folder)
+        complete_saved_checkpoint(folder)
     return Path(folder)
 
 

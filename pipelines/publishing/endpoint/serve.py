@@ -1,7 +1,8 @@
 """A minimal HTTP server for `handler.py`, for a custom container (the Hugging Face inference toolkit's image cannot
 run transformers 5; see docs/serving.md).
 
-    python -m clip2video.apps.endpoint.serve /repository --port 80       # or: python serve.py /repository
+    python serve.py /repository --port 80     # in the published folder, next to handler.py
+    python -m clip2video.pipelines.publishing.endpoint.serve /repository --port 80       # from this package
 
 It imports the folder's `handler.py` as the toolkit does and speaks the toolkit's protocol (`POST /` or `/predict`
 with a JSON body `{"inputs": ..., "parameters": ...}`, `GET /` or `/health` for health; a query string is ignored),
