@@ -122,16 +122,18 @@ def test_names_reach_the_page_escaped(tmp_path):
     assert 'class="tile selected"' not in gallery_html([video], [])
 
 
-def test_progress_and_arguments(tmp_path):
+def test_progress_and_arguments(tmp_path, capsys):
     collection = VideoCollection.__new__(VideoCollection)
     collection.folders = [FolderState("examples", tmp_path, tmp_path, state="indexing", done=3, total=8)]
     assert 'aria-valuenow="3"' in progress_html(collection) and "3 of 8 videos" in progress_html(collection)
     collection.folders[0].state, collection.folders[0].message = "failed", "no <space> left"
     assert "Could not index examples: no &lt;space&gt; left" in progress_html(collection)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # argparse's usage error; the message goes to stderr
         parse_args(["--examples_dir", str(tmp_path / "missing")])
-    with pytest.raises(SystemExit):
+    assert f"--examples_dir {tmp_path / 'missing'} is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="^2$"):
         parse_args(["--top_k", "0"])
+    assert "--top_k must be between 1 and 1000" in capsys.readouterr().err
 
 
 def test_two_folders_are_one_collection(setup, tmp_path):

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -195,7 +196,7 @@ def test_bad_urls_are_value_errors_naming_them():
         "http://[::1/video.mp4": "Invalid IPv6",
     }
     for url, reason in cases.items():
-        with pytest.raises(ValueError) as error:
+        with pytest.raises(ValueError, match=re.escape(reason)) as error:
             trusted(url, timeout=2)
         message = str(error.value)
         assert url[:40] in message or reason == "Invalid IPv6", message
@@ -406,7 +407,7 @@ def test_not_files_and_not_videos(tmp_path):
     }
     for video, message in cases.items():
         started = time.monotonic()
-        with pytest.raises(ValueError) as error:
+        with pytest.raises(ValueError, match=re.escape(message)) as error:
             read_video_frames(video, SELECT_ALL)
         assert message in str(error.value), (message, str(error.value))
         assert time.monotonic() - started < 2
@@ -739,7 +740,7 @@ def test_converter_names_the_file_or_tensor_that_is_wrong(original_checkpoint, t
         "projection_1d.bin": "'clip.text_projection' has shape (128,); an original checkpoint stores it with 2",
     }
     for name, message in cases.items():
-        with pytest.raises(ConversionError) as error:
+        with pytest.raises(ConversionError, match=re.escape(message)) as error:
             convert_original_checkpoint(tmp_path / name, tmp_path / f"out_{name}")
         assert message in str(error.value), (name, str(error.value))
         assert not (tmp_path / f"out_{name}").exists()

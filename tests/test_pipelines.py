@@ -2,6 +2,7 @@
 and remote code), their scores against the model's own logits, batching, and bad input."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -175,11 +176,11 @@ def test_processor_errors_reach_the_caller_unchanged(loaded_pipelines, tmp_path)
     shutil.copyfile(write_square_video(tmp_path / "good.mp4"), corrupt)
     corrupt.write_bytes(corrupt.read_bytes()[:300])
     for video, error_type in ((missing, FileNotFoundError), (str(corrupt), ValueError)):
-        with pytest.raises(error_type) as from_processor:
+        with pytest.raises(error_type, match=re.escape(video)) as from_processor:
             processor(videos=[video])
-        with pytest.raises(error_type) as from_classifier:
+        with pytest.raises(error_type, match=re.escape(video)) as from_classifier:
             classifier(video, candidate_labels=LABELS)
-        with pytest.raises(error_type) as from_retriever:
+        with pytest.raises(error_type, match=re.escape(video)) as from_retriever:
             retriever(QUERY, videos=[write_square_video(tmp_path / "fine.mp4"), video], batch_size=2)
         assert str(from_classifier.value) == str(from_retriever.value) == str(from_processor.value)
         assert video in str(from_processor.value)

@@ -4,6 +4,7 @@ that loads, or in an error naming the damaged file and the repair command."""
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -173,7 +174,7 @@ def test_a_damaged_file_gives_an_error_naming_it_and_the_repair(copy, damage):
     files = json.loads((index_dir / "index.json").read_text())["files"]
     path = index_dir / ("index.json" if key == "index.json" else files[key])
     corrupt(path)
-    with pytest.raises(IndexDamagedError) as error:
+    with pytest.raises(IndexDamagedError, match=re.escape(str(path))) as error:
         VideoIndex(index_dir)
     assert str(path) in str(error.value) and "--rebuild" in str(error.value)
 
@@ -286,11 +287,11 @@ def test_a_second_indexer_exits_with_a_message_or_waits(copy):
 def test_top_k_and_search_settings_must_be_positive(copy, capsys):
     _, _, index_dir = copy
     for top_k in ("0", "-1", "two"):
-        with pytest.raises(SystemExit) as exit_:
+        with pytest.raises(SystemExit, match="^2$") as exit_:  # argparse's usage error; the message goes to stderr
             query_videos.main(["--index_dir", str(index_dir), "red", "--top_k", top_k])
         assert exit_.value.code == 2 and "--top_k" in capsys.readouterr().err
     for option in ("--candidates", "--nprobe", "--ef_search"):
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit, match="^2$"):
             query_videos.main(["--index_dir", str(index_dir), "red", option, "0"])
         assert option in capsys.readouterr().err
     index_ = VideoIndex(index_dir)

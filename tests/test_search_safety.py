@@ -7,6 +7,7 @@ directory and never taken for a Hub id; hostile files in the index folder (FIFOs
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -223,7 +224,7 @@ def test_an_unusable_index_folder_is_refused_and_left_untouched(index_copy, tmp_
     checkpoint, videos, index_dir = index_copy
     videos_arg, index_arg, words = _layout(layout, tmp_path, videos, index_dir)
     before = snapshot(tmp_path)
-    with pytest.raises(SystemExit) as refusal:
+    with pytest.raises(SystemExit, match=re.escape(words[0])) as refusal:
         index_videos.main(["--model", str(checkpoint), "--videos", str(videos_arg), "--index_dir", str(index_arg)])
     for word in words:
         assert word in str(refusal.value), str(refusal.value)
@@ -476,7 +477,7 @@ def test_a_local_model_is_recorded_as_its_absolute_folder_and_never_taken_for_a_
         ({"name": "ckpt", "hash": recorded["hash"]}, ["'ckpt'", "pass --model"]),
     ):
         (index_dir / "index.json").write_text(json.dumps({**metadata, "model": model}))
-        with pytest.raises(SystemExit) as refusal:
+        with pytest.raises(SystemExit, match=re.escape(words[0])) as refusal:
             query_videos.main(["--index_dir", str(index_dir), "red"])
         assert all(word in str(refusal.value) for word in words), str(refusal.value)
     # A path that is no folder is refused by the indexer before anything starts, and by a query.

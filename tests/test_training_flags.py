@@ -71,7 +71,7 @@ INVALID = [
 
 @pytest.mark.parametrize("argv,message", INVALID, ids=[" ".join(argv) for argv, _ in INVALID])
 def test_invalid_flags_are_refused_at_start_with_a_hint(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit, match="^2$") as exit_info:  # argparse's usage error; the message goes to stderr
         parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
@@ -119,7 +119,7 @@ def test_csv_quoting_extra_columns_and_repeated_rows(folder):
         "c.mp4,fine\n",
         encoding="utf-8",
     )
-    with pytest.raises(BadRowsError) as error:
+    with pytest.raises(BadRowsError, match="3 bad rows") as error:
         load_video_folder(folder)
     where = sorted(row.where for row in error.value.bad_rows)
     assert where == ["metadata.csv:3", "metadata.csv:6", "metadata.csv:7"]
@@ -133,7 +133,7 @@ def test_csv_quoting_extra_columns_and_repeated_rows(folder):
 def test_every_bad_row_is_listed_not_the_first_five(folder):
     lines = "".join(f"a.mp4,caption {i}, extra\n" for i in range(12))
     (folder / "metadata.csv").write_text("file_name,caption\n" + lines + "b.mp4,good\n")
-    with pytest.raises(BadRowsError) as error:
+    with pytest.raises(BadRowsError, match="12 bad rows") as error:
         load_video_folder(folder)
     assert len(error.value.bad_rows) == 12
     assert all(f"metadata.csv:{line}" in str(error.value) for line in range(2, 14))

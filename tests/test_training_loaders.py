@@ -69,7 +69,7 @@ def msrvtt(tmp_path):
 
 def test_msrvtt_train_unfolds_every_caption_and_reports_bad_rows(msrvtt):
     annotations, videos = msrvtt
-    with pytest.raises(BadRowsError) as error:
+    with pytest.raises(BadRowsError, match="malformed record") as error:
         load_msrvtt(annotations, videos, "train_9k")
     reasons = [row.reason for row in error.value.bad_rows]
     assert len(reasons) == 1 and "malformed record" in reasons[0] and "sentences[7]" in str(error.value)
@@ -176,7 +176,7 @@ def test_video_folder_jsonl_caption_lists(tmp_path):
         "{not json\n"
         '{"file_name": "b.mp4"}\n'
     )
-    with pytest.raises(BadRowsError) as error:
+    with pytest.raises(BadRowsError, match="metadata.jsonl:3") as error:
         load_video_folder(tmp_path)
     assert len(error.value.bad_rows) == 2 and "metadata.jsonl:3" in str(error.value)
     dataset, _ = load_skipping(load_video_folder, tmp_path)

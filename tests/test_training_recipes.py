@@ -7,7 +7,7 @@ from clip2video.training.recipes import PAPER_RECIPE, parameter_groups, small_sy
 from clip2video.training.run import parse_args
 
 
-def test_real_data_defaults_are_the_clip4clip_recipe():
+def test_real_data_defaults_are_the_clip4clip_recipe(capsys):
     args = parse_args(["--dataset", "msrvtt", "--annotations_dir", "a", "--videos_dir", "v",
                        "--model_name_or_path", "openai/clip-vit-base-patch32"])
     assert (args.learning_rate, args.clip_learning_rate_scale, args.weight_decay) == (1e-4, 1e-3, 0.2)
@@ -18,17 +18,19 @@ def test_real_data_defaults_are_the_clip4clip_recipe():
     explicit = parse_args(["--dataset", "msvd", "--annotations_dir", "a", "--videos_dir", "v",
                            "--model_name_or_path", "m", "--learning_rate", "3e-5"])
     assert explicit.learning_rate == 3e-5 and explicit.weight_decay == 0.2
-    with pytest.raises(SystemExit):
-        parse_args(["--dataset", "msrvtt", "--model_name_or_path", "m"])  # no annotation / video folders
+    with pytest.raises(SystemExit, match="^2$"):  # argparse's usage error; the message goes to stderr
+        parse_args(["--dataset", "msrvtt", "--model_name_or_path", "m"])
+    assert "--dataset msrvtt needs --annotations_dir and --videos_dir" in capsys.readouterr().err
 
 
-def test_training_frames_jitter_when_decoded_from_files_only():
+def test_training_frames_jitter_when_decoded_from_files_only(capsys):
     real = ["--dataset", "msrvtt", "--annotations_dir", "a", "--videos_dir", "v", "--model_name_or_path", "m"]
     assert parse_args(real).random_frame_jitter is True
     assert parse_args([*real, "--cache_frames"]).random_frame_jitter is False
     assert parse_args([]).random_frame_jitter is False  # synthetic data: frames cached
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):
         parse_args([*real, "--cache_frames", "--random_frame_jitter"])
+    assert "use --no-cache_frames or --no-random_frame_jitter" in capsys.readouterr().err
 
 
 def test_parameter_groups():
