@@ -23,7 +23,8 @@ from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from .frame_sampling_clip2video import FRAME_EXTRACTION_FPS, select_source_frames, uniform_positions
-from .media_types_clip2video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS  # noqa: F401  (read here before they moved)
+# Re-exported while callers that read them here move to `media_types_clip2video`.
+from .media_types_clip2video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS  # noqa: F401
 from .video_decoding_clip2video import (
     VIDEO_BACKENDS,
     DecodeLimits,
@@ -191,7 +192,6 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
         _check_sampling_options(self.num_frames, self.fps)
         _check_backend(self.video_backend)
 
-
     def _merge_and_standardize_kwargs(self, **kwargs) -> dict:
         # An argument given as None is an argument not given: `do_sample_frames=None` samples as the processor's
         # default does (transformers fills in only missing keys, which would leave None, taken as False).
@@ -334,7 +334,8 @@ class CLIP2VideoVideoProcessor(BaseVideoProcessor):
                 if entry is not None:
                     raise ValueError(
                         f"Video {index} ({describe_input(video)}) is an encoded video whose frame rate and timestamps "
-                        "are read from the file: `video_metadata` is only for videos given as frames (pass None for it)."
+                        "are read from the file: `video_metadata` is only for videos given as frames (pass None for "
+                        "it)."
                     )
                 chosen.append((VideoMetadata(total_num_frames=0), None, None))
                 continue
