@@ -13,6 +13,7 @@ import torch
 
 from clip2video.apps.search import SearchParameters, VideoIndex
 from clip2video.apps.search.index_build import IndexSpec, VectorIndexOptions, commit
+from clip2video.apps.search.indexer import IndexingOptions, VideoIndexer
 from clip2video.apps.search.query_videos import search_texts
 from clip2video.apps.search.video_index import exact_top_k
 from clip2video.modeling_clip2video import CLIP2VideoModel
@@ -131,6 +132,41 @@ def test_best_moment_is_the_frame_closest_to_the_caption(collection, model_and_p
             chosen = times.index(hit.moment_seconds)
             assert similarities[chosen] >= similarities.max() - 1e-5, (chosen, similarities)
             assert hit.moment_similarity == pytest.approx(similarities[chosen].item(), abs=1e-4)
+
+
+def test_the_indexer_in_this_process_writes_the_commands_index_and_reports_progress(
+    collection, model_and_processor, tmp_path
+):
+    _, _, videos, index_dir, _, _ = collection
+    model, processor = model_and_processor
+    shutil.copytree(videos, tmp_path / "videos")  # copy2: the same sizes and mtimes as the command indexed
+    progress = []
+    options = IndexingOptions(batch_size=2, save_every=2)
+    indexer = VideoIndexer(model, processor, options, on_progress=lambda *done_total: progress.append(done_total))
+    result = indexer.index(tmp_path / "videos", tmp_path / "index")
+    # Six files in path order, the fourth unreadable: a report before the first batch, then one per batch of two.
+    assert progress == [(0, 6), (2, 6), (4, 6), (5, 6)]
+    assert (result.committed, result.listed, result.pending, result.embedded) == (True, 6, 6, 5)
+    assert list(result.unreadable) == ["nested/broken.mp4"]
+    ours, command = VideoIndex(tmp_path / "index"), VideoIndex(index_dir)
+    assert ours.paths == command.paths and ours.metadata["model"] == command.metadata["model"]
+    np.testing.assert_allclose(np.asarray(ours.embeddings), np.asarray(command.embeddings), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(ours.frame_times), np.asarray(command.frame_times))
+
+    # Nothing changed (the unreadable file gone): `keep_unchanged` opens the index as it is, a default run commits.
+    (tmp_path / "videos" / "nested" / "broken.mp4").unlink()
+    generation = ours.metadata["generation"]
+    kept = VideoIndexer(model, processor, IndexingOptions(keep_unchanged=True)).index(
+        tmp_path / "videos", tmp_path / "index"
+    )
+    assert not kept.committed and VideoIndex(tmp_path / "index").metadata["generation"] == generation
+    again = VideoIndexer(model, processor).index(tmp_path / "videos", tmp_path / "index")
+    assert again.committed and (again.pending, again.embedded) == (0, 0)
+    assert VideoIndex(tmp_path / "index").metadata["generation"] != generation
+    with pytest.raises(ValueError, match="batch_size must be an integer of at least 1, got 0"):
+        IndexingOptions(batch_size=0)
+    with pytest.raises(ValueError, match="num_workers must be an integer of at least 0, got -1"):
+        IndexingOptions(num_workers=-1)
 
 
 @pytest.mark.slow

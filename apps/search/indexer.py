@@ -291,7 +291,9 @@ class VideoIndexer:
                 )
             processes.wait_for_everyone()
             if not processes.is_main_process:
-                return IndexingResult(None, False, shared["count"], len(pending), embedded, unreadable, {}, None, seconds)
+                return IndexingResult(
+                    None, False, shared["count"], len(pending), embedded, unreadable, {}, None, seconds
+                )
             unreadable = {}
             for report in sorted(parts_dir.glob("unreadable-[0-9][0-9][0-9]*.json")):
                 unreadable.update(json.loads(report.read_text()))

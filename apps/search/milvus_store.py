@@ -425,9 +425,9 @@ class MilvusIndexWriter:
             settings.update(nlist=vector_index.nlist or 1024, nprobe=vector_index.nprobe or 32)
         fingerprint, embedding_dim = spec.model, spec.embedding_dim
         self.metadata = {
-            "format": 1, "model": fingerprint, "logit_scale": float(spec.logit_scale), "embedding_dim": int(embedding_dim),
-            "projection_dim": int(spec.projection_dim), "num_frames": int(num_frames), "video_root": str(spec.video_root),
-            "vector_index": settings,
+            "format": 1, "model": fingerprint, "logit_scale": float(spec.logit_scale),
+            "embedding_dim": int(embedding_dim), "projection_dim": int(spec.projection_dim),
+            "num_frames": int(num_frames), "video_root": str(spec.video_root), "vector_index": settings,
         }
         exists = _call(f"Listing the collections of {shown_uri(uri)}", self.client.has_collection, collection)
         if exists:
