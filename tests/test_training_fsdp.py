@@ -31,8 +31,8 @@ def test_fsdp2_on_two_cpu_processes_matches_one_process(tmp_path):
     torch.optim.SGD(embedder.parameters(), lr=0.5).step()
     with torch.no_grad():
         model.logit_scale.fill_(math.log(100.0))  # what clamping 10.0 gives
-        text, _ = embedder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        video, _ = embedder(pixel_values_videos=batch["pixel_values_videos"], video_mask=batch["video_mask"])
+        text = embedder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds
+        video = embedder(pixel_values_videos=batch["pixel_values_videos"], video_mask=batch["video_mask"]).video_embeds
     torch.testing.assert_close(sharded["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(sharded["logit_scale"].reshape(()), model.logit_scale.detach(), rtol=0, atol=1e-6)
     torch.testing.assert_close(sharded["text"], text, rtol=1e-4, atol=1e-5)

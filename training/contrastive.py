@@ -57,16 +57,25 @@ def gather_with_gradient(local: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class PairEmbeddings(ModelOutput):
-    """A batch of matching (caption, video) pairs, L2-normalised, `[batch, projection_dim]` each; the aligned
-    embeddings exist with the Temporal Alignment Block only. (A `ModelOutput`, so DDP and accelerate's mixed
-    precision see its tensors.)"""
+class ContrastiveEmbeddings(ModelOutput):
+    """What `ContrastiveEmbedder` returns for the captions and / or videos it is given (the fields of the side not
+    given are None). (A `ModelOutput`, so DDP and accelerate's mixed precision see its tensors.)
 
+    text_embeds, video_embeds (`[batch, embedding_dim]`): the retrieval embeddings (`pooler_output` of
+        `get_text_features` / `get_video_features`), whose dot product times `logit_scale.exp()` is the model's
+        score; evaluation ranks with them.
+    text_global, video_global, text_aligned, video_aligned (`[batch, projection_dim]`, L2-normalised): the parts
+        the loss scores with; the aligned ones exist with the Temporal Alignment Block only.
+    logit_scale: the log of the inverse temperature, a scalar, capped (see `clamp_logit_scale`).
+    """
+
+    text_embeds: torch.Tensor | None = None
+    video_embeds: torch.Tensor | None = None
     text_global: torch.Tensor | None = None
     video_global: torch.Tensor | None = None
     text_aligned: torch.Tensor | None = None
     video_aligned: torch.Tensor | None = None
-    logit_scale: torch.Tensor | None = None  # log of the inverse temperature, a scalar
+    logit_scale: torch.Tensor | None = None
 
 
 # CLIP's bound on the inverse temperature (100).
@@ -94,9 +103,9 @@ class ContrastiveEmbedder(nn.Module):
     and the loss itself is computed after the all-gather. (DDP only synchronises gradients of modules run through its
     forward, and FSDP only gathers sharded parameters there: evaluation goes through it too.)
 
-    Given captions and videos: the `PairEmbeddings` of training. Given only captions, or only videos: `(retrieval
-    embeddings [batch, dim], logit_scale)` for evaluation (`pooler_output` of `get_text_features` /
-    `get_video_features`, whose dot product times `logit_scale.exp()` is the model's score).
+    Training gives matching captions and videos and scores `global_contrastive_loss` of the output; evaluation gives
+    captions only, or videos only, and ranks with `text_embeds` / `video_embeds`. Either way one output type,
+    `ContrastiveEmbeddings`.
     """
 
     def __init__(self, model: nn.Module):
@@ -105,27 +114,27 @@ class ContrastiveEmbedder(nn.Module):
         # FSDP's auto-wrap policy reads the split boundaries from the module it is given.
         self._no_split_modules = list(getattr(model, "_no_split_modules", None) or [])
 
-    def forward(self, input_ids=None, attention_mask=None, pixel_values_videos=None, video_mask=None):
+    def forward(self, input_ids=None, attention_mask=None, pixel_values_videos=None, video_mask=None
+                ) -> ContrastiveEmbeddings:
+        if input_ids is None and pixel_values_videos is None:
+            raise ValueError("ContrastiveEmbedder needs captions (input_ids), videos (pixel_values_videos) or both")
         # The loss sees the clamped scale whatever the wrapper does to the parameter (see `clamp_logit_scale`).
         logit_scale = self.model.logit_scale.clamp(max=MAX_LOGIT_SCALE)
-        if pixel_values_videos is None:
+        output = ContrastiveEmbeddings(logit_scale=logit_scale)
+        if input_ids is not None:
             text = self.model.get_text_features(input_ids, attention_mask, return_dict=True)
-            return text.pooler_output, logit_scale.detach()
-        if input_ids is None:
+            output.text_embeds, output.text_global, output.text_aligned = (
+                text.pooler_output, text.global_embeds, text.aligned_embeds
+            )
+        if pixel_values_videos is not None:
             video = self.model.get_video_features(pixel_values_videos, video_mask, return_dict=True)
-            return video.pooler_output, logit_scale.detach()
-        text = self.model.get_text_features(input_ids, attention_mask, return_dict=True)
-        video = self.model.get_video_features(pixel_values_videos, video_mask, return_dict=True)
-        return PairEmbeddings(
-            text_global=text.global_embeds,
-            video_global=video.global_embeds,
-            text_aligned=text.aligned_embeds,
-            video_aligned=video.aligned_embeds,
-            logit_scale=logit_scale,
-        )
+            output.video_embeds, output.video_global, output.video_aligned = (
+                video.pooler_output, video.global_embeds, video.aligned_embeds
+            )
+        return output
 
 
-def global_contrastive_loss(embeddings: PairEmbeddings, global_similarity_weight: float) -> torch.Tensor:
+def global_contrastive_loss(embeddings: ContrastiveEmbeddings, global_similarity_weight: float) -> torch.Tensor:
     """The paper's loss (symmetric InfoNCE on the global similarity, plus, with the Temporal Alignment Block, on the
     aligned similarity, weighted `w` and `1 - w`) over the batch gathered from all processes."""
     text = CLIP2VideoTextOutput(

@@ -1,8 +1,9 @@
-"""Batches for training and evaluation: a resumable shuffle, a decoded-frame cache, and the collator.
+"""Batches for training and evaluation: a resumable shuffle, the collator (decoding, skipping bad videos), streamed
+batches, and what names a video value.
 
-Videos are decoded by the processor inside the DataLoader workers. For a small set that is read many times (the
-embedded synthetic data: decoding runs at about 200 clips/s on one core, training consumes several times that) the
-decoded, processed frames can be computed once and kept in a memory-mapped float16 file (`FrameCache`).
+Videos are decoded by the processor inside the DataLoader workers, or read from a `FrameCache`
+(`training/frame_cache.py`) when one is given. Which videos are bad is held by a `BadVideos`
+(`training/bad_videos.py`) the collator is given.
 """
 
 import collections
@@ -10,20 +11,23 @@ import concurrent.futures
 import copy
 import hashlib
 import itertools
-import json
 import os
 import random
 import tempfile
 import warnings
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from clip2video.training.bad_videos import BadVideos
 from clip2video.training.loaders import as_video, unreadable_files_error
+
+if TYPE_CHECKING:
+    from clip2video.training.frame_cache import FrameCache
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -152,110 +156,6 @@ def failure_reason(error: BaseException) -> str:
     return text[:300] if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {text[:300]}"
 
 
-def _decode_chunk(args):
-    """Processed frames of a few videos per call: the video processor's per-call overhead is shared. A chunk that
-    fails is decoded video by video, so that only the bad videos are marked (frames None, the reason)."""
-    processor, videos = args
-    try:
-        with ExitStack() as stack:
-            paths = [stack.enter_context(local_video_file(video)) for video in videos]
-            features = processor.video_processor(videos=paths, pad_to_max_frames=True, return_tensors="pt")
-        return [
-            (frames, mask, None)
-            for frames, mask in zip(
-                features["pixel_values_videos"].to(torch.float16).numpy(), features["video_mask"].numpy()
-            )
-        ]
-    except Exception:  # noqa: BLE001 - find the bad ones below
-        pass
-    decoded = []
-    for video in videos:
-        try:
-            frames, mask = decode_video(processor, video)
-            decoded.append((frames[0].to(torch.float16).numpy(), mask[0].numpy(), None))
-        except Exception as error:  # noqa: BLE001 - any failure of one video makes it a bad video, not a dead run
-            decoded.append((None, None, failure_reason(error)))
-    return decoded
-
-
-class FrameCache:
-    """The processed frames `[T, 3, H, W]` (float16) and frame masks `[T]` of a fixed list of videos, and the
-    videos that could not be decoded (`bad`: video key -> reason).
-
-    Stored in `<cache_dir>/<key>.frames.npy`, `.masks.npy` and `.bad.json`, the key hashing the videos (paths,
-    sizes and modification times, or digests of embedded bytes) and the video processor's configuration, so a change
-    to any of them decodes again.
-    """
-
-    def __init__(self, keys: list[str], frames: np.ndarray, masks: np.ndarray, bad: dict[str, str]):
-        self.position = {key: index for index, key in enumerate(keys)}
-        self.frames, self.masks, self.bad = frames, masks, bad
-
-    @staticmethod
-    def key(videos: list, video_processor) -> str:
-        digest = hashlib.sha256(json.dumps(video_processor.to_dict(), sort_keys=True, default=str).encode())
-        for video in videos:
-            key = video_key(video)
-            try:
-                stat = os.stat(key)
-                digest.update(f"{key}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-            except OSError:  # embedded bytes (the key is their digest) or a missing file
-                digest.update(f"{key}\0missing\n".encode())
-        return digest.hexdigest()[:24]
-
-    @classmethod
-    def load_or_build(cls, videos: list, processor, cache_dir: str | Path, num_workers: int = 0, build: bool = True):
-        """Decodes every video once (in `num_workers` processes) unless the cache for exactly these inputs exists.
-        With `build=False` only loads (the other processes of a distributed run wait for the main one)."""
-        videos = [as_video(video) for video in videos]
-        keys = [video_key(video) for video in videos]
-        cache_dir = Path(cache_dir)
-        key = cls.key(videos, processor.video_processor)
-        frames_path, masks_path = cache_dir / f"{key}.frames.npy", cache_dir / f"{key}.masks.npy"
-        bad_path = cache_dir / f"{key}.bad.json"
-        if not masks_path.is_file() and build:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            jobs = [(processor, videos[start : start + 32]) for start in range(0, len(videos), 32)]
-            if num_workers > 0:
-                import multiprocessing
-
-                # One torch thread per child, as DataLoader workers have: torch's OpenMP pool does not survive a
-                # fork once the parent has used it, and a child entering it blocks for good.
-                with multiprocessing.get_context("fork").Pool(
-                    num_workers, initializer=torch.set_num_threads, initargs=(1,)
-                ) as pool:
-                    decoded = [video for chunk in pool.imap(_decode_chunk, jobs) for video in chunk]
-            else:
-                decoded = [video for job in jobs for video in _decode_chunk(job)]
-            good = [(frames, mask) for frames, mask, _ in decoded if frames is not None]
-            if not good:
-                reasons = sorted({reason for _, _, reason in decoded})[:5]
-                raise ValueError(f"none of the {len(videos)} videos could be decoded; for example: {reasons}")
-            max_frames = max(mask.shape[0] for _, mask in good)
-            frame_shape = good[0][0].shape[1:]
-            frames = np.lib.format.open_memmap(
-                frames_path, mode="w+", dtype=np.float16, shape=(len(decoded), max_frames, *frame_shape)
-            )
-            masks = np.zeros((len(decoded), max_frames), dtype=np.int64)
-            for index, (video_frames, video_mask, _) in enumerate(decoded):
-                if video_frames is not None:
-                    frames[index, : video_frames.shape[0]] = video_frames
-                    masks[index, : video_mask.shape[0]] = video_mask
-            frames.flush()
-            del frames
-            bad = {keys[index]: reason for index, (_, _, reason) in enumerate(decoded) if reason is not None}
-            bad_path.write_text(json.dumps(bad))
-            np.save(masks_path, masks)  # written last: its presence marks a complete cache
-        bad = json.loads(bad_path.read_text()) if bad_path.is_file() else {}
-        return cls(keys, np.load(frames_path, mmap_mode="r"), np.load(masks_path), bad)
-
-    def __call__(self, videos: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(pixel_values_videos [B, T, 3, H, W] float32, video_mask [B, T] int64)` for these videos."""
-        indices = [self.position[video_key(video)] for video in videos]
-        frames = torch.from_numpy(np.ascontiguousarray(self.frames[indices])).float()
-        return frames, torch.from_numpy(self.masks[indices])
-
-
 class VideoTextCollator:
     """Rows of a loader's Dataset (`video`, `caption`) -> the model's inputs. Captions are tokenised once each and
     remembered (a split repeats them across epochs); frames come from the `FrameCache` when one is given, otherwise
@@ -266,7 +166,9 @@ class VideoTextCollator:
     sequence seeded by `(jitter_seed, epoch, index)` only among `candidates` (the indices not known to be bad), so
     the replacement is the same on every process and after a resume; the batch stays full. Without `dataset` (a
     streamed batch is refilled by its reader; evaluation drops the video) the row is marked invalid. Either way the
-    batch reports `bad_videos`: `[(video name, reason), ...]`, and `valid`, a `[B]` bool tensor.
+    batch reports `bad_videos`: `[(video name, reason), ...]`, and `valid`, a `[B]` bool tensor. The videos known to
+    be bad (`bad_videos`, the split's `BadVideos`, and the frame cache's failures) are not decoded; one that fails is
+    marked there, so that a later row of it is not decoded again (in this process: a worker marks its own copy).
 
     With `random_frame_jitter` (training from files, as the authors' loaders do) each inner sampled frame moves at
     random within its interval. The draw is seeded by `(jitter_seed, epoch, video, caption)` only, not by which
@@ -280,11 +182,12 @@ class VideoTextCollator:
         self,
         processor,
         max_text_length: int,
-        frame_cache: FrameCache | None = None,
+        frame_cache: "FrameCache | None" = None,
         random_frame_jitter: bool = False,
         jitter_seed: int = 0,
         dataset=None,
         candidates: list[int] | None = None,
+        bad_videos: BadVideos | None = None,
     ):
         if random_frame_jitter and frame_cache is not None:
             raise ValueError(
@@ -298,8 +201,8 @@ class VideoTextCollator:
         self.dataset = dataset
         self.candidates = candidates if candidates is not None or dataset is None else list(range(len(dataset)))
         self.epoch = 0
+        self.bad_videos = bad_videos if bad_videos is not None else BadVideos("decoded")
         self._tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._known_bad: dict[str, str] = dict(frame_cache.bad) if frame_cache is not None else {}
 
     def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         new = [caption for caption in dict.fromkeys(captions) if caption not in self._tokens]
@@ -319,8 +222,9 @@ class VideoTextCollator:
     def video(self, row: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The frames of one row's video `([1, T, 3, H, W], [1, T])`; raises when it cannot be decoded."""
         key = video_key(row["video"])
-        if key in self._known_bad:
-            raise ValueError(self._known_bad[key])
+        known = self._known_reason(key)
+        if known:
+            raise ValueError(known)
         if self.frame_cache is not None:
             return self.frame_cache([row["video"]])
         try:
@@ -331,8 +235,12 @@ class VideoTextCollator:
                 torch.manual_seed(int.from_bytes(hashlib.sha256(seed_key).digest()[:8], "little"))
                 return decode_video(self.processor, row["video"], random_frame_jitter=True)
         except Exception as error:  # noqa: BLE001 - one bad video must not end the run
-            self._known_bad[key] = failure_reason(error)
+            self.bad_videos.mark(key, failure_reason(error))
             raise
+
+    def _known_reason(self, key: str) -> str | None:
+        cached = self.frame_cache.bad.get(key) if self.frame_cache is not None else None
+        return self.bad_videos.reason(key) or cached
 
     def _replacements(self, index: int):
         generator = random.Random(f"{self.jitter_seed}/{self.epoch}/{index}")
@@ -342,7 +250,7 @@ class VideoTextCollator:
 
     def __call__(self, rows: list[dict]) -> dict:
         rows = list(rows)
-        if self.frame_cache is not None and not any(video_key(row["video"]) in self._known_bad for row in rows):
+        if self.frame_cache is not None and not any(self._known_reason(video_key(row["video"])) for row in rows):
             # Every frame is in the cache: one read for the batch.
             pixel_values_videos, video_mask = self.frame_cache([row["video"] for row in rows])
             input_ids, attention_mask = self.tokenize([row["caption"] for row in rows])
@@ -359,7 +267,7 @@ class VideoTextCollator:
                     valid.append(True)
                     break
                 except Exception as error:  # noqa: BLE001 - one bad video must not end the run
-                    reason = self._known_bad.get(video_key(row["video"])) or failure_reason(error)
+                    reason = self._known_reason(video_key(row["video"])) or failure_reason(error)
                     bad_videos.append((row_video_name(row), reason))
                     if self.dataset is None or "index" not in row:
                         frames = mask = None
@@ -400,6 +308,14 @@ class VideoTextCollator:
             "valid": torch.tensor(valid),
             "bad_videos": bad_videos,
         }
+
+
+def usable_rows(dataset: datasets.Dataset, bad_videos: BadVideos) -> list[int]:
+    """The rows of `dataset` whose video is not known to be bad before training (missing, or failed when the frames
+    were cached): the only rows a training epoch draws."""
+    if not bad_videos.known_before:
+        return list(range(len(dataset)))
+    return [index for index, video in enumerate(dataset["video"]) if video_key(video) not in bad_videos.known_before]
 
 
 class IndexedRows(torch.utils.data.Dataset):

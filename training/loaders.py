@@ -49,7 +49,7 @@ from pathlib import Path
 
 import datasets
 
-from clip2video.processing.video_processing_clip2video import VIDEO_EXTENSIONS
+from clip2video.processing.media_types_clip2video import VIDEO_EXTENSIONS
 
 ON_BAD_ROW_CHOICES = ("error", "skip")
 VIDEO_FEATURE = datasets.Video(decode=False)
@@ -133,7 +133,7 @@ class _RowCollector:
         )
 
 
-def index_videos(videos_dir: str | os.PathLike) -> dict[str, str]:
+def video_files_by_stem(videos_dir: str | os.PathLike) -> dict[str, str]:
     """Maps each file name stem under `videos_dir` (recursively, in sorted order) to its path.
 
     Any extension is accepted, but a file with a video extension (`VIDEO_EXTENSIONS`) wins over other files of the
@@ -276,7 +276,7 @@ def load_msrvtt(
         raise ValueError(f"unknown MSR-VTT split {split!r}; choose from {list(MSRVTT_SPLIT_FILES)}")
     annotations_dir = Path(annotations_dir)
     split_file = annotations_dir / MSRVTT_SPLIT_FILES[split]
-    videos = index_videos(videos_dir)
+    videos = video_files_by_stem(videos_dir)
     collector = _RowCollector(f"MSR-VTT {split} ({split_file})", on_bad_row)
 
     if split == "test_1k_a":
@@ -350,7 +350,7 @@ def load_msvd(
             raise AnnotationFileError(f"{captions_path}: not a readable pickle ({error})") from None
     if not isinstance(captions, dict):
         raise AnnotationFileError(f"{captions_path}: expected a dict of video id -> captions, got {type(captions).__name__}")
-    videos = index_videos(videos_dir)
+    videos = video_files_by_stem(videos_dir)
     collector = _RowCollector(f"MSVD {split} ({list_path})", on_bad_row)
     for video_id in _read_id_list(list_path, collector):
         if not isinstance(captions.get(video_id), list):
@@ -384,7 +384,7 @@ def load_vatex(
     annotations_dir = Path(annotations_dir)
     list_path = annotations_dir / VATEX_SPLIT_FILES[split]
     annotations = read_json(annotations_dir / "vatex_data.json", dict, 'an object {video_id: {"enCap": [...]}}')
-    videos = index_videos(videos_dir)
+    videos = video_files_by_stem(videos_dir)
     collector = _RowCollector(f"VATEX {split} ({list_path})", on_bad_row)
     for video_id in _read_id_list(list_path, collector):
         record = annotations.get(video_id)
@@ -414,7 +414,7 @@ def load_lsmdc(
     if split not in LSMDC_SPLIT_FILES:
         raise ValueError(f"unknown LSMDC split {split!r}; choose from {list(LSMDC_SPLIT_FILES)}")
     annotation_path = Path(annotations_dir) / LSMDC_SPLIT_FILES[split]
-    videos = index_videos(videos_dir)
+    videos = video_files_by_stem(videos_dir)
     collector = _RowCollector(f"LSMDC {split} ({annotation_path})", on_bad_row)
     for line_number, line in enumerate(read_text(annotation_path).splitlines(), start=1):
         if not line.strip():
@@ -556,7 +556,7 @@ def load_hub_dataset(
     `video`, `mp4`, ... holding `{"path", "bytes"}` or a path string), the caption `caption`, `text`, `txt`, ...
     (`json.caption` reads a key of webdataset's `.json` files; a list of captions gives one row each), the id
     `video_id`, `__key__`, ... or else the video's path. Rows without a caption or a video are left out with a
-    warning (streamed: counted as they go by, in `skipped_rows` of the dataset's `info.description`). The video is
+    warning (streamed: as they go by, a warning for each read batch of 64 rows that had any). The video is
     cast to `Video(decode=False)`: frames are decoded by this project's processor, never by torchcodec.
     """
     try:
@@ -580,6 +580,7 @@ def load_hub_dataset(
     def to_rows(batch: dict) -> dict:
         rows = {"video_id": [], "video": [], "caption": []}
         size = len(next(iter(batch.values())))
+        giving = set()  # the rows that give at least one pair
         for index in range(size):
             row = {column: values[index] for column, values in batch.items()}
             video = row.get(video_column)
@@ -603,6 +604,10 @@ def load_hub_dataset(
                     rows["video_id"].append(video_id)
                     rows["video"].append({"path": video.get("path"), "bytes": video.get("bytes")})
                     rows["caption"].append(caption.strip())
+                    giving.add(index)
+        if streaming and len(giving) < size:
+            warnings.warn(f"{where}: {size - len(giving)} of {size} streamed rows without a video or a non-empty "
+                          "caption were left out")
         return rows
 
     columns = list(features) if features is not None else None

@@ -64,13 +64,14 @@ from clip2video.training.contrastive import (
     make_logit_scale_shardable,
     scalar_logit_scale,
 )
+from clip2video.training.bad_videos import BadVideos, missing_videos
 from clip2video.training.data import (
     DistinctCaptionBatchSampler,
     EpochShuffleSampler,
-    FrameCache,
     IndexedRows,
     StreamingBatches,
     VideoTextCollator,
+    usable_rows,
     video_key,
 )
 from clip2video.training.distributed import fill_deepspeed_batch_sizes, set_cpu_threads
@@ -88,16 +89,8 @@ from clip2video.training.recipes import (
     model_config,
     parameter_groups,
 )
-from clip2video.training.splits import (
-    DEFAULT_SPLITS,
-    PUBLISHED_LOADERS,
-    split_data_files,
-    BadVideos,
-    build_frame_cache,
-    load_splits,
-    missing_videos,
-    train_candidates,
-)
+from clip2video.training.frame_cache import FrameCache, build_frame_cache
+from clip2video.training.splits import DEFAULT_SPLITS, PUBLISHED_LOADERS, load_splits, split_data_files
 from clip2video.training.synthetic import SyntheticConfig
 
 TRACKERS = ("auto", "all", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "aim",
@@ -379,161 +372,85 @@ class Run:
     train: datasets.Dataset | datasets.IterableDataset | None  # None with --eval_only
     evaluation: datasets.Dataset
     frame_cache: FrameCache | None
-    eval_known_bad: dict[str, str]  # test videos missing or undecodable before any training
+    # The videos of each split known to be bad before any training; each model starts from a copy (`restarted`).
+    train_bad: BadVideos
+    eval_bad: BadVideos
 
 
-def train_and_evaluate(
-    run: Run, architecture: str | None, progress: TrainingProgress, train_bad: BadVideos, checkpointing: str,
-    log_prefix: str = "",
-):
-    """Trains (unless --eval_only) one model and returns (embedder, final metrics, evaluation's bad videos,
-    timings). `checkpointing`: --checkpointing_steps, or "no" for a model that is neither resumed nor published.
-    Tracker values are logged under `log_prefix` (the baseline's curves must not overwrite the main model's)."""
-    args, accelerator, output_dir, train = run.args, run.accelerator, run.output_dir, run.train
+@dataclass
+class ModelRun:
+    """One model this job trained (or, with --eval_only, evaluated) and what it measured."""
+
+    embedder: torch.nn.Module  # the prepared `ContrastiveEmbedder`
+    metrics: dict  # of the last evaluation
+    train_bad: BadVideos
+    eval_bad: BadVideos  # the last evaluation's, every process's
+    timings: dict
+
+
+@dataclass
+class Training:
+    """One model's training, prepared by accelerate: from map-style data (`loader`) or a stream (`stream`)."""
+
+    embedder: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    collator: VideoTextCollator
+    loader: DataLoader | None
+    stream: StreamingBatches | None
+    total_steps: int  # optimizer steps
+    num_epochs: float  # math.inf for a stream: --max_train_steps ends it
+    loss_weight: float  # the global similarity's weight in the loss (1 without the Temporal Alignment Block)
+    checkpointing: str  # --checkpointing_steps, or "no" for a model that is neither resumed nor published
+    log_prefix: str  # tracker values are logged under it (the baseline's curves must not overwrite the main model's)
+
+
+def train_model(
+    run: Run, architecture: str | None, progress: TrainingProgress, checkpointing: str, log_prefix: str = ""
+) -> ModelRun:
+    """Trains one model, evaluating it after every epoch (with --eval_only: evaluates it only)."""
+    args, accelerator = run.args, run.accelerator
     accelerator.free_memory()  # forget the models, optimizers and loaders of a previous run in this process
     set_seed(args.seed)
-    timings = {}
     model = build_model(args.model_name_or_path, args.num_frames, architecture)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    collator = VideoTextCollator(run.processor, args.max_text_length, run.frame_cache)
+    train_bad, eval_bad = run.train_bad.restarted(), run.eval_bad.restarted()
     num_workers = args.num_workers if args.num_workers is not None else (0 if run.frame_cache else os.cpu_count() or 1)
-    evaluation_data = EvaluationData(accelerator, run.evaluation, collator, args.eval_batch_size, num_workers,
-                                     run.eval_known_bad)
-
-    micro_batch_size = args.global_batch_size // args.gradient_accumulation_steps
+    evaluation_data = EvaluationData(
+        accelerator, run.evaluation, VideoTextCollator(run.processor, args.max_text_length, run.frame_cache,
+                                                       bad_videos=eval_bad),
+        args.eval_batch_size, num_workers,
+    )
     if accelerator.distributed_type == DistributedType.FSDP:
         make_logit_scale_shardable(model)
     embedder = ContrastiveEmbedder(model)
-    fill_deepspeed_batch_sizes(accelerator, micro_batch_size, args)
+    fill_deepspeed_batch_sizes(accelerator, args.global_batch_size // args.gradient_accumulation_steps, args)
 
     if args.eval_only:
         embedder = accelerator.prepare(embedder)
         if args.resume_from_checkpoint:
-            accelerator.load_state(resolve_checkpoint(args.resume_from_checkpoint, output_dir))
+            accelerator.load_state(resolve_checkpoint(args.resume_from_checkpoint, run.output_dir))
         started = time.perf_counter()
-        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax, args.max_bad_videos)
-        timings["evaluation_seconds"] = time.perf_counter() - started
-        return embedder, metrics, eval_bad, timings
+        metrics = evaluate(accelerator, embedder, evaluation_data, eval_bad, args.dual_softmax)
+        return ModelRun(embedder, metrics, train_bad, eval_bad, {"evaluation_seconds": time.perf_counter() - started})
 
-    train_collator = VideoTextCollator(
-        run.processor, args.max_text_length, run.frame_cache, random_frame_jitter=args.random_frame_jitter,
-        jitter_seed=args.seed, dataset=None if args.streaming else train,
-        candidates=None if args.streaming else train_candidates(train, train_bad),
-    )
-    train_collator._known_bad.update(train_bad.videos)
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, args.learning_rate, args.clip_learning_rate_scale, args.weight_decay),
-        betas=(0.9, 0.98), eps=1e-6,
-    )
-    if args.streaming:
-        from datasets.distributed import split_dataset_by_node
-
-        local_batch = micro_batch_size // accelerator.num_processes
-        stream = StreamingBatches(
-            split_dataset_by_node(train, accelerator.process_index, accelerator.num_processes), local_batch,
-            train_collator, args.seed, block_size=args.shuffle_block_size,
-            num_threads=args.num_workers if args.num_workers else os.cpu_count() or 1,
-            data_files=local_data_files(train_data_files(args)),
-        )
-        total_steps = args.max_train_steps
-        steps_per_epoch = None
-        train_loader = None
-        scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_proportion * total_steps), total_steps)
-        embedder, optimizer, scheduler = accelerator.prepare(embedder, optimizer, scheduler)
-    else:
-        sampler = EpochShuffleSampler(len(train), args.seed, indices=train_collator.candidates)
-        if args.distinct_captions_in_batch:
-            batching = dict(batch_sampler=DistinctCaptionBatchSampler(train["caption"], micro_batch_size, sampler))
-        else:
-            batching = dict(batch_size=micro_batch_size, sampler=sampler, drop_last=True)
-        # Workers are started anew each epoch (not persistent) so that they copy the collator with that epoch's number.
-        train_loader = DataLoader(IndexedRows(train), collate_fn=train_collator, num_workers=num_workers, **batching)
-        steps_per_epoch = len(train_loader) // args.gradient_accumulation_steps
-        if steps_per_epoch == 0:
-            raise ValueError(
-                f"{len(sampler)} usable training pairs make no batch of {args.global_batch_size}: lower "
-                "--global_batch_size"
-            )
-        total_steps = steps_per_epoch * args.num_train_epochs
-        if args.max_train_steps:
-            total_steps = min(total_steps, args.max_train_steps)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_proportion * total_steps), total_steps)
-        embedder, optimizer, train_loader, scheduler = accelerator.prepare(embedder, optimizer, train_loader, scheduler)
-
+    training = prepare_training(run, model, embedder, train_bad, num_workers, checkpointing, log_prefix)
     if args.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
-        accelerator.load_state(checkpoint)
-        accelerator.print(f"Resumed from {checkpoint}: epoch {progress.epoch}, step {progress.optimizer_steps}")
-        if args.streaming:
-            states = progress.stream_states
-            if not states or len(states) != accelerator.num_processes:
-                raise ValueError(
-                    f"{checkpoint} was saved by {len(states or [])} processes reading their own shards; resume a "
-                    f"stream with the same number of processes (this run has {accelerator.num_processes})"
-                )
-            stream.load_state_dict(states[accelerator.process_index])
-
-    num_epochs = math.ceil(total_steps / steps_per_epoch) if steps_per_epoch else math.inf
-    weight = model.config.global_similarity_weight if model.config.use_temporal_alignment_block else 1.0
+        resume(run, training, progress)
     progress_bar = tqdm(
-        total=total_steps, initial=progress.optimizer_steps, disable=not accelerator.is_local_main_process,
+        total=training.total_steps, initial=progress.optimizer_steps, disable=not accelerator.is_local_main_process,
         desc=f"training {architecture or 'clip2video'}",
     )
-    metrics = eval_bad = None
-    training_seconds = evaluation_seconds = 0.0
-    started = time.perf_counter()
-    while progress.epoch < num_epochs and progress.optimizer_steps < total_steps:
-        embedder.train()
-        if args.streaming:
-            batches = streamed_batches(accelerator, stream, progress)
-        else:
-            train_loader.set_epoch(progress.epoch)
-            train_collator.epoch = progress.epoch
-            batches = train_loader
-            if progress.batches_done_in_epoch:
-                batches = accelerator.skip_first_batches(train_loader, progress.batches_done_in_epoch)
-        epoch_finished = True
-        for batch in batches:
-            new_bad = batch.pop("bad_videos")
-            batch.pop("valid", None)
-            train_bad.add(new_bad)
-            train_bad.rows_read += batch["input_ids"].shape[0] + len(new_bad)
-            with accelerator.accumulate(embedder):
-                embeddings = embedder(**batch)
-                loss = global_contrastive_loss(embeddings, weight)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(embedder.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            progress.batches_done_in_epoch += 1
-            if not accelerator.sync_gradients:
-                continue
-            clamp_logit_scale(embedder)
-            progress.optimizer_steps += 1
-            train_bad.check(accelerator)
-            progress_bar.update(1)
-            progress_bar.set_postfix(loss=f"{loss.item():.3f}", epoch=progress.epoch)
-            accelerator.log({f"{log_prefix}train/loss": loss.item(), f"{log_prefix}train/lr": scheduler.get_last_lr()[0],
-                             f"{log_prefix}train/logit_scale": embeddings.logit_scale.detach().float().exp().item(),
-                             f"{log_prefix}train/bad_videos": len(train_bad.videos)},
-                            step=progress.optimizer_steps)
-            if checkpointing.isdigit() and progress.optimizer_steps % int(checkpointing) == 0:
-                save_checkpoint(accelerator, output_dir, progress, run.fingerprint, stream if args.streaming else None)
-            if progress.optimizer_steps >= total_steps:
-                epoch_finished = progress.batches_done_in_epoch >= (len(train_loader) if train_loader else math.inf)
-                break
-        if args.streaming:
-            batches.close()
-        if epoch_finished or progress.optimizer_steps >= total_steps:
-            progress.epoch += 1
-            progress.batches_done_in_epoch = 0
-        training_seconds += time.perf_counter() - started
+    metrics = None
+    timings = {"training_seconds": 0.0, "evaluation_seconds": 0.0}
+    while progress.epoch < training.num_epochs and progress.optimizer_steps < training.total_steps:
         started = time.perf_counter()
-        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax, args.max_bad_videos)
-        evaluation_seconds += time.perf_counter() - started
+        train_one_epoch(run, training, progress, train_bad, progress_bar)
+        timings["training_seconds"] += time.perf_counter() - started
+        started = time.perf_counter()
+        metrics = evaluate(accelerator, training.embedder, evaluation_data, eval_bad, args.dual_softmax)
+        timings["evaluation_seconds"] += time.perf_counter() - started
         accelerator.log({f"{log_prefix}eval/{name}": value for name, value in metrics.items()},
                         step=progress.optimizer_steps)
         accelerator.print(
@@ -542,14 +459,139 @@ def train_and_evaluate(
                                           if metrics["num_dropped_videos"] else "")
         )
         if checkpointing == "epoch":
-            save_checkpoint(accelerator, output_dir, progress, run.fingerprint, stream if args.streaming else None)
-        started = time.perf_counter()
+            save_checkpoint(accelerator, run.output_dir, progress, run.fingerprint, training.stream)
     progress_bar.close()
     if metrics is None:  # resumed from the very end: nothing left to train
-        metrics, eval_bad = evaluate(accelerator, embedder, evaluation_data, args.dual_softmax, args.max_bad_videos)
-    timings.update(training_seconds=training_seconds, evaluation_seconds=evaluation_seconds)
-    return embedder, metrics, eval_bad, timings
+        metrics = evaluate(accelerator, training.embedder, evaluation_data, eval_bad, args.dual_softmax)
+    return ModelRun(training.embedder, metrics, train_bad, eval_bad, timings)
 
+
+def prepare_training(
+    run: Run, model, embedder: ContrastiveEmbedder, train_bad: BadVideos, num_workers: int, checkpointing: str,
+    log_prefix: str,
+) -> Training:
+    """The optimizer, the schedule and the training batches (a stream, or a loader over the rows whose video is not
+    known to be bad), prepared by accelerate with the model."""
+    args, accelerator, train = run.args, run.accelerator, run.train
+    micro_batch_size = args.global_batch_size // args.gradient_accumulation_steps
+    collator = VideoTextCollator(
+        run.processor, args.max_text_length, run.frame_cache, random_frame_jitter=args.random_frame_jitter,
+        jitter_seed=args.seed, dataset=None if args.streaming else train,
+        candidates=None if args.streaming else usable_rows(train, train_bad), bad_videos=train_bad,
+    )
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, args.learning_rate, args.clip_learning_rate_scale, args.weight_decay),
+        betas=(0.9, 0.98), eps=1e-6,
+    )
+    loader = stream = None
+    if args.streaming:
+        from datasets.distributed import split_dataset_by_node
+
+        stream = StreamingBatches(
+            split_dataset_by_node(train, accelerator.process_index, accelerator.num_processes),
+            micro_batch_size // accelerator.num_processes, collator, args.seed, block_size=args.shuffle_block_size,
+            num_threads=args.num_workers if args.num_workers else os.cpu_count() or 1,
+            data_files=local_data_files(train_data_files(args)),
+        )
+        total_steps, num_epochs = args.max_train_steps, math.inf
+        scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_proportion * total_steps), total_steps)
+        embedder, optimizer, scheduler = accelerator.prepare(embedder, optimizer, scheduler)
+    else:
+        sampler = EpochShuffleSampler(len(train), args.seed, indices=collator.candidates)
+        if args.distinct_captions_in_batch:
+            batching = dict(batch_sampler=DistinctCaptionBatchSampler(train["caption"], micro_batch_size, sampler))
+        else:
+            batching = dict(batch_size=micro_batch_size, sampler=sampler, drop_last=True)
+        # Workers are started anew each epoch (not persistent) so that they copy the collator with that epoch's number.
+        loader = DataLoader(IndexedRows(train), collate_fn=collator, num_workers=num_workers, **batching)
+        steps_per_epoch = len(loader) // args.gradient_accumulation_steps
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"{len(sampler)} usable training pairs make no batch of {args.global_batch_size}: lower "
+                "--global_batch_size"
+            )
+        total_steps = steps_per_epoch * args.num_train_epochs
+        if args.max_train_steps:
+            total_steps = min(total_steps, args.max_train_steps)
+        num_epochs = math.ceil(total_steps / steps_per_epoch)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_proportion * total_steps), total_steps)
+        embedder, optimizer, loader, scheduler = accelerator.prepare(embedder, optimizer, loader, scheduler)
+    weight = model.config.global_similarity_weight if model.config.use_temporal_alignment_block else 1.0
+    return Training(embedder, optimizer, scheduler, collator, loader, stream, total_steps, num_epochs, weight,
+                    checkpointing, log_prefix)
+
+
+def resume(run: Run, training: Training, progress: TrainingProgress):
+    """Loads --resume_from_checkpoint into the prepared objects and `progress` (registered for checkpointing)."""
+    accelerator = run.accelerator
+    checkpoint = resolve_checkpoint(run.args.resume_from_checkpoint, run.output_dir)
+    accelerator.load_state(checkpoint)
+    accelerator.print(f"Resumed from {checkpoint}: epoch {progress.epoch}, step {progress.optimizer_steps}")
+    if training.stream is not None:
+        states = progress.stream_states
+        if not states or len(states) != accelerator.num_processes:
+            raise ValueError(
+                f"{checkpoint} was saved by {len(states or [])} processes reading their own shards; resume a "
+                f"stream with the same number of processes (this run has {accelerator.num_processes})"
+            )
+        training.stream.load_state_dict(states[accelerator.process_index])
+
+
+def train_one_epoch(run: Run, training: Training, progress: TrainingProgress, train_bad: BadVideos, progress_bar):
+    """One pass over the training data from where `progress` stands (a resumed epoch goes on from its batch), one
+    optimizer step per --gradient_accumulation_steps batches, until the data or the schedule ends."""
+    args, accelerator = run.args, run.accelerator
+    embedder, optimizer, scheduler = training.embedder, training.optimizer, training.scheduler
+    embedder.train()
+    batches = epoch_batches(accelerator, training, progress)
+    for batch in batches:
+        new_bad = batch.pop("bad_videos")
+        batch.pop("valid", None)
+        train_bad.add(new_bad)
+        train_bad.rows_read += batch["input_ids"].shape[0] + len(new_bad)
+        with accelerator.accumulate(embedder):
+            embeddings = embedder(**batch)
+            loss = global_contrastive_loss(embeddings, training.loss_weight)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and args.max_grad_norm:
+                accelerator.clip_grad_norm_(embedder.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        progress.batches_done_in_epoch += 1
+        if not accelerator.sync_gradients:
+            continue
+        clamp_logit_scale(embedder)
+        progress.optimizer_steps += 1
+        train_bad.check(accelerator)
+        progress_bar.update(1)
+        progress_bar.set_postfix(loss=f"{loss.item():.3f}", epoch=progress.epoch)
+        prefix = training.log_prefix
+        accelerator.log({f"{prefix}train/loss": loss.item(), f"{prefix}train/lr": scheduler.get_last_lr()[0],
+                         f"{prefix}train/logit_scale": embeddings.logit_scale.detach().float().exp().item(),
+                         f"{prefix}train/bad_videos": len(train_bad.videos)},
+                        step=progress.optimizer_steps)
+        if training.checkpointing.isdigit() and progress.optimizer_steps % int(training.checkpointing) == 0:
+            save_checkpoint(accelerator, run.output_dir, progress, run.fingerprint, training.stream)
+        if progress.optimizer_steps >= training.total_steps:
+            break
+    if training.stream is not None:
+        batches.close()
+    # An epoch cut short by the schedule is over too: the next run of the loop (a resume) starts a new one.
+    progress.epoch += 1
+    progress.batches_done_in_epoch = 0
+
+
+def epoch_batches(accelerator, training: Training, progress: TrainingProgress):
+    """This epoch's batches from where `progress` stands: the stream's, or the loader's in this epoch's order past
+    the batches a resumed run already trained on."""
+    if training.stream is not None:
+        return streamed_batches(accelerator, training.stream, progress)
+    training.loader.set_epoch(progress.epoch)
+    training.collator.epoch = progress.epoch
+    if progress.batches_done_in_epoch:
+        return accelerator.skip_first_batches(training.loader, progress.batches_done_in_epoch)
+    return training.loader
 
 
 def train_data_files(args) -> list[str] | None:
@@ -645,51 +687,52 @@ def main(argv=None):
     config = model_config(args.model_name_or_path, args.num_frames, token=args.hub_token)
     processor = build_processor(args.model_name_or_path, args.num_frames, config)
     streaming = isinstance(train, datasets.IterableDataset)
-    train_bad = BadVideos("training", args.max_bad_videos,
-                          None if train is None or streaming else len(set(train["video_id"])))
-    eval_bad_known = missing_videos(evaluation)
-    if train is not None and not streaming:
-        train_bad.add(missing_videos(train).items(), known_at_start=True)
+    # The videos known to be bad before training: missing files, and with --cache_frames those that failed to decode.
+    train_known = {} if train is None or streaming else missing_videos(train)
+    eval_known = missing_videos(evaluation)
     frame_cache = None
     if args.cache_frames:
         started = time.perf_counter()
         frame_cache = build_frame_cache(args, accelerator, processor, [train, evaluation])
         timings["frame_cache_seconds"] = time.perf_counter() - started
         eval_keys = {video_key(video) for video in group_by_video(evaluation)[1]}
-        eval_bad_known.update({key: reason for key, reason in frame_cache.bad.items() if key in eval_keys})
+        eval_known.update({key: reason for key, reason in frame_cache.bad.items() if key in eval_keys})
         if train is not None:
             train_keys = {video_key(video) for video in train["video"]}
-            train_bad.add(((key, reason) for key, reason in frame_cache.bad.items() if key in train_keys),
-                          known_at_start=True)
+            for key, reason in frame_cache.bad.items():
+                if key in train_keys:
+                    train_known.setdefault(key, reason)  # a missing file is reported as missing
+    train_bad = BadVideos("training", args.max_bad_videos,
+                          None if train is None or streaming else len(set(train["video_id"])), train_known)
+    train_bad.add(train_known.items(), known_at_start=True)
+    eval_bad = BadVideos("test", args.max_bad_videos, len(set(evaluation["video_id"])), eval_known)
     if train is not None and not streaming:
         train_bad.check(accelerator, collective=False)
     accelerator.print(
         f"{eval_source.get('dataset_name') or eval_source['dataset']}: "
         f"{'a stream of' if streaming else 0 if train is None else len(train)} training pairs, {len(evaluation)} test "
         f"captions of {len(set(evaluation['video_id']))} videos"
-        + (f"; {len(train_bad.videos)} training and {len(eval_bad_known)} test videos missing or undecodable, left out"
-           if train_bad.videos or eval_bad_known else "")
+        + (f"; {len(train_known)} training and {len(eval_known)} test videos missing or undecodable, left out"
+           if train_known or eval_known else "")
     )
 
-    run = Run(args, accelerator, output_dir, fingerprint, processor, train, evaluation, frame_cache, eval_bad_known)
+    run = Run(args, accelerator, output_dir, fingerprint, processor, train, evaluation, frame_cache, train_bad,
+              eval_bad)
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress)
-    embedder, metrics, eval_bad, model_timings = train_and_evaluate(
-        run, args.architecture, progress, train_bad, args.checkpointing_steps
-    )
-    timings.update(model_timings)
-    runs = {args.architecture or "clip2video": {"metrics": metrics, "timings": model_timings}}
+    trained = train_model(run, args.architecture, progress, args.checkpointing_steps)
+    timings.update(trained.timings)
+    runs = {args.architecture or "clip2video": {"metrics": trained.metrics, "timings": trained.timings}}
     # The final weights, gathered from every process (FSDP shards them): a collective, so before the main-only part.
-    state_dict = accelerator.get_state_dict(embedder)
-    model = accelerator.unwrap_model(embedder).model
+    state_dict = accelerator.get_state_dict(trained.embedder)
+    model = accelerator.unwrap_model(trained.embedder).model
     if args.mean_pooling_baseline and not args.eval_only:
-        # A comparison, not a model to resume or publish: its own progress, never checkpointed.
-        _, baseline_metrics, _, baseline_timings = train_and_evaluate(
-            run, "mean_pooling", TrainingProgress(), BadVideos("training", args.max_bad_videos, train_bad.total),
-            checkpointing="no", log_prefix="mean_pooling/",
-        )
-        runs["mean_pooling"] = {"metrics": baseline_metrics, "timings": baseline_timings}
-    training_bad_videos = train_bad.gathered(accelerator)
+        # A comparison, not a model to resume or publish: its own progress, never checkpointed; the same videos are
+        # known to be bad.
+        baseline = train_model(run, "mean_pooling", TrainingProgress(), checkpointing="no", log_prefix="mean_pooling/")
+        runs["mean_pooling"] = {"metrics": baseline.metrics, "timings": baseline.timings}
+    training_bad_videos = trained.train_bad.gathered(accelerator)
+    eval_bad = trained.eval_bad.videos
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -1,15 +1,10 @@
-"""The run's training and test splits: which loader reads them, the videos known to be missing before training,
-the frame cache, and the count of videos that could not be used (with the cap that ends a run whose data is broken
-wholesale)."""
+"""The run's training and test splits: which loader reads them (the synthetic data, a video folder, a published
+dataset's annotations, or `datasets.load_dataset`), and which files each split reads."""
 
-import os
 from pathlib import Path
 
 import datasets
-import torch
-from accelerate.utils import gather_object
 
-from clip2video.training.data import FrameCache, video_key, video_name
 from clip2video.training.loaders import (
     check_video_ids,
     load_hub_dataset,
@@ -111,87 +106,3 @@ def load_splits(args, accelerator):
         if isinstance(split, datasets.Dataset):
             check_video_ids(split, f"the {name} split")
     return train, evaluation, source
-
-
-def missing_videos(dataset: datasets.Dataset) -> dict[str, str]:
-    """Video key -> reason for the local files a split names that do not exist (checked once, before training)."""
-    missing = {}
-    table = dataset.select_columns(["video"]).with_format("arrow")
-    for start in range(0, len(dataset), 10_000):
-        column = table[start : start + 10_000].column("video").combine_chunks()
-        for path, no_bytes in zip(column.field("path").to_pylist(), column.field("bytes").is_null().to_pylist()):
-            if no_bytes and path and "://" not in path and not os.path.isfile(path):
-                missing[path] = "FileNotFoundError: video file not found"
-    return missing
-
-
-def build_frame_cache(args, accelerator, processor, datasets_to_cache):
-    videos = {}
-    for dataset in datasets_to_cache:
-        if dataset is not None:
-            for video in dataset["video"]:
-                videos.setdefault(video_key(video), video)
-    cache_dir = Path(args.data_dir if args.dataset == "synthetic" else args.output_dir) / "frame_cache"
-    with accelerator.main_process_first():
-        return FrameCache.load_or_build(
-            [videos[key] for key in sorted(videos)], processor, cache_dir, num_workers=os.cpu_count() or 1,
-            build=accelerator.is_main_process,
-        )
-
-
-class BadVideos:
-    """The videos a run could not use, with the reason, and the cap that ends the run when there are too many.
-
-    `cap`: an absolute count (>= 1 or 0) or a fraction (< 1) of `total` videos (for a stream, of the rows read).
-    Every process meets its own share of the videos: `check` sums the counts over processes (every process reaches
-    the same decision, so none is left waiting in a collective)."""
-
-    def __init__(self, split: str, cap: float, total: int | None):
-        self.split, self.cap, self.total = split, cap, total
-        self.videos: dict[str, str] = {}
-        self.known_at_start = 0  # found before training, the same on every process
-        self.rows_read = 0
-
-    def add(self, bad_videos, known_at_start: bool = False):
-        for name, reason in bad_videos:
-            if name not in self.videos:
-                self.videos[name] = reason
-                self.known_at_start += known_at_start
-
-    def limit(self, total: int) -> float:
-        return self.cap if self.cap >= 1 or self.cap == 0 else self.cap * total
-
-    def check(self, accelerator, collective: bool = True):
-        """Raises when there are more bad videos than the cap allows. `collective`: every process calls it at the
-        same point (training steps), and the counts met by each process are summed."""
-        count, rows_read = len(self.videos) - self.known_at_start, self.rows_read
-        if collective and accelerator.num_processes > 1:
-            summed = accelerator.reduce(torch.tensor([count, rows_read], device=accelerator.device), "sum")
-            count, rows_read = (int(value) for value in summed.tolist())
-        count += self.known_at_start
-        if self.total is None and rows_read < 100:  # a stream: a fraction of the first few rows means nothing yet
-            return
-        total = self.total or rows_read
-        if count > self.limit(total):
-            examples = "\n".join(f"  {name}: {reason}" for name, reason in list(self.videos.items())[:20])
-            raise RuntimeError(
-                f"{count} {self.split} videos could not be decoded, more than --max_bad_videos {self.cap:g} allows "
-                f"(of {total} videos): the data looks broken wholesale. Some of them:\n{examples}\nFix or remove "
-                "them, or raise --max_bad_videos."
-            )
-
-    def gathered(self, accelerator) -> dict[str, str]:
-        """Every process's bad videos (a collective: call on every process)."""
-        merged = {}
-        for part in gather_object([self.videos]) if accelerator.num_processes > 1 else [self.videos]:
-            merged.update(part)
-        return dict(sorted(merged.items()))
-
-
-
-def train_candidates(train: datasets.Dataset, train_bad: BadVideos) -> list[int]:
-    """The training rows whose video is not known to be bad (missing, or failed when the frames were cached)."""
-    if not train_bad.videos:
-        return list(range(len(train)))
-    return [index for index, video in enumerate(train["video"]) if video_name(video) not in train_bad.videos
-            and video_key(video) not in train_bad.videos]

@@ -62,8 +62,9 @@ def main(output_path: str):
     clamp_logit_scale(embedder)
 
     with torch.no_grad():
-        text, logit_scale = embedder(input_ids=mine["input_ids"], attention_mask=mine["attention_mask"])
-        video, _ = embedder(pixel_values_videos=mine["pixel_values_videos"], video_mask=mine["video_mask"])
+        captions = embedder(input_ids=mine["input_ids"], attention_mask=mine["attention_mask"])
+        text, logit_scale = captions.text_embeds, captions.logit_scale
+        video = embedder(pixel_values_videos=mine["pixel_values_videos"], video_mask=mine["video_mask"]).video_embeds
     texts = [torch.empty_like(text) for _ in range(world)]
     videos = [torch.empty_like(video) for _ in range(world)]
     dist.all_gather(texts, text.contiguous())
