@@ -23,8 +23,6 @@ from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from .frame_sampling_clip2video import FRAME_EXTRACTION_FPS, select_source_frames, uniform_positions
-# Re-exported while callers that read them here move to `media_types_clip2video`.
-from .media_types_clip2video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS  # noqa: F401
 from .video_decoding_clip2video import (
     VIDEO_BACKENDS,
     DecodeLimits,
