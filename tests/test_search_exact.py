@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from clip2video.apps.search import SearchParameters, VideoIndex
-from clip2video.apps.search.index_build import TARGET_RECALL, IndexSpec, RecallTooLowError, VectorIndexOptions, commit
+from clip2video.apps.search.index_build import (
+    TARGET_RECALL, TEXT_VIDEO_COSINE, IndexSpec, RecallTooLowError, VectorIndexOptions, commit, text_like_queries,
+)
 from clip2video.apps.search.video_index import _PIECE_ROWS, _QUERY_BLOCK, _SCAN_ROWS, exact_top_k
 from tests.helpers.search_fixtures import part_of_empty_files, synthetic_index
 
@@ -91,6 +93,63 @@ def test_auto_replaces_an_ivf_index_below_the_target_recall_by_hnsw(tmp_path):
     assert f"recall@10 measured at build: {settings['measured_recall_at_10']:.3f}" in described
     assert "hnsw search of 2500 videos" in described
     assert index.describe_search(SearchParameters(exact=True)) == "exact search of 2500 videos (recall 1)"
+
+
+def clip_like(rows: int, dim: int, topics: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Video embeddings and 100 text queries shaped as `benchmarks/benchmark_search.py`'s, small: a cone direction
+    per modality, Zipf-sized topics with 4 sub-topics, a variation shared by all topics (8 dimensions), noise."""
+    rng = np.random.default_rng(seed)
+    video_cone, text_cone = unit(2, dim, seed + 1)
+    centres, subtopics = unit(topics, dim, seed + 2), unit(topics * 4, dim, seed + 3).reshape(topics, 4, dim)
+    basis = np.linalg.qr(rng.standard_normal((dim, 8)))[0].T
+    popularity = 1.0 / np.arange(1, topics + 1) ** 0.8
+
+    def sample(count, cone):
+        topic, sub = rng.choice(topics, count, p=popularity / popularity.sum()), rng.integers(0, 4, count)
+        vectors = (
+            0.7 * cone + centres[topic] + 0.5 * subtopics[topic, sub]
+            + (0.6 / np.sqrt(8)) * rng.standard_normal((count, 8)) @ basis
+            + 0.25 * rng.standard_normal((count, dim)) / np.sqrt(dim)
+        )
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+    return sample(rows, video_cone), sample(100, text_cone)
+
+
+def test_recall_is_measured_with_text_like_queries_and_auto_reaches_it_for_text(tmp_path):
+    """Stored videos as calibration queries overstated IVF's recall (each sits among its own near-duplicates): on
+    this collection they measure >= 0.99 while text queries find fewer than 99% of their true top 10, and `auto`
+    kept IVF. Measured with text-like queries, IVF is below the target and `auto` builds HNSW, which finds them."""
+    pytest.importorskip("faiss")
+    vectors, texts = clip_like(4000, 64, topics=150, seed=1)
+    ivf = synthetic_index(tmp_path / "ivf", vectors, index_type="ivf", embedding_dtype="float32")
+    assert measured_recall(ivf, vectors, texts) < TARGET_RECALL
+    # What calibrating on stored videos (each left out of its own answer) says of the same IVF index.
+    _, truth = reference(vectors, vectors[::40], 11)
+    _, found = ivf.nearest(vectors[::40], 11)
+    stored = np.mean([len(set(f) & set(t) - {row}) / 10 for f, t, row in zip(found, truth, range(0, 4000, 40))])
+    assert stored >= TARGET_RECALL > ivf.metadata["vector_index"]["measured_recall_at_10"]
+    index = synthetic_index(tmp_path / "auto", vectors, index_type="auto", approximate_above=100,
+                            embedding_dtype="float32")
+    settings = index.metadata["vector_index"]
+    assert settings["type"] == "hnsw" and settings["instead_of"]["type"] == "ivf"
+    assert settings["measured_recall_at_10"] >= TARGET_RECALL and measured_recall(index, vectors, texts) >= TARGET_RECALL
+
+
+def test_text_like_queries_are_unit_turned_from_their_videos_and_out_of_the_cone():
+    # Videos in a common cone, otherwise nearly orthogonal (2048 dimensions): each query's best video is its source.
+    vectors = unit(300, 2048, seed=3) + 0.7 * unit(1, 2048, seed=4)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = text_like_queries(vectors, 100)
+    np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1, atol=1e-5)
+    mean = vectors.mean(axis=0) / np.linalg.norm(vectors.mean(axis=0))
+    assert np.abs(queries @ mean).max() < 1e-5  # out of the collection's own direction (the video cone)
+    centred = vectors - (vectors @ mean)[:, None] * mean
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    similarities = queries @ centred.T
+    np.testing.assert_allclose(similarities.max(axis=1), TEXT_VIDEO_COSINE, atol=1e-5)
+    assert len(set(similarities.argmax(axis=1))) == 100 and np.sort(similarities, axis=1)[:, -2].max() < 0.2
+    np.testing.assert_array_equal(text_like_queries(vectors, 100), queries)
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--nprobe", type=int, default=None,
         help="IVF lists searched by default (default: max(16, nlist/128), doubled at build until the recall@10 "
-        "measured on stored videos is 0.99)",
+        "measured for text-like queries is 0.99)",
     )
     parser.add_argument("--hnsw_m", type=int, default=32, help="HNSW links per vector")
     parser.add_argument("--ef_search", type=int, default=256, help="HNSW default search breadth")
