@@ -2,6 +2,7 @@
 the atomic publish and the Hub push are tested in test_training_publish.py."""
 
 import json
+import shutil
 from importlib.resources import files
 
 import pytest
@@ -79,6 +80,80 @@ def test_completing_refuses_an_incomplete_folder_before_writing(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"No such file or directory: .*missing\.md"):
         complete_saved_checkpoint(folder, build_processor(None, 4, config), model_card_file=tmp_path / "missing.md")
     assert contents(folder) == before  # nothing was written
+
+
+def _complete_in_a_child(folder, processor, card, kill_after: int | None) -> int:
+    """`complete_saved_checkpoint` in a forked process killed (`os._exit`: no cleanup) right after its
+    `kill_after`-th file write or rename; returns how many it made (when not killed) or -1."""
+    import builtins
+    import io
+    import os
+
+    count_file = folder.parent / "operations"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            made = [0]
+
+            def counted(function, writes_only=False):
+                def wrapper(*args, **kwargs):
+                    mode = args[1] if len(args) > 1 else kwargs.get("mode", "r")
+                    result = function(*args, **kwargs)
+                    if not writes_only or any(flag in mode for flag in "wax+"):
+                        made[0] += 1
+                        if made[0] == kill_after:
+                            os._exit(9)
+                    return result
+
+                return wrapper
+
+            os.replace = counted(os.replace)
+            io.open = builtins.open = counted(io.open, writes_only=True)
+            complete_saved_checkpoint(folder, processor, model_card_file=card)
+            if kill_after is None:
+                count_file.write_text(str(made[0]))
+            os._exit(0)
+        except BaseException:  # noqa: BLE001 - a child never returns into pytest
+            import traceback
+
+            traceback.print_exc()
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code in (0, 9), f"the completing process failed (exit {code})"
+    return int(count_file.read_text()) if kill_after is None else -1
+
+
+@pytest.mark.slow
+def test_a_kill_at_every_step_of_completing_leaves_a_loadable_folder_that_completes(tmp_path):
+    """Killed after any write or rename of its own (the processor, saved by transformers, is already in the folder),
+    the folder's `config.json` is whole and advertises pipelines only with their code; completing it again gives
+    exactly the folder of an uninterrupted run (no partial file left)."""
+    config = small_synthetic_config(4, "clip2video")
+    torch.manual_seed(0)
+    model, processor = CLIP2VideoModel(config), build_processor(None, 4, config)
+    card = tmp_path / "card.md"
+    card.write_text("# card\n", encoding="utf-8")
+    model.save_pretrained(tmp_path / "saved")
+    processor.save_pretrained(tmp_path / "saved")
+    reference = tmp_path / "reference" / "folder"
+    shutil.copytree(tmp_path / "saved", reference)
+    steps = _complete_in_a_child(reference, None, card, kill_after=None)
+    assert steps == 2 * (len(ENDPOINT_FILES) + 3)  # the copied files, the card and config.json: a write, a rename
+
+    pipeline_code = (files("clip2video.pipelines") / "pipeline_clip2video.py").read_bytes()
+    for kill_after in range(1, steps + 1):
+        folder = tmp_path / f"kill{kill_after}" / "folder"
+        shutil.copytree(tmp_path / "saved", folder)
+        assert _complete_in_a_child(folder, None, card, kill_after) == -1
+        written = json.loads((folder / "config.json").read_text())  # never half written
+        if "custom_pipelines" in written:
+            assert (folder / "pipeline_clip2video.py").read_bytes() == pipeline_code, kill_after
+        for name in ENDPOINT_FILES:  # each copied file is whole or absent
+            packaged = (files("clip2video.pipelines.publishing") / "endpoint" / name).read_bytes()
+            assert not (folder / name).exists() or (folder / name).read_bytes() == packaged, (kill_after, name)
+        complete_saved_checkpoint(folder, model_card_file=card)
+        assert contents(folder) == contents(reference), kill_after
 
 
 def test_a_state_dict_replaces_the_models_tensors(tmp_path):

@@ -9,7 +9,6 @@ same folder as the source tree): the pipelines' module of `clip2video.pipelines`
 
 import json
 import os
-import tempfile
 from importlib.resources import files
 from pathlib import Path
 
@@ -56,15 +55,14 @@ def _copied_files() -> dict[str, bytes]:
 
 def _write_atomically(path: Path, content: bytes) -> None:
     """Written beside and renamed: a kill mid-write never leaves a half file (a half `config.json` would lose the
-    model's configuration)."""
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    model's configuration). The partial file's name is fixed, so that running again overwrites and renames what a
+    kill left."""
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as file:
+        file.write(content)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
 
 
 def save_publishable_checkpoint(folder: str | Path, model, processor, state_dict: dict | None = None) -> None:
