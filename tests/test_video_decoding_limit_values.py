@@ -2,17 +2,20 @@
 docstring: "every value is range-checked ...; one out of range is refused, naming it", and `parse_setting`'s: integers
 in ASCII digits, finite decimal numbers, booleans in any case): each field exactly at its smallest and largest value
 is accepted and one unit past is refused with the message naming the field and its range, as an argument and as a
-`CLIP2VIDEO_*` environment variable; over the whole input space with hypothesis. No video is decoded: fast."""
+`CLIP2VIDEO_*` environment variable; over the whole input space with hypothesis. The refusals of a real file name
+the file, the value and the limit; frames of one pixel are frames. Only videos of a few frames are decoded: fast."""
 
 import io
 import math
 import re
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clip2video.processing.video_decoding_clip2video import DecodeLimits, parse_setting, read_video_frames
+from tests.helpers.videos import write_video
 
 
 TIB, WEEK = 2**40, 604800.0
@@ -194,7 +197,8 @@ def test_an_input_over_the_byte_limit_is_refused_having_read_one_byte_past_it():
         read_video_frames(reader, list, limits=DecodeLimits(max_input_bytes=1000))
     assert reader.asked == [1001]
     # Bytes are all there: their size is exact.
-    with pytest.raises(ValueError, match=r": its size in bytes 5000 exceeds the limit of 1000 \(`max_input_bytes`\)"):
+    with pytest.raises(ValueError, match=r"^Cannot read video <bytes of length 5000>: its size in bytes 5000 exceeds "
+                                         r"the limit of 1000 \(`max_input_bytes`\)"):
         read_video_frames(content, list, limits=DecodeLimits(max_input_bytes=1000))
     with pytest.raises(ValueError, match=r": its size in bytes 1002 exceeds the limit of 1000 \(`max_input_bytes`\)"):
         read_video_frames(content[:1002], list, limits=DecodeLimits(max_input_bytes=1000))
@@ -208,3 +212,37 @@ def test_empty_inputs_are_refused_by_name(tmp_path):
     for video in (b"", io.BytesIO(b"")):
         with pytest.raises(ValueError, match=r"^Cannot read video .*: it is empty\.$"):
             read_video_frames(video, list)
+
+
+def select_all(table):
+    return list(range(len(table.times)))
+
+
+@pytest.mark.parametrize("width, height", [(1, 1), (1, 2), (2, 1)])
+def test_frames_of_one_pixel_are_frames(tmp_path, width, height):
+    path = write_video(tmp_path / "tiny.mov", 2, 5, codec="png", width=width, height=height, pix_fmt="rgb24")
+    frames = read_video_frames(path, select_all, limits=DecodeLimits(max_frame_pixels=width * height)).frames
+    assert [frame.shape for frame in frames] == [(height, width, 3)] * 2
+
+
+def test_frame_limits_are_refused_from_the_header_naming_the_file_the_size_and_the_limit(tmp_path):
+    path = write_video(tmp_path / "large.mov", 1, 1, codec="png", width=400, height=300,
+                       frames=[np.zeros((300, 400), np.uint8)], pix_fmt="gray")
+    assert read_video_frames(path, select_all, limits=DecodeLimits(max_frame_pixels=120_000)).frames[0].shape == (
+        300, 400, 3)
+    with pytest.raises(ValueError, match=rf"^Cannot read video {re.escape(str(path))}: its frame size 400x300 in pixels "
+                                         r"120000 exceeds the limit of 119999 \(`max_frame_pixels`\)"):
+        read_video_frames(path, select_all, limits=DecodeLimits(max_frame_pixels=119_999))
+    # Far over the limit, FFmpeg's own `max_pixels` (the limit with a margin) stops the probe: the size stays unknown.
+    with pytest.raises(ValueError, match=rf"^Cannot read video {re.escape(str(path))}: its frames have no size \(0x0\), "
+                                         r"or are larger than the limit of 1000 pixels \(`max_frame_pixels`, "
+                                         r"environment variable CLIP2VIDEO_MAX_FRAME_PIXELS\)\.$"):
+        read_video_frames(path, select_all, limits=DecodeLimits(max_frame_pixels=1000))
+
+
+def test_a_frame_count_in_the_header_over_the_limit_is_refused_naming_the_file_and_the_count(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", 12, 10, width=32, height=32)
+    assert len(read_video_frames(path, select_all, limits=DecodeLimits(max_source_frames=12)).frames) == 12
+    with pytest.raises(ValueError, match=rf"^Cannot read video {re.escape(str(path))}: its frame count 12 exceeds the "
+                                         r"limit of 11 \(`max_source_frames`\)"):
+        read_video_frames(path, select_all, limits=DecodeLimits(max_source_frames=11))
