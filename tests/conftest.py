@@ -1,15 +1,32 @@
 """Fixtures shared by the test modules: tiny checkpoint folders and tiny videos built once per session, and static
 HTTP servers on 127.0.0.1. Helpers that are not fixtures live in `tests/helpers/`."""
 
+import atexit
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
-import pytest
-import torch
-from transformers import CLIPModel
+# Under pytest-xdist (`.ci/run` runs `-n 2`) each worker is a process of its own, loading the same remote code at
+# the same time: transformers copies it into its module cache (HF_MODULES_CACHE, read once when transformers is
+# imported), and two processes writing the same cached file at once can import a half-written one. Each worker gets
+# its own cache; the variable is removed again so that the fresh processes the tests start keep their own HF_HOME.
+if os.environ.get("PYTEST_XDIST_WORKER") and "transformers" not in sys.modules:
+    _modules_cache = tempfile.mkdtemp(prefix=f"clip2video-tests-{os.environ['PYTEST_XDIST_WORKER']}-modules-")
+    atexit.register(shutil.rmtree, _modules_cache, ignore_errors=True)
+    os.environ["HF_MODULES_CACHE"] = _modules_cache
+    import transformers.utils.hub  # noqa: E402,F401  reads HF_MODULES_CACHE
 
-from tests.helpers.models import save_tiny_checkpoint, tiny_clip_config
-from tests.helpers.servers import file_server, stop_server
-from tests.helpers.videos import write_square_videos
+    del os.environ["HF_MODULES_CACHE"]
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import CLIPModel  # noqa: E402
+
+from tests.helpers.models import save_tiny_checkpoint, tiny_clip_config  # noqa: E402
+from tests.helpers.servers import file_server, stop_server  # noqa: E402
+from tests.helpers.videos import write_square_videos  # noqa: E402
 
 
 @pytest.fixture(scope="session")
