@@ -20,6 +20,7 @@ from clip2video.pipelines.publishing.__main__ import main as publishing_main
 from clip2video.processing import CLIP2VideoProcessor, CLIP2VideoVideoProcessor, offline_clip_tokenizer
 from clip2video.training.recipes import build_processor, small_synthetic_config
 from tests.helpers.original_clip2video import random_original_checkpoint
+from tests.helpers.processes import run_forked_until_killed
 
 
 def contents(folder) -> dict[str, bytes]:
@@ -83,45 +84,12 @@ def test_completing_refuses_an_incomplete_folder_before_writing(tmp_path):
 
 
 def _complete_in_a_child(folder, processor, card, kill_after: int | None) -> int:
-    """`complete_saved_checkpoint` in a forked process killed (`os._exit`: no cleanup) right after its
-    `kill_after`-th file write or rename; returns how many it made (when not killed) or -1."""
-    import builtins
-    import io
-    import os
-
-    count_file = folder.parent / "operations"
-    pid = os.fork()
-    if pid == 0:
-        try:
-            made = [0]
-
-            def counted(function, writes_only=False):
-                def wrapper(*args, **kwargs):
-                    mode = args[1] if len(args) > 1 else kwargs.get("mode", "r")
-                    result = function(*args, **kwargs)
-                    if not writes_only or any(flag in mode for flag in "wax+"):
-                        made[0] += 1
-                        if made[0] == kill_after:
-                            os._exit(9)
-                    return result
-
-                return wrapper
-
-            os.replace = counted(os.replace)
-            io.open = builtins.open = counted(io.open, writes_only=True)
-            complete_saved_checkpoint(folder, processor, model_card_file=card)
-            if kill_after is None:
-                count_file.write_text(str(made[0]))
-            os._exit(0)
-        except BaseException:  # noqa: BLE001 - a child never returns into pytest
-            import traceback
-
-            traceback.print_exc()
-            os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    assert code in (0, 9), f"the completing process failed (exit {code})"
-    return int(count_file.read_text()) if kill_after is None else -1
+    """`complete_saved_checkpoint` in a forked process killed right after its `kill_after`-th file write or rename;
+    returns how many it made (when not killed) or -1."""
+    return run_forked_until_killed(
+        lambda: complete_saved_checkpoint(folder, processor, model_card_file=card), kill_after,
+        folder.parent / "operations", operations=("replace",),
+    )
 
 
 @pytest.mark.slow

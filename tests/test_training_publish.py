@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 
 from clip2video.pipelines.publishing import HUB_GITIGNORE, model_card, prepare_hub_repo, push_folder
 from tests.helpers.fake_hub import FakeHub
-from tests.helpers.processes import environment, run_training
+from tests.helpers.processes import environment, run_forked_until_killed, run_training
 
 TINY = ["--num_synthetic_train_clips", "64", "--num_train_epochs", "1", "--global_batch_size", "16",
         "--num_frames", "4", "--eval_batch_size", "60", "--checkpointing_steps", "2", "--no-mean_pooling_baseline",
@@ -169,51 +169,10 @@ def _publish_in_a_child(output_dir: Path, files: dict, kill_after: int | None) -
     """Publishes `files` in a forked process that is killed (`os._exit`: no cleanup, no finally) right after its
     `kill_after`-th file system operation; returns the number of operations it made (exit status 0) or -1 when
     killed."""
-    import builtins
-    import io
-    import os
-
     from clip2video.pipelines.publishing import staging as publish
 
-    count_file = output_dir.parent / "operations"
-    pid = os.fork()
-    if pid == 0:
-        try:
-            made = [0]
-
-            def counted(function):
-                def wrapper(*args, **kwargs):
-                    result = function(*args, **kwargs)
-                    made[0] += 1
-                    if made[0] == kill_after:
-                        os._exit(9)
-                    return result
-
-                return wrapper
-
-            def counted_open(function):
-                counted_function = counted(function)
-
-                def wrapper(file, mode="r", *args, **kwargs):
-                    return (counted_function if any(flag in mode for flag in "wax+") else function)(file, mode, *args, **kwargs)
-
-                return wrapper
-
-            for name in ("replace", "rename", "unlink", "rmdir", "mkdir", "fsync"):
-                setattr(os, name, counted(getattr(os, name)))
-            io.open = builtins.open = counted_open(io.open)
-            publish.publish_atomically(output_dir, _writer(files))
-            count_file.write_text(str(made[0])) if kill_after is None else None
-            os._exit(0)
-        except BaseException:  # noqa: BLE001 - a child never returns into pytest
-            import traceback
-
-            traceback.print_exc()
-            os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    assert code in (0, 9), f"the publishing process failed (exit {code})"
-    return int(count_file.read_text()) if code == 0 and kill_after is None else (-1 if code == 9 else 0)
+    return run_forked_until_killed(lambda: publish.publish_atomically(output_dir, _writer(files)), kill_after,
+                                   output_dir.parent / "operations")
 
 
 def test_a_kill_at_every_step_of_a_publish_loses_nothing(tmp_path):

@@ -92,3 +92,53 @@ def run_module(module: str, *arguments, prelude: str = "", launch: list[str] | N
     python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     variables = environment(HF_HUB_OFFLINE="1", PYTHONPATH=python_path, **(env or {}))
     return run_command(command, cwd=REPO, env=variables, check=check)
+
+
+def run_forked_until_killed(action, kill_after: int | None, count_file: Path,
+                            operations=("replace", "rename", "unlink", "rmdir", "mkdir", "fsync")) -> int:
+    """Runs `action()` in a forked process killed (`os._exit(9)`: no cleanup, no `finally`) right after its
+    `kill_after`-th file system operation: a call of one of the `os` functions named in `operations`, or an `open`
+    for writing. Returns the number of operations it made (`kill_after` None; written to `count_file` by the child),
+    -1 when it was killed, 0 when it ended before the `kill_after`-th."""
+    import builtins
+    import io
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            made = [0]
+
+            def counted(function):
+                def wrapper(*args, **kwargs):
+                    result = function(*args, **kwargs)
+                    made[0] += 1
+                    if made[0] == kill_after:
+                        os._exit(9)
+                    return result
+
+                return wrapper
+
+            def counted_open(function):
+                counted_function = counted(function)
+
+                def wrapper(file, mode="r", *args, **kwargs):
+                    writes = any(flag in mode for flag in "wax+")
+                    return (counted_function if writes else function)(file, mode, *args, **kwargs)
+
+                return wrapper
+
+            for name in operations:
+                setattr(os, name, counted(getattr(os, name)))
+            io.open = builtins.open = counted_open(io.open)
+            action()
+            count_file.write_text(str(made[0])) if kill_after is None else None
+            os._exit(0)
+        except BaseException:  # noqa: BLE001 - a child never returns into pytest
+            import traceback
+
+            traceback.print_exc()
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code in (0, 9), f"the forked process failed (exit {code})"
+    return int(count_file.read_text()) if code == 0 and kill_after is None else (-1 if code == 9 else 0)
