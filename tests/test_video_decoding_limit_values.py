@@ -9,6 +9,7 @@ import io
 import math
 import re
 
+import av
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -246,3 +247,14 @@ def test_a_frame_count_in_the_header_over_the_limit_is_refused_naming_the_file_a
     with pytest.raises(ValueError, match=rf"^Cannot read video {re.escape(str(path))}: its frame count 12 exceeds the "
                                          r"limit of 11 \(`max_source_frames`\)"):
         read_video_frames(path, select_all, limits=DecodeLimits(max_source_frames=11))
+
+
+def test_a_duration_in_the_header_over_the_limit_is_refused_naming_the_file_and_the_seconds(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", 7, 3, width=32, height=32)
+    with av.open(str(path)) as container:
+        seconds = container.duration / 1_000_000  # the container's duration comes first
+    shown = round(seconds, 3)
+    assert shown != round(seconds, 2) and 2 < shown < 3  # milliseconds are shown, and only those
+    with pytest.raises(ValueError, match=rf"^Cannot read video {re.escape(str(path))}: its duration in seconds "
+                                         rf"{shown} exceeds the limit of 1\.5 \(`max_duration_seconds`\)"):
+        read_video_frames(path, select_all, limits=DecodeLimits(max_duration_seconds=1.5))
