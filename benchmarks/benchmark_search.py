@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from clip2video.apps.search.index_build import (  # noqa: E402
-    GenerationVideos, IndexSpec, VectorIndexOptions, write_generation,
+    GenerationVideos, IndexSpec, RecallTooLowError, VectorIndexOptions, write_generation,
 )
 from clip2video.apps.search.video_index import SearchParameters, VideoIndex, exact_top_k  # noqa: E402
 from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel  # noqa: E402
@@ -57,7 +57,14 @@ def parse_args():
     parser.add_argument("--queries", type=int, default=200, help="timed single queries per setting")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64], help="IVF lists searched")
     parser.add_argument("--candidates", type=int, default=256, help="videos re-scored exactly per query")
-    parser.add_argument("--index_types", nargs="+", choices=("ivf", "hnsw", "exact"), default=["ivf", "hnsw"])
+    parser.add_argument(
+        "--index_types", nargs="+", choices=("ivf", "hnsw", "exact", "auto"), default=["ivf", "hnsw"],
+        help="auto: what index_videos builds (calibrated with text-like queries: IVF, HNSW where IVF stays below "
+        "0.99, refused where HNSW does too)",
+    )
+    parser.add_argument(
+        "--approximate_above", type=int, default=None, help="with --index_types auto: videos above which it is approximate"
+    )
     parser.add_argument("--hnsw_up_to", type=int, default=10**5, help="build HNSW only up to this many vectors")
     parser.add_argument(
         "--store", nargs="+", choices=("file", "milvus"), default=["file"],
@@ -105,12 +112,17 @@ class Collection:
         unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
         self.video_cone, self.text_cone = unit(rng.standard_normal((2, dim))).astype(np.float32)
         self.centres = unit(rng.standard_normal((topics, dim))).astype(np.float32)
-        # The sub-topic offsets (topics x 16 x dim: 6.5 GB at 10^5 topics) go to a memory-mapped file in `workdir`
-        # when large, drawn in blocks of topics from the same stream (the same numbers as drawn at once): the
-        # generator's memory no longer grows with the topic count.
-        shape = (topics, subtopics, dim)
-        if workdir is None or topics * subtopics * dim * 4 <= 256 * 2**20:
+        # The sub-topic offsets (topics x 16 x dim) are drawn at once when small; up to 2 GiB (20,000 topics: 1.3
+        # GB) they go to a memory-mapped file in `workdir`, drawn in blocks of topics from the same stream (the same
+        # numbers as drawn at once); beyond, they are not stored at all (10^5 topics would take 6.5 GB): each is
+        # drawn when a chunk needs it, from its own stream (seed, topic, sub-topic), so memory and disk stay
+        # O(chunk) whatever the topic count.
+        shape, size = (topics, subtopics, dim), topics * subtopics * dim * 4
+        self.num_subtopics = subtopics
+        if size <= 256 * 2**20 or (workdir is None and size <= 2 * 2**30):
             self.subtopics = unit(rng.standard_normal(shape)).astype(np.float32)
+        elif size > 2 * 2**30:
+            self.subtopics = None
         else:
             self.subtopics = np.lib.format.open_memmap(workdir / f"subtopics-{seed}-{topics}.npy", "w+", np.float32, shape)
             block = max(1, (64 * 2**20) // (subtopics * dim * 8))
@@ -124,17 +136,26 @@ class Collection:
 
     def _sample(self, rng, count: int, cone: np.ndarray) -> np.ndarray:
         topics = rng.choice(len(self.centres), count, p=self.popularity)
-        subtopics = rng.integers(0, self.subtopics.shape[1], count)
+        subtopics = rng.integers(0, self.num_subtopics, count)
         variation = rng.standard_normal((count, len(self.basis)), dtype=np.float32) @ self.basis
         noise = rng.standard_normal((count, self.dim), dtype=np.float32)
         vectors = (
             0.7 * cone
             + self.centres[topics]
-            + 0.5 * self.subtopics[topics, subtopics]
+            + 0.5 * self._offsets(topics, subtopics)
             + (0.6 / np.sqrt(len(self.basis))) * variation
             + (0.25 / np.sqrt(self.dim)) * noise
         )
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def _offsets(self, topics: np.ndarray, subtopics: np.ndarray) -> np.ndarray:
+        if self.subtopics is not None:
+            return self.subtopics[topics, subtopics]
+        pairs, inverse = np.unique(topics * self.num_subtopics + subtopics, return_inverse=True)
+        offsets = np.stack(
+            [np.random.default_rng([self.seed, 1, int(pair)]).standard_normal(self.dim, np.float32) for pair in pairs]
+        )
+        return (offsets / np.linalg.norm(offsets, axis=1, keepdims=True))[inverse]
 
     def chunks(self):
         for index, start in enumerate(range(0, self.count, CHUNK)):
@@ -159,7 +180,9 @@ class Collection:
         return best_rows
 
 
-def build_index(collection: Collection, folder: Path, index_type: str, nprobe: int) -> tuple[VideoIndex, float]:
+def build_index(
+    collection: Collection, folder: Path, index_type: str, nprobe: int | None, approximate_above: int | None = None
+) -> tuple[VideoIndex, float]:
     count = collection.count
     started = time.perf_counter()
     videos = GenerationVideos(
@@ -168,7 +191,10 @@ def build_index(collection: Collection, folder: Path, index_type: str, nprobe: i
     )
     write_generation(
         folder, IndexSpec({"name": "benchmark", "hash": "0" * 32}, 100.0, collection.dim, 8, folder), videos,
-        VectorIndexOptions(index_type=index_type, nprobe=nprobe),
+        VectorIndexOptions(
+            index_type=index_type, nprobe=None if index_type == "auto" else nprobe,
+            **({"approximate_above": approximate_above} if approximate_above is not None else {}),
+        ),
     )
     return VideoIndex(folder), time.perf_counter() - started
 
@@ -202,7 +228,12 @@ def benchmark_search(args, workdir: Path):
         for index_type in index_types:
             folder = workdir / f"{index_type}-{count}"
             folder.mkdir()
-            index, build_seconds = build_index(collection, folder, index_type, args.nprobe[0])
+            try:
+                index, build_seconds = build_index(collection, folder, index_type, args.nprobe[0], args.approximate_above)
+            except RecallTooLowError as error:
+                print(f"\n{count:.0e} x {args.dim} {index_type}: refused ({load()}): {error}")
+                continue
+            chosen = index.index_type
             sizes = {key: (folder / name).stat().st_size / 2**20 for key, name in index.metadata["files"].items() if name}
             print(
                 f"\n{count:.0e} x {args.dim} {index_type}: built in {build_seconds:.0f} s ({load()}), peak RSS so far "
@@ -212,7 +243,9 @@ def benchmark_search(args, workdir: Path):
                 + f"; settings {json.dumps(index.metadata['vector_index'])}"
             )
             settings = [SearchParameters(nprobe=n, candidates=args.candidates) for n in args.nprobe]
-            if index_type == "hnsw":
+            if index_type == "auto":
+                settings = [SearchParameters(candidates=args.candidates)]  # the settings calibrated at build
+            elif index_type == "hnsw":
                 settings = [SearchParameters(ef_search=e, candidates=args.candidates) for e in (256, 512)]
             elif index_type == "exact":
                 settings = [SearchParameters()]
@@ -224,9 +257,11 @@ def benchmark_search(args, workdir: Path):
                 started = time.perf_counter()
                 index.nearest(queries[:batch], 10, parameters)
                 batched = 1000 * (time.perf_counter() - started) / batch
+                vector_index = index.metadata["vector_index"]
                 knob = {
-                    "ivf": f"nprobe {parameters.nprobe}", "hnsw": f"efSearch {parameters.ef_search}", "exact": "exact"
-                }[index_type]
+                    "ivf": f"nprobe {parameters.nprobe or vector_index.get('nprobe')}",
+                    "hnsw": f"efSearch {parameters.ef_search or vector_index.get('ef_search')}", "exact": "exact",
+                }[chosen]
                 print(
                     f"  {knob:>12}, {parameters.candidates} candidates: recall@10 {recall(rows, truth):.4f}; one query "
                     f"median {median:.2f} ms, p95 {p95:.2f} ms; batched ({batch}) {batched:.2f} ms/query  ({load()})"
@@ -248,7 +283,7 @@ def benchmark_search(args, workdir: Path):
                 f"  {index.metadata['embedding_dtype']} storage: max |score error| vs float32 {error.max():.2e} (bound {100 * index.metadata['float16_error_bound']:.2e}), "
                 f"max relative to the score {relative.max():.2e}"
             )
-            if index_type == "ivf":
+            if chosen == "ivf":
                 exact_queries = queries[: max(3, args.queries // 40)]
                 median, p95 = latencies_ms(lambda q: index.nearest(q, 10, SearchParameters(exact=True)), exact_queries)
                 print(
@@ -265,13 +300,13 @@ def benchmark_milvus(args, collection: Collection, queries: np.ndarray, truth: n
     """The same vectors in a Milvus Lite collection (one row per video, as `index_videos --store milvus` writes),
     searched through `MilvusVideoIndex` (candidates re-scored exactly, as the file index)."""
     from clip2video.apps.search.index_build import LoadedPart
-    from clip2video.apps.search.milvus_store import MilvusIndexWriter, MilvusVideoIndex, disconnect
+    from clip2video.apps.search.milvus_store import MilvusIndexWriter, MilvusOptions, MilvusVideoIndex, disconnect
 
     uri = str(workdir / f"milvus-{collection.count}.db")
     started = time.perf_counter()
     writer = MilvusIndexWriter(
-        uri, "benchmark", {"name": "benchmark", "hash": "0" * 32}, 100.0, collection.dim, 8, 1, workdir,
-        index_type=args.milvus_index,
+        MilvusOptions(uri, "benchmark", index_type=args.milvus_index),
+        IndexSpec({"name": "benchmark", "hash": "0" * 32}, 100.0, collection.dim, 8, workdir), 1, VectorIndexOptions(),
     )
     start = 0
     for block in collection.chunks():
