@@ -168,3 +168,17 @@ def test_load_parts_quarantines_unusable_parts_and_touches_nothing_it_did_not_wr
 
 def test_load_parts_of_an_index_without_parts_is_empty(tmp_path):
     assert load_parts(tmp_path, MODEL_HASH, None, PROJECTION_DIM) == ([], {})
+
+
+def test_a_part_stores_float32_vectors_and_float64_times_whatever_it_is_given(tmp_path):
+    rng = np.random.default_rng(4)
+    part = Part()
+    embedding = unit(1, EMBEDDING_DIM, rng)[0].astype(np.float64)
+    frames = unit(2, PROJECTION_DIM, rng).astype(np.float64)
+    part.add(("a.mp4", 1, 2), embedding, frames, np.array([0.5, 1.5], np.float32))
+    assert [values[0].dtype for values in (part.embeddings, part.frames, part.frame_times)] == [
+        np.float32, np.float32, np.float64]
+    loaded = read_part(written(tmp_path, part), MODEL_HASH, EMBEDDING_DIM, PROJECTION_DIM)
+    assert (loaded.embeddings.dtype, loaded.frames.dtype, loaded.frame_times.dtype) == (
+        np.float32, np.float32, np.float64)
+    np.testing.assert_array_equal(loaded.embeddings[0], embedding.astype(np.float32))
