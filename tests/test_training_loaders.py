@@ -12,12 +12,13 @@ from clip2video.training.loaders import (
     BadRowsError,
     BadRowsSkipped,
     group_by_video,
-    video_files_by_stem,
+    load_hub_dataset,
     load_lsmdc,
     load_msrvtt,
     load_msvd,
     load_vatex,
     load_video_folder,
+    video_files_by_stem,
 )
 from clip2video.training.synthetic import write_mp4
 
@@ -333,3 +334,13 @@ def test_a_streamed_training_split_is_not_copied_into_the_cache(tmp_path):
     with pytest.raises(ValueError, match=r"--data_files gives no files for the split 'validation'"):
         _splits("--dataset_name", "webdataset", "--data_files", f"train={tmp_path}/shards/train-*.tar",
                 f"test={tmp_path}/shards/test-*.tar", "--eval_split", "validation")
+
+
+def test_streamed_rows_without_a_caption_are_left_out_with_a_warning(tmp_path):
+    rows = [{"video": f"clip{index}.mp4", "caption": "" if index in (1, 4) else f"caption {index}"} for index in range(6)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    stream = load_hub_dataset("json", data_files={"train": [str(tmp_path / "train.jsonl")]}, split="train",
+                              streaming=True, video_column="video", caption_column="caption")
+    with pytest.warns(UserWarning, match=r"json train: 2 of 6 streamed rows without a video or a non-empty caption"):
+        kept = [row["caption"] for row in stream]
+    assert kept == ["caption 0", "caption 2", "caption 3", "caption 5"]
