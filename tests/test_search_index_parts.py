@@ -182,3 +182,18 @@ def test_a_part_stores_float32_vectors_and_float64_times_whatever_it_is_given(tm
     assert (loaded.embeddings.dtype, loaded.frames.dtype, loaded.frame_times.dtype) == (
         np.float32, np.float32, np.float64)
     np.testing.assert_array_equal(loaded.embeddings[0], embedding.astype(np.float32))
+
+
+def test_a_part_without_a_model_fingerprint_is_of_another_model(tmp_path):
+    from clip2video.apps.search.video_index import file_checksum
+
+    path = written(tmp_path, make_part([1]))
+    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    for metadata in (None, {"other": "x"}):
+        bare = path.with_name("bare.arrow")
+        rewrite(bare, table.replace_schema_metadata(metadata))
+        final = path.with_name(f"part-{'0' * 20}-001-{file_checksum(bare)}.arrow")
+        os.replace(bare, final)
+        with pytest.raises(ValueError, match=r"^written with another model$"):
+            read_part(final, MODEL_HASH, EMBEDDING_DIM, PROJECTION_DIM)
+        final.unlink()
