@@ -11,9 +11,9 @@ Candidates, timed in turns so that a busy machine slows them alike (median secon
       tower's linear layers in bf16; its embeddings and norms, the text tower, the temporal heads and `logit_scale`
       in float32, see docs/model.md);
     - bf16 autocast: the float32 model under `torch.autocast("cpu", dtype=torch.bfloat16)`;
-    - float32 compiled (with `--compile`): the same weights with the vision tower compiled in place,
-      `model.vision_model.compile()` (TorchInductor); its first call (compilation and one batch) is timed apart, with
-      the number of batches after which the compilation has paid for itself;
+    - float32 compiled (with `--compile`): the same weights with the vision tower compiled in place for inference,
+      `model.compile_vision_tower_for_inference()` (TorchInductor with freezing); its first call (compilation and one
+      batch) is timed apart, with the number of batches after which the compilation has paid for itself;
     - authors fp32: with `--authors_code` pointing at a checkout of CryhanFang/CLIP2Video, their CLIP `encode_image`
       on the same frames (their video encoder's cost: the temporal modules add under 1% at this size).
 For each path other than float32 it prints how far its retrieval scores (16 captions x the videos, text encoded by
@@ -59,7 +59,7 @@ def main():
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--authors_code", help="a checkout of CryhanFang/CLIP2Video, to time their image encoder")
-    parser.add_argument("--compile", action="store_true", help="also time float32 with the vision tower compiled")
+    parser.add_argument("--compile", action="store_true", help="also time float32 with the vision tower compiled for inference")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -70,7 +70,7 @@ def main():
         bf16_model = CLIP2VideoModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
         if args.compile:
             compiled_model = CLIP2VideoModel.from_pretrained(folder).eval()
-            compiled_model.vision_model.compile()
+            compiled_model.compile_vision_tower_for_inference()
     pixels = torch.randn(args.videos, args.frames, 3, 224, 224)
     mask = torch.ones(args.videos, args.frames, dtype=torch.long)
     input_ids = torch.randint(1, 49000, (16, 32))

@@ -367,6 +367,24 @@ class CLIP2VideoModel(CLIPModel):
             if isinstance(module, CLIP2VideoTemporalTransformer):
                 module.config._attn_implementation = self.config._attn_implementation
 
+    def compile_vision_tower_for_inference(self, **compile_kwargs) -> "CLIP2VideoModel":
+        """Compiles the vision tower (nearly all of a video's cost) in place with TorchInductor and `freezing`, for
+        inference: under `torch.inference_mode()` / `torch.no_grad()` the weights become constants of the compiled
+        code (constant folding, GEMM weights prepacked), and the bias, QuickGELU, residual adds and norms are fused.
+        Returns the model; `get_video_features`, `forward` and the checkpoint's names are unchanged, and so are the
+        scores up to float rounding.
+
+        Opt-in, because compiling costs more than a batch gains: the first call per input shape compiles (minutes on
+        2 CPU cores; a second shape recompiles once with dynamic shapes), which at ViT-B/32 size pays back only after
+        tens of batches (docs/model.md#speed). Freezing may bake in the weights of the first call without gradients
+        (folded or prepacked ones are copies): after changing the weights (training, `load_state_dict`), reload the
+        model and compile again. With gradients enabled (training) the tower compiles without freezing. `compile_kwargs` go to
+        `torch.compile` (e.g. `dynamic=False`, `mode="max-autotune-no-cudagraphs"`); `options` are merged.
+        """
+        options = {"freezing": True, **compile_kwargs.pop("options", {})}
+        self.vision_model.compile(options=options, **compile_kwargs)
+        return self
+
     # ----------------------------------------------------------------------------------------------------------
     # Initialisation from CLIP
     # ----------------------------------------------------------------------------------------------------------
