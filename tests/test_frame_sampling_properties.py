@@ -253,3 +253,17 @@ def test_short_and_late_clips_match_the_ffmpeg_command_line(tmp_path, case):
     else:
         path = write_video_after_audio(tmp_path / "clip.mp4", case[0], 10, case[1])
     assert port_images(path) == ffmpeg_images(path, tmp_path)
+
+
+@pytest.mark.parametrize("max_frames", [3, 4])
+def test_training_jitters_the_inner_picks_from_three_frames_on(max_frames):
+    # 100 images at 5 fps all kept; picks 0, 49, 99 (three frames) or 0, 33, 66, 99 (four): half gaps of 24 and 16,
+    # over the jitter's threshold of 2, so training moves the inner picks and never the first or the last.
+    plain = uniform_positions(100, 5.0, max_frames)
+    middles = set()
+    for seed in range(20):
+        jittered = uniform_positions(100, 5.0, max_frames, random_jitter=True,
+                                     generator=torch.Generator().manual_seed(seed))
+        assert (jittered[0], jittered[-1]) == (plain[0], plain[-1]) == (0, 99)
+        middles.add(tuple(jittered[1:-1]))
+    assert len(middles) > 1 and any(middle != tuple(plain[1:-1]) for middle in middles)
