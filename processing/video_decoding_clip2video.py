@@ -394,7 +394,7 @@ def _read_with_pyav_unguarded(av, source, name: str, select_frames: FrameSelecto
         _check_pyav_header(container, stream, name, limits)
         _set_decoder_threads(stream)
         # The decoder itself refuses much larger frames, also when the size changes after the header.
-        stream.codec_context.options = _pyav_options(limits)
+        stream.codec_context.options = _pyav_options(limits, stream)
         start = _pyav_start_pts(container, stream)
 
         packets = _pyav_packet_index(container, stream, name, limits)
@@ -477,11 +477,17 @@ def _check_pyav_header(container, stream, name: str, limits: DecodeLimits) -> No
             raise limit_error(name, message, round(seconds, 3), "max_duration_seconds", limits.max_duration_seconds)
 
 
-def _pyav_options(limits: DecodeLimits) -> dict[str, str]:
-    # FFmpeg checks `max_pixels` against its padded buffer size (a 5000x4000 PNG frame fails at 20,100,000 and
-    # passes at 21,000,000): a margin keeps frames at the limit decodable; the exact limit is checked on the header
-    # and on every decoded frame.
-    return {"max_pixels": str(limits.max_frame_pixels + limits.max_frame_pixels // 4 + 65536)}
+def _pyav_options(limits: DecodeLimits, stream=None) -> dict[str, str]:
+    # FFmpeg checks `max_pixels` against its buffer, the width rounded up to its stride alignment (up to 64) times
+    # the height: a 5000x4000 PNG frame fails at 20,100,000, a 2x40000 one at 80,000 x 1.25. A margin keeps frames
+    # at the limit decodable: a quarter for ordinary frames and, once the header's size is known (and checked), the
+    # aligned buffer of that size, so a narrow frame within the limit decodes; its memory is the frame's own
+    # buffer. The exact limit is checked on the header and on every decoded frame.
+    pixels = limits.max_frame_pixels + limits.max_frame_pixels // 4 + 65536
+    if stream is not None:
+        width, height = stream.codec_context.width, stream.codec_context.height
+        pixels = max(pixels, (width + 128) * (height + 16))
+    return {"max_pixels": str(pixels)}
 
 
 def _check_frame_size(width: int, height: int, name: str, limits: DecodeLimits) -> None:
@@ -632,7 +638,7 @@ def _pyav_decode_in_order(av, source, chosen: list[int], name: str, limits: Deco
     try:
         with av.open(source, metadata_errors="ignore", options=_pyav_options(limits)) as container:
             stream = container.streams.video[0]
-            stream.codec_context.options = _pyav_options(limits)
+            stream.codec_context.options = _pyav_options(limits, stream)
             for position, frame in enumerate(container.decode(stream)):
                 budget.spend(frame)
                 if position in wanted:

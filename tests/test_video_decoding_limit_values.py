@@ -226,6 +226,19 @@ def test_frames_of_one_pixel_are_frames(tmp_path, width, height):
     assert [frame.shape for frame in frames] == [(height, width, 3)] * 2
 
 
+@pytest.mark.parametrize("width, height", [(2, 40_000), (1, 60_000), (3, 21_845), (40_000, 2), (65, 1_000)])
+def test_narrow_and_wide_frames_at_exactly_the_pixel_limit_decode_and_one_pixel_less_is_refused(tmp_path, width, height):
+    # FFmpeg measures a frame by its stride-aligned width: a 2-pixel-wide frame counts as 64 wide there.
+    pixels = np.arange(width * height * 3, dtype=np.uint8).reshape(height, width, 3)
+    path = write_video(tmp_path / "narrow.mov", 1, 1, codec="png", width=width, height=height, frames=[pixels],
+                       pix_fmt="rgb24")
+    frames = read_video_frames(path, select_all, limits=DecodeLimits(max_frame_pixels=width * height)).frames
+    assert len(frames) == 1 and np.array_equal(frames[0], pixels)
+    with pytest.raises(ValueError, match=rf"its frame size {width}x{height} in pixels {width * height} exceeds the "
+                                         rf"limit of {width * height - 1} \(`max_frame_pixels`\)"):
+        read_video_frames(path, select_all, limits=DecodeLimits(max_frame_pixels=width * height - 1))
+
+
 def test_frame_limits_are_refused_from_the_header_naming_the_file_the_size_and_the_limit(tmp_path):
     path = write_video(tmp_path / "large.mov", 1, 1, codec="png", width=400, height=300,
                        frames=[np.zeros((300, 400), np.uint8)], pix_fmt="gray")
