@@ -400,11 +400,14 @@ def read_part(path: Path, model_hash: str, embedding_dim: int | None, projection
     dim = embedding.type.list_size
     if embedding_dim is not None and dim != embedding_dim:
         raise ValueError(f"embeddings of {dim} values, the index has {embedding_dim}")
+    offsets = frame_lists.offsets.to_numpy().astype(np.int64)
+    frame_dim = frame_lists.type.value_type.list_size
+    if frame_dim != projection_dim:
+        raise ValueError(f"frame embeddings of {frame_dim} values, the index has {projection_dim}")
+    if not np.array_equal(offsets, times.offsets.to_numpy()):
+        raise ValueError("frame embeddings and times disagree")
     embeddings = embedding.flatten().to_numpy().reshape(-1, dim)
     frames = frame_lists.flatten().flatten().to_numpy().reshape(-1, projection_dim)
-    offsets = frame_lists.offsets.to_numpy().astype(np.int64)
-    if frame_lists.type.value_type.list_size != projection_dim or not np.array_equal(offsets, times.offsets.to_numpy()):
-        raise ValueError("frame embeddings and times disagree")
     for name, values in (("embeddings", embeddings), ("frame embeddings", frames)):
         if not np.isfinite(values).all() or not np.allclose(np.linalg.norm(values, axis=1), 1, atol=1e-3):
             raise ValueError(f"{name} are not finite unit vectors")
