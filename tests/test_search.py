@@ -301,3 +301,26 @@ def test_an_incremental_commit_reuses_the_ivf_training(tmp_path):
     assert second.metadata["generation"] != metadata["generation"]
     queries = clustered_unit_vectors(20, 32, clusters=30, seed=7)
     np.testing.assert_array_equal(second.nearest(queries, 10)[1], exact_top_k(vectors, queries, 10)[1])
+
+
+def test_a_checkpoint_saved_before_retrieval_embedding_dim_gives_the_width_from_its_fields(tmp_path):
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    from clip2video.apps.search.video_index import retrieval_embedding_dim
+    from tests.helpers.models import save_tiny_checkpoint
+
+    folder = save_tiny_checkpoint(tmp_path / "older", with_apps=False)
+    # A checkpoint carries its own configuration code: as saved before the property existed.
+    code = folder / "configuration_clip2video.py"
+    text = code.read_text()
+    start = text.index("    @property\n    def retrieval_embedding_dim")
+    end = text.index("\n\n", text.index("return", start)) + 2
+    code.write_text(text[:start] + text[end:])
+    # The checkpoint's own class, as where this package does not register its classes with the Auto classes.
+    config = get_class_from_dynamic_module("configuration_clip2video.CLIP2VideoConfig", folder).from_pretrained(folder)
+    assert not hasattr(config, "retrieval_embedding_dim")
+    model = CLIP2VideoModel(config).eval()
+    videos = torch.rand(1, 3, 3, config.vision_config.image_size, config.vision_config.image_size)
+    with torch.no_grad():
+        width = model.get_video_features(videos, torch.ones(1, 3, dtype=torch.long)).pooler_output.shape[1]
+    assert retrieval_embedding_dim(config) == width == 2 * config.projection_dim

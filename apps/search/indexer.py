@@ -31,7 +31,7 @@ from .index_build import (
     write_part,
 )
 from .milvus_store import MilvusIndexWriter, MilvusOptions, MilvusStoreError
-from .video_index import IndexDamagedError, VideoIndex, cached_model_fingerprint, list_videos
+from .video_index import IndexDamagedError, VideoIndex, cached_model_fingerprint, list_videos, retrieval_embedding_dim
 
 
 # A file still changing after this many reads is reported, not indexed (a later run picks it up).
@@ -226,7 +226,7 @@ class VideoIndexer:
         return IndexSpec(
             model={**cached_model_fingerprint(self.model), **model_reference(str(self.model.name_or_path))},
             logit_scale=self.model.logit_scale.exp().item(),
-            embedding_dim=config.retrieval_embedding_dim,
+            embedding_dim=retrieval_embedding_dim(config),
             projection_dim=config.projection_dim,
             video_root=Path(videos).resolve(),
         )

@@ -287,6 +287,16 @@ def best_moment(frames: np.ndarray, times: np.ndarray, moment: np.ndarray) -> tu
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def retrieval_embedding_dim(config) -> int:
+    """The width of the model's retrieval embedding (`CLIP2VideoConfig.retrieval_embedding_dim`). A checkpoint saved
+    before the configuration had that property carries its own configuration code without it (remote code is the
+    checkpoint's), so its fields give the same width there."""
+    width = getattr(config, "retrieval_embedding_dim", None)
+    if width is None:
+        width = config.projection_dim * (2 if config.use_temporal_alignment_block else 1)
+    return int(width)
+
+
 class VideoIndex:
     """A folder written by `apps.search.index_videos`, opened for search. Embeddings and frames stay on disk
     (memory-mapped); only the FAISS index (8 bits per dimension) and the table are read into memory.
@@ -441,8 +451,8 @@ class VideoIndex:
                     "embeddings are not comparable. Query with the model the index was built with, rebuild the index "
                     "with this model (--rebuild), or pass force=True / --force to search anyway."
                 )
-        width = getattr(model.config, "retrieval_embedding_dim", None)
-        if width is not None and self.metadata["embedding_dim"] != width:
+        width = retrieval_embedding_dim(model.config)
+        if self.metadata["embedding_dim"] != width:
             raise ModelMismatchError(
                 f"{self.index_dir} stores {self.metadata['embedding_dim']}-dimensional embeddings, the model "
                 f"gives {width}-dimensional ones."
