@@ -266,10 +266,6 @@ class CLIP2VideoTemporalAlignmentBlock(nn.Module):
         if self.temporal_encoder_type != "none":
             self.frame_encoder = CLIP2VideoTemporalTransformer(temporal_layers_config(config, num_layers=1))
 
-    def aggregate(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-        """The aligned embedding of `tokens`: calls the block (its `forward`, where offload hooks load the centres)."""
-        return self(tokens, token_mask)
-
     def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """tokens: (batch, N, width); token_mask: (batch, N) bool. Returns (batch, width), unit norm."""
         assignment = torch.softmax(tokens @ self.assignment_centers.t(), dim=-1)

@@ -148,7 +148,7 @@ def test_alignment_aggregate_by_hand():
     with torch.no_grad():
         block.assignment_centers.copy_(torch.tensor(centres))
         block.residual_centers.copy_(torch.tensor(residual_centres))
-        ours = block.aggregate(torch.tensor([tokens]), torch.tensor([[True, True, False]]))[0].tolist()
+        ours = block(torch.tensor([tokens]), torch.tensor([[True, True, False]]))[0].tolist()
 
     def softmax(values):
         exps = [math.exp(v) for v in values]
