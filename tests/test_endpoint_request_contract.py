@@ -1,0 +1,436 @@
+"""The endpoint handler's request checks, from its contract (docs/serving.md, the handler's docstrings), fast: each
+check is called on a real `EndpointHandler` of a tiny checkpoint without running the model, so a mutation campaign
+(mutmut, which traces the package module `clip2video.pipelines.publishing.endpoint.handler`, not the copy a
+checkpoint carries) reaches every one of them. `test_endpoint_handler_limits.py` checks the same rules end to end,
+through the published `handler.py` answering real videos.
+
+The rules: local paths are read only inside the video root, a path check and not a string prefix (a sibling
+`/srv/videos2` of the root `/srv/videos` is outside; so is every link resolving out of it), with one message for
+every refusal; a local file, bytes, base64 payload or data URI of exactly `CLIP2VIDEO_MAX_INPUT_BYTES` bytes is taken
+whole and one byte more is refused with 413 before it is read or decoded (never read truncated); exactly
+`CLIP2VIDEO_ENDPOINT_MAX_VIDEOS` videos, `CLIP2VIDEO_ENDPOINT_MAX_TEXTS` texts and `MAX_TEXT_CHARACTERS` characters
+are accepted and one more refused, naming the limit; URL and data-URI schemes and `;base64` are case-insensitive
+(RFC 3986, RFC 2397)."""
+
+import base64
+import copy
+import dataclasses
+import os
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clip2video.pipelines.publishing.endpoint import handler as endpoint
+from tests.helpers.videos import write_square_video
+
+
+SETTINGS = (
+    "CLIP2VIDEO_MAX_INPUT_BYTES", "CLIP2VIDEO_ENDPOINT_MAX_VIDEOS", "CLIP2VIDEO_ENDPOINT_MAX_TEXTS",
+    "CLIP2VIDEO_ENDPOINT_VIDEO_ROOT", "CLIP2VIDEO_ALLOW_PRIVATE_URLS",
+)
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory):
+    """srv/videos (the root) holding clip.mp4, sub/clip.mp4, links in and out, a folder and a FIFO; srv/videos2 (a
+    sibling whose name extends the root's) and srv/secret.mp4 next to it."""
+    folder = tmp_path_factory.mktemp("endpoint_request")
+    root, sibling = folder / "srv" / "videos", folder / "srv" / "videos2"
+    (root / "sub").mkdir(parents=True)
+    sibling.mkdir()
+    write_square_video(root / "clip.mp4", (230, 20, 20), num_frames=4)
+    content = (root / "clip.mp4").read_bytes()
+    for path in (root / "sub" / "clip.mp4", sibling / "clip.mp4", folder / "srv" / "secret.mp4"):
+        path.write_bytes(content)
+    (root / "to_sibling.mp4").symlink_to(sibling / "clip.mp4")
+    (root / "to_sibling_folder").symlink_to(sibling)
+    (root / "to_secret.mp4").symlink_to(folder / "srv" / "secret.mp4")
+    (root / "inside_link.mp4").symlink_to(root / "sub" / "clip.mp4")
+    (root / "relative_link.mp4").symlink_to("sub/clip.mp4")
+    os.mkfifo(root / "pipe.mp4")
+    return folder
+
+
+def build(checkpoint, root=None, **variables):
+    """A real handler of the checkpoint, built with only the given deployment variables set."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in SETTINGS:
+            patch.delenv(name, raising=False)
+        for name, value in variables.items():
+            patch.setenv(name, str(value))
+        return endpoint.EndpointHandler(str(checkpoint), device="cpu", dtype="float32", video_root=root)
+
+
+@pytest.fixture(scope="module")
+def handler(tiny_checkpoint, place):
+    return build(tiny_checkpoint, root=str(place / "srv" / "videos"))
+
+
+def limited(handler, max_videos=None, max_texts=None, **limits):
+    """The same handler deployed with other limits (what `EndpointHandler.__init__` reads from the variables):
+    building one per limit would load the model again each time."""
+    other = copy.copy(handler)
+    other.limits = dataclasses.replace(handler.limits, **limits)
+    other.max_videos = handler.max_videos if max_videos is None else max_videos
+    other.max_texts = handler.max_texts if max_texts is None else max_texts
+    return other
+
+
+def refusal(video):
+    return f"{video!r} is neither base64, a data URI, an http(s) URL, nor a video file in the folder this endpoint serves."
+
+
+# -- deployment settings --------------------------------------------------------------------------------------------
+
+
+def test_the_default_limits_and_the_root_are_the_documented_ones(handler, place):
+    assert (handler.max_videos, handler.max_texts) == (8, 256)
+    assert handler.video_root == os.path.realpath(place / "srv" / "videos")
+    assert handler.limits.max_input_bytes == 256 * 2**20
+
+
+def test_the_largest_counts_a_deployment_may_set_are_accepted(tiny_checkpoint):
+    handler = build(tiny_checkpoint, CLIP2VIDEO_ENDPOINT_MAX_VIDEOS=1024, CLIP2VIDEO_ENDPOINT_MAX_TEXTS=65536)
+    assert (handler.max_videos, handler.max_texts, handler.video_root) == (1024, 65536, None)
+
+
+@pytest.mark.parametrize(
+    "variable, text",
+    [("CLIP2VIDEO_ENDPOINT_MAX_VIDEOS", "1025"), ("CLIP2VIDEO_ENDPOINT_MAX_TEXTS", "65537"),
+     ("CLIP2VIDEO_ENDPOINT_MAX_TEXTS", "0")],
+)
+def test_a_count_past_its_range_is_refused_naming_the_variable(tiny_checkpoint, variable, text):
+    with pytest.raises(ValueError, match=rf"{variable}='{text}' must be"):
+        build(tiny_checkpoint, **{variable: text})
+
+
+def test_a_video_root_that_is_not_a_folder_is_refused_and_a_linked_root_is_resolved(tiny_checkpoint, place):
+    with pytest.raises(ValueError, match=r"CLIP2VIDEO_ENDPOINT_VIDEO_ROOT='.*secret\.mp4' is not a folder"):
+        build(tiny_checkpoint, root=str(place / "srv" / "secret.mp4"))
+    link = place / "srv_link"
+    if not link.exists():
+        link.symlink_to(place / "srv")
+    handler = build(tiny_checkpoint, CLIP2VIDEO_ENDPOINT_VIDEO_ROOT=f"  {link / 'videos'}{os.sep} ")
+    assert handler.video_root == os.path.realpath(place / "srv" / "videos")
+    assert handler._local_file("clip.mp4", "video") == (place / "srv" / "videos" / "clip.mp4").read_bytes()
+
+
+# -- local paths ----------------------------------------------------------------------------------------------------
+
+
+def test_paths_inside_the_root_are_read_whole(handler, place):
+    content = (place / "srv" / "videos" / "clip.mp4").read_bytes()
+    for video in ("clip.mp4", "sub/clip.mp4", "./clip.mp4", "sub//clip.mp4", "inside_link.mp4", "relative_link.mp4"):
+        assert handler._local_file(video, "video") == content, video
+
+
+@pytest.mark.parametrize(
+    "video",
+    [
+        "../videos2/clip.mp4",  # the sibling whose name extends the root's
+        "to_sibling.mp4",  # a link into the sibling: its resolved path starts with the root's text
+        "to_sibling_folder/clip.mp4",
+        "to_secret.mp4",
+        "sub/../../secret.mp4",
+        "sub\\..\\..\\secret.mp4",
+        "..",
+        "missing.mp4",
+        "sub",  # a folder
+        "pipe.mp4",  # a FIFO: refused without blocking on it
+        "clip.mp4\0.txt",
+    ],
+)
+def test_every_way_out_of_the_root_is_refused_with_one_message(handler, video):
+    with pytest.raises(endpoint.RequestError, match=f'^"videos\\[2\\]" {_escaped(refusal(video))}$') as error:
+        handler._local_file(video, "videos[2]")
+    assert error.value.status_code == 400
+
+
+def test_absolute_paths_are_refused_even_inside_the_root(handler, place):
+    for video in (str(place / "srv" / "videos" / "clip.mp4"), str(place / "srv" / "videos2" / "clip.mp4")):
+        with pytest.raises(endpoint.RequestError, match=_escaped(refusal(video))):
+            handler._local_file(video, "video")
+
+
+def test_without_a_root_no_local_path_is_read_and_the_message_says_so(tiny_checkpoint, handler):
+    without = copy.copy(handler)
+    without.video_root = None
+    message = refusal("clip.mp4")[:-1] + " (local paths are disabled: CLIP2VIDEO_ENDPOINT_VIDEO_ROOT)."
+    with pytest.raises(endpoint.RequestError, match=f'^"video" {_escaped(message)}$'):
+        without._video_file("clip.mp4", "video", "unused", 0)
+
+
+def test_a_local_file_at_the_byte_limit_is_taken_whole_and_one_byte_more_is_refused_with_413(handler, place, tmp_path):
+    content = (place / "srv" / "videos" / "clip.mp4").read_bytes()
+    size = len(content)
+    written = limited(handler, max_input_bytes=size)._video_file("clip.mp4", "video", str(tmp_path), 3)
+    assert written == str(tmp_path / "video-3") and (tmp_path / "video-3").read_bytes() == content
+    with pytest.raises(endpoint.RequestError, match=rf'^"video" has {size} bytes, over the limit of {size - 1} '
+                                                    r"\(CLIP2VIDEO_MAX_INPUT_BYTES\)\.$") as error:
+        limited(handler, max_input_bytes=size - 1)._video_file("clip.mp4", "video", str(tmp_path), 4)
+    assert error.value.status_code == 413 and not (tmp_path / "video-4").exists()
+
+
+# -- bytes, base64 and data URIs ------------------------------------------------------------------------------------
+
+
+def test_bytes_at_the_byte_limit_are_taken_and_one_more_is_refused_with_413(handler, tmp_path):
+    for video in (b"\x00" * 10, bytearray(b"\x01" * 10)):
+        path = limited(handler, max_input_bytes=10)._video_file(video, "videos[1]", str(tmp_path), 1)
+        assert open(path, "rb").read() == bytes(video)
+        with pytest.raises(endpoint.RequestError, match=r'^"videos\[1\]" has 10 bytes, over the limit of 9 ') as error:
+            limited(handler, max_input_bytes=9)._video_file(video, "videos[1]", str(tmp_path), 1)
+        assert error.value.status_code == 413
+    with pytest.raises(endpoint.RequestError, match=r'^"video" is empty\.$'):
+        handler._video_file(b"", "video", str(tmp_path), 0)
+
+
+@pytest.mark.parametrize("video", [12, None, 1.5, ["clip.mp4"], {"path": "clip.mp4"}])
+def test_a_video_that_is_not_a_string_or_bytes_is_refused_naming_its_type(handler, tmp_path, video):
+    message = (f'"video" must be a string (base64, a data URI, an http(s) URL or an allowed path), got '
+               f"{type(video).__name__}.")
+    with pytest.raises(endpoint.RequestError, match=f"^{_escaped(message)}$"):
+        handler._video_file(video, "video", str(tmp_path), 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(2, 400), scheme=st.sampled_from(["", "data:video/mp4;base64,", "DATA:Video/MP4;BASE64,"]),
+       line_breaks=st.sampled_from([None, b"\n", b"\r\n"]))
+def test_base64_of_exactly_the_byte_limit_is_decoded_and_one_byte_more_is_refused_with_413(
+    handler, tmp_path_factory, size, scheme, line_breaks
+):
+    content = bytes(range(256)) * 2
+    encoded = base64.b64encode(content[:size])
+    if line_breaks:  # MIME wraps at 76 characters, PEM at 64: both allowed
+        width = 76 if line_breaks == b"\n" else 64
+        encoded = line_breaks.join(encoded[i : i + width] for i in range(0, len(encoded), width)) + line_breaks
+    video = scheme + encoded.decode()
+    folder = str(tmp_path_factory.mktemp("base64"))
+    path = limited(handler, max_input_bytes=size)._video_file(video, "video", folder, 0)
+    assert open(path, "rb").read() == content[:size]
+    with pytest.raises(endpoint.RequestError, match=rf'^"video" (decodes to more than|has {size} bytes, over the '
+                                                    rf"limit of) {size - 1}\b") as error:
+        limited(handler, max_input_bytes=size - 1)._video_file(video, "video", folder, 1)
+    assert error.value.status_code == 413
+
+
+def test_base64_is_refused_from_its_length_before_decoding_line_breaks_included(handler, tmp_path):
+    # 300 bytes take 4 * 101 base64 characters at most, and line breaks 2 more per 64 of them: 418 characters in all.
+    small = limited(handler, max_input_bytes=300)
+    assert 4 * (300 // 3 + 1) + 2 * (404 // 64 + 1) == 418
+    for scheme in ("", "data:video/mp4;base64,"):
+        at_bound = scheme + "QUJD" + "\n" * 414
+        assert open(small._video_file(at_bound, "video", str(tmp_path), 0), "rb").read() == b"ABC"
+        with pytest.raises(endpoint.RequestError, match=r'^"video" decodes to more than 300 bytes') as error:
+            small._video_file(at_bound + "\n", "video", str(tmp_path), 0)
+        assert error.value.status_code == 413
+    # Without line breaks, 404 characters is the most (at most 303 bytes decoded, then refused by their count).
+    with pytest.raises(endpoint.RequestError, match=r'^"video" has 303 bytes, over the limit of 300 ') as error:
+        small._video_file(base64.b64encode(bytes(303)).decode(), "video", str(tmp_path), 0)
+    with pytest.raises(endpoint.RequestError, match=r'^"video" decodes to more than 300 bytes') as error:
+        small._video_file(base64.b64encode(bytes(306)).decode(), "video", str(tmp_path), 0)
+
+
+@pytest.mark.parametrize(
+    "video, message",
+    [
+        ("data:video/mp4,AAAA", 'is a data URI without ";base64,"'),
+        ("data:video/mp4;base64", 'is a data URI without ";base64,"'),
+        ("data:;base64x,AAAA", 'is a data URI without ";base64,"'),
+        ("data:video/mp4;base64,QUJD!", "is not valid base64"),
+        ("data:video/mp4;base64,QUJDé", "is not valid base64"),
+        ("data:video/mp4;base64,QUJ", "is not valid base64"),
+        ("Data:video/mp4;base64,", "is empty"),
+    ],
+)
+def test_data_uris_other_than_base64_are_refused_by_name(handler, tmp_path, video, message):
+    with pytest.raises(endpoint.RequestError, match=rf'^"video" {message}') as error:
+        handler._video_file(video, "video", str(tmp_path), 0)
+    assert error.value.status_code == 400
+
+
+@pytest.mark.parametrize("scheme", ["http://", "https://", "HTTP://", "Https://", "hTTpS://"])
+def test_urls_in_any_case_go_to_the_safe_fetcher(handler, tmp_path, scheme):
+    # The fetcher refuses the loopback address (no private URLs by default): the video was taken as a URL.
+    with pytest.raises(endpoint.RequestError, match=rf'^"video": .*{_escaped(scheme)}127\.0\.0\.1:9/clip\.mp4') as error:
+        handler._video_file(f"{scheme}127.0.0.1:9/clip.mp4", "video", str(tmp_path), 0)
+    assert "loopback" in str(error.value) or "private" in str(error.value) or "public" in str(error.value)
+
+
+def test_a_url_is_fetched_with_the_deployment_limits(handler, place, serve_folder, tmp_path):
+    server = serve_folder(place / "srv" / "videos")
+    content = (place / "srv" / "videos" / "clip.mp4").read_bytes()
+    url = server.url.replace("http://", "HTTP://") + "/clip.mp4"
+    allowed = limited(handler, max_input_bytes=len(content), allow_private_urls=True)
+    assert open(allowed._video_file(url, "video", str(tmp_path), 0), "rb").read() == content
+    with pytest.raises(endpoint.RequestError, match=rf'^"video": .*{len(content) - 1}'):
+        limited(handler, max_input_bytes=len(content) - 1, allow_private_urls=True)._video_file(
+            url, "video", str(tmp_path), 0
+        )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=string.ascii_letters + string.digits + "+/=\n\r\t .:_-é", max_size=14))
+def test_what_is_taken_for_base64_is_exactly_the_alphabet_in_groups_of_four(text):
+    compact = "".join(character for character in text if character not in " \t\r\n")
+    body = compact.rstrip("=")
+    expected = (
+        text.isascii() and 0 < len(compact) and len(compact) % 4 == 0 and len(compact) - len(body) <= 2
+        and all(character in string.ascii_letters + string.digits + "+/" for character in body)
+    )
+    assert endpoint._looks_like_base64(text) == expected, text
+
+
+def test_base64_forms_at_the_edges_of_padding():
+    for text in ("QUJD", "QUI=", "QQ==", "QU JD", "QUJD\r\nQUJD"):
+        assert endpoint._looks_like_base64(text), text
+    for text in ("", "====", "Q===", "QUJ", "QUJDQ", "clip.mp4", "QUJ\u00e9", " \n"):
+        assert not endpoint._looks_like_base64(text), text
+
+
+def test_values_are_shown_whole_up_to_80_characters_and_cut_after():
+    assert endpoint._shown("a" * 78) == "'" + "a" * 78 + "'"  # 80 characters with the quotes
+    assert endpoint._shown("a" * 79) == "'" + "a" * 76 + "..."
+    assert len(endpoint._shown(list(range(100)))) == 80
+
+
+# -- the request's form ---------------------------------------------------------------------------------------------
+
+
+def test_exactly_the_maximum_number_of_videos_is_accepted_and_one_more_is_refused_with_413(handler):
+    three = limited(handler, max_videos=3)
+    request = three._parse({"inputs": {"videos": ["a.mp4"] * 3}, "parameters": {"return_embeddings": True}})
+    assert request["videos"] == ["a.mp4"] * 3 and request["single"] is False
+    assert three._parse({"inputs": ["a.mp4"] * 3, "parameters": {"candidate_labels": ["x"]}})["hub_task"] is True
+    for data in ({"inputs": {"videos": ["a.mp4"] * 4}, "parameters": {"return_embeddings": True}},
+                 {"inputs": ["a.mp4"] * 4, "parameters": {"candidate_labels": ["x"]}}):
+        with pytest.raises(endpoint.RequestError, match=r'^"videos" has 4 videos; at most 3 per request '
+                                                        r"\(CLIP2VIDEO_ENDPOINT_MAX_VIDEOS\)\.$") as error:
+            three._parse(data)
+        assert error.value.status_code == 413
+
+
+def test_the_default_maximum_of_videos_is_eight(handler):
+    assert len(handler._parse({"inputs": {"videos": ["a.mp4"] * 8}, "parameters": {"return_embeddings": True}})["videos"]) == 8
+    with pytest.raises(endpoint.RequestError, match=r'"videos" has 9 videos; at most 8 per request'):
+        handler._parse({"inputs": {"videos": ["a.mp4"] * 9}, "parameters": {"return_embeddings": True}})
+
+
+@pytest.mark.parametrize("key", ["candidate_labels", "texts"])
+def test_exactly_the_maximum_number_of_texts_and_characters_is_accepted_and_one_more_is_refused(handler, key):
+    two = limited(handler, max_texts=2)
+    longest = "a" * endpoint.MAX_TEXT_CHARACTERS
+    assert two._parse({"inputs": {"video": "a.mp4", key: ["x", longest]}})[key.split("_")[-1]] == ["x", longest]
+    with pytest.raises(endpoint.RequestError, match=rf'^"{key}" has 3 entries; at most 2 '
+                                                    r"\(CLIP2VIDEO_ENDPOINT_MAX_TEXTS\)\.$"):
+        two._parse({"inputs": {"video": "a.mp4", key: ["x", "y", "z"]}})
+    with pytest.raises(endpoint.RequestError, match=rf'^"{key}\[1\]" has 1001 characters; at most 1000 \(the model '
+                                                    r"reads 32 tokens\)\.$"):
+        two._parse({"inputs": {"video": "a.mp4", key: ["x", longest + "a"]}})
+    assert endpoint.MAX_TEXT_CHARACTERS == 1000
+
+
+@pytest.mark.parametrize("value, shown", [([], r"\[\]"), ("cat", "'cat'"), (None, None)])
+def test_texts_must_be_a_non_empty_list(handler, value, shown):
+    data = {"inputs": {"video": "a.mp4", "texts": value}}
+    if value is None:  # null is "not given": embeddings must then be asked for
+        with pytest.raises(endpoint.RequestError, match=r'^Give "candidate_labels" or "texts" to score'):
+            handler._parse(data)
+        return
+    with pytest.raises(endpoint.RequestError, match=rf'^"texts" must be a non-empty list of strings, got {shown}\.$'):
+        handler._parse(data)
+
+
+@pytest.mark.parametrize("item", ["", "  \n", 3, None])
+def test_every_text_must_be_a_non_empty_string(handler, item):
+    with pytest.raises(endpoint.RequestError, match=rf'^"candidate_labels\[1\]" must be a non-empty string, got '
+                                                    rf"{_escaped(repr(item))}\.$"):
+        handler._parse({"inputs": {"video": "a.mp4"}, "parameters": {"candidate_labels": ["x", item]}})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([], r'The request must be a JSON object with "inputs"'),
+        ({"parameters": {}}, r'The request must be a JSON object with "inputs"'),
+        ({"inputs": "a.mp4", "extra": 1}, r"""Unknown request keys \['extra'\]; expected "inputs" and "parameters"\."""),
+        ({"inputs": "a.mp4", "parameters": []}, r'"parameters" must be a JSON object\.'),
+        ({"inputs": "a.mp4", "parameters": {"topk": 1}}, r"Unknown parameters \['topk'\]; expected some of \["),
+        ({"inputs": {"video": "a.mp4", "text": ["x"]}}, r"Unknown inputs \['text'\]; expected some of \["),
+        ({"inputs": {"texts": ["x"]}}, r'"inputs" must have either "video" or "videos"\.'),
+        ({"inputs": {"video": "a", "videos": ["a"], "texts": ["x"]}}, r'"inputs" must have either "video" or "videos"'),
+        ({"inputs": {"video": "a", "texts": ["x"]}, "parameters": {"texts": ["y"]}},
+         r'"texts" is given both in "inputs" and in "parameters"\.'),
+        ({"inputs": {"video": "a", "candidate_labels": ["x"]}, "parameters": {"candidate_labels": ["y"]}},
+         r'"candidate_labels" is given both in "inputs" and in "parameters"\.'),
+        ({"inputs": {"videos": [], "texts": ["x"]}}, r'"videos" must be a non-empty list, got \[\]\.'),
+        ({"inputs": {"videos": "a.mp4", "texts": ["x"]}}, r"""videos" must be a non-empty list, got 'a\.mp4'\."""),
+        ({"inputs": [], "parameters": {"texts": ["x"]}}, r'"videos" must be a non-empty list, got \[\]\.'),
+        ({"inputs": {"video": "a", "texts": ["x"], "candidate_labels": ["y"]}},
+         r'Give either "candidate_labels" or "texts", not both\.'),
+        ({"inputs": {"video": "a"}, "parameters": {"return_embeddings": "true"}},
+         r"""return_embeddings" must be true or false, got 'true'\."""),
+        ({"inputs": {"video": "a"}, "parameters": {"return_embeddings": 1}}, r'"return_embeddings" must be true or false'),
+        ({"inputs": {"video": "a"}, "parameters": {"return_embeddings": False}},
+         r'Give "candidate_labels" or "texts" to score, or set "return_embeddings": true\.'),
+        ({"inputs": {"video": "a"}}, r'Give "candidate_labels" or "texts" to score'),
+        ({"inputs": {"video": "a", "texts": ["x"]}, "parameters": {"top_k": 1}},
+         r'"top_k" applies to "candidate_labels" only\.'),
+        ({"inputs": {"video": "a", "texts": ["x"]}, "parameters": {"hypothesis_template": "{}"}},
+         r'"hypothesis_template" applies to "candidate_labels" only\.'),
+        ({"inputs": {"video": "a"}, "parameters": {"return_embeddings": True, "function_to_apply": "softmax"}},
+         r'"function_to_apply" applies to "candidate_labels" only\.'),
+        ({"inputs": {"video": "a", "candidate_labels": ["x"]}, "parameters": {"function_to_apply": "tanh"}},
+         r"""function_to_apply" must be one of \['softmax', 'sigmoid', 'none'\], got 'tanh'\."""),
+        ({"inputs": {"video": "a", "candidate_labels": ["x"]}, "parameters": {"frame_sampling_rate": 2}},
+         r'^"frame_sampling_rate"=2 is not supported'),
+        ({"inputs": {"video": "a", "candidate_labels": ["x"]}, "parameters": {"num_frames": 0}},
+         r'^"num_frames" must be a positive integer, got 0\.$'),
+        ({"inputs": {"video": "a", "candidate_labels": ["x"]}, "parameters": {"top_k": 0}},
+         r'^"top_k" must be a positive integer'),
+        ({"inputs": {"video": "a", "candidate_labels": ["x"]}, "parameters": {"hypothesis_template": "a {} {}"}},
+         r'^"hypothesis_template" must be a string with exactly one'),
+        ({"inputs": {"video": "a", "candidate_labels": "x"}}, r'^"candidate_labels" must be a non-empty list'),
+    ],
+)
+def test_malformed_requests_are_refused_saying_what_is_wrong(handler, data, message):
+    with pytest.raises(endpoint.RequestError, match=message) as error:
+        handler._parse(data)
+    assert error.value.status_code == 400
+
+
+def test_a_well_formed_request_is_read_as_given(handler):
+    frames = handler.model.config.max_frame_positions
+    request = handler._parse({
+        "inputs": {"video": "a.mp4", "candidate_labels": ["cooking", "dancing"]},
+        "parameters": {"hypothesis_template": "a clip of {}", "top_k": 1, "function_to_apply": "sigmoid",
+                       "num_frames": frames, "return_embeddings": True},
+    })
+    assert request == {
+        "single": True, "videos": ["a.mp4"], "labels": ["cooking", "dancing"], "texts": None,
+        "template": "a clip of {}", "top_k": 1, "return_embeddings": True, "num_frames": frames,
+        "function_to_apply": "sigmoid", "hub_task": False,
+    }
+    request = handler._parse({"inputs": {"videos": ["a.mp4"], "texts": ["x"]}, "parameters": None})
+    assert (request["single"], request["texts"], request["labels"], request["template"], request["top_k"]) == (
+        False, ["x"], None, None, None
+    )
+    assert (request["function_to_apply"], request["num_frames"], request["return_embeddings"]) == ("softmax", None, False)
+    request = handler._parse({"inputs": "a.mp4", "parameters": {"candidate_labels": ["x"], "function_to_apply": "none"}})
+    assert (request["single"], request["videos"], request["hub_task"], request["template"]) == (
+        True, ["a.mp4"], True, "a video of {}."
+    )
+    request = handler._parse({"inputs": "a.mp4", "parameters": {"texts": ["x"]}})
+    assert request["hub_task"] is False
+    request = handler._parse({"inputs": ["a.mp4"], "parameters": {"candidate_labels": ["x"], "return_embeddings": True}})
+    assert (request["single"], request["hub_task"]) == (False, False)
+    with pytest.raises(endpoint.RequestError, match=rf"^\"num_frames\"={frames + 1} exceeds the model's frame-position"):
+        handler._parse({"inputs": "a.mp4", "parameters": {"candidate_labels": ["x"], "num_frames": frames + 1}})
+
+
+def _escaped(text: str) -> str:
+    import re
+
+    return re.escape(text)
