@@ -28,12 +28,15 @@ class _Existing(importlib.abc.Loader):
 
     def __init__(self, module):
         self.module = module
+        self.spec = module.__spec__
 
     def create_module(self, spec):
         return self.module
 
     def exec_module(self, module):
-        pass
+        # The import system has just set the alias's spec on the module: give it back its own, whose locations
+        # `importlib.resources.files` reads (the publishing code finds the files a checkpoint carries that way).
+        module.__spec__ = self.spec
 
 
 class MutantAliasFinder(importlib.abc.MetaPathFinder):
