@@ -158,6 +158,15 @@ def _clear_run(output_dir: Path):
     (output_dir / "run.json").unlink(missing_ok=True)
 
 
+# What makes a folder a model's (a run's checkpoints, a publish, weights converted or downloaded in any format):
+# --eval_only never writes into one.
+MODEL_ENTRIES = ("checkpoints", PUBLISHED_RECORD, "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
+
+
+def _holds_a_model(output_dir: Path) -> bool:
+    return any(any(output_dir.glob(pattern)) for pattern in MODEL_ENTRIES)
+
+
 def _within(path, folder: Path) -> bool:
     path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
     return path == folder or folder in path.parents
@@ -233,7 +242,7 @@ def claim_output_dir(args, accelerator, fingerprint: dict):
     if occupied and not args.overwrite_output_dir:
         if args.resume_from_checkpoint:
             check_resumable(resolve_checkpoint(args.resume_from_checkpoint, output_dir), fingerprint)
-        elif args.eval_only and not (output_dir / "checkpoints").exists() and not (output_dir / "model.safetensors").exists():
+        elif args.eval_only and not _holds_a_model(output_dir):
             pass  # an earlier evaluation's results only
         else:
             contents = sorted(entry.name for entry in output_dir.iterdir())[:8]

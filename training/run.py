@@ -544,7 +544,14 @@ def train_one_epoch(run: Run, training: Training, progress: TrainingProgress, tr
     embedder, optimizer, scheduler = training.embedder, training.optimizer, training.scheduler
     embedder.train()
     batches = epoch_batches(accelerator, training, progress)
+    # Whole optimizer steps only, as the schedule counts them: the micro-batches left at the end of the loader (fewer
+    # than --gradient_accumulation_steps) are left out like a last partial batch. accelerate would otherwise step on
+    # them at the end of the loader: fewer pairs than --global_batch_size, and a step the schedule does not count.
+    accumulation = args.gradient_accumulation_steps
+    whole_steps = None if training.loader is None else len(training.loader) // accumulation * accumulation
     for batch in batches:
+        if whole_steps is not None and progress.batches_done_in_epoch >= whole_steps:
+            continue
         new_bad = batch.pop("bad_videos")
         batch.pop("valid", None)
         train_bad.add(new_bad)
