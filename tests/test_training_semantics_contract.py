@@ -16,6 +16,7 @@ hand-written learning-rate function. Logged values are read through an accelerat
 
 import copy
 import functools
+import json
 import math
 
 import datasets
@@ -112,7 +113,7 @@ def arguments(**values):
     return args
 
 
-def start(args, train, bad_cap=math.inf, known_before=None):
+def start(args, train, bad_cap=math.inf, known_before=None, output_dir=None, checkpointing="no", config=None):
     """The run, a tiny model and its untouched copy, the training prepared by `prepare_training`, and the tracker."""
     recorder = Recorder()
     accelerator = Accelerator(
@@ -122,11 +123,11 @@ def start(args, train, bad_cap=math.inf, known_before=None):
     accelerator.init_trackers("semantics")
     total = None if isinstance(train, datasets.IterableDataset) else len(set(train["video_id"]))
     train_bad = BadVideos("training", bad_cap, total, known_before)
-    run = Run(args, accelerator, None, run_fingerprint(args), processor(), train, None, None, train_bad, None)
+    run = Run(args, accelerator, output_dir, run_fingerprint(args), processor(), train, None, None, train_bad, None)
     torch.manual_seed(0)
-    model = CLIP2VideoModel(tiny_checkpoint_config())
+    model = CLIP2VideoModel(config or tiny_checkpoint_config())
     original = copy.deepcopy(model)
-    training = prepare_training(run, model, ContrastiveEmbedder(model), train_bad, 0, "no", "")
+    training = prepare_training(run, model, ContrastiveEmbedder(model), train_bad, 0, checkpointing, "")
     return run, model, original, training, recorder
 
 
@@ -316,3 +317,73 @@ def test_a_stream_is_scheduled_over_max_train_steps_and_runs_until_them(videos):
     for step in (1, 2, 3):
         assert recorder.logs[step]["train/lr"] == pytest.approx(args.learning_rate * learning_rate(step, 3, 1))
     assert run.train_bad.rows_read == 12
+
+
+def test_the_logit_scale_is_capped_at_ln_100_after_every_optimizer_step(videos):
+    args = arguments(learning_rate=0.5, clip_learning_rate_scale=1.0, weight_decay=0.0, warmup_proportion=0.0,
+                     max_train_steps=1)
+    dataset = datasets.Dataset.from_dict(rows(videos))
+    run, model, _, training, recorder = start(args, dataset)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100) + 1)  # over the cap (e.g. a checkpoint's): the step brings it back
+    train(run, training)
+    assert model.logit_scale.item() == pytest.approx(math.log(100), abs=1e-6)
+    assert recorder.logs[1]["train/logit_scale"] == pytest.approx(100, rel=1e-6)  # the forward's, clamped
+
+
+@pytest.mark.parametrize("every, saved", [("2", ["step_00000002", "step_00000004"]), ("3", ["step_00000003"]),
+                                          ("epoch", []), ("no", [])])
+def test_checkpoints_are_saved_every_n_optimizer_steps_in_the_epoch(videos, tmp_path, every, saved):
+    args = arguments(global_batch_size=2, gradient_accumulation_steps=1, num_train_epochs=1)
+    dataset = datasets.Dataset.from_dict(rows(videos))
+    run, _, _, training, _ = start(args, dataset, output_dir=tmp_path, checkpointing=every)
+    progress = train(run, training)
+    assert progress.optimizer_steps == 4
+    names = sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) if saved else []
+    assert names == saved
+    for name in saved:
+        assert json.loads((tmp_path / "checkpoints" / name / "run.json").read_text())["fingerprint"] == (
+            run.fingerprint["fingerprint"])
+
+
+def test_without_the_alignment_block_the_global_loss_has_weight_one(videos):
+    args = arguments(max_train_steps=1, warmup_proportion=0.0)
+    dataset = datasets.Dataset.from_dict(rows(videos))
+    config = tiny_checkpoint_config()
+    config.use_temporal_alignment_block = False
+    config.global_similarity_weight = 0.3  # read only with the alignment block
+    run, model, original, training, recorder = start(args, dataset, config=config)
+    assert training.loss_weight == 1.0
+    train(run, training)
+    batches = steps_of(micro_batches(args, dataset, 1), 2, 1)
+    expected, logged = reference(args, original, batches, 1, 0)
+    assert_same_weights(model, expected, original)
+    assert recorder.logs[1]["train/loss"] == pytest.approx(logged[1][1], rel=1e-4)
+
+
+def test_the_collator_draws_its_jitter_and_replacements_from_the_seed_among_the_usable_rows(videos):
+    _, garbage = videos
+    dataset = datasets.Dataset.from_dict(rows(videos, bad={6}))
+    args = arguments(random_frame_jitter=True, seed=11)
+    _, _, _, training, _ = start(args, dataset, known_before={garbage: "missing"})
+    collator = training.collator
+    assert (collator.random_frame_jitter, collator.jitter_seed, collator.dataset) == (True, 11, dataset)
+    assert collator.candidates == [0, 1, 2, 3, 4, 5, 7] and collator.bad_videos.reason(garbage) == "missing"
+
+
+def test_with_distinct_captions_no_batch_holds_one_caption_twice(videos):
+    data = rows(videos)
+    data["caption"] = ["a red thing", "a blue thing"] * (NUM_ROWS // 2)  # two captions, four pairs each
+    dataset = datasets.Dataset.from_dict(data)
+    args = arguments(global_batch_size=2, gradient_accumulation_steps=1, distinct_captions_in_batch=True)
+    _, _, _, training, _ = start(args, dataset)
+    plain_orders = []
+    for epoch in range(3):
+        training.loader.set_epoch(epoch)
+        batches = [batch["input_ids"].tolist() for batch in training.loader]
+        assert len(batches) == 4 and all(len(batch) == 2 and batch[0] != batch[1] for batch in batches), epoch
+        sampler = EpochShuffleSampler(NUM_ROWS, args.seed)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        plain_orders += [data["caption"][order[i]] == data["caption"][order[i + 1]] for i in range(0, NUM_ROWS, 2)]
+    assert any(plain_orders)  # batches of the plain shuffle would have held a caption twice (checks the check)
