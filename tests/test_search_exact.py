@@ -8,7 +8,7 @@ from clip2video.apps.search import SearchParameters, VideoIndex
 from clip2video.apps.search.index_build import (
     TARGET_RECALL, TEXT_VIDEO_COSINE, IndexSpec, RecallTooLowError, VectorIndexOptions, commit, text_like_queries,
 )
-from clip2video.apps.search.video_index import _PIECE_ROWS, _QUERY_BLOCK, _SCAN_ROWS, exact_top_k
+from clip2video.apps.search.video_index import _PIECE_ROWS, _QUERY_BLOCK, _SCAN_ROWS, _SELECT_QUERIES, exact_top_k
 from tests.helpers.search_fixtures import part_of_empty_files, synthetic_index
 
 
@@ -173,3 +173,35 @@ def test_auto_refuses_to_commit_an_index_below_the_target_recall(tmp_path):
     again = VideoIndex(index.index_dir)
     assert len(again) == 300 and again.metadata["generation"] == metadata["generation"]
     np.testing.assert_array_equal(again.nearest(first[:3], 1)[1][:, 0], [0, 1, 2])
+
+
+def test_float16_selection_of_unit_rows_equals_float64_across_chunks(tmp_path):
+    from clip2video.apps.search.video_index import _selected_top_k
+
+    rows = _SCAN_ROWS + 700  # two chunks: the candidates kept from the first compete with the second's
+    stored = np.lib.format.open_memmap(tmp_path / "e.npy", "w+", np.float16, (rows, 32))
+    stored[:] = unit(rows, 32, seed=11, dtype=np.float16)
+    stored.flush()
+    embeddings = np.load(tmp_path / "e.npy", mmap_mode="r")
+    queries = 3.0 * unit(_SELECT_QUERIES, 32, seed=12)  # not unit: scores scale with the query
+    selected = _selected_top_k(embeddings, queries, 10)
+    assert selected is not None  # proven exact: no near-tie at the 10th place among random vectors
+    expected_scores, expected_rows = reference(embeddings, queries, 10)
+    for scores, found in (selected, exact_top_k(embeddings, queries, 10, unit_rows=True)):
+        np.testing.assert_array_equal(found, expected_rows)
+        np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=1e-5)
+        assert scores.dtype == np.float32 and found.dtype == np.int64
+
+
+def test_float16_selection_gives_way_to_the_scan_when_ties_outnumber_its_candidates():
+    from clip2video.apps.search.video_index import _SELECT_MARGIN, _selected_top_k
+
+    # More copies of the best vector than candidates kept: which copies were kept is arbitrary, so the selection
+    # cannot prove its answer and the float32 scan gives the 10 lowest rows.
+    embeddings = unit(_SCAN_ROWS + 5000, 4, seed=13, dtype=np.float16)
+    copies = np.sort(np.random.default_rng(14).choice(len(embeddings), _SELECT_MARGIN + 50, replace=False))
+    embeddings[copies] = [1.0, 0.0, 0.0, 0.0]
+    query = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
+    assert _selected_top_k(embeddings, query, 10) is None
+    scores, found = exact_top_k(embeddings, query, 10, unit_rows=True)
+    assert found[0].tolist() == copies[:10].tolist() and scores[0].tolist() == [1.0] * 10

@@ -508,7 +508,8 @@ class VectorIndexOptions:
     """`index_type`: auto (exact up to `approximate_above` videos, IVF above, HNSW where IVF's measured recall
     stays below `TARGET_RECALL`, `RecallTooLowError` where HNSW's does too), exact, ivf or hnsw. `nlist`: IVF
     lists (default about sqrt(videos), a power of two). `nprobe`: IVF lists searched by default. `hnsw_m`,
-    `ef_search`: HNSW links per vector and default search breadth. `embedding_dtype`: auto (float16 when its
+    `ef_search`: HNSW links per vector and default search breadth; `hnsw_ef_construction`: the breadth of the
+    search that links each added vector (the build's cost grows with it; recall is measured whatever it is). `embedding_dtype`: auto (float16 when its
     measured error bound stays under 1e-3, float32 otherwise), float16 or float32."""
 
     index_type: str = "auto"
@@ -517,6 +518,7 @@ class VectorIndexOptions:
     nprobe: int | None = None
     hnsw_m: int = 32
     ef_search: int = 256
+    hnsw_ef_construction: int = 80
     embedding_dtype: str = "auto"
 
 
@@ -789,9 +791,12 @@ def build_vector_index(
         settings = {"type": "ivf", "nlist": nlist, "nprobe": options.nprobe or min(nlist, max(16, nlist // 128))}
     elif index_type == "hnsw":
         vectors = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        vectors.hnsw.efConstruction = 80
+        vectors.hnsw.efConstruction = options.hnsw_ef_construction
         training_size = min(num_videos, 100_000)
-        settings = {"type": "hnsw", "m": options.hnsw_m, "ef_search": options.ef_search}
+        settings = {
+            "type": "hnsw", "m": options.hnsw_m, "ef_construction": options.hnsw_ef_construction,
+            "ef_search": options.ef_search,
+        }
     else:
         raise ValueError(f"unknown approximate index type {index_type!r}")
     reused = _trained(previous, vectors)

@@ -67,6 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hnsw_m", type=int, default=32, help="HNSW links per vector")
     parser.add_argument("--ef_search", type=int, default=256, help="HNSW default search breadth")
     parser.add_argument(
+        "--hnsw_ef_construction", type=int, default=VectorIndexOptions.hnsw_ef_construction,
+        help="HNSW build breadth (the build's cost grows with it)",
+    )
+    parser.add_argument(
         "--embedding_dtype", choices=("auto", "float16", "float32"), default="auto",
         help="stored embeddings (auto: float16 for approximate indexes when its measured error bound is < 1e-3)",
     )
@@ -78,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="Milvus index of the embeddings (auto: FLAT for a Milvus Lite file, HNSW for a server)",
     )
     args = parser.parse_args(argv)
-    for name in ("batch_size", "save_every", "approximate_above", "hnsw_m", "ef_search"):
+    for name in ("batch_size", "save_every", "approximate_above", "hnsw_m", "ef_search", "hnsw_ef_construction"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1.")
     for name in ("nlist", "nprobe", "cpu_threads"):
@@ -116,7 +120,8 @@ def main(argv=None):
         wait_for_lock=args.wait_for_lock, verbose=True,
         vector_index=VectorIndexOptions(
             index_type=args.index_type, approximate_above=args.approximate_above, nlist=args.nlist,
-            nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_search=args.ef_search, embedding_dtype=args.embedding_dtype,
+            nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_search=args.ef_search,
+            hnsw_ef_construction=args.hnsw_ef_construction, embedding_dtype=args.embedding_dtype,
         ),
         milvus=MilvusOptions(args.milvus_uri, args.milvus_collection, args.milvus_index)
         if args.store == "milvus" else None,

@@ -57,6 +57,10 @@ MAX_LOGIT_SCALE = 1e6
 _SCAN_ROWS = 65_536  # rows per chunk of an exact scan (top-k selection): bounded memory at any index size
 _QUERY_BLOCK = 256  # queries scored together by an exact scan
 _PIECE_ROWS = 2048  # rows widened from float16 at a time: 8 MB of float32, within the CPU cache
+# Unit float16 rows, a few queries: candidates are selected by a float16 product (`_selected_top_k`), this many per
+# query beyond k, then re-scored in float32.
+_SELECT_QUERIES = 4
+_SELECT_MARGIN = 256
 TABLE_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
@@ -181,14 +185,22 @@ class SearchParameters:
     filter: str | None = None
 
 
-def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(
+    embeddings: np.ndarray, queries: np.ndarray, k: int, unit_rows: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact maximum inner product search over `embeddings` (rows, dim; a memory map is read in chunks, float16 is
     computed in float32): inner products and row indices `[queries, min(k, rows)]`, best first, ties by lower row.
 
     At memory speed (`_Scan`): float16 rows are widened to float32 in cache-sized pieces by torch's vectorised
     conversion (~3x numpy's) and scored by one BLAS product per piece; the k best of each `_SCAN_ROWS` chunk are
-    selected with `argpartition`. Batched queries (up to `_QUERY_BLOCK`) share one read of the stored vectors."""
+    selected with `argpartition`. Batched queries (up to `_QUERY_BLOCK`) share one read of the stored vectors.
+    With `unit_rows` (every row's norm is at most 1.01, as in a video index), up to `_SELECT_QUERIES` queries over
+    float16 rows take `_selected_top_k` instead: the same result from one float16 read and no widening."""
     queries = np.ascontiguousarray(queries, np.float32)
+    if unit_rows and embeddings.dtype == np.float16 and 0 < len(queries) <= _SELECT_QUERIES:
+        selected = _selected_top_k(embeddings, queries, k)
+        if selected is not None:
+            return selected
     if len(queries) > _QUERY_BLOCK:  # bounded score matrix: (_QUERY_BLOCK, _SCAN_ROWS) float32
         blocks = [exact_top_k(embeddings, queries[i : i + _QUERY_BLOCK], k) for i in range(0, len(queries), _QUERY_BLOCK)]
         return np.concatenate([s for s, _ in blocks]), np.concatenate([r for _, r in blocks])
@@ -203,6 +215,55 @@ def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np
         rows = np.concatenate([best_rows, chunk_rows], axis=1)
         best_scores, best_rows = _best_k(scores, rows, k)
     return _sorted(best_scores, best_rows)
+
+
+def _selected_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """`exact_top_k` of unit float16 rows, or None where it cannot be proven (the caller then scans in float32).
+
+    torch's float16 product of the rows with the unit queries (rounded to float16) selects `k + _SELECT_MARGIN`
+    candidates per query; they are re-scored in float32 from the stored rows and the k best returned, best first,
+    ties by lower row: the scores are those of the float32 scan. A row left out scored at most `last` in float16;
+    its float32 score is within `bound` of that (the query's and the product's float16 roundings, 2^-11 each, and a
+    float32 sum over `dim` terms, for rows of norm <= 1.01), so the result is exact when `last + bound` is below the
+    k-th re-scored score. Where it is not (near-ties at the k-th place), or where a candidate's float16 score strays
+    beyond the bound (a product that does not sum in float32), None."""
+    import torch
+
+    num_rows, dim = embeddings.shape
+    k = min(k, num_rows)
+    keep = k + _SELECT_MARGIN
+    if num_rows <= keep or k == 0:
+        return None
+    norms = np.linalg.norm(queries, axis=1)
+    if not (np.isfinite(norms).all() and (norms > 0).all()):
+        return None
+    unit = torch.from_numpy(queries / norms[:, None]).half()
+    best_scores = torch.empty((len(queries), 0), dtype=torch.float32)
+    best_rows = torch.empty((len(queries), 0), dtype=torch.int64)
+    for start in range(0, num_rows, _SCAN_ROWS):
+        stop = min(start + _SCAN_ROWS, num_rows)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a read-only memory map: torch only reads it
+            stored = torch.from_numpy(np.asarray(embeddings[start:stop]))
+        scores = torch.cat([best_scores, (unit @ stored.T).float()], dim=1)
+        rows = torch.cat([best_rows, torch.arange(start, stop).expand(len(queries), -1)], dim=1)
+        top = torch.topk(scores, min(keep, scores.shape[1]), dim=1)
+        best_scores, best_rows = top.values, torch.gather(rows, 1, top.indices)
+    approximate = best_scores.numpy().astype(np.float64) * norms[:, None]
+    bound = 1.01 * norms * (2 * 2.0**-11 + 2 * dim * 2.0**-24)
+    result_scores = np.empty((len(queries), k), np.float32)
+    result_rows = np.empty((len(queries), k), np.int64)
+    for line, candidates in enumerate(best_rows.numpy()):
+        order = np.argsort(candidates)  # sorted rows: sequential reads of the memory map
+        stored = np.asarray(embeddings[candidates[order]], np.float32)
+        exact = stored @ queries[line]
+        if not (np.abs(exact - approximate[line][order]) <= bound[line]).all():
+            return None
+        scores, rows = _sorted(exact[None], candidates[order][None])
+        if not approximate[line].min() + bound[line] < scores[0, k - 1]:
+            return None
+        result_scores[line], result_rows[line] = scores[0, :k], rows[0, :k]
+    return result_scores, result_rows
 
 
 def _best_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -475,7 +536,7 @@ class VideoIndex:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         exact = self.index_type == "exact" if parameters.exact is None else parameters.exact
         if exact:
-            inner, rows = exact_top_k(self.embeddings, queries, k)
+            inner, rows = exact_top_k(self.embeddings, queries, k, unit_rows=True)
             returned = np.unique(rows)
             self._check_rows(np.asarray(self.embeddings[returned], np.float32), returned)
             return self.logit_scale * inner, rows
