@@ -140,81 +140,73 @@ class CLIP2VideoConfig(CLIPConfig):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("next_to_model_config", [False, True])
-def test_round_trip_in_a_fresh_process(processor, tmp_path, next_to_model_config):
-    checkpoint = tmp_path / "checkpoint"
-    if next_to_model_config:
-        # What a saved CLIP2VideoModel puts in the same folder.
-        checkpoint.mkdir()
-        (checkpoint / "configuration_clip2video.py").write_text(CONFIGURATION_FILE)
-        (checkpoint / "config.json").write_text(
-            json.dumps(
-                {
-                    "model_type": "clip2video",
-                    "architectures": ["CLIP2VideoModel"],
-                    "auto_map": {"AutoConfig": "configuration_clip2video.CLIP2VideoConfig"},
-                }
+def test_round_trip_in_a_fresh_process(processor, tmp_path):
+    """The processor saved alone and next to a model's config.json, a video processor saved on its own, and a model
+    saved with its processor, all loaded in ONE fresh interpreter (each interpreter importing torch and transformers
+    costs several CPU seconds; the folders are distinct, so each load is still a load of that folder)."""
+    variants = {"plain": False, "next_to_model_config": True}
+    for name, next_to_model_config in variants.items():
+        checkpoint = tmp_path / name / "checkpoint"
+        checkpoint.mkdir(parents=True)
+        if next_to_model_config:
+            # What a saved CLIP2VideoModel puts in the same folder.
+            (checkpoint / "configuration_clip2video.py").write_text(CONFIGURATION_FILE)
+            (checkpoint / "config.json").write_text(
+                json.dumps(
+                    {
+                        "model_type": "clip2video",
+                        "architectures": ["CLIP2VideoModel"],
+                        "auto_map": {"AutoConfig": "configuration_clip2video.CLIP2VideoConfig"},
+                    }
+                )
             )
+        processor.save_pretrained(checkpoint)
+        saved = json.loads((checkpoint / "processor_config.json").read_text())
+        assert saved["auto_map"] == {"AutoProcessor": "processing_clip2video.CLIP2VideoProcessor"}
+        assert saved["video_processor"]["auto_map"]["AutoVideoProcessor"] == (
+            "video_processing_clip2video.CLIP2VideoVideoProcessor"
         )
-    processor.save_pretrained(checkpoint)
-    saved = json.loads((checkpoint / "processor_config.json").read_text())
-    assert saved["auto_map"] == {"AutoProcessor": "processing_clip2video.CLIP2VideoProcessor"}
-    assert saved["video_processor"]["auto_map"]["AutoVideoProcessor"] == (
-        "video_processing_clip2video.CLIP2VideoVideoProcessor"
-    )
-    for code in ("processing_clip2video.py", "video_processing_clip2video.py", "frame_sampling_clip2video.py",
-                 "video_decoding_clip2video.py", "video_inputs_clip2video.py", "media_types_clip2video.py",
-                 "url_fetching_clip2video.py"):
-        assert (checkpoint / code).is_file(), code
+        for code in ("processing_clip2video.py", "video_processing_clip2video.py", "frame_sampling_clip2video.py",
+                     "video_decoding_clip2video.py", "video_inputs_clip2video.py", "media_types_clip2video.py",
+                     "url_fetching_clip2video.py"):
+            assert (checkpoint / code).is_file(), code
 
     # A video processor saved on its own (video_preprocessor_config.json) loads with AutoVideoProcessor too.
     CLIP2VideoVideoProcessor(size={"shortest_edge": 32}, crop_size=32, num_frames=4).save_pretrained(tmp_path / "alone")
     assert json.loads((tmp_path / "alone" / "video_preprocessor_config.json").read_text())["auto_map"] == {
         "AutoVideoProcessor": "video_processing_clip2video.CLIP2VideoVideoProcessor"
     }
+    # The model and `tiny_processor()`, saved together, run end to end.
+    save_tiny_checkpoint(tmp_path / "together", with_apps=False)
 
     video = write_video(tmp_path / "clip.mp4", 45, 30)
     captions = ["a man is singing on stage", "the chef’s “secret” sauce"]
     expected = processor(text=captions, videos=[video, video], return_tensors="pt", return_timestamps=True)
-    run_isolated(
+    result = run_isolated(
         f"""
         import json, torch
-        from transformers import AutoConfig, AutoProcessor, AutoVideoProcessor
-        processor = AutoProcessor.from_pretrained("checkpoint", trust_remote_code=True)
-        video_processor = AutoVideoProcessor.from_pretrained("checkpoint", trust_remote_code=True)
-        for loaded in (processor, processor.video_processor, video_processor):
-            assert type(loaded).__module__.startswith("transformers_modules"), type(loaded).__module__
-        if {next_to_model_config}:
-            assert AutoConfig.from_pretrained("checkpoint", trust_remote_code=True).model_type == "clip2video"
-        both = processor(text={captions!r}, videos=["clip.mp4", "clip.mp4"], return_tensors="pt",
-                         return_timestamps=True)
-        alone = video_processor(["clip.mp4", "clip.mp4"], return_timestamps=True)
-        saved_alone = AutoVideoProcessor.from_pretrained("alone", trust_remote_code=True)
-        assert type(saved_alone).__module__.startswith("transformers_modules"), type(saved_alone).__module__
-        torch.testing.assert_close(saved_alone(["clip.mp4", "clip.mp4"])["pixel_values_videos"],
-                                   alone["pixel_values_videos"], rtol=0, atol=0)
-        torch.save({{"both": dict(both), "alone": dict(alone)}}, "outputs.pt")
-        """,
-        cwd=tmp_path,
-    )
-    outputs = torch.load(tmp_path / "outputs.pt")
-    assert set(outputs["both"]) == set(expected)
-    for key in expected:
-        torch.testing.assert_close(outputs["both"][key], expected[key], rtol=0, atol=0, equal_nan=True)
-    for key in ("pixel_values_videos", "video_mask", "video_timestamps"):
-        torch.testing.assert_close(outputs["alone"][key], expected[key], rtol=0, atol=0, equal_nan=True)
+        from transformers import AutoConfig, AutoModel, AutoProcessor, AutoVideoProcessor
+        outputs = {{}}
+        for name, next_to_model_config in {variants!r}.items():
+            checkpoint = f"{{name}}/checkpoint"
+            processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
+            video_processor = AutoVideoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
+            for loaded in (processor, processor.video_processor, video_processor):
+                assert type(loaded).__module__.startswith("transformers_modules"), type(loaded).__module__
+            if next_to_model_config:
+                assert AutoConfig.from_pretrained(checkpoint, trust_remote_code=True).model_type == "clip2video"
+            both = processor(text={captions!r}, videos=["clip.mp4", "clip.mp4"], return_tensors="pt",
+                             return_timestamps=True)
+            alone = video_processor(["clip.mp4", "clip.mp4"], return_timestamps=True)
+            saved_alone = AutoVideoProcessor.from_pretrained("alone", trust_remote_code=True)
+            assert type(saved_alone).__module__.startswith("transformers_modules"), type(saved_alone).__module__
+            torch.testing.assert_close(saved_alone(["clip.mp4", "clip.mp4"])["pixel_values_videos"],
+                                       alone["pixel_values_videos"], rtol=0, atol=0)
+            outputs[name] = {{"both": dict(both), "alone": dict(alone)}}
+        torch.save(outputs, "outputs.pt")
 
-
-@pytest.mark.slow
-def test_processor_and_model_saved_together_run_end_to_end(tmp_path):
-    save_tiny_checkpoint(tmp_path / "checkpoint", with_apps=False)  # the model and `tiny_processor()`, saved together
-    write_video(tmp_path / "clip.mp4", 45, 30)
-    result = run_isolated(
-        """
-        import torch
-        from transformers import AutoModel, AutoProcessor
-        processor = AutoProcessor.from_pretrained("checkpoint", trust_remote_code=True)
-        model = AutoModel.from_pretrained("checkpoint", trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained("together", trust_remote_code=True)
+        model = AutoModel.from_pretrained("together", trust_remote_code=True).eval()
         inputs = processor(text=["a dog", "a cat"], videos=["clip.mp4", "clip.mp4"], return_tensors="pt")
         with torch.no_grad():
             output = model(**inputs)
@@ -223,3 +215,11 @@ def test_processor_and_model_saved_together_run_end_to_end(tmp_path):
         cwd=tmp_path,
     )
     assert result.stdout.strip().endswith("(2, 2)")
+    saved_outputs = torch.load(tmp_path / "outputs.pt")
+    assert set(saved_outputs) == set(variants)
+    for outputs in saved_outputs.values():
+        assert set(outputs["both"]) == set(expected)
+        for key in expected:
+            torch.testing.assert_close(outputs["both"][key], expected[key], rtol=0, atol=0, equal_nan=True)
+        for key in ("pixel_values_videos", "video_mask", "video_timestamps"):
+            torch.testing.assert_close(outputs["alone"][key], expected[key], rtol=0, atol=0, equal_nan=True)
