@@ -429,3 +429,16 @@ def test_stack_videos_pads_with_zeros_and_nan_and_refuses_to_cut():
 def test_unknown_arguments_are_refused(processor):
     with pytest.raises((TypeError, ValueError), match=r"max_frames|sampling_fps"):
         processor(videos=grey(2), max_frames=2)
+
+
+def test_a_calls_input_data_format_and_device_reach_frames_given_directly(processor):
+    # (frames, 3, 5, 4): the last axis could be RGBA, so only `input_data_format` says the channels come first.
+    rng = np.random.default_rng(0)
+    last = rng.integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
+    first = np.ascontiguousarray(last.transpose(0, 3, 1, 2))
+    expected = processor(videos=last, do_sample_frames=False, input_data_format="channels_last")["pixel_values_videos"]
+    given = processor(videos=first, do_sample_frames=False, input_data_format="channels_first", device="cpu",
+                      return_tensors="pt")
+    assert torch.equal(given["pixel_values_videos"], expected) and given["pixel_values_videos"].device.type == "cpu"
+    inferred = processor(videos=first, do_sample_frames=False)["pixel_values_videos"]
+    assert not torch.equal(inferred, expected)  # read as 3x5 RGBA frames: the argument is what made the difference
