@@ -442,3 +442,30 @@ def test_a_calls_input_data_format_and_device_reach_frames_given_directly(proces
     assert torch.equal(given["pixel_values_videos"], expected) and given["pixel_values_videos"].device.type == "cpu"
     inferred = processor(videos=first, do_sample_frames=False)["pixel_values_videos"]
     assert not torch.equal(inferred, expected)  # read as 3x5 RGBA frames: the argument is what made the difference
+
+
+def test_the_decoding_hook_samples_frames_given_directly_with_the_calls_options(processor):
+    # Called as the base class calls it, without `sample_indices_fn`: the call's num_frames and fps still apply.
+    videos, metadata = processor._decode_and_sample_videos(grey(40), video_metadata={"fps": 10}, do_sample_frames=True,
+                                                           num_frames=2, fps=5.0)
+    expected = authors_rule(list(range(40)), 10.0, 5.0, 2)
+    assert metadata[0].frames_indices == expected and len(videos[0].frames) == len(expected)
+    assert [int(frame[0, 0, 0]) // 6 for frame in videos[0].frames] == expected
+    assert videos[0].timestamps == pytest.approx([index / 10 for index in expected]) and videos[0].data_format is None
+
+
+def test_only_the_chosen_frame_images_are_read_under_the_calls_limits(processor, tmp_path):
+    from PIL import Image
+
+    paths = []
+    for index in range(10):
+        Image.fromarray(np.full((8, 8, 3), 6 * index, np.uint8)).save(tmp_path / f"{index:02d}.png")
+        paths.append(str(tmp_path / f"{index:02d}.png"))
+    (tmp_path / "03.png").write_bytes(b"not an image")  # never chosen below, so never read
+    out = processor(videos=[paths], video_metadata=[{"fps": 5}], fps=1.0, num_frames=4, return_metadata=True)
+    expected = authors_rule(list(range(10)), 5.0, 1.0, 4)
+    assert 3 not in expected and out["video_metadata"][0].frames_indices == expected
+    assert shown_values(out["pixel_values_videos"][0], out["video_mask"][0]) == expected
+    size = (tmp_path / "00.png").stat().st_size
+    with pytest.raises(ValueError, match=r"max_input_bytes"):
+        processor(videos=[paths], video_metadata=[{"fps": 5}], fps=1.0, max_input_bytes=size - 1)
