@@ -4,14 +4,11 @@ and per-frame embeddings without a caption."""
 
 import math
 
-import pytest
 import torch
-import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from tests.helpers.models import text_inputs, tiny_config, video_inputs
-from tests.helpers.processes import run_isolated
 
 # A non-default mix and centre count: with w = 0.5 swapping w and 1 - w would be invisible.
 WEIGHT = 0.8
@@ -120,33 +117,3 @@ def test_hidden_states_and_attentions_of_both_towers_on_request():
     # Attention rows are distributions; asking for them does not change the scores.
     torch.testing.assert_close(video.attentions[0].sum(-1), torch.ones_like(video.attentions[0].sum(-1)))
     torch.testing.assert_close(outputs.logits_per_text, plain.logits_per_text, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.slow
-def test_fresh_process_round_trip_of_the_feature_outputs(tmp_path):
-    model = build()
-    model.save_pretrained(tmp_path / "model")
-    input_ids, attention_mask = text_inputs()
-    pixels, mask = video_inputs(real_frames=[6, 3, 1])
-    torch.save(dict(input_ids=input_ids, attention_mask=attention_mask, pixels=pixels, mask=mask), tmp_path / "inputs.pt")
-    with torch.no_grad():
-        expected = F.normalize(model.get_video_features(pixels, mask).frame_embeds, dim=-1)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=pixels, video_mask=mask).logits_per_text
-    torch.save(dict(frames=expected, logits=logits), tmp_path / "expected.pt")
-    run_isolated(
-        f"""
-        import torch, torch.nn.functional as F
-        from transformers import AutoModel
-        model = AutoModel.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True).eval()
-        i = torch.load({str(tmp_path / 'inputs.pt')!r})
-        e = torch.load({str(tmp_path / 'expected.pt')!r})
-        with torch.no_grad():
-            t = model.get_text_features(input_ids=i["input_ids"], attention_mask=i["attention_mask"])
-            v = model.get_video_features(pixel_values_videos=i["pixels"], video_mask=i["mask"])
-        torch.testing.assert_close(model.logit_scale.exp() * t.pooler_output @ v.pooler_output.T, e["logits"], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(F.normalize(v.frame_embeds, dim=-1), e["frames"], rtol=1e-5, atol=1e-6)
-        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-        print("ok")
-        """,
-        cwd=tmp_path,
-    )

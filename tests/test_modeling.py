@@ -3,6 +3,7 @@ initialisation from CLIP, gradients, half precision and the fresh-process AutoMo
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import CLIPModel
 
 from clip2video.modeling_clip2video import CLIP2VideoConfig, CLIP2VideoModel
@@ -328,9 +329,19 @@ def test_fresh_process_automodel_round_trip(tmp_path):
     saved = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "modeling_clip2video.py", "configuration_clip2video.py"} <= saved
     torch.save(dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=pixels, video_mask=mask), tmp_path / "inputs.pt")
+    # The same interpreter also checks the feature outputs (`get_text_features` / `get_video_features`) of a model
+    # with a non-default mix and centre count (w = 0.8: swapping w and 1 - w would show), saved in its own folder.
+    torch.manual_seed(0)
+    features = CLIP2VideoModel(tiny_config(global_similarity_weight=0.8, alignment_num_centers=5)).eval()
+    features.save_pretrained(tmp_path / "features")
+    with torch.no_grad():
+        frames = F.normalize(features.get_video_features(pixels, mask).frame_embeds, dim=-1)
+        logits = features(input_ids=input_ids, attention_mask=attention_mask, pixel_values_videos=pixels,
+                          video_mask=mask).logits_per_text
+    torch.save(dict(frames=frames, logits=logits), tmp_path / "expected_features.pt")
     run_isolated(
         """
-        import json, torch
+        import json, torch, torch.nn.functional as F
         from transformers import AutoConfig, AutoModel
         config = json.load(open("checkpoint/config.json"))
         assert config["auto_map"] == {"AutoConfig": "configuration_clip2video.CLIP2VideoConfig",
@@ -341,6 +352,16 @@ def test_fresh_process_automodel_round_trip(tmp_path):
         with torch.no_grad():
             out = model(**torch.load("inputs.pt"))
         torch.save({"logits": out.logits_per_text, "video": out.video_embeds}, "outputs.pt")
+
+        model = AutoModel.from_pretrained("features", trust_remote_code=True).eval()
+        i, e = torch.load("inputs.pt"), torch.load("expected_features.pt")
+        with torch.no_grad():
+            t = model.get_text_features(input_ids=i["input_ids"], attention_mask=i["attention_mask"])
+            v = model.get_video_features(pixel_values_videos=i["pixel_values_videos"], video_mask=i["video_mask"])
+        torch.testing.assert_close(model.logit_scale.exp() * t.pooler_output @ v.pooler_output.T, e["logits"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(F.normalize(v.frame_embeds, dim=-1), e["frames"], rtol=1e-5, atol=1e-6)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        print("ok")
         """,
         cwd=tmp_path,
     )
