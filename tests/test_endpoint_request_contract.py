@@ -17,12 +17,14 @@ import copy
 import dataclasses
 import os
 import string
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clip2video.pipelines.publishing.endpoint import handler as endpoint
+from tests.helpers.servers import misbehaving_handler, start_server, stop_server
 from tests.helpers.videos import write_square_video
 
 
@@ -276,6 +278,19 @@ def test_a_url_is_fetched_with_the_deployment_limits(handler, place, serve_folde
         limited(handler, max_input_bytes=len(content) - 1, allow_private_urls=True)._video_file(
             url, "video", str(tmp_path), 0
         )
+
+
+@pytest.mark.parametrize("path, limits", [("/never", {"url_timeout_seconds": 0.3, "max_download_seconds": 60.0}),
+                                           ("/drip", {"url_timeout_seconds": 30.0, "max_download_seconds": 0.5})])
+def test_a_url_is_fetched_within_the_deployment_timeouts(handler, tmp_path, path, limits):
+    server = start_server(misbehaving_handler(b""))
+    try:
+        started = time.monotonic()
+        with pytest.raises(endpoint.RequestError, match=rf'^"video": .*{_escaped(server.url + path)}'):
+            limited(handler, allow_private_urls=True, **limits)._video_file(server.url + path, "video", str(tmp_path), 0)
+        assert time.monotonic() - started < 10  # the other timeout (30 s, 60 s) was not the one that ended it
+    finally:
+        stop_server(server)
 
 
 @settings(max_examples=200, deadline=None)
