@@ -17,7 +17,8 @@ import re
 import pytest
 from accelerate import Accelerator
 
-from clip2video.training.checkpoints import claim_output_dir, run_fingerprint
+from clip2video.pipelines.publishing.staging import MANIFEST_NAME, STAGING_MARKER, STAGING_NAME
+from clip2video.training.checkpoints import claim_output_dir, public_args, resolve_checkpoint, run_fingerprint
 from clip2video.training.run import parse_args
 
 
@@ -79,7 +80,9 @@ def test_another_runs_folder_is_refused_by_name_and_left_as_it_was(accelerator, 
     before = snapshot(tmp_path)
     listed = ", ".join(sorted({name.split("/")[0] for name in files})[:8])
     with pytest.raises(FileExistsError, match=rf"^--output_dir {re.escape(str(tmp_path))} already holds another run's "
-                                              rf"files \({re.escape(listed)}\)\. Pass --overwrite_output_dir"):
+                                              rf"files \({re.escape(listed)}\)\. Pass --overwrite_output_dir to clear "
+                                              r"it, --resume_from_checkpoint latest to continue that run, or choose "
+                                              r"another --output_dir\.$"):
         claim(accelerator, tmp_path)
     assert snapshot(tmp_path) == before
 
@@ -130,7 +133,8 @@ def test_overwrite_refuses_a_folder_holding_anything_else_and_deletes_nothing(ac
     before = snapshot(tmp_path)
     named = ", ".join(foreign[:8]) + (" ..." if count > 8 else "")
     message = (rf"^--overwrite_output_dir clears only what training/run\.py wrote, and --output_dir "
-               rf"{re.escape(str(tmp_path))} also holds {re.escape(named)}:")
+               rf"{re.escape(str(tmp_path))} also holds {re.escape(named)}: move those away or choose another "
+               r"--output_dir \(nothing was deleted\)$")
     with pytest.raises(FileExistsError, match=message):
         claim(accelerator, tmp_path, "--overwrite_output_dir")
     assert snapshot(tmp_path) == before
@@ -176,19 +180,22 @@ def test_a_resume_is_checked_against_the_checkpoints_fingerprint(accelerator, tm
     claim(accelerator, tmp_path, "--learning_rate", "0.001", "--seed", "3", "--resume_from_checkpoint", "latest",
           "--num_workers", "0")
     message = (rf"^{re.escape(str(step))} belongs to a run with other training arguments: --learning_rate 0\.001 "
-               r"there, 0\.002 here; --seed 3 there, 42 here\. Resume")
+               r"there, 0\.002 here; --seed 3 there, 42 here\. Resume with the same arguments, or start a new run "
+               r"\(--overwrite_output_dir, or another --output_dir\)\.$")
     with pytest.raises(ValueError, match=message):
         claim(accelerator, tmp_path, "--resume_from_checkpoint", "latest")
     with pytest.raises(ValueError, match=r"belongs to a run with other training arguments: --seed 3 there, 4 here\."):
         claim(accelerator, tmp_path / "elsewhere", "--learning_rate", "0.001", "--seed", "4",
               "--resume_from_checkpoint", str(step))
     (step / "run.json").unlink()
-    with pytest.raises(ValueError, match=rf"^{re.escape(str(step))} has no run\.json: it was not written by "):
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(step))} has no run\.json: it was not written by "
+                                         r"training/run\.py \(or by an older version\), so it cannot be checked "
+                                         r"against this run's arguments\. Start a new run in another --output_dir\.$"):
         claim(accelerator, tmp_path, "--resume_from_checkpoint", "latest")
 
 
 def test_resume_latest_needs_a_checkpoint(accelerator, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"^no checkpoint in .*checkpoints"):
+    with pytest.raises(FileNotFoundError, match=rf"^no checkpoint in {re.escape(str(tmp_path / 'fresh' / 'checkpoints'))}$"):
         claim(accelerator, tmp_path / "fresh", "--resume_from_checkpoint", "latest")
     assert not (tmp_path / "fresh" / "run.json").exists()
 
@@ -204,3 +211,48 @@ def test_the_recorded_fingerprint_is_the_digest_of_the_arguments_it_lists(tmp_pa
     held = run_fingerprint(args_for(tmp_path))
     digest = hashlib.sha256(json.dumps(held["arguments"], sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert held["fingerprint"] == digest
+
+
+def test_a_resume_lists_arguments_that_only_one_side_has(accelerator, tmp_path):
+    # A checkpoint of a version with a flag this one no longer has, or without the list of its arguments at all.
+    theirs = run_fingerprint(args_for(tmp_path))
+    theirs["arguments"]["old_flag"] = 1
+    theirs["fingerprint"] = "0" * 16
+    step = checkpoint(tmp_path, theirs)
+    with pytest.raises(ValueError, match=r"other training arguments: --old_flag 1 there, None here\. Resume"):
+        claim(accelerator, tmp_path, "--resume_from_checkpoint", "latest")
+    (step / "run.json").write_text(json.dumps({"fingerprint": "0" * 16}))
+    with pytest.raises(ValueError, match=r"other training arguments: .*--seed None there, 42 here"):
+        claim(accelerator, tmp_path, "--resume_from_checkpoint", "latest")
+
+
+@pytest.mark.parametrize("names, latest", [
+    (["step_00000002", "step_00000010", "step_00000004"], "step_00000010"),  # by number, not by name's order
+    (["step_00000002", "step_00000004.replaced"], "step_00000004.replaced"),  # killed before the new one arrived
+    (["step_00000004", "step_00000004.replaced"], "step_00000004"),  # the new one arrived
+    (["step_00000002", "step_00000004.partial", "step_00000006.tmp"], "step_00000002"),  # incomplete ones never
+])
+def test_latest_is_the_last_complete_checkpoint(tmp_path, names, latest):
+    for name in names:
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    assert resolve_checkpoint("latest", tmp_path) == str(tmp_path / "checkpoints" / latest)
+    assert resolve_checkpoint(str(tmp_path / "elsewhere"), tmp_path) == str(tmp_path / "elsewhere")
+
+
+def test_a_publish_killed_after_its_manifest_is_finished_before_the_folder_is_claimed(accelerator, tmp_path, capsys):
+    staging = tmp_path / STAGING_NAME
+    staging.mkdir()
+    (staging / STAGING_MARKER).write_text("")
+    (staging / "model.safetensors").write_text("new weights")
+    (staging / MANIFEST_NAME).write_text(json.dumps({"files": ["model.safetensors"], "previous": []}))
+    with pytest.raises(FileExistsError, match="already holds another run's files"):  # a published model now
+        claim(accelerator, tmp_path)
+    assert (tmp_path / "model.safetensors").read_text() == "new weights" and not staging.exists()
+    assert f"finished the publish of {tmp_path} that was interrupted" in capsys.readouterr().out
+
+
+def test_recorded_arguments_never_hold_the_token(tmp_path):
+    args = args_for(tmp_path, "--push_to_hub", "--hub_model_id", "someone/model", "--hub_token", "hf_secret")
+    shown = public_args(args)
+    assert shown == {**vars(args), "hub_token": "<redacted>"} and args.hub_token == "hf_secret"
+    assert public_args(args_for(tmp_path))["hub_token"] is None  # no token: nothing to hide, nothing invented

@@ -1,0 +1,52 @@
+"""`training/bad_videos.py` beyond the cap (`test_training_bad_videos.py`), from docs/training.md: the videos known
+to be bad before training (missing local files, found once before training) are reported again by every model the
+job trains, however many; the report merged over processes is sorted by name; only local files that do not exist
+are missing (embedded bytes and URLs are not files to look for)."""
+
+import math
+
+import datasets
+import pytest
+from accelerate import Accelerator
+
+from clip2video.training.bad_videos import BadVideos, missing_videos
+
+
+def test_every_model_starts_from_what_was_known_before_training_however_many_restart():
+    videos = BadVideos("training", cap=3, total=10, known_before={"a.mp4": "missing"})
+    videos.add([("a.mp4", "missing")], known_at_start=True)
+    videos.add([("b.mp4", "corrupt")])
+    third = videos.restarted().restarted()
+    assert third.videos == {"a.mp4": "missing"} and third.reason("a.mp4") == "missing"
+    third.add([("c.mp4", "corrupt"), ("d.mp4", "corrupt")])
+    third.check(None, collective=False)  # three in all: one known at the start, two found since
+    third.add([("e.mp4", "corrupt")])
+    with pytest.raises(RuntimeError, match=r"^4 training videos could not be decoded, more than --max_bad_videos 3"):
+        third.check(None, collective=False)
+
+
+def test_missing_videos_are_the_local_files_that_do_not_exist(tmp_path):
+    present = tmp_path / "present.mp4"
+    present.write_bytes(b"video")
+    rows = {"video": [{"path": str(present), "bytes": None}, {"path": str(tmp_path / "gone.mp4"), "bytes": None},
+                      {"path": "clip.mp4", "bytes": b"embedded"}, {"path": "https://example.com/v.mp4", "bytes": None},
+                      {"path": str(tmp_path / "gone.mp4"), "bytes": None}, {"path": None, "bytes": b"x"}]}
+    dataset = datasets.Dataset.from_dict(rows)
+    assert missing_videos(dataset) == {str(tmp_path / "gone.mp4"): "FileNotFoundError: video file not found"}
+
+
+def test_missing_videos_are_found_past_the_first_ten_thousand_rows(tmp_path):
+    paths = [str(tmp_path / "here.mp4")] * 10_001 + [str(tmp_path / "late.mp4")]
+    (tmp_path / "here.mp4").write_bytes(b"video")
+    dataset = datasets.Dataset.from_dict({"video": [{"path": path, "bytes": None} for path in paths]})
+    assert list(missing_videos(dataset)) == [str(tmp_path / "late.mp4")]
+
+
+def test_the_report_of_every_process_is_sorted_by_name():
+    accelerator = Accelerator(cpu=True)
+    videos = BadVideos("test", math.inf, 3)
+    videos.add([("c.mp4", "corrupt"), ("a.mp4", "missing"), ("b.mp4", "corrupt")])
+    assert list(videos.gathered(accelerator).items()) == [("a.mp4", "missing"), ("b.mp4", "corrupt"),
+                                                          ("c.mp4", "corrupt")]
+    videos.merge_processes(accelerator)
+    assert list(videos.videos) == ["a.mp4", "b.mp4", "c.mp4"]
