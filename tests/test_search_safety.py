@@ -357,6 +357,10 @@ def test_the_lock_of_a_killed_indexer_is_not_kept_by_its_decoding_workers(index_
         write_square_video(videos / f"{name}.mp4", COLOURS.get(name, (90, 200, 200)), num_frames=12)
     # The parent waits in its first batch when it is killed; each worker, once its loop ends (it notices the parent
     # is gone), lingers as a worker decoding a long video does, with every descriptor it inherited still open.
+    # `--batch_size 1`: the parent stalls while the loader still has videos to hand out, so its workers stay up until
+    # it is killed. With one batch for all four videos the loader ran out first and shut its workers down ~10 s later
+    # (a join of 5 s each, then SIGTERM): under load the polling below could miss that window (an intermittent
+    # "did not start its decoding workers" under -n 2) or see them just before they were terminated.
     stall = (
         "import time, clip2video.processing.video_processing_clip2video as p\n"
         "p.stack_videos = lambda *a, **k: time.sleep(600)\n"
@@ -364,13 +368,16 @@ def test_the_lock_of_a_killed_indexer_is_not_kept_by_its_decoding_workers(index_
         "loop = w._worker_loop\n"
         "w._worker_loop = lambda *a, **k: (loop(*a, **k), time.sleep(600))"
     )
-    env = environment(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    # Its own HF_HOME: no other process copies remote code into its module cache at the same time.
+    env = environment(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), HF_HOME=str(tmp_path / "hf"))
     code = f"import sys, runpy\n{stall}\nsys.argv = ['x', *sys.argv[1:]]\nrunpy.run_module('clip2video.apps.search.index_videos', run_name='__main__')"
-    indexer = subprocess.Popen(
-        [sys.executable, "-c", code, "--model", checkpoint, "--videos", videos, "--index_dir", index_dir,
-         "--num_workers", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    log = tmp_path / "indexer.log"
+    with open(log, "wb") as output:
+        indexer = subprocess.Popen(
+            [sys.executable, "-c", code, "--model", checkpoint, "--videos", videos, "--index_dir", index_dir,
+             "--num_workers", "2", "--batch_size", "1"],
+            env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     workers = []
     try:
         deadline = time.monotonic() + 240
@@ -379,8 +386,9 @@ def test_the_lock_of_a_killed_indexer_is_not_kept_by_its_decoding_workers(index_
             time.sleep(0.2)
             # Forked workers only (their command line is the indexer's), not a library's short-lived subprocess.
             workers = [pid for pid in child_processes(indexer.pid) if cmdline(pid) == own]
-        assert len(workers) >= 2, "the indexer did not start its decoding workers"
+        assert len(workers) >= 2, f"the indexer did not start its decoding workers:\n{log.read_text()[-3000:]}"
         time.sleep(1)  # the workers decode and fill their queue
+        assert indexer.poll() is None, log.read_text()[-3000:]
         os.kill(indexer.pid, signal.SIGKILL)
         indexer.wait()
         assert any(alive(worker) for worker in workers)  # orphaned workers still running...
