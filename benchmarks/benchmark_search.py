@@ -189,9 +189,10 @@ def build_index(
 ) -> tuple[VideoIndex, float]:
     count = collection.count
     started = time.perf_counter()
+    sizes = [min(CHUNK, count - start) for start in range(0, count, CHUNK)]  # not generated again for their sizes
     videos = GenerationVideos(
         [(f"v{i:09d}.mp4", 0, 0) for i in range(count)], collection.chunks, np.ones(count, np.int32),
-        lambda: ((np.zeros((len(b), 8), np.float16), np.zeros(len(b))) for b in collection.chunks()),
+        lambda: ((np.zeros((size, 8), np.float16), np.zeros(size)) for size in sizes),
     )
     write_generation(
         folder, IndexSpec({"name": "benchmark", "hash": "0" * 32}, 100.0, collection.dim, 8, folder), videos,
