@@ -205,3 +205,13 @@ def test_float16_selection_gives_way_to_the_scan_when_ties_outnumber_its_candida
     assert _selected_top_k(embeddings, query, 10) is None
     scores, found = exact_top_k(embeddings, query, 10, unit_rows=True)
     assert found[0].tolist() == copies[:10].tolist() and scores[0].tolist() == [1.0] * 10
+
+
+def test_hnsw_build_breadth_is_an_option_recorded_with_the_index(tmp_path):
+    faiss = pytest.importorskip("faiss")
+    vectors = unit(500, 16, seed=15)
+    index = synthetic_index(tmp_path, vectors, index_type="hnsw", hnsw_m=8, hnsw_ef_construction=24)
+    settings = index.metadata["vector_index"]
+    assert settings["type"] == "hnsw" and settings["m"] == 8 and settings["ef_construction"] == 24
+    assert faiss.downcast_index(index.vectors).hnsw.efConstruction == 24
+    assert settings["measured_recall_at_10"] >= TARGET_RECALL  # whatever the build breadth, recall is measured
