@@ -35,11 +35,14 @@ def test_missing_videos_are_the_local_files_that_do_not_exist(tmp_path):
     assert missing_videos(dataset) == {str(tmp_path / "gone.mp4"): "FileNotFoundError: video file not found"}
 
 
-def test_missing_videos_are_found_past_the_first_ten_thousand_rows(tmp_path):
-    paths = [str(tmp_path / "here.mp4")] * 10_001 + [str(tmp_path / "late.mp4")]
+def test_missing_videos_are_found_in_every_row_of_a_large_split(tmp_path):
+    # The rows are read in chunks of 10,000: the first row, the first of the second chunk and a row past two chunks.
     (tmp_path / "here.mp4").write_bytes(b"video")
+    paths = [str(tmp_path / "here.mp4")] * 20_001
+    for index in (0, 10_000, 20_000):
+        paths[index] = str(tmp_path / f"gone{index}.mp4")
     dataset = datasets.Dataset.from_dict({"video": [{"path": path, "bytes": None} for path in paths]})
-    assert list(missing_videos(dataset)) == [str(tmp_path / "late.mp4")]
+    assert list(missing_videos(dataset)) == [str(tmp_path / f"gone{index}.mp4") for index in (0, 10_000, 20_000)]
 
 
 def test_the_report_of_every_process_is_sorted_by_name():
