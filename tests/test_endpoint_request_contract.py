@@ -242,6 +242,22 @@ def test_base64_is_refused_from_its_length_before_decoding_line_breaks_included(
         small._video_file(base64.b64encode(bytes(306)).decode(), "video", str(tmp_path), 0)
 
 
+def test_the_length_bound_of_base64_holds_for_every_byte_limit(handler, tmp_path):
+    # docs/serving.md: 4 characters per 3 bytes (a partial group padded to 4) and up to 2 line-break characters per
+    # 64 of those, checked before the whitespace is removed; then the characters left must fit the 4 per 3.
+    for limit in range(2, 200):
+        small = limited(handler, max_input_bytes=limit)
+        characters = 4 * -(-(limit + 1) // 3)  # room for limit + 1 bytes, rounded to whole groups of 4
+        bound = characters + 2 * (characters // 64 + 1)
+        padded = "QQ==" + " " * (bound - 4)
+        assert open(small._video_file(padded, "video", str(tmp_path), 0), "rb").read() == b"A", limit
+        # One character too many either way: a data URI (a bare string that long is not taken for base64).
+        for too_long in (padded + " ", "data:video/mp4;base64," + "Q" * (characters + 1)):
+            with pytest.raises(endpoint.RequestError, match=rf'^"video" decodes to more than {limit} bytes ') as error:
+                small._video_file(too_long, "video", str(tmp_path), 0)
+            assert error.value.status_code == 413, limit
+
+
 @pytest.mark.parametrize(
     "video, message",
     [
