@@ -267,6 +267,7 @@ def test_the_length_bound_of_base64_holds_for_every_byte_limit(handler, tmp_path
         ("data:video/mp4;base64,QUJD!", "is not valid base64."),
         ("data:video/mp4;base64,QUJDé", "is not valid base64."),
         ("data:video/mp4;base64,QUJ", "is not valid base64."),
+        ("data:video/mp4;base64,QUJD,QUJD", "is not valid base64."),  # the data starts at the first comma
         ("Data:video/mp4;base64,", "is empty."),
     ],
 )
