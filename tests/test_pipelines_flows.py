@@ -153,8 +153,8 @@ def test_fine_tune_save_push_and_every_saved_folder_serves_its_pipelines(workdir
         results["pushed_pipeline"] = {{"retrieval": retrieve({QUERY!r}, videos={videos!r})}}
         with open("results.json", "w") as file:
             json.dump(results, file)
-        """,
-        cwd=folder,
+        """ + stream_code(videos),  # the input conventions too: one interpreter instead of two
+        cwd=folder, timeout=480,
     )
     results = json.loads((folder / "results.json").read_text())
     captions = [f"a video of {label}." for label in LABELS]
@@ -174,6 +174,7 @@ def test_fine_tune_save_push_and_every_saved_folder_serves_its_pipelines(workdir
         assert [item["index"] for item in results[saved]["retrieval"]] == order
         torch.testing.assert_close(torch.tensor([item["score"] for item in results[saved]["retrieval"]]),
                                    query_logits[order], rtol=0, atol=1e-4)
+    check_stream_results(folder, videos)
 
 
 def test_save_leaves_out_the_pipelines_whose_code_it_cannot_find(workdir, tmp_path, caplog):
@@ -203,12 +204,10 @@ def test_save_leaves_out_the_pipelines_whose_code_it_cannot_find(workdir, tmp_pa
     assert "custom_pipelines" not in json.loads((tmp_path / "hostile" / "config.json").read_text())
 
 
-@pytest.mark.slow
-def test_streams_batches_workers_and_the_video_classification_arguments(workdir):
-    folder, videos = workdir
-    # The run is bounded: forked DataLoader workers after a decode in the parent must not hang.
-    run_isolated(
-        f"""
+def stream_code(videos) -> str:
+    """`Pipeline.__call__`'s input conventions, run in the serving interpreter after its decodes (forked DataLoader
+    workers after a decode in the parent must not hang: `run_isolated`'s timeout bounds the run)."""
+    return f"""
         import json
         import datasets
         from transformers import pipeline
@@ -239,9 +238,10 @@ def test_streams_batches_workers_and_the_video_classification_arguments(workdir)
                                            batch_size=2, num_workers=2))
         with open("stream_results.json", "w") as file:
             json.dump(results, file)
-        """,
-        cwd=folder, timeout=240,
-    )
+        """
+
+
+def check_stream_results(folder: Path, videos):
     results = json.loads((folder / "stream_results.json").read_text())
     captions = [f"a video of {label}." for label in LABELS]
     logits = scores_of(folder, folder / "published", captions, videos)
