@@ -264,18 +264,21 @@ def test_every_epoch_is_a_new_shuffle_of_the_usable_rows_and_the_seed_fixes_it(v
     assert sorted(orders[0]) == sorted(orders[1]) and len(set(orders[0])) == NUM_ROWS  # every row once an epoch
 
 
-def test_rows_known_to_be_bad_are_never_drawn_and_only_whole_steps_are_trained(videos):
-    # Rows 6 and 7 name a video known to be bad before training: 6 usable pairs make 1 step of 4 an epoch, and the
-    # third micro-batch of 2 is left out (a step on it would have half the pairs, and the schedule does not count it).
+@pytest.mark.parametrize("bad", [{6, 7}, {7}])
+def test_rows_known_to_be_bad_are_never_drawn_and_only_whole_steps_are_trained(videos, bad):
+    # The rows in `bad` name a video known to be bad before training: 6 (or 7) usable pairs make 1 step of 4 an
+    # epoch, in 3 micro-batches of 2 (the seventh pair is no micro-batch), and the third micro-batch is left out (a
+    # step on it would have half the pairs, and the schedule does not count it).
     paths, garbage = videos
-    dataset = datasets.Dataset.from_dict(rows(videos, bad={6, 7}))
+    dataset = datasets.Dataset.from_dict(rows(videos, bad=bad))
     args = arguments()
     run, model, original, training, recorder = start(args, dataset, bad_cap=2,
                                                      known_before={garbage: "FileNotFoundError: missing"})
     assert (training.total_steps, training.num_epochs) == (2, 2)
     progress = train(run, training)
     assert (progress.epoch, progress.optimizer_steps, sorted(recorder.logs)) == (2, 2, [1, 2])
-    batches = micro_batches(args, dataset, 2, candidates=list(range(6)))
+    assert len(training.loader) == 3
+    batches = micro_batches(args, dataset, 2, candidates=[i for i in range(NUM_ROWS) if i not in bad])
     assert len(batches) == 6
     expected, _ = reference(args, original, [batches[0:2], batches[3:5]], 2, 1)
     assert_same_weights(model, expected, original)
@@ -368,6 +371,7 @@ def test_the_collator_draws_its_jitter_and_replacements_from_the_seed_among_the_
     _, _, _, training, _ = start(args, dataset, known_before={garbage: "missing"})
     collator = training.collator
     assert (collator.random_frame_jitter, collator.jitter_seed, collator.dataset) == (True, 11, dataset)
+    assert collator.max_text_length == args.max_text_length and collator.frame_cache is None
     assert collator.candidates == [0, 1, 2, 3, 4, 5, 7] and collator.bad_videos.reason(garbage) == "missing"
 
 
