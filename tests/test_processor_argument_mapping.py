@@ -469,3 +469,18 @@ def test_only_the_chosen_frame_images_are_read_under_the_calls_limits(processor,
     size = (tmp_path / "00.png").stat().st_size
     with pytest.raises(ValueError, match=r"max_input_bytes"):
         processor(videos=[paths], video_metadata=[{"fps": 5}], fps=1.0, max_input_bytes=size - 1)
+
+
+def test_the_earlier_names_warn_once_naming_the_new_ones(caplog):
+    import logging
+
+    # transformers' `warning_once` remembers what it said in this process: forget, so that this test sees it.
+    logging.Logger.warning_once.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            CLIP2VideoVideoProcessor(max_frames=6, sampling_fps=5)
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages.count("`max_frames` is deprecated: the video processor's argument is `num_frames`. Saved folders "
+                          "with `max_frames` still load; save them again to write `num_frames`.") == 1, messages
+    assert messages.count("`sampling_fps` is deprecated: the video processor's argument is `fps`. Saved folders with "
+                          "`sampling_fps` still load; save them again to write `fps`.") == 1, messages
