@@ -484,3 +484,25 @@ def test_the_earlier_names_warn_once_naming_the_new_ones(caplog):
                           "with `max_frames` still load; save them again to write `num_frames`.") == 1, messages
     assert messages.count("`sampling_fps` is deprecated: the video processor's argument is `fps`. Saved folders with "
                           "`sampling_fps` still load; save them again to write `fps`.") == 1, messages
+
+
+def test_a_calls_jitter_moves_the_inner_picks_of_a_file_too(processor, tmp_path):
+    path = write_video(tmp_path / "long.mp4", 100, 10)
+    fixed = processor(videos=[path], fps=5.0, return_metadata=True)["video_metadata"][0].frames_indices
+    assert fixed == authors_rule(list(range(100)), 10.0, 5.0, 4)
+    runs = set()
+    for seed in range(6):
+        torch.manual_seed(seed)
+        metadata = processor(videos=[path], fps=5.0, random_frame_jitter=True, return_metadata=True)["video_metadata"]
+        runs.add(tuple(metadata[0].frames_indices))
+    assert len(runs) > 1
+
+
+def test_a_datasets_video_dict_is_decoded_from_its_bytes_or_its_path(processor, clip):
+    content = open(clip, "rb").read()
+    expected = processor(videos=[clip], return_metadata=True)["video_metadata"][0].frames_indices
+    for video in ({"path": clip, "bytes": None}, {"bytes": content}, {"path": "elsewhere.mp4", "bytes": content}):
+        out = processor(videos=[video], return_metadata=True)
+        assert out["video_metadata"][0].frames_indices == expected and out["video_metadata"][0].total_num_frames == 30
+    with pytest.raises(ValueError, match=r"^Video 1 is a \{'path', 'bytes'\} dict whose 'bytes' is a str, not bytes\.$"):
+        processor(videos=[clip, {"path": None, "bytes": "clip.mp4"}])
