@@ -391,3 +391,16 @@ def test_with_distinct_captions_no_batch_holds_one_caption_twice(videos):
         order = list(sampler)
         plain_orders += [data["caption"][order[i]] == data["caption"][order[i + 1]] for i in range(0, NUM_ROWS, 2)]
     assert any(plain_orders)  # batches of the plain shuffle would have held a caption twice (checks the check)
+
+
+def test_a_streams_checkpoint_every_n_steps_holds_where_the_stream_stands(videos, tmp_path):
+    args = arguments(streaming=True, max_train_steps=3, shuffle_block_size=4, num_workers=1)
+    stream = datasets.Dataset.from_dict(rows(videos)).to_iterable_dataset(num_shards=2)
+    run, _, _, training, _ = start(args, stream, output_dir=tmp_path, checkpointing="2")
+    progress = TrainingProgress()
+    train_one_epoch(run, training, progress, run.train_bad, Silent())
+    assert (tmp_path / "checkpoints" / "step_00000002").is_dir()
+    # Saved at step 2, the last of the first epoch: every row of it read (two blocks of 4), the next block not begun.
+    assert progress.stream_states is not None and len(progress.stream_states) == 1
+    assert {key: progress.stream_states[0][key] for key in ("epoch", "block", "position")} == {
+        "epoch": 0, "block": 1, "position": 4}
