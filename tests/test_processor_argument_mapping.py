@@ -19,7 +19,7 @@ from transformers.video_utils import VideoMetadata
 from clip2video.processing.frame_sampling_clip2video import select_source_frames
 from clip2video.processing.video_inputs_clip2video import checked_frame_rate, frames_metadata
 from clip2video.processing.video_processing_clip2video import CLIP2VideoVideoProcessor, stack_videos
-from tests.helpers.videos import frame_index, index_frame, write_video
+from tests.helpers.videos import frame_index, index_frame, write_video, write_video_after_audio
 
 
 SIZE = 16
@@ -506,3 +506,32 @@ def test_a_datasets_video_dict_is_decoded_from_its_bytes_or_its_path(processor, 
         assert out["video_metadata"][0].frames_indices == expected and out["video_metadata"][0].total_num_frames == 30
     with pytest.raises(ValueError, match=r"^Video 1 is a \{'path', 'bytes'\} dict whose 'bytes' is a str, not bytes\.$"):
         processor(videos=[clip, {"path": None, "bytes": "clip.mp4"}])
+
+
+def test_the_metadata_of_a_file_is_read_from_the_decoded_frames(processor, tmp_path):
+    # Video starting 0.5 s after the audio: the duration is from its first frame to the end of its last.
+    late = write_video_after_audio(tmp_path / "late.mp4", 10, 10, 5)
+    metadata = processor(videos=[late], num_frames=1, return_metadata=True)["video_metadata"][0]
+    assert (metadata.duration, metadata.fps, metadata.total_num_frames) == (pytest.approx(1.0), 10.0, 10)
+    assert (metadata.height, metadata.width, len(metadata.frames_indices)) == (48, 64, 1)
+    # The second frame lasts 0.45 s, the last 0.05 s: the duration ends with the last one's.
+    uneven = write_video(tmp_path / "uneven.mp4", 6, 20, frame_times=[0, 0.05, 0.5, 0.55, 0.6, 0.65], codec="mpeg4")
+    assert processor(videos=[uneven], return_metadata=True)["video_metadata"][0].duration == pytest.approx(0.7)
+
+
+def test_a_torchcodec_decoder_is_read_by_torchcodec_whatever_the_backend(processor, clip):
+    from torchcodec.decoders import VideoDecoder
+
+    metadata = processor(videos=[VideoDecoder(clip)], return_metadata=True)["video_metadata"][0]
+    assert (metadata.video_backend, metadata.total_num_frames) == ("torchcodec", 30)
+
+
+def test_the_span_of_frames_given_directly_counts_every_source_frame(processor):
+    # Two frames at 1.5e-9 fps are 1.3e9 s apart: over the limit, whatever the frames given.
+    with pytest.raises(ValueError, match=r"^The video: `video_metadata` fps=1\.5e-09 puts 2 frames 1\.33e\+09 s apart"):
+        processor.sample_frames(VideoMetadata(total_num_frames=2, fps=1.5e-9))
+    with pytest.raises(ValueError, match=r"^The video: `video_metadata` fps must be a positive number, got -1\.$"):
+        processor.sample_frames(VideoMetadata(total_num_frames=2, fps=-1))
+    assert checked_frame_rate(0.5, 500_000_000, "Video 0") == 0.5  # exactly 10^9 s
+    with pytest.raises(ValueError, match=r"puts 500000001 frames 1e\+09 s apart"):
+        checked_frame_rate(0.5, 500_000_001, "Video 0")
