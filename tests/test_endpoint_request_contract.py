@@ -323,7 +323,7 @@ def test_what_is_taken_for_base64_is_exactly_the_alphabet_in_groups_of_four(text
 
 
 def test_base64_forms_at_the_edges_of_padding():
-    for text in ("QUJD", "QUI=", "QQ==", "QU JD", "QUJD\r\nQUJD"):
+    for text in ("QUJD", "QUI=", "QQ==", "QXXX", "QU JD", "QUJD\r\nQUJD"):
         assert endpoint._looks_like_base64(text), text
     for text in ("", "====", "Q===", "QUJ", "QUJDQ", "clip.mp4", "QUJ\u00e9", " \n"):
         assert not endpoint._looks_like_base64(text), text
