@@ -535,3 +535,11 @@ def test_the_span_of_frames_given_directly_counts_every_source_frame(processor):
     assert checked_frame_rate(0.5, 500_000_000, "Video 0") == 0.5  # exactly 10^9 s
     with pytest.raises(ValueError, match=r"puts 500000001 frames 1e\+09 s apart"):
         checked_frame_rate(0.5, 500_000_001, "Video 0")
+
+
+def test_refusals_of_video_metadata_name_the_video_and_show_the_value(processor):
+    with pytest.raises(ValueError, match=r"^Video 1: `video_metadata` frames_indices must be a list of integers \(one "
+                                         r"source frame index per given frame\), got \[0\.0, 4\.0, 9\.0\]\.$"):
+        frames_metadata({"total_num_frames": 10, "frames_indices": [0.0, 4.0, 9.0]}, 3, 1)
+    with pytest.raises(ValueError, match=r"^Video 1: `video_metadata` fps=1\.5e-09 puts 2 frames 1\.33e\+09 s apart"):
+        processor(videos=[grey(2), grey(2)], video_metadata=[{"fps": 1}, {"fps": 1.5e-9}])
