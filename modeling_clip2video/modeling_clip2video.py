@@ -234,11 +234,15 @@ class CLIP2VideoMLP(CLIPMLP):
 
 def _use_clip2video_layers(model: nn.Module) -> None:
     """Gives every `CLIPEncoderLayer` of `model` (both towers, the temporal transformers) the attention and MLP
-    above: the same parameter names, initialisation and outputs."""
+    above: the same parameter names, initialisation and outputs. The classes are swapped in place, not rebuilt: the
+    subclasses add no state, and building new modules would draw their initial weights from the random generator
+    again (a seeded model would start from other weights than transformers' layers give it)."""
     for layer in model.modules():
         if isinstance(layer, CLIPEncoderLayer):
-            layer.self_attn = CLIP2VideoAttention(layer.self_attn.config)
-            layer.mlp = CLIP2VideoMLP(layer.mlp.config)
+            if type(layer.self_attn) is CLIPAttention:
+                layer.self_attn.__class__ = CLIP2VideoAttention
+            if type(layer.mlp) is CLIPMLP:
+                layer.mlp.__class__ = CLIP2VideoMLP
 
 
 def temporal_layers_config(config: CLIP2VideoConfig, num_layers: int) -> CLIPTextConfig:
