@@ -83,7 +83,8 @@ def limited(handler, max_videos=None, max_texts=None, **limits):
 
 
 def refusal(video):
-    return f"{video!r} is neither base64, a data URI, an http(s) URL, nor a video file in the folder this endpoint serves."
+    # The handler shows a value cut short past 80 characters (`_shown`), which a temporary folder's path can reach.
+    return f"{endpoint._shown(video)} is neither base64, a data URI, an http(s) URL, nor a video file in the folder this endpoint serves."
 
 
 # -- deployment settings --------------------------------------------------------------------------------------------
