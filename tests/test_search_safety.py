@@ -343,6 +343,13 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def alive(pid: int) -> bool:
     try:
         return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
@@ -384,9 +391,14 @@ def test_the_lock_of_a_killed_indexer_is_not_kept_by_its_decoding_workers(index_
         own = Path(f"/proc/{indexer.pid}/cmdline").read_bytes()
         while len(workers) < 2 and time.monotonic() < deadline and indexer.poll() is None:
             time.sleep(0.2)
-            # Forked workers only (their command line is the indexer's), not a library's short-lived subprocess.
-            workers = [pid for pid in child_processes(indexer.pid) if cmdline(pid) == own]
-        assert len(workers) >= 2, f"the indexer did not start its decoding workers:\n{log.read_text()[-3000:]}"
+            # Forked workers only (their command line is the indexer's, their thread named by torch's worker loop),
+            # not a library's short-lived subprocess.
+            workers = [pid for pid in child_processes(indexer.pid) if cmdline(pid) == own or comm(pid) == "pt_data_worker"]
+        assert len(workers) >= 2, (
+            f"the indexer did not start its decoding workers (exit status {indexer.poll()}, "
+            f"{240 - (deadline - time.monotonic()):.0f} s waited, children "
+            f"{[(pid, comm(pid)) for pid in child_processes(indexer.pid)]}):\n{log.read_text()[-3000:]}"
+        )
         time.sleep(1)  # the workers decode and fill their queue
         assert indexer.poll() is None, log.read_text()[-3000:]
         os.kill(indexer.pid, signal.SIGKILL)
