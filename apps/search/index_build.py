@@ -509,8 +509,9 @@ class VectorIndexOptions:
     stays below `TARGET_RECALL`, `RecallTooLowError` where HNSW's does too), exact, ivf or hnsw. `nlist`: IVF
     lists (default about sqrt(videos), a power of two). `nprobe`: IVF lists searched by default. `hnsw_m`,
     `ef_search`: HNSW links per vector and default search breadth; `hnsw_ef_construction`: the breadth of the
-    search that links each added vector (the build's cost grows with it; recall is measured whatever it is). `embedding_dtype`: auto (float16 when its
-    measured error bound stays under 1e-3, float32 otherwise), float16 or float32."""
+    search that links each added vector (the build's cost grows with it; recall is measured whatever it is).
+    `embedding_dtype`: auto (float16 when its measured error bound stays under 1e-3, float32 otherwise), float16 or
+    float32."""
 
     index_type: str = "auto"
     approximate_above: int = APPROXIMATE_ABOVE
