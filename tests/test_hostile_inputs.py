@@ -285,6 +285,7 @@ def test_frames_a_billion_seconds_apart(tmp_path):
         f"""
         from clip2video.processing.video_decoding_clip2video import DecodeLimits, read_video_frames
         from clip2video.processing.frame_sampling_clip2video import select_source_frames
+        import av  # PyAV is imported lazily; its bundled libraries are mapped before the limit, not counted in it
         LIMIT
         decoded = read_video_frames(
             {str(path)!r},
@@ -351,6 +352,7 @@ def test_a_large_frame_is_refused_within_a_memory_limit(tmp_path):
     result = run_limited(
         f"""
         from clip2video.processing.video_decoding_clip2video import read_video_frames
+        import av  # PyAV is imported lazily; its bundled libraries are mapped before the limit, not counted in it
         LIMIT
         try:
             read_video_frames({str(path)!r}, lambda table: [0])
