@@ -81,6 +81,12 @@ def parse_args():
     parser.add_argument("--model", default=None, help="checkpoint to index with (default: paper-size, random)")
     parser.add_argument("--skip_indexing", action="store_true")
     parser.add_argument("--skip_search", action="store_true")
+    parser.add_argument(
+        "--work_dir", default=None,
+        help="keep the built indexes here (default: a temporary folder, removed); an index this folder already holds "
+        "for the same size, type and collection is opened instead of built again, so that a build of an hour can be "
+        "measured again when the machine is quiet",
+    )
     return parser.parse_args()
 
 
@@ -231,15 +237,21 @@ def benchmark_search(args, workdir: Path):
             continue
         index_types = [t for t in args.index_types if t != "hnsw" or count <= args.hnsw_up_to]
         for index_type in index_types:
-            folder = workdir / f"{index_type}-{count}"
-            folder.mkdir()
-            try:
-                index, build_seconds = build_index(
-                    collection, folder, index_type, args.nprobe[0], args.approximate_above, args.hnsw_ef_construction
-                )
-            except RecallTooLowError as error:
-                print(f"\n{count:.0e} x {args.dim} {index_type}: refused ({load()}): {error}")
-                continue
+            build = {"topics": args.topics, "nprobe": args.nprobe[0], "approximate_above": args.approximate_above,
+                     "hnsw_ef_construction": args.hnsw_ef_construction}
+            folder = workdir / (f"{index_type}-{count}-" + "-".join(f"{k}{v}" for k, v in build.items()))
+            if args.work_dir is not None and (folder / "index.json").is_file():
+                index, build_seconds = VideoIndex(folder), float("nan")
+                print(f"\n(opened the index built earlier in {folder})")
+            else:
+                folder.mkdir()
+                try:
+                    index, build_seconds = build_index(
+                        collection, folder, index_type, args.nprobe[0], args.approximate_above, args.hnsw_ef_construction
+                    )
+                except RecallTooLowError as error:
+                    print(f"\n{count:.0e} x {args.dim} {index_type}: refused ({load()}): {error}")
+                    continue
             chosen = index.index_type
             sizes = {key: (folder / name).stat().st_size / 2**20 for key, name in index.metadata["files"].items() if name}
             print(
@@ -298,9 +310,10 @@ def benchmark_search(args, workdir: Path):
                     f"{p95:.1f} ms; exact float32 truth over {len(queries)} queries took {truth_seconds:.0f} s"
                 )
             del index
-            for path in folder.iterdir():
-                path.unlink()
-            folder.rmdir()
+            if args.work_dir is None:
+                for path in folder.iterdir():
+                    path.unlink()
+                folder.rmdir()
 
 
 def benchmark_milvus(args, collection: Collection, queries: np.ndarray, truth: np.ndarray, workdir: Path):
@@ -451,12 +464,14 @@ def main():
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: torch {torch.__version__}, {os.cpu_count()} CPUs, "
         f"{torch.get_num_threads()} threads, {load()}"
     )
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as temporary:
+        workdir = Path(args.work_dir or temporary)
+        workdir.mkdir(parents=True, exist_ok=True)
         if not args.skip_search:
-            benchmark_search(args, Path(workdir))
+            benchmark_search(args, workdir)
         if not args.skip_indexing:
             benchmark_text_encoding()
-            benchmark_indexing(args, Path(workdir))
+            benchmark_indexing(args, Path(temporary))
 
 
 if __name__ == "__main__":
