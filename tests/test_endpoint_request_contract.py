@@ -20,6 +20,7 @@ import string
 import time
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,25 +91,48 @@ def refusal(video):
 # -- deployment settings --------------------------------------------------------------------------------------------
 
 
-def test_the_default_limits_and_the_root_are_the_documented_ones(handler, place):
+def test_the_default_limits_and_the_root_are_the_documented_ones(handler, place, tmp_path):
+    # The first test of the module's handler (mutmut reaches `__init__` only here): what it wired up is used too, the
+    # pipeline's own request checks, the processor's limits and its safe fetcher.
     assert (handler.max_videos, handler.max_texts) == (8, 256)
     assert handler.video_root == os.path.realpath(place / "srv" / "videos")
     assert handler.limits.max_input_bytes == 256 * 2**20
+    assert handler._parse({"inputs": "a.mp4", "parameters": {"candidate_labels": ["x"]}})["template"] == "a video of {}."
+    with pytest.raises(endpoint.RequestError, match=r'^"video": .*http://127\.0\.0\.1:9/clip\.mp4'):
+        handler._video_file("http://127.0.0.1:9/clip.mp4", "video", str(tmp_path), 0)
+    assert not handler.model.training and handler.processor.video_processor.num_frames >= 1
 
 
-def test_the_largest_counts_a_deployment_may_set_are_accepted(tiny_checkpoint):
-    handler = build(tiny_checkpoint, CLIP2VIDEO_ENDPOINT_MAX_VIDEOS=1024, CLIP2VIDEO_ENDPOINT_MAX_TEXTS=65536)
-    assert (handler.max_videos, handler.max_texts, handler.video_root) == (1024, 65536, None)
+@pytest.mark.parametrize("videos, texts", [(1, 1), (1024, 65536)])
+def test_the_smallest_and_largest_counts_a_deployment_may_set_are_accepted(tiny_checkpoint, videos, texts):
+    handler = build(tiny_checkpoint, CLIP2VIDEO_ENDPOINT_MAX_VIDEOS=videos, CLIP2VIDEO_ENDPOINT_MAX_TEXTS=texts,
+                    CLIP2VIDEO_MAX_INPUT_BYTES=12345)
+    assert (handler.max_videos, handler.max_texts, handler.video_root) == (videos, texts, None)
+    assert handler.limits.max_input_bytes == 12345  # the processor's limits, read from the environment
 
 
 @pytest.mark.parametrize(
-    "variable, text",
-    [("CLIP2VIDEO_ENDPOINT_MAX_VIDEOS", "1025"), ("CLIP2VIDEO_ENDPOINT_MAX_TEXTS", "65537"),
-     ("CLIP2VIDEO_ENDPOINT_MAX_TEXTS", "0")],
+    "variable, text, maximum",
+    [("CLIP2VIDEO_ENDPOINT_MAX_VIDEOS", "1025", "1,024"), ("CLIP2VIDEO_ENDPOINT_MAX_VIDEOS", "0", "1,024"),
+     ("CLIP2VIDEO_ENDPOINT_MAX_TEXTS", "65537", "65,536"), ("CLIP2VIDEO_ENDPOINT_MAX_TEXTS", "0", "65,536")],
 )
-def test_a_count_past_its_range_is_refused_naming_the_variable(tiny_checkpoint, variable, text):
-    with pytest.raises(ValueError, match=rf"{variable}='{text}' must be"):
+def test_a_count_past_its_range_is_refused_naming_the_variable(tiny_checkpoint, variable, text, maximum):
+    with pytest.raises(ValueError, match=rf"^Environment variable {variable}='{text}' must be a positive integer at "
+                                         rf"most {maximum}\.$"):
         build(tiny_checkpoint, **{variable: text})
+
+
+def test_the_device_and_dtype_arguments_win_over_the_environment_and_reach_the_model(tiny_checkpoint):
+    # The meta device: the arguments, not the environment (which names a device this test never uses), decide where
+    # the model is put and in which dtype its vision tower's linear layers run.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLIP2VIDEO_ENDPOINT_DEVICE", "cpu")
+        patch.setenv("CLIP2VIDEO_ENDPOINT_DTYPE", "float16")
+        handler = endpoint.EndpointHandler(str(tiny_checkpoint), device="meta", dtype="bfloat16")
+    assert (handler.device, handler.dtype) == (torch.device("meta"), torch.bfloat16)
+    dtypes = {parameter.dtype for parameter in handler.model.parameters()}
+    assert {parameter.device.type for parameter in handler.model.parameters()} == {"meta"}
+    assert torch.bfloat16 in dtypes, dtypes
 
 
 def test_a_video_root_that_is_not_a_folder_is_refused_and_a_linked_root_is_resolved(tiny_checkpoint, place):
@@ -178,6 +202,17 @@ def test_a_local_file_at_the_byte_limit_is_taken_whole_and_one_byte_more_is_refu
                                                     r"\(CLIP2VIDEO_MAX_INPUT_BYTES\)\.$") as error:
         limited(handler, max_input_bytes=size - 1)._video_file("clip.mp4", "video", str(tmp_path), 4)
     assert error.value.status_code == 413 and not (tmp_path / "video-4").exists()
+
+
+def test_of_a_local_file_far_over_the_byte_limit_at_most_one_byte_past_the_limit_is_read(handler, place, tmp_path):
+    # The bound on what is read, not only the refusal: a file of many times the limit is never read whole, so the
+    # refusal counts the bytes read, one past the limit (a 256 MiB limit must not read a 10 GB file into memory).
+    size = (place / "srv" / "videos" / "clip.mp4").stat().st_size
+    for limit in (1, 100, size - 2):
+        with pytest.raises(endpoint.RequestError, match=rf'^"video" has {limit + 1} bytes, over the limit of {limit} '
+                                                        r"\(CLIP2VIDEO_MAX_INPUT_BYTES\)\.$") as error:
+            limited(handler, max_input_bytes=limit)._video_file("clip.mp4", "video", str(tmp_path), 0)
+        assert error.value.status_code == 413
 
 
 # -- bytes, base64 and data URIs ------------------------------------------------------------------------------------
