@@ -4,7 +4,7 @@ against requests aimed at the server's network and files.
 
 Every case asserts the exception type and that the message names the input. Cases whose failure mode is exhausting
 memory run in a subprocess under `resource.setrlimit(RLIMIT_AS)`, so that a regression fails fast instead of taking
-the machine down; every case is bounded to seconds.
+the machine down; every case is bounded to seconds (CPU seconds for work, `Spent`).
 """
 
 import base64
@@ -69,6 +69,24 @@ def servers(video_file):
     stop_server(other)
 
 
+# What a case may cost. Work is bounded in CPU seconds of this process (all its threads, FFmpeg's included), which a
+# loaded machine does not stretch as it does wall time (CI's two cores at a load of 20 give a process a tenth of a
+# core); waiting (for a server, a pipe, a resolver) in wall seconds, loosely: a regression waits for the 30 s the
+# misbehaving server holds out, or forever.
+WAIT_BOUND = 15
+
+
+class Spent:
+    """The wall and CPU seconds spent since it was made."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.monotonic(), time.process_time()
+
+    def check(self, cpu: float, wait: float = WAIT_BOUND) -> None:
+        used, waited = time.process_time() - self.cpu, time.monotonic() - self.wall
+        assert used < cpu and waited < wait, f"{used:.2f} CPU s (at most {cpu}) in {waited:.1f} s (at most {wait})"
+
+
 def trusted(url, max_bytes=10_000_000, timeout=5.0, total_timeout=30.0):
     """The fetcher with loopback allowed (the opt-in for trusted local use)."""
     return fetch_url(url, max_bytes=max_bytes, timeout=timeout, total_timeout=total_timeout, allow_private=True)
@@ -119,7 +137,7 @@ def test_a_server_that_never_answers_times_out(servers):
     started = time.monotonic()
     with pytest.raises(ValueError, match=r"Cannot fetch video http://127\.0\.0\.1:\d+/never: timed out"):
         trusted(base + "/never", timeout=1.0)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < WAIT_BOUND
 
 
 @pytest.mark.slow
@@ -130,7 +148,7 @@ def test_a_server_dripping_a_byte_every_two_seconds_hits_the_deadline(servers, p
     # Each byte comes well within the per-read timeout: only the deadline for the whole download stops it.
     with pytest.raises(ValueError, match=rf"{path}: the download took longer than allowed .*max_download_seconds"):
         trusted(base + path, timeout=3.0, total_timeout=3.0)
-    assert time.monotonic() - started < 6
+    assert time.monotonic() - started < WAIT_BOUND
 
 
 def test_the_connection_goes_to_the_checked_address_not_a_new_dns_answer(servers, video_file):
@@ -157,7 +175,7 @@ def test_a_resolver_that_hangs_is_given_the_timeout(monkeypatch):
     started = time.monotonic()
     with pytest.raises(ValueError, match=r"http://videos\.example/a\.mp4: the host name did not resolve within 0\.5 s"):
         fetch_url("http://videos.example/a.mp4", max_bytes=10**6, timeout=0.5, total_timeout=10)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 4  # not the 5 s the resolver hangs (a margin for a loaded machine)
 
 
 def test_http_errors_and_redirects(servers):
@@ -210,12 +228,17 @@ def test_huge_bodies_are_refused_from_the_header_or_while_streaming(servers):
         trusted(base + "/huge", max_bytes=1_000_000)
     with pytest.raises(ValueError, match=r"/endless: its body exceeds the limit of 1000000 bytes"):
         trusted(base + "/endless", max_bytes=1_000_000)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < WAIT_BOUND
 
 
-def run_limited(code: str, memory_mb: int, timeout: int = 60) -> subprocess.CompletedProcess:
+def run_limited(code: str, memory_mb: int) -> subprocess.CompletedProcess:
     """`code` in a fresh interpreter whose address space may grow at most `memory_mb` above what it has after the
-    imports `code` does first (everything before the line `LIMIT`)."""
+    imports `code` does first (everything before the line `LIMIT`).
+
+    One malloc arena: glibc reserves 64 MB of address space (not memory) for each thread that allocates, so FFmpeg's
+    decoding threads (as many as the machine has cores, where torch has several threads) took 216 of 300 MB on two
+    cores and would exceed it on four. The timeout only stops a hang (the imports alone take minutes of wall time on
+    a loaded machine): what a case may spend is bounded by the limit, and its CPU time by the case."""
     prologue = textwrap.dedent(
         f"""
         import resource
@@ -228,8 +251,8 @@ def run_limited(code: str, memory_mb: int, timeout: int = 60) -> subprocess.Comp
     )
     code = textwrap.dedent(code).replace("LIMIT\n", "_limit()\n")
     return subprocess.run(
-        [sys.executable, "-c", prologue + code], capture_output=True, text=True, timeout=timeout,
-        cwd=Path(__file__).parent,
+        [sys.executable, "-c", prologue + code], capture_output=True, text=True, timeout=600,
+        cwd=Path(__file__).parent, env={**os.environ, "MALLOC_ARENA_MAX": "1"},
     )
 
 
@@ -275,10 +298,10 @@ def write_large_frame(path: Path, width: int, height: int) -> Path:
 
 def test_frames_a_billion_seconds_apart(tmp_path):
     path = write_two_frames(tmp_path / "gap.mkv", 1e9)
-    started = time.monotonic()
+    started = Spent()
     with pytest.raises(ValueError, match=r"gap\.mkv: its duration in seconds .* exceeds .*max_duration_seconds"):
         read_video_frames(path, sample)
-    assert time.monotonic() - started < 2
+    started.check(cpu=2)
     # Raised past the gap, sampling is still arithmetic: the work does not grow with the 5 * 10^9 images ffmpeg
     # would write. Under a memory limit, a regression that lists them fails with MemoryError instead of swapping.
     result = run_limited(
@@ -287,25 +310,28 @@ def test_frames_a_billion_seconds_apart(tmp_path):
         from clip2video.processing.frame_sampling_clip2video import select_source_frames
         import av  # PyAV is imported lazily; its bundled libraries are mapped before the limit, not counted in it
         LIMIT
+        import time
+        started = time.process_time()
         decoded = read_video_frames(
             {str(path)!r},
             lambda table: select_source_frames(table.times, table.durations, table.nominal_fps, 2.5, 12),
             limits=DecodeLimits(max_duration_seconds=2e9),
         )
         print(decoded.timestamps)
+        print(time.process_time() - started)
         """,
         memory_mb=300,
-        timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[0.0, 1000000000.0]"
+    timestamps, cpu_seconds = result.stdout.split("\n")[:2]
+    assert timestamps == "[0.0, 1000000000.0]" and float(cpu_seconds) < 2, result.stdout
 
 
 def test_sampling_work_does_not_grow_with_the_timestamps():
-    started = time.monotonic()
+    started = Spent()
     assert select_source_frames([0.0, 1e15], [None, None], 30.0, 2.5, 12) == [0, 1]
     assert len(uniform_positions(10**15, 5, 12)) == 12
-    assert time.monotonic() - started < 1
+    started.check(cpu=1)
 
 
 @pytest.mark.parametrize(
@@ -336,11 +362,11 @@ def test_bad_sampling_arguments_are_value_errors():
 
 def test_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
     path = write_large_frame(tmp_path / "large.mov", 5000, 4000)  # 20 Mpixels, over the default 16.8 M
-    started = time.monotonic()
+    started = Spent()
     with pytest.raises(ValueError, match=r"large\.mov: .*max_frame_pixels") as error:
         read_video_frames(path, SELECT_ALL)
     assert "CLIP2VIDEO_MAX_FRAME_PIXELS" in str(error.value)
-    assert time.monotonic() - started < 1
+    started.check(cpu=1)
     assert len(read_video_frames(path, SELECT_ALL, limits=DecodeLimits(max_frame_pixels=20_000_000)).frames) == 1
     with pytest.raises(ValueError, match=r"clip\.mp4: its frame size 48x48 in pixels 2304 exceeds the limit of 1000"):
         read_video_frames(write_square_video(tmp_path / "clip.mp4"), SELECT_ALL, limits=DecodeLimits(max_frame_pixels=1000))
@@ -408,11 +434,11 @@ def test_not_files_and_not_videos(tmp_path):
         b"": "<bytes of length 0>: it is empty",
     }
     for video, message in cases.items():
-        started = time.monotonic()
+        started = Spent()
         with pytest.raises(ValueError, match=re.escape(message)) as error:
             read_video_frames(video, SELECT_ALL)
         assert message in str(error.value), (message, str(error.value))
-        assert time.monotonic() - started < 2
+        started.check(cpu=2)
     with pytest.raises(ValueError, match="binary mode"):
         read_video_frames(io.StringIO("text"), SELECT_ALL)
     with pytest.raises(ValueError, match="expected a path, an http"):
@@ -573,7 +599,7 @@ def test_pipeline_timeout_bounds_a_url_that_never_answers(loaded_pipelines, serv
         classifier(base + "/never", candidate_labels=LABELS, timeout=0.5)
     with pytest.raises(ValueError, match=r"/never: timed out"):
         retriever("a query", videos=[base + "/never"], timeout=0.5)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < WAIT_BOUND
     monkeypatch.delenv("CLIP2VIDEO_ALLOW_PRIVATE_URLS")
     before = len(servers[0].requests)
     with pytest.raises(ValueError, match="non-public address"):
@@ -955,20 +981,20 @@ def test_a_png_bomb_is_refused_from_its_header_by_our_limit(tmp_path):
     large = tmp_path / "large.png"
     large.write_bytes(png_bytes(np.zeros((1, 4), np.uint16), 0, size=(5000, 5000)))
     for path, pixels in [(bomb, "10000000000"), (large, "25000000")]:
-        started = time.monotonic()
+        started = Spent()
         with pytest.raises(ValueError, match=f"{path.name}: .*{pixels} exceeds the limit of 16777216 .`max_frame_pix"):
             tiny_processor()(videos=[[str(path)]])
-        assert time.monotonic() - started < 2
+        started.check(cpu=2)
 
 
 def test_frame_paths_that_are_not_regular_files_are_refused_without_waiting(tmp_path):
     os.mkfifo(tmp_path / "pipe.png")
     (tmp_path / "folder.png").mkdir()
     for name in ("pipe.png", "folder.png"):
-        started = time.monotonic()
+        started = Spent()
         with pytest.raises(ValueError, match=f"Cannot read frame image .*{name}: not a regular file"):
             tiny_processor()(videos=[[str(tmp_path / name)]])
-        assert time.monotonic() - started < 2
+        started.check(cpu=2)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
