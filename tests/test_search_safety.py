@@ -55,6 +55,8 @@ def python(arguments: list, cwd: Path, cpu_budget: float, prelude: str = "") -> 
         code = f"import sys, runpy\n{prelude}\nsys.argv = [{module!r}, *sys.argv[1:]]\nrunpy.run_module({module!r}, run_name='__main__')"
         arguments = ["-c", code, *rest]
     with tempfile.TemporaryDirectory() as outputs:
+        # Its own HF_HOME: no other process copies the checkpoint's remote code into its module cache at the same time.
+        env["HF_HOME"] = str(Path(outputs, "hf_home"))
         stdout, stderr = Path(outputs, "stdout"), Path(outputs, "stderr")
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
             process = subprocess.Popen(
@@ -555,8 +557,9 @@ def test_a_local_model_is_recorded_as_its_absolute_folder_and_never_taken_for_a_
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _in_a_thread(function, timeout: float = 30):
-    """`function()`'s result, failing (instead of hanging the suite) if it blocks for `timeout` seconds."""
+def _in_a_thread(function, timeout: float = 120):
+    """`function()`'s result, failing (instead of hanging the suite) if it blocks for `timeout` seconds: a read of a
+    FIFO blocks forever, while opening a tiny index takes a fraction of a CPU second (seconds at a load of 20)."""
     outcome = {}
 
     def run():
