@@ -2,7 +2,7 @@
 the authors' float32 image encoder, in one process.
 
     python benchmarks/benchmark_model.py [--threads 2] [--repeats 5] [--videos 8] [--frames 12] [--authors_code PATH]
-                                         [--compile]
+                                         [--compile] [--no_bf16]
 
 Random weights (the paper's full model: TDB, temporal transformer, TAB), 224 px, `--videos` x `--frames` frames.
 Candidates, timed in turns so that a busy machine slows them alike (median seconds per batch):
@@ -11,6 +11,7 @@ Candidates, timed in turns so that a busy machine slows them alike (median secon
       tower's linear layers in bf16; its embeddings and norms, the text tower, the temporal heads and `logit_scale`
       in float32, see docs/model.md);
     - bf16 autocast: the float32 model under `torch.autocast("cpu", dtype=torch.bfloat16)`;
+      (`--no_bf16` leaves both bf16 paths out: on CPUs without native bf16, AVX2 only, they take 4-7x float32's time)
     - float32 compiled (with `--compile`): the same weights with the vision tower compiled in place for inference,
       `model.compile_vision_tower_for_inference()` (TorchInductor with freezing); its first call (compilation and one
       batch) is timed apart, with the number of batches after which the compilation has paid for itself;
@@ -23,6 +24,7 @@ the same path) move from float32, relative to the largest float32 score.
 import argparse
 import contextlib
 import math
+import os
 import platform
 import statistics
 import sys
@@ -60,6 +62,7 @@ def main():
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--authors_code", help="a checkout of CryhanFang/CLIP2Video, to time their image encoder")
     parser.add_argument("--compile", action="store_true", help="also time float32 with the vision tower compiled for inference")
+    parser.add_argument("--no_bf16", action="store_true", help="leave out the two bf16 paths (slow without native bf16)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -67,7 +70,7 @@ def main():
     model = CLIP2VideoModel(CLIP2VideoConfig()).eval()  # ViT-B/32 sizes
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
-        bf16_model = CLIP2VideoModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
+        bf16_model = None if args.no_bf16 else CLIP2VideoModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
         if args.compile:
             compiled_model = CLIP2VideoModel.from_pretrained(folder).eval()
             compiled_model.compile_vision_tower_for_inference()
@@ -76,16 +79,15 @@ def main():
     input_ids = torch.randint(1, 49000, (16, 32))
     input_ids[:, 0], input_ids[:, -1] = 49406, 49407
 
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f} at the start")
     print(f"batch: {args.videos} videos x {args.frames} frames, 224 px, ViT-B/32 + TDB + temporal transformer + TAB")
-    print(f"bf16 weights: model.dtype {bf16_model.dtype}, heads and logit_scale {bf16_model.logit_scale.dtype}")
-
-    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-    paths = {
-        "float32": (model, pixels, contextlib.nullcontext),
-        "bf16 weights": (bf16_model, pixels.bfloat16(), contextlib.nullcontext),
-        "bf16 autocast": (model, pixels, autocast),
-    }
+    paths = {"float32": (model, pixels, contextlib.nullcontext)}
+    if bf16_model is not None:
+        print(f"bf16 weights: model.dtype {bf16_model.dtype}, heads and logit_scale {bf16_model.logit_scale.dtype}")
+        autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+        paths["bf16 weights"] = (bf16_model, pixels.bfloat16(), contextlib.nullcontext)
+        paths["bf16 autocast"] = (model, pixels, autocast)
     if args.compile:
         paths["float32 compiled"] = (compiled_model, pixels, contextlib.nullcontext)
 
@@ -129,6 +131,7 @@ def main():
         paid_back = f"after {max(1, math.ceil(overhead / saved))} batches" if saved > 0 else "never (not faster)"
         print(f"float32 compiled: first call {compile_seconds:.1f} s (compilation and one batch); pays for itself "
               f"{paid_back}")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
     if args.authors_code:
         # Each round's candidates ran back to back, so a round's ratio sees one load; the median of the rounds'
         # ratios is steadier than the ratio of the medians when the load changes between rounds.
