@@ -20,6 +20,17 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "transformers" not in sys.modules:
 
     del os.environ["HF_MODULES_CACHE"]
 
+# Under several xdist workers the workers already fill the cores, and each of them, and every process it starts,
+# would use torch's default of one intra-op thread per core: OpenMP threads spin while they wait for work, so the
+# surplus threads burn CPU time that the other worker needed (docs/testing.md, "How long the suite takes"). One
+# thread each, inherited by the child processes through the environment; a value the user set is kept, and a test
+# that needs more threads sets them itself (test_video_decoding_fork.py, test_training_frame_cache.py).
+_ONE_THREAD_PER_WORKER = (
+    int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 and "OMP_NUM_THREADS" not in os.environ
+)
+if _ONE_THREAD_PER_WORKER:
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import CLIPModel  # noqa: E402
@@ -27,6 +38,9 @@ from transformers import CLIPModel  # noqa: E402
 from tests.helpers.models import save_tiny_checkpoint, tiny_clip_config  # noqa: E402
 from tests.helpers.servers import file_server, stop_server  # noqa: E402
 from tests.helpers.videos import write_square_videos  # noqa: E402
+
+if _ONE_THREAD_PER_WORKER:
+    torch.set_num_threads(1)  # in case a plugin imported torch before OMP_NUM_THREADS was set
 
 
 @pytest.fixture(scope="session")
