@@ -174,6 +174,51 @@ def _device_type(values) -> str:
 _FUSED_PROJECTION_MIN_TOKENS = 1024
 
 
+# QuickGELU's factor, and the dtypes in which the MLP computes it as SiLU on scaled matmuls: float rounding moves the
+# scores by about 1e-7 relative there, where in bf16 / fp16 the scaled activations would round differently.
+_QUICK_GELU_FACTOR = 1.702
+_QUICK_GELU_SILU_DTYPES = frozenset({torch.float32, torch.float64})
+
+
+def _plain_linear(module: nn.Module, inputs: torch.Tensor) -> bool:
+    """Whether the inference paths may run `module`'s matmul themselves instead of calling `module`: a plain
+    `nn.Linear` with a bias, on the inputs' device, with nothing hooked into its call (forward hooks, or a replaced
+    `forward` as accelerate's offload hooks and adapters install)."""
+    return (
+        type(module) is nn.Linear
+        and module.bias is not None
+        and "forward" not in vars(module)
+        and not hasattr(module, "_hf_hook")
+        and not (module._forward_hooks or module._forward_pre_hooks)
+        and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+        and module.weight.device == inputs.device
+    )
+
+
+def _accelerate_hooked_linear(module: nn.Module) -> bool:
+    """Whether `module` is an `nn.Linear` whose only addition is accelerate's hook (`add_hook_to_module`: the hook's
+    `pre_forward` places the weights and inputs, the original forward runs, `post_forward` places the output), so
+    that the matmul may run between the hook's two halves."""
+    return (
+        type(module) is nn.Linear
+        and module.bias is not None
+        and hasattr(module, "_hf_hook")
+        and getattr(getattr(module, "_old_forward", None), "__func__", None) is nn.Linear.forward
+        and not (module._forward_hooks or module._forward_pre_hooks)
+        and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+    )
+
+
+def _linear_call(module: nn.Module, inputs: torch.Tensor, matmul) -> torch.Tensor:
+    """`matmul(inputs)` (which reads `module.weight` and `module.bias`), inside accelerate's hook when `module` has one,
+    as `module(inputs)` would run its own matmul."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        return matmul(inputs)
+    args, _ = hook.pre_forward(module, inputs)
+    return hook.post_forward(module, matmul(args[0]))
+
+
 class CLIP2VideoAttention(CLIPAttention):
     """`CLIPAttention` with the same parameters and numbers, faster without gradients: the query, key and value
     projections run as one matmul on the concatenated weights (as the authors' `nn.MultiheadAttention` does), and
@@ -185,13 +230,7 @@ class CLIP2VideoAttention(CLIPAttention):
         return (
             not torch.is_grad_enabled()
             and hidden_states.shape[:-1].numel() >= _FUSED_PROJECTION_MIN_TOKENS
-            and all(
-                type(projection) is nn.Linear
-                and projection.bias is not None
-                and not hasattr(projection, "_hf_hook")
-                and projection.weight.device == hidden_states.device
-                for projection in projections
-            )
+            and all(_plain_linear(projection, hidden_states) for projection in projections)
         )
 
     def forward(
@@ -220,16 +259,49 @@ class CLIP2VideoAttention(CLIPAttention):
 
 
 class CLIP2VideoMLP(CLIPMLP):
-    """`CLIPMLP` with the same parameters and numbers; without gradients QuickGELU runs in place on the first
-    layer's output (two fresh tensors of (tokens, 4 * width) fewer per layer), bit for bit the same values."""
+    """`CLIPMLP` with the same parameters and, within float rounding, the same numbers; faster without gradients.
+    QuickGELU is `x * sigmoid(1.702 x) = silu(1.702 x) / 1.702`: in float32 the first layer's matmul produces
+    `1.702 x` (the factor rides on the GEMM's alpha and beta scalars, free), SiLU runs in place (one pass over the
+    (tokens, 4 * width) activations instead of three and two fresh tensors), and the second matmul's alpha divides
+    the factor out again (scores move by float rounding: about 1e-7 relative). In bf16 / fp16 and under autocast
+    QuickGELU runs in place on the first layer's output, bit for bit transformers' values. With gradients, or with
+    replaced or hooked linear layers (accelerate hooks, adapters, quantisation), it runs `CLIPMLP.forward` unchanged."""
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        fc1, fc2 = self.fc1, self.fc2
         if torch.is_grad_enabled() or type(self.activation_fn) is not QuickGELUActivation:
             return super().forward(hidden_states)
-        hidden_states = self.fc1(hidden_states)
-        gate = torch.mul(hidden_states, 1.702)  # QuickGELU: x * sigmoid(1.702 * x)
+        if (
+            hidden_states.dtype in _QUICK_GELU_SILU_DTYPES
+            and not torch.is_autocast_enabled(hidden_states.device.type)
+            and all(
+                layer.weight.dtype == hidden_states.dtype
+                and (_accelerate_hooked_linear(layer) or _plain_linear(layer, hidden_states))
+                for layer in (fc1, fc2)
+            )
+        ):
+            # Offloaded (accelerate) layers take this path too, so that a device map gives the same numbers.
+            flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+            scaled = _linear_call(fc1, flat, self._scaled_fc1)
+            F.silu(scaled, inplace=True)
+            output = _linear_call(fc2, scaled, self._unscaled_fc2)
+            return output.view(*hidden_states.shape[:-1], output.shape[-1])
+        if not (_plain_linear(fc1, hidden_states) and _plain_linear(fc2, hidden_states)):
+            return super().forward(hidden_states)
+        hidden_states = fc1(hidden_states)
+        gate = torch.mul(hidden_states, _QUICK_GELU_FACTOR)  # QuickGELU: x * sigmoid(1.702 * x)
         hidden_states.mul_(gate.sigmoid_())
-        return self.fc2(hidden_states)
+        return fc2(hidden_states)
+
+    def _scaled_fc1(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`1.702 * fc1(hidden_states)`, the factor applied by the GEMM (alpha and beta)."""
+        fc1 = self.fc1
+        return torch.addmm(fc1.bias, hidden_states, fc1.weight.t(), beta=_QUICK_GELU_FACTOR, alpha=_QUICK_GELU_FACTOR)
+
+    def _unscaled_fc2(self, activations: torch.Tensor) -> torch.Tensor:
+        """`fc2(activations / 1.702)`, the division applied by the GEMM (alpha)."""
+        fc2 = self.fc2
+        return torch.addmm(fc2.bias, activations, fc2.weight.t(), alpha=1.0 / _QUICK_GELU_FACTOR)
 
 
 def _use_clip2video_layers(model: nn.Module) -> None:
