@@ -58,9 +58,9 @@ def parse_args():
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64], help="IVF lists searched")
     parser.add_argument("--candidates", type=int, default=256, help="videos re-scored exactly per query")
     parser.add_argument(
-        "--index_types", nargs="+", choices=("ivf", "hnsw", "exact", "auto"), default=["ivf", "hnsw"],
-        help="auto: what index_videos builds (calibrated with text-like queries: IVF, HNSW where IVF stays below "
-        "0.99, refused where HNSW does too)",
+        "--index_types", nargs="+", choices=("ivf", "pq", "hnsw", "exact", "auto"), default=["ivf", "hnsw"],
+        help="auto: what index_videos builds (calibrated with text-like queries: IVF; a PQ scan, then HNSW, where IVF "
+        "stays below 0.99; refused where all do); pq: every video's 4-bit PQ code scanned, candidates re-scored",
     )
     parser.add_argument(
         "--approximate_above", type=int, default=None, help="with --index_types auto: videos above which it is approximate"
@@ -266,6 +266,9 @@ def benchmark_search(args, workdir: Path):
                 settings = [SearchParameters(candidates=args.candidates)]  # the settings calibrated at build
             elif index_type == "hnsw":
                 settings = [SearchParameters(ef_search=e, candidates=args.candidates) for e in (256, 512)]
+            elif index_type == "pq":  # the calibrated candidates, then twice and four times as many
+                calibrated = index.metadata["vector_index"]["candidates"]
+                settings = [SearchParameters(candidates=c) for c in (calibrated, 2 * calibrated, 4 * calibrated)]
             elif index_type == "exact":
                 settings = [SearchParameters()]
             for parameters in settings:
@@ -278,11 +281,11 @@ def benchmark_search(args, workdir: Path):
                 batched = 1000 * (time.perf_counter() - started) / batch
                 vector_index = index.metadata["vector_index"]
                 knob = {
-                    "ivf": f"nprobe {parameters.nprobe or vector_index.get('nprobe')}",
+                    "ivf": f"nprobe {parameters.nprobe or vector_index.get('nprobe')}", "pq": "pq scan",
                     "hnsw": f"efSearch {parameters.ef_search or vector_index.get('ef_search')}", "exact": "exact",
                 }[chosen]
                 print(
-                    f"  {knob:>12}, {parameters.candidates} candidates: recall@10 {recall(rows, truth):.4f}; one query "
+                    f"  {knob:>12}, {max(parameters.candidates, vector_index.get('candidates', 0))} candidates: recall@10 {recall(rows, truth):.4f}; one query "
                     f"median {median:.2f} ms, p95 {p95:.2f} ms; batched ({batch}) {batched:.2f} ms/query  ({load()})"
                 )
             # float16 re-ranking error against the float32 scores of the same (query, video) pairs.

@@ -86,6 +86,9 @@ def test_auto_replaces_an_ivf_index_below_the_target_recall_by_hnsw(tmp_path):
     # IVF was built, measured below the target at its widest search, and replaced.
     assert settings["instead_of"]["type"] == "ivf" and settings["instead_of"]["measured_recall_at_10"] < TARGET_RECALL
     assert settings["type"] == "hnsw" and settings["measured_recall_at_10"] >= TARGET_RECALL
+    # Before HNSW, the PQ scan was tried too (cheaper to build), and stayed below at its most candidates.
+    assert [(t["type"], t["measured_recall_at_10"] < TARGET_RECALL) for t in settings["tried"]] == [
+        ("ivf", True), ("pq", True)]
     # Independently: fresh queries of the same topics find the exact top 10.
     queries = vectors[::25] + 0.2 * unit(100, 32, seed=9) / np.sqrt(32)
     assert measured_recall(index, vectors, queries) >= TARGET_RECALL
@@ -163,7 +166,8 @@ def test_auto_refuses_to_commit_an_index_below_the_target_recall(tmp_path):
     metadata = index.metadata
     part = part_of_empty_files(tmp_path / "videos", [f"w{i:06d}.mp4" for i in range(len(hard))], hard, 1)
     with pytest.raises(RecallTooLowError, match=r"found no approximate index .* ivf \(nlist \d+, nprobe \d+\): 0\.\d+; "
-                       r"hnsw \(m 4, ef_search 2048\): 0\.\d+\)\. Nothing was committed.*--index_type exact"):
+                       r"pq \(m 8, candidates 256\): 0\.\d+; hnsw \(m 4, ef_search 2048\): 0\.\d+\)\. Nothing was committed.*"
+                       r"--index_type exact"):
         commit(
             index.index_dir, IndexSpec.of(index), index, [part],
             VectorIndexOptions(index_type="auto", approximate_above=100, hnsw_m=4),
@@ -216,3 +220,35 @@ def test_hnsw_build_breadth_is_an_option_recorded_with_the_index(tmp_path):
     assert settings["type"] == "hnsw" and settings["m"] == 8 and settings["ef_construction"] == 24
     assert faiss.downcast_index(index.vectors).hnsw.efConstruction == 24
     assert settings["measured_recall_at_10"] >= TARGET_RECALL  # whatever the build breadth, recall is measured
+
+
+def test_a_pq_scan_re_scores_its_candidates_exactly_and_calibrates_how_many(tmp_path):
+    faiss = pytest.importorskip("faiss")
+    vectors, texts = clip_like(9000, 256, topics=1000, seed=2)
+    index = synthetic_index(tmp_path, vectors, index_type="pq", embedding_dtype="float32")
+    settings = index.metadata["vector_index"]
+    assert isinstance(index.vectors, faiss.IndexPQFastScan) and index.vectors.M == 32 == settings["m"]  # 8 dims each
+    # 256 candidates measured below the target, so calibration doubled them up to a sixteenth of the videos (562).
+    assert settings["candidates"] == 512 and settings["measured_recall_at_10"] < TARGET_RECALL
+    # Hits are re-scored exactly: the k best of the candidates by their float64 scores, whatever the codes said.
+    scores, rows = index.nearest(texts, 10)
+    exact = texts.astype(np.float64) @ vectors.astype(np.float64).T
+    np.testing.assert_allclose(scores, index.logit_scale * np.take_along_axis(exact, rows, 1), rtol=0, atol=1e-4)
+    assert (np.diff(scores, axis=1) <= 0).all() and (rows >= 0).all()
+    assert measured_recall(index, vectors, texts) >= 0.98
+    # The calibrated number is a floor: asking fewer re-scores as many; more candidates never lose a true hit.
+    assert np.array_equal(index.nearest(texts, 10, SearchParameters(candidates=16))[1], rows)
+    _, truth = reference(vectors, texts, 10)
+    _, wider = index.nearest(texts, 10, SearchParameters(candidates=4096))
+    for narrow_hits, wide_hits, true in zip(rows, wider, truth):
+        assert set(narrow_hits) & set(true) <= set(wide_hits) & set(true)
+    # More candidates than videos: FAISS pads with -1, which never becomes a row.
+    _, everything = index.nearest(texts[:3], 10, SearchParameters(candidates=20_000))
+    np.testing.assert_array_equal(everything, truth[:3])
+    assert index.describe_search() == (
+        f"pq search of 9000 videos (512 candidates re-scored exactly); recall@10 measured at build: "
+        f"{settings['measured_recall_at_10']:.3f}"
+    )
+    assert "(4096 candidates re-scored exactly)" in index.describe_search(SearchParameters(candidates=4096))
+    # Reopened from disk: the same index answers the same.
+    np.testing.assert_array_equal(VideoIndex(index.index_dir).nearest(texts, 10)[1], rows)

@@ -505,8 +505,9 @@ def file_key(path: Path, root: Path) -> tuple[str, int, int]:
 
 @dataclass
 class VectorIndexOptions:
-    """`index_type`: auto (exact up to `approximate_above` videos, IVF above, HNSW where IVF's measured recall
-    stays below `TARGET_RECALL`, `RecallTooLowError` where HNSW's does too), exact, ivf or hnsw. `nlist`: IVF
+    """`index_type`: auto (exact up to `approximate_above` videos, IVF above; where IVF's measured recall stays
+    below `TARGET_RECALL`, a PQ scan, then HNSW; `RecallTooLowError` where all three do), exact, ivf, pq or hnsw.
+    `nlist`: IVF
     lists (default about sqrt(videos), a power of two). `nprobe`: IVF lists searched by default. `hnsw_m`,
     `ef_search`: HNSW links per vector and default search breadth; `hnsw_ef_construction`: the breadth of the
     search that links each added vector (the build's cost grows with it; recall is measured whatever it is).
@@ -790,6 +791,14 @@ def build_vector_index(
         training_size = min(num_videos, 40 * nlist)
         vectors.cp.max_points_per_centroid = 40
         settings = {"type": "ivf", "nlist": nlist, "nprobe": options.nprobe or min(nlist, max(16, nlist // 128))}
+    elif index_type == "pq":
+        # Every video's 4-bit product-quantised code (8 dimensions per sub-quantiser: 64 bytes at 1024) is scored
+        # with SIMD table lookups: no list to probe and no graph to walk, so small topics are not missed; the
+        # calibrated number of candidates is then re-scored exactly.
+        m = pq_subquantizers(dim)
+        vectors = faiss.IndexPQFastScan(dim, m, 4, faiss.METRIC_INNER_PRODUCT)
+        training_size = min(num_videos, 100_000)
+        settings = {"type": "pq", "m": m, "candidates": DEFAULT_PQ_CANDIDATES}
     elif index_type == "hnsw":
         vectors = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         vectors.hnsw.efConstruction = options.hnsw_ef_construction
@@ -812,6 +821,15 @@ def build_vector_index(
     return vectors, settings
 
 
+def pq_subquantizers(dim: int) -> int:
+    """Sub-quantisers of a PQ scan: about one per 8 dimensions (the largest divisor of `dim` not above dim / 8)."""
+    return next(m for m in range(max(1, dim // 8), 0, -1) if dim % m == 0)
+
+
+# Candidates a PQ scan proposes for exact re-scoring before calibration doubles them (at most `MAX_PQ_CANDIDATES`,
+# or a sixteenth of the videos: beyond that the scan is no cheaper than reading the stored embeddings).
+DEFAULT_PQ_CANDIDATES = 256
+MAX_PQ_CANDIDATES = 8192
 CALIBRATION_QUERIES = 100
 TARGET_RECALL = 0.99
 # Calibration queries resemble text queries rather than stored videos (which sit among their own near-duplicates
@@ -830,24 +848,27 @@ def build_calibrated_index(
     embeddings: np.ndarray, index_type: str, options: VectorIndexOptions, previous: Path | None, automatic: bool
 ):
     """`build_vector_index` then `calibrate`. Chosen by `auto` (`automatic`), an index is never committed below
-    `TARGET_RECALL`: an IVF index that stays below it at its widest search is replaced by HNSW (which links each
-    video to its neighbours whatever the sizes of the topics: collections of many small topics defeat IVF lists),
-    and if HNSW stays below too, `RecallTooLowError` says what was measured and what to do. An index type chosen
-    by the user is kept whatever its recall (recorded in `index.json`, shown with every query)."""
+    `TARGET_RECALL`: an IVF index that stays below it at its widest search is replaced by a PQ scan (which scores
+    every video's code, so that the small topics of collections of many small topics, which IVF lists lose, are
+    not missed; its build takes seconds), then by HNSW (which links each video to its neighbours), and if both stay
+    below too, `RecallTooLowError` says what was measured and what to do. `instead_of` records the IVF measurement
+    and `tried` every one below the target. An index type chosen by the user is kept whatever its recall (recorded
+    in `index.json`, shown with every query)."""
     vectors, settings = build_vector_index(embeddings, index_type, options, previous)
     settings = calibrate(vectors, embeddings, settings, explicit=options.nprobe if index_type == "ivf" else None)
     if not automatic or settings["measured_recall_at_10"] >= TARGET_RECALL:
         return vectors, settings
     tried = [settings]
     if index_type == "ivf":
-        del vectors
-        vectors, settings = build_vector_index(embeddings, "hnsw", options)
-        settings = calibrate(vectors, embeddings, settings)
-        if settings["measured_recall_at_10"] >= TARGET_RECALL:
-            return vectors, {**settings, "instead_of": tried[0]}
-        tried.append(settings)
+        for fallback in ("pq", "hnsw"):
+            del vectors
+            vectors, settings = build_vector_index(embeddings, fallback, options)
+            settings = calibrate(vectors, embeddings, settings)
+            if settings["measured_recall_at_10"] >= TARGET_RECALL:
+                return vectors, {**settings, "instead_of": tried[0], "tried": tried}
+            tried.append(settings)
     measured = "; ".join(
-        f"{t['type']} ({', '.join(f'{key} {t[key]}' for key in ('nlist', 'nprobe', 'm', 'ef_search') if key in t)}): "
+        f"{t['type']} ({', '.join(f'{key} {t[key]}' for key in ('nlist', 'nprobe', 'm', 'ef_search', 'candidates') if key in t)}): "
         f"{t['measured_recall_at_10']:.3f}"
         for t in tried
     )
@@ -865,8 +886,8 @@ def calibrate(vectors, embeddings: np.ndarray, settings: dict, explicit: int | N
     """Measures the index's recall@10 instead of assuming it: `CALIBRATION_QUERIES` text-like queries
     (`text_like_queries`) are searched with the default candidates, against an exact scan of the stored
     embeddings. The search breadth (IVF `nprobe` unless given, HNSW `ef_search`) is doubled until recall reaches
-    `TARGET_RECALL` or a quarter of the lists / 2048; the result is recorded in `index.json`
-    (`measured_recall_at_10`)."""
+    `TARGET_RECALL` or a quarter of the lists / 2048, and a PQ scan's candidates up to `MAX_PQ_CANDIDATES` (or a
+    sixteenth of the videos); the result is recorded in `index.json` (`measured_recall_at_10`)."""
     import faiss
 
     from .video_index import DEFAULT_CANDIDATES, exact_top_k
@@ -883,7 +904,13 @@ def calibrate(vectors, embeddings: np.ndarray, settings: dict, explicit: int | N
         _, found = vectors.search(queries, candidates)
         return float(np.mean([len(t & set(f.tolist())) / max(len(t), 1) for t, f in zip(truth_sets, found)]))
 
-    if settings["type"] == "ivf":
+    if settings["type"] == "pq":
+        key, limit = "candidates", max(candidates, min(MAX_PQ_CANDIDATES, num_videos // 16))
+
+        def setter(value):
+            nonlocal candidates
+            candidates = min(value, num_videos)
+    elif settings["type"] == "ivf":
         ivf = faiss.extract_index_ivf(vectors)
         key, limit = "nprobe", max(settings["nprobe"], settings["nlist"] // 4)
         setter = lambda value: setattr(ivf, "nprobe", value)  # noqa: E731

@@ -423,14 +423,15 @@ class VideoIndexer:
         if "instead_of" in settings:
             self._say(
                 f"IVF found {settings['instead_of']['measured_recall_at_10']:.1%} of the true top 10 of text-like "
-                f"queries (measured at build), below {TARGET_RECALL:.0%}: --index_type auto built HNSW instead "
+                f"queries (measured at build), below {TARGET_RECALL:.0%}: --index_type auto built "
+                f"{settings['type'].upper()} instead "
                 f"({settings['measured_recall_at_10']:.1%})."
             )
         if settings.get("measured_recall_at_10", 1.0) < TARGET_RECALL:
             self._say(
                 f"Warning: the {settings['type']} index finds {settings['measured_recall_at_10']:.1%} of the true "
                 "top 10 of text-like queries (measured at build). Many small topics spread over IVF lists do this; "
-                "--index_type hnsw, or query_videos --exact, or more --candidates / --nprobe recover the rest."
+                "--index_type pq or hnsw, or query_videos --exact, or more --candidates / --nprobe recover the rest."
             )
         self._say(
             f"Indexed {metadata['num_videos']} videos into {where} ({settings['type']} search, "

@@ -41,7 +41,7 @@ import pyarrow as pa
 
 METADATA_FILE = "index.json"
 FORMAT_VERSION = 2
-INDEX_TYPES = ("auto", "exact", "ivf", "hnsw")
+INDEX_TYPES = ("auto", "exact", "ivf", "pq", "hnsw")
 # Below this many videos `auto` scans exactly (10^5 x 1024 float32: ~20 ms a query); above it, IVF.
 APPROXIMATE_ABOVE = 100_000
 # Largest tolerated error of a re-ranked cosine similarity from float16 storage (scores err by at most this times
@@ -496,10 +496,16 @@ class VideoIndex:
         settings = self.metadata["vector_index"]
         if parameters.exact or (parameters.exact is None and self.index_type == "exact"):
             return f"exact search of {len(self)} videos (recall 1)"
-        knobs = {"ivf": ("nprobe", parameters.nprobe), "hnsw": ("ef_search", parameters.ef_search)}
-        key, value = knobs[self.index_type]
         measured = settings.get("measured_recall_at_10")
         recall = "not measured (built before recall was measured)" if measured is None else f"{measured:.3f}"
+        if self.index_type == "pq":  # its knob is the number of candidates: at least the calibrated one
+            used = max(parameters.candidates, settings["candidates"])
+            return (
+                f"pq search of {len(self)} videos ({used} candidates re-scored exactly); recall@10 measured at "
+                f"build: {recall}" + (f" (with {settings['candidates']} candidates)" if used != settings["candidates"] else "")
+            )
+        knobs = {"ivf": ("nprobe", parameters.nprobe), "hnsw": ("ef_search", parameters.ef_search)}
+        key, value = knobs[self.index_type]
         changed = (value not in (None, settings.get(key))) or parameters.candidates != DEFAULT_CANDIDATES
         return (
             f"{self.index_type} search of {len(self)} videos ({key} {value or settings.get(key)}, "
@@ -551,7 +557,7 @@ class VideoIndex:
         if self.vectors is None:
             raise ValueError(f"{self.index_dir} has no approximate index ({self.index_type}); search it exactly.")
         check_positive_integer(parameters.candidates, "candidates")
-        candidates = min(max(k, parameters.candidates), len(self))
+        candidates = min(max(k, parameters.candidates, self.metadata["vector_index"].get("candidates", 0)), len(self))
         self._configure(parameters)
         _, proposed = self.vectors.search(queries, candidates)
         scores = np.full((len(queries), k), -np.inf, np.float32)
@@ -773,11 +779,11 @@ def read_metadata(index_dir: Path) -> dict:
         ):
             raise damaged(path, f"no valid size and checksum recorded for {name!r}", index_dir, metadata)
     settings = metadata["vector_index"]
-    if settings.get("type") not in ("exact", "ivf", "hnsw") or (
+    if settings.get("type") not in ("exact", "ivf", "pq", "hnsw") or (
         (settings["type"] == "exact") != (files.get("vectors") is None)
     ):
         raise damaged(path, "vector index type and files disagree", index_dir, metadata)
-    for key in {"ivf": ("nlist", "nprobe"), "hnsw": ("ef_search",)}.get(settings["type"], ()):
+    for key in {"ivf": ("nlist", "nprobe"), "pq": ("candidates",), "hnsw": ("ef_search",)}.get(settings["type"], ()):
         if not _whole(settings.get(key), 1):
             raise damaged(path, f"vector_index {key} {settings.get(key)!r} is not a positive integer", index_dir, metadata)
     return metadata
