@@ -179,6 +179,53 @@ def test_every_way_out_of_the_root_is_refused_with_one_message(handler, video):
     assert error.value.status_code == 400
 
 
+FLIPPER = """
+import os, sys
+root, outside = sys.argv[1], sys.argv[2]
+target, link, regular = (os.path.join(root, name) for name in ("race.mp4", ".link", ".regular"))
+open(os.path.join(root, ".started"), "w").close()
+while True:
+    os.symlink(outside, link)
+    os.replace(link, target)
+    with open(regular, "wb") as file:
+        file.write(b"inside")
+    os.replace(regular, target)
+"""
+
+
+def test_a_file_swapped_for_a_link_out_of_the_root_while_it_is_checked_is_never_read(handler, tmp_path):
+    # docs/serving.md: resolved with links followed, then opened with O_NOFOLLOW. Another process swaps the file for a
+    # link out of the root, over and over: whenever the swap falls between the check and the open, only O_NOFOLLOW
+    # keeps the outside file from being read.
+    import subprocess
+    import sys
+
+    root, outside = tmp_path / "root", tmp_path / "outside.mp4"
+    root.mkdir()
+    outside.write_bytes(b"outside")
+    (root / "race.mp4").write_bytes(b"inside")
+    served = copy.copy(handler)
+    served.video_root = os.path.realpath(root)
+    flipper = subprocess.Popen([sys.executable, "-c", FLIPPER, str(root), str(outside)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (root / ".started").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        outcomes = []
+        for _ in range(3000):
+            try:
+                outcomes.append(served._local_file("race.mp4", "video"))
+            except endpoint.RequestError:
+                outcomes.append(None)
+            except OSError:  # realpath's readlink of a link that became a file meanwhile: not yet a RequestError
+                outcomes.append(None)
+    finally:
+        flipper.kill()
+        flipper.wait()
+    assert b"outside" not in outcomes
+    assert b"inside" in outcomes and None in outcomes  # both states were seen: the swap ran while the file was read
+
+
 def test_absolute_paths_are_refused_even_inside_the_root(handler, place):
     for video in (str(place / "srv" / "videos" / "clip.mp4"), str(place / "srv" / "videos2" / "clip.mp4")):
         with pytest.raises(endpoint.RequestError, match=_escaped(refusal(video))):
