@@ -166,7 +166,7 @@ def test_auto_refuses_to_commit_an_index_below_the_target_recall(tmp_path):
     metadata = index.metadata
     part = part_of_empty_files(tmp_path / "videos", [f"w{i:06d}.mp4" for i in range(len(hard))], hard, 1)
     with pytest.raises(RecallTooLowError, match=r"found no approximate index .* ivf \(nlist \d+, nprobe \d+\): 0\.\d+; "
-                       r"pq \(m 8, candidates 256\): 0\.\d+; hnsw \(m 4, ef_search 2048\): 0\.\d+\)\. Nothing was committed.*"
+                       r"pq \(m 16, candidates 256\): 0\.\d+; hnsw \(m 4, ef_search 2048\): 0\.\d+\)\. Nothing was committed.*"
                        r"--index_type exact"):
         commit(
             index.index_dir, IndexSpec.of(index), index, [part],
@@ -227,7 +227,7 @@ def test_a_pq_scan_re_scores_its_candidates_exactly_and_calibrates_how_many(tmp_
     vectors, texts = clip_like(9000, 256, topics=1000, seed=2)
     index = synthetic_index(tmp_path, vectors, index_type="pq", embedding_dtype="float32")
     settings = index.metadata["vector_index"]
-    assert isinstance(index.vectors, faiss.IndexPQFastScan) and index.vectors.M == 32 == settings["m"]  # 8 dims each
+    assert isinstance(index.vectors, faiss.IndexPQFastScan) and index.vectors.M == 64 == settings["m"]  # 4 dims each
     # 256 candidates measured below the target, so calibration doubled them up to a sixteenth of the videos (562).
     assert settings["candidates"] == 512 and settings["measured_recall_at_10"] < TARGET_RECALL
     # Hits are re-scored exactly: the k best of the candidates by their float64 scores, whatever the codes said.

