@@ -33,7 +33,7 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.slow
 def test_kill_and_resume_reaches_the_same_weights(uninterrupted):
     workdir = uninterrupted
-    command = [sys.executable, RUN, *TINY, "--data_dir", "data", "--output_dir", "interrupted"]
+    command = [sys.executable, RUN, "--cpu_threads", "1", *TINY, "--data_dir", "data", "--output_dir", "interrupted"]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=environment(OMP_NUM_THREADS="1"))
     first_checkpoint = workdir / "interrupted" / "checkpoints" / "step_00000004"
