@@ -333,7 +333,10 @@ class EndpointHandler:
             raise refused
         if ".." in video.replace("\\", "/").split("/"):
             raise refused
-        real = os.path.realpath(os.path.join(self.video_root, video))
+        try:  # realpath's readlink fails (EINVAL) when a link is swapped for a file while it resolves
+            real = os.path.realpath(os.path.join(self.video_root, video))
+        except (OSError, ValueError):
+            raise refused from None
         if os.path.commonpath([self.video_root, real]) != self.video_root:
             raise refused  # a symbolic link out of the root
         try:
