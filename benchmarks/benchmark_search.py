@@ -285,7 +285,7 @@ def benchmark_search(args, workdir: Path):
                     "hnsw": f"efSearch {parameters.ef_search or vector_index.get('ef_search')}", "exact": "exact",
                 }[chosen]
                 print(
-                    f"  {knob:>12}, {max(parameters.candidates, vector_index.get('candidates', 0))} candidates: recall@10 {recall(rows, truth):.4f}; one query "
+                    f"  {knob:>12}, {index.rescored_candidates(parameters)} candidates: recall@10 {recall(rows, truth):.4f}; one query "
                     f"median {median:.2f} ms, p95 {p95:.2f} ms; batched ({batch}) {batched:.2f} ms/query  ({load()})"
                 )
             # float16 re-ranking error against the float32 scores of the same (query, video) pairs.

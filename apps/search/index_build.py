@@ -507,9 +507,8 @@ def file_key(path: Path, root: Path) -> tuple[str, int, int]:
 class VectorIndexOptions:
     """`index_type`: auto (exact up to `approximate_above` videos, IVF above; where IVF's measured recall stays
     below `TARGET_RECALL`, a PQ scan, then HNSW; `RecallTooLowError` where all three do), exact, ivf, pq or hnsw.
-    `nlist`: IVF
-    lists (default about sqrt(videos), a power of two). `nprobe`: IVF lists searched by default. `hnsw_m`,
-    `ef_search`: HNSW links per vector and default search breadth; `hnsw_ef_construction`: the breadth of the
+    `nlist`: IVF lists (default about sqrt(videos), a power of two). `nprobe`: IVF lists searched by default.
+    `hnsw_m`, `ef_search`: HNSW links per vector and default search breadth; `hnsw_ef_construction`: the breadth of the
     search that links each added vector (the build's cost grows with it; recall is measured whatever it is).
     `embedding_dtype`: auto (float16 when its measured error bound stays under 1e-3, float32 otherwise), float16 or
     float32."""
@@ -870,9 +869,9 @@ def build_calibrated_index(
             if settings["measured_recall_at_10"] >= TARGET_RECALL:
                 return vectors, {**settings, "instead_of": tried[0], "tried": tried}
             tried.append(settings)
+    knobs = ("nlist", "nprobe", "m", "ef_search", "candidates")
     measured = "; ".join(
-        f"{t['type']} ({', '.join(f'{key} {t[key]}' for key in ('nlist', 'nprobe', 'm', 'ef_search', 'candidates') if key in t)}): "
-        f"{t['measured_recall_at_10']:.3f}"
+        f"{t['type']} ({', '.join(f'{key} {t[key]}' for key in knobs if key in t)}): {t['measured_recall_at_10']:.3f}"
         for t in tried
     )
     raise RecallTooLowError(

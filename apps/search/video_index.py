@@ -499,10 +499,11 @@ class VideoIndex:
         measured = settings.get("measured_recall_at_10")
         recall = "not measured (built before recall was measured)" if measured is None else f"{measured:.3f}"
         if self.index_type == "pq":  # its knob is the number of candidates: at least the calibrated one
-            used = max(parameters.candidates, settings["candidates"])
+            used = self.rescored_candidates(parameters)
             return (
                 f"pq search of {len(self)} videos ({used} candidates re-scored exactly); recall@10 measured at "
-                f"build: {recall}" + (f" (with {settings['candidates']} candidates)" if used != settings["candidates"] else "")
+                f"build: {recall}"
+                + (f" (with {settings['candidates']} candidates)" if used != settings["candidates"] else "")
             )
         knobs = {"ivf": ("nprobe", parameters.nprobe), "hnsw": ("ef_search", parameters.ef_search)}
         key, value = knobs[self.index_type]
@@ -512,6 +513,11 @@ class VideoIndex:
             f"{parameters.candidates} candidates re-scored exactly); recall@10 measured at build: {recall}"
             + (f" (with {key} {settings.get(key)}, {DEFAULT_CANDIDATES} candidates)" if changed else "")
         )
+
+    def rescored_candidates(self, parameters: SearchParameters) -> int:
+        """Videos an approximate search proposes for exact re-scoring: `parameters.candidates`, and for a PQ scan at
+        least the number its calibration chose (`vector_index.candidates`)."""
+        return max(parameters.candidates, self.metadata["vector_index"].get("candidates", 0))
 
     def check_model(self, model, force: bool = False) -> None:
         """Raises `ModelMismatchError` unless `model` is the model the index was built with (same weights and
@@ -557,7 +563,7 @@ class VideoIndex:
         if self.vectors is None:
             raise ValueError(f"{self.index_dir} has no approximate index ({self.index_type}); search it exactly.")
         check_positive_integer(parameters.candidates, "candidates")
-        candidates = min(max(k, parameters.candidates, self.metadata["vector_index"].get("candidates", 0)), len(self))
+        candidates = min(max(k, self.rescored_candidates(parameters)), len(self))
         self._configure(parameters)
         _, proposed = self.vectors.search(queries, candidates)
         scores = np.full((len(queries), k), -np.inf, np.float32)
