@@ -3,13 +3,17 @@ generator seeded by (seed, epoch, block), so every epoch reads every row in a ne
 repeat one order each epoch), the same seed gives the same order, every full batch is used once per epoch, and a
 resume from any batch's state continues exactly as the uninterrupted run. The dataset is a real
 `datasets.IterableDataset`; the collator, an argument of the class, numbers each row's "frames" by its row id so
-that the order can be read back (decoding is tested elsewhere)."""
+that the order can be read back (decoding is tested elsewhere).
+
+Map-style data is drawn by `EpochShuffleSampler`, from the same contract: each epoch a permutation of the usable
+rows drawn from (seed, epoch) only (the same on every process and after a resume, whatever the global random state),
+a new one every epoch and for every seed."""
 
 import datasets
 import pytest
 import torch
 
-from clip2video.training.data import StreamingBatches
+from clip2video.training.data import EpochShuffleSampler, StreamingBatches
 
 
 class RowIdCollator:
@@ -75,3 +79,43 @@ def test_a_resume_from_any_batch_continues_the_uninterrupted_order(stop_after):
     seen += epoch_order(resumed)
     seen += epoch_order(resumed) if len(seen) < 80 else []
     assert seen == expected
+
+
+def sampler_order(num_samples, seed, epoch, indices=None):
+    sampler = EpochShuffleSampler(num_samples, seed, indices=indices)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def test_the_map_style_shuffle_is_a_permutation_of_the_usable_rows_drawn_from_seed_and_epoch_only():
+    for indices, expected in ((None, list(range(20))), ([3, 5, 8, 13, 21, 34, 55, 89], [3, 5, 8, 13, 21, 34, 55, 89])):
+        orders = {}
+        for seed in range(4):
+            for epoch in range(4):
+                torch.manual_seed(seed * 7 + epoch)  # the global random state must not matter
+                order = sampler_order(20, seed, epoch, indices)
+                assert sorted(order) == expected and len(EpochShuffleSampler(20, seed, indices)) == len(expected)
+                orders[seed, epoch] = order
+        # Every epoch of every seed its own order (seed 0 and epoch 0 included): no run repeats one epoch's order,
+        # and two seeds never share an epoch's order, shifted or not.
+        assert len({tuple(order) for order in orders.values()}) == 16, "two (seed, epoch) pairs gave one order"
+        torch.manual_seed(12345)
+        assert all(sampler_order(20, seed, epoch, indices) == order for (seed, epoch), order in orders.items())
+    # The sampler keeps its own copy of the rows it was given.
+    rows = [1, 2, 3, 4]
+    sampler = EpochShuffleSampler(10, 0, indices=rows)
+    rows.append(9)
+    assert sorted(sampler) == [1, 2, 3, 4] and len(sampler) == 4
+
+
+def test_a_sampler_built_again_at_a_later_epoch_draws_that_epochs_order():
+    # A resume builds a new sampler and sets the epoch it stopped in: the order is the uninterrupted run's.
+    running = EpochShuffleSampler(30, 5)
+    orders = []
+    for epoch in range(3):
+        running.set_epoch(epoch)
+        orders.append(list(running))
+    resumed = EpochShuffleSampler(30, 5)
+    resumed.set_epoch(2)
+    assert list(resumed) == orders[2] and list(resumed) == orders[2]  # iterating again does not move it on
+    assert list(EpochShuffleSampler(30, 5)) == orders[0]  # a new sampler starts at epoch 0

@@ -404,3 +404,44 @@ def test_a_streams_checkpoint_every_n_steps_holds_where_the_stream_stands(videos
     assert progress.stream_states is not None and len(progress.stream_states) == 1
     assert {key: progress.stream_states[0][key] for key in ("epoch", "block", "position")} == {
         "epoch": 0, "block": 1, "position": 4}
+
+
+def streamed_micro_batches(args, stream, epochs):
+    """Each epoch's micro-batches of a stream, as `StreamingBatches` reads that epoch (its own shuffle each epoch)."""
+    collator = VideoTextCollator(processor(), args.max_text_length)
+    size = args.global_batch_size // args.gradient_accumulation_steps
+    batches = StreamingBatches(stream, size, collator, args.seed, block_size=args.shuffle_block_size)
+    per_epoch = []
+    for _ in range(epochs):  # each pass ends by moving the stream's state to the next epoch
+        per_epoch.append([{key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values_videos",
+                                                         "video_mask")} for batch, _ in batches])
+    return per_epoch
+
+
+@pytest.mark.parametrize("global_batch_size, accumulation, steps", [(4, 2, 3), (6, 3, 2)])
+def test_a_streamed_run_trains_each_epoch_in_its_own_order_as_a_loop_written_out(
+    videos, global_batch_size, accumulation, steps
+):
+    # Eight rows make four micro-batches of 2 an epoch. The second epoch must be read in its own order (not the
+    # first epoch's again), and a stream's micro-batches are accumulated across the epoch's end (its length is not
+    # known ahead): with 3 micro-batches a step, step 2 is the first epoch's last micro-batch and the second's first
+    # two.
+    args = arguments(streaming=True, max_train_steps=steps, shuffle_block_size=8, num_workers=1,
+                     global_batch_size=global_batch_size, gradient_accumulation_steps=accumulation)
+    stream = datasets.Dataset.from_dict(rows(videos)).to_iterable_dataset(num_shards=2)
+    run, model, original, training, recorder = start(args, stream)
+    progress = train(run, training)
+    assert (progress.optimizer_steps, progress.epoch, sorted(recorder.logs)) == (steps, 2, list(range(1, steps + 1)))
+    first, second = streamed_micro_batches(args, stream, 2)
+    assert len(first) == len(second) == 4
+    assert not all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, second))  # checks the check
+    warmup = int(args.warmup_proportion * steps)
+    expected, logged = reference(args, original, steps_of(first + second, accumulation, steps), steps, warmup)
+    assert_same_weights(model, expected, original)
+    for step, (rate, loss, _) in logged.items():
+        assert recorder.logs[step]["train/lr"] == pytest.approx(rate, rel=1e-6, abs=1e-12), step
+        assert recorder.logs[step]["train/loss"] == pytest.approx(loss, rel=1e-4), step
+    # The second epoch read in the first epoch's order: other weights (checks the check; with blocks of 8 rows,
+    # seed 7's second epoch starts with other pairs than its first).
+    repeated, _ = reference(args, original, steps_of(first + first, accumulation, steps), steps, warmup)
+    assert any(not torch.allclose(value, repeated[name], rtol=0, atol=1e-7) for name, value in model.state_dict().items())
