@@ -543,3 +543,61 @@ def test_refusals_of_video_metadata_name_the_video_and_show_the_value(processor)
         frames_metadata({"total_num_frames": 10, "frames_indices": [0.0, 4.0, 9.0]}, 3, 1)
     with pytest.raises(ValueError, match=r"^Video 1: `video_metadata` fps=1\.5e-09 puts 2 frames 1\.33e\+09 s apart"):
         processor(videos=[grey(2), grey(2)], video_metadata=[{"fps": 1}, {"fps": 1.5e-9}])
+
+
+# -- what the hooks are given (the base class's contract), found unpinned by the in-process mutmut run -----------------
+
+
+def test_a_calls_device_is_where_the_frames_are_processed(processor, clip):
+    # transformers' `device`: the frames are moved there before resizing. The meta device shows it without a GPU.
+    for video in (grey(3), clip):
+        out = processor(videos=[video], device="meta", return_tensors="pt")
+        assert out["pixel_values_videos"].device.type == "meta"
+        assert out["pixel_values_videos"].shape == (1, 4, 3, SIZE, SIZE)
+    assert processor(videos=[grey(3)], return_tensors="pt")["pixel_values_videos"].device.type == "cpu"
+
+
+def test_the_decoding_hook_samples_with_the_sample_indices_fn_it_is_given(processor):
+    # `sample_indices_fn(metadata=...)` is how `BaseVideoProcessor.preprocess` says which frames to keep.
+    seen = []
+
+    def every_third(metadata):
+        seen.append(metadata.total_num_frames)
+        return list(range(0, metadata.total_num_frames, 3))
+
+    videos, metadata = processor._decode_and_sample_videos(grey(10), video_metadata={"fps": 10}, do_sample_frames=True,
+                                                           sample_indices_fn=every_third)
+    assert seen == [10] and metadata[0].frames_indices == [0, 3, 6, 9]
+    assert [int(frame[0, 0, 0]) // 6 for frame in videos[0].frames] == [0, 3, 6, 9]
+    # Without sampling every frame is used, whatever function is given.
+    videos, metadata = processor._decode_and_sample_videos(grey(4), video_metadata=None, do_sample_frames=False,
+                                                           sample_indices_fn=every_third)
+    assert seen == [10] and metadata[0].frames_indices == [0, 1, 2, 3] and len(videos[0].frames) == 4
+
+
+def test_the_decoding_hook_jitters_frames_given_directly_when_asked(processor):
+    fixed = authors_rule(list(range(100)), 10.0, 5.0, 4)
+    runs = set()
+    for seed in range(6):
+        torch.manual_seed(seed)
+        _, metadata = processor._decode_and_sample_videos(np.zeros((100, 4, 4, 3), np.uint8), video_metadata={"fps": 10},
+                                                          do_sample_frames=True, fps=5.0, random_frame_jitter=True)
+        runs.add(tuple(metadata[0].frames_indices))
+    assert len(runs) > 1 and all(run[0] == fixed[0] and len(run) == 4 for run in runs)
+    _, metadata = processor._decode_and_sample_videos(np.zeros((100, 4, 4, 3), np.uint8), video_metadata={"fps": 10},
+                                                      do_sample_frames=True, fps=5.0)
+    assert metadata[0].frames_indices == fixed
+
+
+def test_input_data_format_describes_frames_given_never_frame_images_read(processor, tmp_path):
+    from PIL import Image
+
+    paths = []
+    for index in range(3):
+        Image.fromarray(np.full((6, 10, 3), 6 * index, np.uint8)).save(tmp_path / f"{index}.png")
+        paths.append(str(tmp_path / f"{index}.png"))
+    alone = processor(videos=[paths], do_sample_frames=False)["pixel_values_videos"]
+    batch = processor(videos=[paths, np.ascontiguousarray(grey(3, 6, 10).transpose(0, 3, 1, 2))],
+                      do_sample_frames=False, input_data_format="channels_first")["pixel_values_videos"]
+    assert torch.equal(batch[0], alone[0])
+    assert shown_values(alone[0], torch.tensor([1, 1, 1])) == [0, 1, 2]
