@@ -271,3 +271,61 @@ def test_a_duration_in_the_header_over_the_limit_is_refused_naming_the_file_and_
     with pytest.raises(ValueError, match=rf"^Cannot read video {re.escape(str(path))}: its duration in seconds "
                                          rf"{shown} exceeds the limit of 1\.5 \(`max_duration_seconds`\)"):
         read_video_frames(path, select_all, limits=DecodeLimits(max_duration_seconds=1.5))
+
+
+def header_seconds(path):
+    """The longest duration a file's headers state: the container's (in microseconds, FFmpeg's `AV_TIME_BASE`) and the
+    video stream's (in its time base)."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        seconds = [container.duration / 1_000_000]
+        if stream.duration:
+            seconds.append(float(stream.duration * stream.time_base))
+    return max(seconds)
+
+
+def over_the_limit(path, what, value, field, limit):
+    return (rf"^Cannot read video {re.escape(str(path))}: {re.escape(what)} {re.escape(str(value))} exceeds the limit of "
+            rf"{re.escape(str(limit))} \(`{field}`\); if the input is trusted, raise it with the processor argument "
+            rf"`{field}=\.\.\.` or the environment variable CLIP2VIDEO_{field.upper()}\.$")
+
+
+@pytest.mark.parametrize("container", ["mkv", "mp4"])  # mkv states only the container's duration, mp4 both
+def test_a_video_exactly_as_long_as_the_duration_limit_is_read_and_a_hair_longer_is_refused(tmp_path, container):
+    path = write_video(tmp_path / f"clip.{container}", 7, 3, width=32, height=32)
+    seconds = header_seconds(path)
+    assert 2.3 < seconds < 2.4
+    assert len(read_video_frames(path, select_all, limits=DecodeLimits(max_duration_seconds=seconds)).frames) == 7
+    with pytest.raises(ValueError, match=over_the_limit(path, "its duration in seconds", round(seconds, 3),
+                                                        "max_duration_seconds", below(seconds))):
+        read_video_frames(path, select_all, limits=DecodeLimits(max_duration_seconds=below(seconds)))
+
+
+def test_a_stream_without_a_stated_duration_is_limited_by_the_span_of_its_timestamps(tmp_path):
+    # A raw H.264 stream has no container, no duration and no timestamps: its frames are numbered at the stream's
+    # rate (10 fps), so 20 frames span 19 / 10 s.
+    path = write_video(tmp_path / "clip.h264", 20, 10, width=32, height=32)
+    with av.open(path) as container:
+        assert container.duration is None and container.streams.video[0].duration is None
+    span = 19 / 10
+    decoded = read_video_frames(path, select_all, limits=DecodeLimits(max_duration_seconds=span))
+    assert len(decoded.frames) == 20 and decoded.timestamps[0] == 0 and decoded.timestamps[-1] == span
+    with pytest.raises(ValueError, match=over_the_limit(path, "the span of its frame timestamps in seconds", span,
+                                                        "max_duration_seconds", below(span))):
+        read_video_frames(path, select_all, limits=DecodeLimits(max_duration_seconds=below(span)))
+
+
+def test_the_decoding_work_at_exactly_its_limit_is_done_and_one_pixel_less_is_refused(tmp_path):
+    # One keyframe and no B-frames: reaching the last frame decodes every frame once, 30 frames of 32x32 pixels.
+    path = write_video(tmp_path / "one_keyframe.mp4", 30, 10, width=32, height=32, g="1000", keyint_min="1000",
+                       bf="0")
+    last = lambda table: [len(table.times) - 1]  # noqa: E731
+    work = 30 * 32 * 32
+    frames = read_video_frames(path, last, limits=DecodeLimits(max_decoded_pixels=work)).frames
+    assert len(frames) == 1 and frames[0].shape == (32, 32, 3)
+    what = "the pixels decoded to reach its sampled frames (at least)"
+    with pytest.raises(ValueError, match=over_the_limit(path, what, work, "max_decoded_pixels", work - 1)):
+        read_video_frames(path, last, limits=DecodeLimits(max_decoded_pixels=work - 1))
+    # The first frame costs its own pixels only.
+    first = lambda table: [0]  # noqa: E731
+    assert len(read_video_frames(path, first, limits=DecodeLimits(max_decoded_pixels=32 * 32)).frames) == 1
