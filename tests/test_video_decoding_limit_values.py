@@ -5,9 +5,12 @@ is accepted and one unit past is refused with the message naming the field and i
 `CLIP2VIDEO_*` environment variable; over the whole input space with hypothesis. The refusals of a real file name
 the file, the value and the limit; frames of one pixel are frames. Only videos of a few frames are decoded: fast."""
 
+import errno
 import io
 import math
+import os
 import re
+import time
 
 import av
 import numpy as np
@@ -16,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clip2video.processing.video_decoding_clip2video import DecodeLimits, parse_setting, read_video_frames
+from tests.helpers.servers import misbehaving_handler, start_server, stop_server
 from tests.helpers.videos import write_video
 
 
@@ -329,3 +333,68 @@ def test_the_decoding_work_at_exactly_its_limit_is_done_and_one_pixel_less_is_re
     # The first frame costs its own pixels only.
     first = lambda table: [0]  # noqa: E731
     assert len(read_video_frames(path, first, limits=DecodeLimits(max_decoded_pixels=32 * 32)).frames) == 1
+
+
+def test_a_url_is_fetched_within_the_limits_of_the_call(tmp_path):
+    # A URL is read under the same `DecodeLimits` as a file: its bytes, the wait for each byte, the whole download
+    # and whether a loopback address may be reached (allow_private_urls).
+    video = open(write_video(tmp_path / "clip.mp4", 5, 5, width=32, height=32), "rb").read()
+    server = start_server(misbehaving_handler(video))
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        url = base + "/video.mp4"
+        trusted = dict(allow_private_urls=True)
+        assert len(read_video_frames(url, select_all, limits=DecodeLimits(max_input_bytes=len(video), **trusted))
+                   .frames) == 5
+        with pytest.raises(ValueError, match=rf"^Cannot fetch video {re.escape(url)}: its Content-Length {len(video)} "
+                                             rf"exceeds the limit of {len(video) - 1} bytes \(`max_input_bytes`, "
+                                             r"environment variable CLIP2VIDEO_MAX_INPUT_BYTES\)\.$"):
+            read_video_frames(url, select_all, limits=DecodeLimits(max_input_bytes=len(video) - 1, **trusted))
+        with pytest.raises(ValueError, match=rf"^Cannot fetch video {re.escape(url)}: its host resolves to the "
+                                             r"non-public address 127\.0\.0\.1"):
+            read_video_frames(url, select_all, limits=DecodeLimits())
+        started = time.monotonic()
+        with pytest.raises(ValueError, match=rf"^Cannot fetch video {re.escape(base)}/never: timed out\.$"):
+            read_video_frames(base + "/never", select_all, limits=DecodeLimits(url_timeout_seconds=0.2, **trusted))
+        # The body drips a byte every 2 s, within the byte timeout: the download's deadline stops it.
+        with pytest.raises(ValueError, match=rf"^Cannot fetch video {re.escape(base)}/drip: the download took longer "
+                                             r"than allowed \(`max_download_seconds`\)\.$"):
+            read_video_frames(base + "/drip", select_all,
+                              limits=DecodeLimits(url_timeout_seconds=5, max_download_seconds=0.3, **trusted))
+        assert time.monotonic() - started < 8  # not the default 10 s per byte and 120 s per download
+    finally:
+        stop_server(server)
+
+
+def test_every_refusal_of_something_that_is_not_a_video_file_names_it_and_why(tmp_path):
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    long_name = str(tmp_path / ("v" * 300 + ".mp4"))  # over the file system's 255 bytes a name
+    loop = tmp_path / "loop.mp4"
+    os.symlink(loop, loop)
+    write_only = open(tmp_path / "write_only.mp4", "wb")
+    closed = open(tmp_path / "write_only.mp4", "rb")
+    closed.close()
+    cases = [
+        (str(tmp_path / "missing.mp4"), FileNotFoundError, f"Video file not found: {tmp_path / 'missing.mp4'}"),
+        ("ftp://example.com/v.mp4", ValueError,
+         "Cannot read video ftp://example.com/v.mp4: only http:// and https:// URLs can be fetched."),
+        ("FILE:///etc/passwd", ValueError,
+         "Cannot read video FILE:///etc/passwd: only http:// and https:// URLs can be fetched."),
+        ("clip\0.mp4", ValueError, "Cannot read video clip\0.mp4: a path cannot contain a NUL character."),
+        (folder, ValueError, f"Cannot read video {folder}: not a regular file."),
+        (long_name, ValueError, f"Cannot read video {long_name[:197]}...: {os.strerror(errno.ENAMETOOLONG)}."),
+        (loop, ValueError, f"Cannot read video {loop}: {os.strerror(errno.ELOOP)}."),
+        (write_only, ValueError, f"Cannot read video {write_only.name}: read."),
+        (closed, ValueError, f"Cannot read video {closed.name}: read of closed file."),
+        (io.StringIO("text"), ValueError,
+         "Cannot read video <StringIO object>: the file object must be opened in binary mode."),
+        (3.5, ValueError,
+         "Cannot read video <float object>: expected a path, an http(s) URL, bytes or a binary file object, got float."),
+    ]
+    try:
+        for video, error, message in cases:
+            with pytest.raises(error, match=f"^{re.escape(message)}$"):
+                read_video_frames(video, select_all)
+    finally:
+        write_only.close()
