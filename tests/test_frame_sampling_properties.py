@@ -6,6 +6,7 @@ every size (`frames_indices < total_num_frames`), and the argument checks refuse
 documented ranges."""
 
 import math
+import re
 import shutil
 import subprocess
 from fractions import Fraction
@@ -267,3 +268,71 @@ def test_training_jitters_the_inner_picks_from_three_frames_on(max_frames):
         assert (jittered[0], jittered[-1]) == (plain[0], plain[-1]) == (0, 99)
         middles.add(tuple(jittered[1:-1]))
     assert len(middles) > 1 and any(middle != tuple(plain[1:-1]) for middle in middles)
+
+
+COUNTS_REFUSED = [0, -3, 2.0, True, "5", None, np.float64(5)]
+RATES_REFUSED = [0, 0.0, -1.0, math.inf, -math.inf, math.nan, "2.5", None, False, np.float64(-1.0), Fraction(0)]
+
+
+def refused_whole(message):
+    return "^" + re.escape(message) + "$"
+
+
+@pytest.mark.parametrize("value", COUNTS_REFUSED)
+@pytest.mark.parametrize("argument", ["num_extracted", "max_frames"])
+def test_a_count_that_is_not_a_positive_integer_is_refused_naming_the_argument_and_the_value(argument, value):
+    arguments = {"num_extracted": 10, "sampling_fps": 2.5, "max_frames": 12, argument: value}
+    with pytest.raises(ValueError, match=refused_whole(f"`{argument}` must be a positive integer, got {value!r}.")):
+        uniform_positions(**arguments)
+
+
+@pytest.mark.parametrize("value", RATES_REFUSED)
+def test_a_rate_that_is_not_a_positive_finite_number_is_refused_naming_the_argument_and_the_value(value):
+    shown = float(value) if isinstance(value, Fraction) else value  # a Fraction is read as the float it is
+    message = "`{}` must be a positive finite number of frames per second, got {!r}."
+    with pytest.raises(ValueError, match=refused_whole(message.format("sampling_fps", shown))):
+        uniform_positions(10, value, 12)
+    for argument in ("nominal_fps", "output_fps"):
+        rates = {"nominal_fps": 30.0, "output_fps": 5.0, argument: value}
+        with pytest.raises(ValueError, match=refused_whole(message.format(argument, shown))):
+            ffmpeg_cfr_frame_runs([0.0, 0.1], [None, None], **rates)
+        with pytest.raises(ValueError, match=refused_whole(message.format(argument, shown))):
+            ffmpeg_cfr_frame_indices([0.0, 0.1], [None, None], **rates)
+    with pytest.raises(ValueError, match=refused_whole(message.format("nominal_fps", shown))):
+        select_source_frames([0.0, 0.1], [None, None], value, 2.5, 12)
+    with pytest.raises(ValueError, match=refused_whole(message.format("sampling_fps", shown))):
+        select_source_frames([0.0, 0.1], [None, None], 30.0, value, 12)
+
+
+def test_rates_are_any_positive_finite_real_number_and_counts_any_integer_type():
+    # PyAV gives rates as Fractions, NumPy gives numpy scalars: each is the number it stands for.
+    for rate in (Fraction(5, 2), np.float32(2.5), np.int64(2), 2):
+        assert uniform_positions(100, rate, 40).tolist() == uniform_positions(100, float(rate), 40).tolist()
+    times = [index / 30 for index in range(60)]
+    for rate in (Fraction(30000, 1001), np.float64(30000 / 1001), np.int32(30), 30):
+        assert ffmpeg_cfr_frame_runs(times, [None] * 60, rate) == ffmpeg_cfr_frame_runs(times, [None] * 60, float(rate))
+        assert ffmpeg_cfr_frame_runs(times, [None] * 60, 30.0, rate) == ffmpeg_cfr_frame_runs(
+            times, [None] * 60, 30.0, float(rate))
+    for count in (np.int8(12), np.uint16(12), np.int64(12)):
+        assert uniform_positions(count, 5.0, count).tolist() == list(range(12))
+
+
+@pytest.mark.parametrize(
+    "times, durations, message",
+    [
+        ([0.0, 0.1], [None], "Got 2 frame times but 1 frame durations."),
+        ([0.0], [None, None], "Got 1 frame times but 2 frame durations."),
+        ([0.0, math.nan], [None, None], "Frame 1 has time nan and duration None: both must be finite numbers."),
+        ([0.0, 0.1], [math.inf, None], "Frame 0 has time 0.0 and duration inf: both must be finite numbers."),
+        ([0.0, "0.1"], [None, None], "Frame 1 has time '0.1' and duration None: both must be finite numbers."),
+        ([0.0, 0.1], [None, -math.inf], "Frame 1 has time 0.1 and duration -inf: both must be finite numbers."),
+        ([True, 0.1], [None, None], "Frame 0 has time True and duration None: both must be finite numbers."),
+        ([0.0, 0.1], [None, "1"], "Frame 1 has time 0.1 and duration '1': both must be finite numbers."),
+    ],
+)
+def test_timings_that_do_not_describe_frames_are_refused_naming_the_frame_and_its_values(times, durations, message):
+    for convert in (ffmpeg_cfr_frame_runs, ffmpeg_cfr_frame_indices):
+        with pytest.raises(ValueError, match=refused_whole(message)):
+            convert(times, durations, 30.0)
+    with pytest.raises(ValueError, match=refused_whole(message)):
+        select_source_frames(times, durations, 30.0, 2.5, 12)
