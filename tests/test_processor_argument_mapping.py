@@ -18,7 +18,7 @@ from transformers.video_utils import VideoMetadata
 
 from clip2video.processing.frame_sampling_clip2video import select_source_frames
 from clip2video.processing.video_inputs_clip2video import checked_frame_rate, frames_metadata
-from clip2video.processing.video_processing_clip2video import CLIP2VideoVideoProcessor, stack_videos
+from clip2video.processing.video_processing_clip2video import CLIP2VideoVideoProcessor, SampledVideo, stack_videos
 from tests.helpers.videos import frame_index, index_frame, write_video, write_video_after_audio
 
 
@@ -601,3 +601,47 @@ def test_input_data_format_describes_frames_given_never_frame_images_read(proces
                       do_sample_frames=False, input_data_format="channels_first")["pixel_values_videos"]
     assert torch.equal(batch[0], alone[0])
     assert shown_values(alone[0], torch.tensor([1, 1, 1])) == [0, 1, 2]
+
+
+def test_the_decoding_hook_takes_no_metadata_for_some_videos_of_a_batch(processor):
+    # transformers' type check refuses None entries in a call's `video_metadata`; the hook takes one entry or None
+    # per video (what `as_metadata_list` makes of every form).
+    videos, metadata = processor._decode_and_sample_videos([grey(6), grey(40)], video_metadata=[None, {"fps": 10}],
+                                                           do_sample_frames=True, fps=5.0)
+    assert metadata[0].fps is None and metadata[0].frames_indices == uniform(6, 4)
+    assert all(math.isnan(value) for value in videos[0].timestamps)
+    assert metadata[1].fps == 10 and metadata[1].frames_indices == authors_rule(list(range(40)), 10.0, 5.0, 4)
+    assert videos[1].timestamps == pytest.approx([index / 10 for index in metadata[1].frames_indices])
+
+
+def test_return_tensors_np_gives_numpy_arrays_of_the_documented_dtypes(processor):
+    out = processor(videos=[grey(2), grey(3)], do_sample_frames=False, return_timestamps=True, return_tensors="np")
+    assert all(isinstance(value, np.ndarray) for value in out.values())
+    assert (out["pixel_values_videos"].dtype, out["video_mask"].dtype, out["video_timestamps"].dtype) == (
+        np.float32, np.int64, np.float64)
+    assert out["pixel_values_videos"].shape == (2, 4, 3, SIZE, SIZE) and out["video_mask"].tolist() == [
+        [1, 1, 0, 0], [1, 1, 1, 0]]
+
+
+def test_the_decoding_hook_reads_frame_images_under_the_default_limits(processor, tmp_path):
+    # Called with the base class's arguments only: `DecodeLimits.from_env()` applies.
+    from PIL import Image
+
+    paths = []
+    for index in range(5):
+        Image.fromarray(np.full((6, 8, 3), 6 * index, np.uint8)).save(tmp_path / f"{index}.png")
+        paths.append(str(tmp_path / f"{index}.png"))
+    videos, metadata = processor._decode_and_sample_videos(paths, video_metadata=None, do_sample_frames=True)
+    assert metadata[0].frames_indices == uniform(5, 4) and videos[0].data_format == "channels_last"
+    assert [int(frame[0, 0, 0]) // 6 for frame in videos[0].frames] == uniform(5, 4)
+
+
+def test_the_preparing_hook_converts_as_the_processor_does_when_not_told(processor):
+    # `do_convert_rgb` defaults to the processor's own (True here, False for the second processor).
+    video = SampledVideo(np.full((2, 6, 6, 1), 50, np.uint8), [math.nan, math.nan])
+    (prepared,) = processor._prepare_input_videos([video])
+    assert prepared.frames.dtype == torch.uint8 and torch.equal(prepared.frames, torch.full((2, 3, 6, 6), 50,
+                                                                                           dtype=torch.uint8))
+    keeping = CLIP2VideoVideoProcessor(size={"shortest_edge": SIZE}, crop_size=SIZE, num_frames=4, do_convert_rgb=False)
+    with pytest.raises(ValueError, match=r"have 1 channel\(s\) .* and `do_convert_rgb=False`"):
+        keeping._prepare_input_videos([video])
