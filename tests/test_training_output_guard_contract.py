@@ -18,7 +18,13 @@ import pytest
 from accelerate import Accelerator
 
 from clip2video.pipelines.publishing.staging import MANIFEST_NAME, STAGING_MARKER, STAGING_NAME
-from clip2video.training.checkpoints import claim_output_dir, public_args, resolve_checkpoint, run_fingerprint
+from clip2video.training.checkpoints import (
+    check_output_dir_against_inputs,
+    claim_output_dir,
+    public_args,
+    resolve_checkpoint,
+    run_fingerprint,
+)
 from clip2video.training.run import parse_args
 
 
@@ -256,3 +262,27 @@ def test_recorded_arguments_never_hold_the_token(tmp_path):
     shown = public_args(args)
     assert shown == {**vars(args), "hub_token": "<redacted>"} and args.hub_token == "hf_secret"
     assert public_args(args_for(tmp_path))["hub_token"] is None  # no token: nothing to hide, nothing invented
+
+
+def test_overwriting_a_folder_the_run_reads_is_refused_with_every_input_named_and_what_to_do(tmp_path):
+    # The refusals come before anything is touched; their whole message says which inputs and what to do instead.
+    out = tmp_path / "out"
+    for folder in (out / "model", out / "videos"):
+        folder.mkdir(parents=True)
+    args = args_for(out, *eval_flags(tmp_path))
+    vars(args).update(model_name_or_path=str(out / "model"), eval_dir=str(out / "videos"), overwrite_output_dir=True)
+    with pytest.raises(ValueError, match=(
+        rf"^--overwrite_output_dir would clear --output_dir {re.escape(str(out))}, which holds what this run reads "
+        rf"\(--model_name_or_path {re.escape(str(out / 'model'))}, --eval_dir {re.escape(str(out / 'videos'))}\): "
+        r"choose another --output_dir \(nothing was deleted\)$"
+    )):
+        check_output_dir_against_inputs(args)
+    vars(args).update(resume_from_checkpoint="latest", model_name_or_path=str(tmp_path / "model"),
+                      eval_dir=str(tmp_path / "model"))
+    with pytest.raises(ValueError, match=(
+        r"^--overwrite_output_dir clears the checkpoints that --resume_from_checkpoint latest would resume: pass "
+        r"one of them \(resume: drop --overwrite_output_dir; start afresh: drop --resume_from_checkpoint\)$"
+    )):
+        check_output_dir_against_inputs(args)
+    vars(args).update(resume_from_checkpoint=None)
+    check_output_dir_against_inputs(args)  # inputs outside the folder: nothing to refuse

@@ -18,6 +18,7 @@ import copy
 import functools
 import json
 import math
+import os
 
 import datasets
 import numpy as np
@@ -30,7 +31,8 @@ from clip2video.modeling_clip2video import CLIP2VideoModel
 from clip2video.training.bad_videos import BadVideos
 from clip2video.training.checkpoints import TrainingProgress, run_fingerprint
 from clip2video.training.contrastive import ContrastiveEmbedder, clamp_logit_scale, global_contrastive_loss
-from clip2video.training.data import EpochShuffleSampler, VideoTextCollator
+from clip2video.training.data import EpochShuffleSampler, VideoTextCollator, video_key
+from clip2video.training.frame_cache import FrameCache
 from clip2video.training.recipes import parameter_groups
 from clip2video.training.run import Run, StreamingBatches, parse_args, prepare_training, train_one_epoch
 from tests.helpers.models import tiny_checkpoint_config, tiny_processor
@@ -113,7 +115,8 @@ def arguments(**values):
     return args
 
 
-def start(args, train, bad_cap=math.inf, known_before=None, output_dir=None, checkpointing="no", config=None):
+def start(args, train, bad_cap=math.inf, known_before=None, output_dir=None, checkpointing="no", config=None,
+          frame_cache=None, num_workers=0):
     """The run, a tiny model and its untouched copy, the training prepared by `prepare_training`, and the tracker."""
     recorder = Recorder()
     accelerator = Accelerator(
@@ -123,11 +126,12 @@ def start(args, train, bad_cap=math.inf, known_before=None, output_dir=None, che
     accelerator.init_trackers("semantics")
     total = None if isinstance(train, datasets.IterableDataset) else len(set(train["video_id"]))
     train_bad = BadVideos("training", bad_cap, total, known_before)
-    run = Run(args, accelerator, output_dir, run_fingerprint(args), processor(), train, None, None, train_bad, None)
+    run = Run(args, accelerator, output_dir, run_fingerprint(args), processor(), train, None, frame_cache, train_bad,
+              None)
     torch.manual_seed(0)
     model = CLIP2VideoModel(config or tiny_checkpoint_config())
     original = copy.deepcopy(model)
-    training = prepare_training(run, model, ContrastiveEmbedder(model), train_bad, 0, checkpointing, "")
+    training = prepare_training(run, model, ContrastiveEmbedder(model), train_bad, num_workers, checkpointing, "")
     return run, model, original, training, recorder
 
 
@@ -445,3 +449,40 @@ def test_a_streamed_run_trains_each_epoch_in_its_own_order_as_a_loop_written_out
     # seed 7's second epoch starts with other pairs than its first).
     repeated, _ = reference(args, original, steps_of(first + first, accumulation, steps), steps, warmup)
     assert any(not torch.allclose(value, repeated[name], rtol=0, atol=1e-7) for name, value in model.state_dict().items())
+
+
+def test_a_run_with_cached_frames_trains_on_the_cached_frames(videos):
+    # --cache_frames: the run's FrameCache is what the training batches read (the files are not decoded again).
+    dataset = datasets.Dataset.from_dict(rows(videos))
+    keys = sorted({video_key(video) for video in dataset["video"]})
+    frames = np.stack([np.full((2, 3, 4, 4), index + 1, dtype=np.float16) for index in range(len(keys))])
+    cache = FrameCache(keys, frames, np.ones((len(keys), 2), dtype=np.int64), {})
+    args = arguments(global_batch_size=2, gradient_accumulation_steps=1)
+    _, _, _, training, _ = start(args, dataset, frame_cache=cache)
+    assert training.collator.frame_cache is cache
+    batch = next(iter(training.loader))
+    expected = torch.stack([torch.from_numpy(frames[keys.index(video_key(dataset[int(i)]["video"]))]).float()
+                            for i in list(EpochShuffleSampler(NUM_ROWS, args.seed))[:2]])
+    torch.testing.assert_close(batch["pixel_values_videos"], expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_the_loader_has_the_workers_it_is_given(videos, num_workers):
+    args = arguments()
+    _, _, _, training, _ = start(args, datasets.Dataset.from_dict(rows(videos)), num_workers=num_workers)
+    assert training.loader.num_workers == num_workers
+
+
+@pytest.mark.parametrize("num_workers", [None, 0, 3])
+def test_a_stream_decodes_in_num_workers_threads_or_one_per_cpu_and_knows_its_local_shards(videos, tmp_path,
+                                                                                          num_workers):
+    # docs: --num_workers is the decoding threads with --streaming (default: the number of CPUs); a shard that
+    # cannot be read is named, so the stream is told the local files of the training split's --data_files.
+    for name in ("train-00001.parquet", "train-00000.parquet", "test-00000.parquet"):
+        (tmp_path / name).write_bytes(b"PAR1")
+    args = arguments(streaming=True, max_train_steps=2, shuffle_block_size=4, num_workers=num_workers,
+                     data_files=[f"train={tmp_path}/train-*.parquet", f"test={tmp_path}/test-*.parquet"])
+    stream = datasets.Dataset.from_dict(rows(videos)).to_iterable_dataset(num_shards=2)
+    _, _, _, training, _ = start(args, stream)
+    assert training.stream.num_threads == (num_workers or os.cpu_count())
+    assert training.stream.data_files == [str(tmp_path / "train-00000.parquet"), str(tmp_path / "train-00001.parquet")]
