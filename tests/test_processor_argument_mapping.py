@@ -587,6 +587,16 @@ def test_the_decoding_hook_jitters_frames_given_directly_when_asked(processor):
     _, metadata = processor._decode_and_sample_videos(np.zeros((100, 4, 4, 3), np.uint8), video_metadata={"fps": 10},
                                                       do_sample_frames=True, fps=5.0)
     assert metadata[0].frames_indices == fixed
+    # Not told, the hook jitters as the processor does.
+    jittering = CLIP2VideoVideoProcessor(size={"shortest_edge": SIZE}, crop_size=SIZE, num_frames=4,
+                                         random_frame_jitter=True)
+    runs = set()
+    for seed in range(6):
+        torch.manual_seed(seed)
+        _, metadata = jittering._decode_and_sample_videos(np.zeros((100, 4, 4, 3), np.uint8),
+                                                          video_metadata={"fps": 10}, do_sample_frames=True, fps=5.0)
+        runs.add(tuple(metadata[0].frames_indices))
+    assert len(runs) > 1
 
 
 def test_input_data_format_describes_frames_given_never_frame_images_read(processor, tmp_path):
