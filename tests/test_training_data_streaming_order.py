@@ -9,6 +9,8 @@ Map-style data is drawn by `EpochShuffleSampler`, from the same contract: each e
 rows drawn from (seed, epoch) only (the same on every process and after a resume, whatever the global random state),
 a new one every epoch and for every seed."""
 
+import re
+
 import datasets
 import pytest
 import torch
@@ -79,6 +81,34 @@ def test_a_resume_from_any_batch_continues_the_uninterrupted_order(stop_after):
     seen += epoch_order(resumed)
     seen += epoch_order(resumed) if len(seen) < 80 else []
     assert seen == expected
+
+
+def test_a_new_stream_reads_epoch_zero_from_its_first_block_and_each_pass_moves_to_the_next_epoch():
+    # The order of epoch k is the one a stream whose state says "epoch k, block 0, nothing read" gives: a new
+    # stream starts there at epoch 0 (a run that started elsewhere would read one epoch's order twice once its
+    # epochs are counted from 0), and each whole pass leaves the state at the start of the next epoch.
+    batches = StreamingBatches(stream(40, 2), 8, RowIdCollator(), seed=2, block_size=7)
+    assert batches.state_dict() == {"epoch": 0, "block": 0, "block_state": None, "position": 0}
+    for epoch in range(3):
+        at_start = StreamingBatches(stream(40, 2), 8, RowIdCollator(), seed=2, block_size=7)
+        at_start.load_state_dict({"epoch": epoch, "block": 0, "block_state": None, "position": 0})
+        assert epoch_order(batches) == epoch_order(at_start), epoch
+        assert batches.state_dict() == {"epoch": epoch + 1, "block": 0, "block_state": None, "position": 0}
+
+
+def test_a_shard_cut_short_stops_the_stream_with_an_error_naming_it(tmp_path):
+    shards = [tmp_path / "train-00000.parquet", tmp_path / "train-00001.parquet"]
+    for number, shard in enumerate(shards):
+        rows = {"id": [number * 20 + i for i in range(20)], "video": [f"{number}-{i}.mp4" for i in range(20)],
+                "caption": [f"caption {i}" for i in range(20)]}
+        datasets.Dataset.from_dict(rows).to_parquet(str(shard))
+    shards[1].write_bytes(shards[1].read_bytes()[: shards[1].stat().st_size // 2])
+    data = datasets.load_dataset("parquet", data_files=[str(shard) for shard in shards], split="train",
+                                 streaming=True)
+    batches = StreamingBatches(data, 8, RowIdCollator(), seed=0, data_files=[str(shard) for shard in shards])
+    with pytest.raises(ValueError, match=rf"^the training stream: 1 data file\(s\) cannot be read .*\n  "
+                                         rf"{re.escape(str(shards[1]))}: "):
+        epoch_order(batches)
 
 
 def sampler_order(num_samples, seed, epoch, indices=None):
