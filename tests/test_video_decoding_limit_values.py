@@ -356,9 +356,10 @@ def test_a_url_is_fetched_within_the_limits_of_the_call(tmp_path):
         started = time.monotonic()
         with pytest.raises(ValueError, match=rf"^Cannot fetch video {re.escape(base)}/never: timed out\.$"):
             read_video_frames(base + "/never", select_all, limits=DecodeLimits(url_timeout_seconds=0.2, **trusted))
-        # The body drips a byte every 2 s, within the byte timeout: the download's deadline stops it.
-        with pytest.raises(ValueError, match=rf"^Cannot fetch video {re.escape(base)}/drip: the download took longer "
-                                             r"than allowed \(`max_download_seconds`\)\.$"):
+        # The body drips a byte every 2 s, within the byte timeout: the download's deadline stops it (a wait for a
+        # byte is never longer than the time left, so the socket's timeout may be what notices it first).
+        with pytest.raises(ValueError, match=rf"^Cannot fetch video {re.escape(base)}/drip: (timed out|the download "
+                                             r"took longer than allowed \(`max_download_seconds`\))\.$"):
             read_video_frames(base + "/drip", select_all,
                               limits=DecodeLimits(url_timeout_seconds=5, max_download_seconds=0.3, **trusted))
         assert time.monotonic() - started < 8  # not the default 10 s per byte and 120 s per download
