@@ -95,6 +95,29 @@ def test_a_part_that_is_not_what_was_written_is_refused_saying_what_is_wrong(tmp
         read_part(path, MODEL_HASH, EMBEDDING_DIM, PROJECTION_DIM)
 
 
+def test_a_part_whose_frame_times_are_grouped_otherwise_than_its_frames_is_refused(tmp_path):
+    """Each video's frame times must be those of its frames: a part whose times hold as many values in all but are
+    split between the videos differently (2 + 1 frames, 1 + 2 times) is refused, and `load_parts` sets it aside."""
+    from clip2video.apps.search.video_index import file_checksum
+
+    path = written(tmp_path, make_part([2, 1]))
+    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    times = table.column("frame_times").combine_chunks()
+    regrouped = pa.ListArray.from_arrays(pa.array([0, 1, 3], pa.int32()), times.flatten())
+    table = table.set_column(table.schema.get_field_index("frame_times"), "frame_times", regrouped)
+    altered = path.with_name("altered.arrow")
+    rewrite(altered, table)
+    final = path.with_name(f"part-{'0' * 20}-000-{file_checksum(altered)}.arrow")
+    os.replace(altered, final)
+    path.unlink()
+    with pytest.raises(ValueError, match=r"^frame embeddings and times disagree$"):
+        read_part(final, MODEL_HASH, EMBEDDING_DIM, PROJECTION_DIM)
+    parts, quarantined = load_parts(tmp_path / "index", MODEL_HASH, EMBEDDING_DIM, PROJECTION_DIM)
+    assert parts == [] and quarantined == {
+        str(final): "moved to quarantine/: ValueError: frame embeddings and times disagree"
+    }
+
+
 @pytest.mark.parametrize("column, factor, message", [
     ("embedding", 1.0 + 5e-4, None), ("embedding", 1.01, "embeddings"), ("embedding", np.nan, "embeddings"),
     ("frame_embeddings", 1.0 - 5e-4, None), ("frame_embeddings", 0.99, "frame embeddings"),
