@@ -499,9 +499,10 @@ def _check_frame_size(width: int, height: int, name: str, limits: DecodeLimits) 
 def _check_time_span(times: list[float], name: str, limits: DecodeLimits) -> None:
     """Timestamps must be finite and span at most `max_duration_seconds` (frames 10^9 s apart would otherwise
     describe a video of 5 * 10^9 images at 5 fps)."""
-    first, last = min(times), max(times)
-    if not (math.isfinite(first) and math.isfinite(last)):
+    # Every timestamp: `min` and `max` skip a NaN that is not first (NaN compares false).
+    if not all(math.isfinite(time) for time in times):
         raise ValueError(f"Cannot read video {name}: its frame timestamps are not finite.")
+    first, last = min(times), max(times)
     if last - first > limits.max_duration_seconds:
         what = "the span of its frame timestamps in seconds"
         raise limit_error(name, what, round(last - first, 3), "max_duration_seconds", limits.max_duration_seconds)

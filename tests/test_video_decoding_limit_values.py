@@ -18,7 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clip2video.processing.video_decoding_clip2video import DecodeLimits, parse_setting, read_video_frames
+from clip2video.processing.video_decoding_clip2video import (
+    DecodeLimits,
+    _check_time_span,
+    parse_setting,
+    read_video_frames,
+)
 from tests.helpers.servers import misbehaving_handler, start_server, stop_server
 from tests.helpers.videos import write_video
 
@@ -399,3 +404,17 @@ def test_every_refusal_of_something_that_is_not_a_video_file_names_it_and_why(tm
                 read_video_frames(video, select_all)
     finally:
         write_only.close()
+
+
+def test_the_span_of_timestamps_is_the_last_minus_the_first_and_they_must_be_finite():
+    # `_check_time_span` is what every backend calls on the timestamps it reads (decord's are floats of its own); its
+    # docstring: "Timestamps must be finite and span at most max_duration_seconds", shown to the millisecond.
+    limits = DecodeLimits(max_duration_seconds=2.5)
+    assert _check_time_span([1.0, 3.5, 2.0], "v.mp4", limits) is None  # exactly at the limit, in any order
+    for times, span in (([5.0, 7.50049, 6.0], 2.5), ([7.6, -1.0], 8.6), ([3.0, 0.0, 2.5004], 3.0)):
+        with pytest.raises(ValueError, match=over_the_limit("v.mp4", "the span of its frame timestamps in seconds", span,
+                                                            "max_duration_seconds", 2.5)):
+            _check_time_span(times, "v.mp4", limits)
+    for times in ([0.0, math.nan], [math.nan, 0.0], [math.inf, 0.0], [0.0, 1.0, -math.inf], [math.inf]):
+        with pytest.raises(ValueError, match=r"^Cannot read video v\.mp4: its frame timestamps are not finite\.$"):
+            _check_time_span(times, "v.mp4", limits)
