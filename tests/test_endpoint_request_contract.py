@@ -144,6 +144,13 @@ def test_a_video_root_that_is_not_a_folder_is_refused_and_a_linked_root_is_resol
     handler = build(tiny_checkpoint, CLIP2VIDEO_ENDPOINT_VIDEO_ROOT=f"  {link / 'videos'}{os.sep} ")
     assert handler.video_root == os.path.realpath(place / "srv" / "videos")
     assert handler._local_file("clip.mp4", "video") == (place / "srv" / "videos" / "clip.mp4").read_bytes()
+    # Built here with only the root set (a mutation run that keeps the module's handler built by the original code
+    # reaches `__init__` only in tests that build one): the documented default counts, and the pipeline's checks and
+    # the safe fetcher wired up as the first test checks them on the module's handler.
+    assert (handler.max_videos, handler.max_texts) == (8, 256)
+    assert handler._parse({"inputs": "a.mp4", "parameters": {"candidate_labels": ["x"]}})["template"] == "a video of {}."
+    with pytest.raises(endpoint.RequestError, match=r'^"video": .*http://127\.0\.0\.1:9/clip\.mp4'):
+        handler._video_file("http://127.0.0.1:9/clip.mp4", "video", str(place), 0)
 
 
 # -- local paths ----------------------------------------------------------------------------------------------------
