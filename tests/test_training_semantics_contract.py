@@ -34,7 +34,14 @@ from clip2video.training.contrastive import ContrastiveEmbedder, clamp_logit_sca
 from clip2video.training.data import EpochShuffleSampler, VideoTextCollator, video_key
 from clip2video.training.frame_cache import FrameCache
 from clip2video.training.recipes import parameter_groups
-from clip2video.training.run import Run, StreamingBatches, parse_args, prepare_training, train_one_epoch
+from clip2video.training.run import (
+    Run,
+    StreamingBatches,
+    epoch_batches,
+    parse_args,
+    prepare_training,
+    train_one_epoch,
+)
 from tests.helpers.models import tiny_checkpoint_config, tiny_processor
 from tests.helpers.videos import write_square_video
 
@@ -486,3 +493,28 @@ def test_a_stream_decodes_in_num_workers_threads_or_one_per_cpu_and_knows_its_lo
     _, _, _, training, _ = start(args, stream)
     assert training.stream.num_threads == (num_workers or os.cpu_count())
     assert training.stream.data_files == [str(tmp_path / "train-00000.parquet"), str(tmp_path / "train-00001.parquet")]
+
+
+def frames_by_caption(run, training, epoch, batches_done=0):
+    progress = TrainingProgress(epoch=epoch, batches_done_in_epoch=batches_done)
+    return [(tuple(ids), frames) for batch in epoch_batches(run.accelerator, training, progress)
+            for ids, frames in zip(batch["input_ids"].tolist(), batch["pixel_values_videos"])]
+
+
+def test_each_epoch_jitters_the_frames_anew_and_a_resumed_epoch_goes_on_from_its_batch(videos, tmp_path):
+    # docs: the training jitter is drawn anew every epoch, the same on every process and after a resume; a resumed
+    # epoch yields that epoch's batches past those already trained on, in the same order. Twelve-second videos of a
+    # moving square: 30 images at 2.5 fps, four picks far enough apart to be jittered.
+    long_videos = [str(write_square_video(tmp_path / f"{i}.mp4", colour, num_frames=60, fps=5, size=32))
+                   for i, colour in enumerate(COLOURS)]
+    args = arguments(random_frame_jitter=True, global_batch_size=2, gradient_accumulation_steps=1)
+    run, _, _, training, _ = start(args, datasets.Dataset.from_dict(rows((long_videos, videos[1]))))
+    first, second = frames_by_caption(run, training, 0), frames_by_caption(run, training, 1)
+    assert [ids for ids, _ in first] != [ids for ids, _ in second]  # each epoch its own order
+    assert sorted(ids for ids, _ in first) == sorted(ids for ids, _ in second)
+    by_caption = dict(second)
+    assert any(not torch.equal(frames, by_caption[ids]) for ids, frames in first), "the same jitter every epoch"
+    resumed = frames_by_caption(run, training, 1, batches_done=2)
+    assert len(resumed) == NUM_ROWS - 4
+    for (ids, frames), (expected_ids, expected) in zip(resumed, second[4:], strict=True):
+        assert ids == expected_ids and torch.equal(frames, expected)
