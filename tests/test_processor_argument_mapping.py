@@ -655,3 +655,15 @@ def test_the_preparing_hook_converts_as_the_processor_does_when_not_told(process
     keeping = CLIP2VideoVideoProcessor(size={"shortest_edge": SIZE}, crop_size=SIZE, num_frames=4, do_convert_rgb=False)
     with pytest.raises(ValueError, match=r"have 1 channel\(s\) .* and `do_convert_rgb=False`"):
         keeping._prepare_input_videos([video])
+
+
+def test_a_decoding_limit_given_as_none_is_a_limit_not_given(processor, clip):
+    # As for every argument: None means the processor's own value (here the `DecodeLimits` defaults).
+    limits = {name: None for name in ("max_input_bytes", "max_frame_pixels", "max_duration_seconds", "max_source_frames",
+                                      "url_timeout_seconds", "allow_private_urls", "max_download_seconds",
+                                      "max_decoded_pixels")}
+    for video in (grey(3), clip):
+        given = processor(videos=[video], return_metadata=True, **limits)
+        default = processor(videos=[video], return_metadata=True)
+        assert torch.equal(given["pixel_values_videos"], default["pixel_values_videos"])
+        assert given["video_metadata"][0].frames_indices == default["video_metadata"][0].frames_indices
