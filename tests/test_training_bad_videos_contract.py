@@ -4,6 +4,7 @@ job trains, however many; the report merged over processes is sorted by name; on
 are missing (embedded bytes and URLs are not files to look for)."""
 
 import math
+import re
 
 import datasets
 import pytest
@@ -53,3 +54,16 @@ def test_the_report_of_every_process_is_sorted_by_name():
                                                           ("c.mp4", "corrupt")]
     videos.merge_processes(accelerator)
     assert list(videos.videos) == ["a.mp4", "b.mp4", "c.mp4"]
+
+
+def test_the_cap_s_message_is_whole_and_lists_the_first_twenty_videos():
+    # A split broken wholesale (25 bad videos of 40, at most 10 % allowed): the error says how many, of how many,
+    # the cap, the first 20 videos with their reasons (not all of them), and what to do.
+    videos = BadVideos("training", cap=0.1, total=40)
+    videos.add([(f"v{index:02d}.mp4", f"ValueError: corrupt {index}") for index in range(25)])
+    listed = "\n".join(f"  v{index:02d}.mp4: ValueError: corrupt {index}" for index in range(20))
+    expected = ("25 training videos could not be decoded, more than --max_bad_videos 0.1 allows (of 40 videos): the "
+                f"data looks broken wholesale. Some of them:\n{listed}\nFix or remove them, or raise "
+                "--max_bad_videos.")
+    with pytest.raises(RuntimeError, match=rf"^{re.escape(expected)}\Z"):
+        videos.check(None, collective=False)
