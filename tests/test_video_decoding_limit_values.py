@@ -370,6 +370,13 @@ def test_a_url_is_fetched_within_the_limits_of_the_call(tmp_path):
         assert time.monotonic() - started < 8  # not the default 10 s per byte and 120 s per download
     finally:
         stop_server(server)
+    empty = start_server(misbehaving_handler(b""))
+    try:
+        url = f"http://127.0.0.1:{empty.server_address[1]}/video.mp4"
+        with pytest.raises(ValueError, match=rf"^Cannot read video {re.escape(url)}: it is empty\.$"):
+            read_video_frames(url, select_all, limits=DecodeLimits(allow_private_urls=True))
+    finally:
+        stop_server(empty)
 
 
 def test_every_refusal_of_something_that_is_not_a_video_file_names_it_and_why(tmp_path):
