@@ -67,3 +67,16 @@ def test_the_cap_s_message_is_whole_and_lists_the_first_twenty_videos():
                 "--max_bad_videos.")
     with pytest.raises(RuntimeError, match=rf"^{re.escape(expected)}\Z"):
         videos.check(None, collective=False)
+
+
+def test_a_stream_counts_the_rows_it_read_from_none():
+    # The training loop adds each batch's rows to `rows_read` of a new BadVideos: after 99 rows a stream is not
+    # judged yet, at 100 it is (one bad video is then over 0.5 % of them).
+    videos = BadVideos("training", cap=0.005, total=None)
+    videos.add([("v0.mp4", "ValueError: corrupt")])
+    for _ in range(99):
+        videos.rows_read += 1
+    videos.check(None, collective=False)
+    videos.rows_read += 1
+    with pytest.raises(RuntimeError, match=r"^1 training videos could not be decoded, .* \(of 100 videos\)"):
+        videos.check(None, collective=False)
