@@ -96,6 +96,17 @@ def test_a_new_stream_reads_epoch_zero_from_its_first_block_and_each_pass_moves_
         assert batches.state_dict() == {"epoch": epoch + 1, "block": 0, "block_state": None, "position": 0}
 
 
+def test_each_block_holds_consecutive_rows_of_the_stream_and_only_they_are_shuffled():
+    # Rows are shuffled within blocks of `block_size` consecutive rows only (datasets' own shuffle buffer, whose
+    # content a resume loses, must not mix rows across blocks): one shard of 40 rows in blocks of 5.
+    batches = StreamingBatches(stream(40, 1), 8, RowIdCollator(), seed=3, block_size=5)
+    for _ in range(2):
+        order = epoch_order(batches)
+        assert [sorted(order[first:first + 5]) for first in range(0, 40, 5)] == [
+            list(range(first, first + 5)) for first in range(0, 40, 5)]
+        assert order != list(range(40))
+
+
 def test_a_shard_cut_short_stops_the_stream_with_an_error_naming_it(tmp_path):
     shards = [tmp_path / "train-00000.parquet", tmp_path / "train-00001.parquet"]
     for number, shard in enumerate(shards):
