@@ -5,12 +5,12 @@
 import ast
 import importlib
 import importlib.util
+import json
 import re
 import shlex
 import subprocess
 import sys
 import tomllib
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -67,34 +67,64 @@ def python_target(argv: list[str]) -> tuple[list[str], list[str]] | None:
     return None
 
 
-@cache
-def help_text(target: tuple[str, ...]) -> str:
-    result = subprocess.run(
-        [sys.executable, *target, "--help"], cwd=REPOSITORY, capture_output=True, text=True, timeout=180
+def help_texts(targets: list[tuple[str, ...]], directory: Path) -> dict[tuple[str, ...], dict]:
+    """Each target's `python <target> --help` result, from one interpreter that forks per target
+    (`tests/scripts/help_texts.py`): a fresh interpreter per command would import torch and transformers again."""
+    output = directory / "help_texts.json"
+    subprocess.run(
+        [sys.executable, "-m", "tests.scripts.help_texts", str(output), json.dumps([list(t) for t in targets])],
+        cwd=REPOSITORY, check=True, timeout=600,
     )
-    assert result.returncode == 0, f"`python {' '.join(target)} --help` failed:\n{result.stderr[-2000:]}"
-    return result.stdout
+    return dict(zip(targets, json.loads(output.read_text(encoding="utf-8"))))
 
 
 COMMANDS = [(page, argv) for page, argv in shell_commands() if python_target(argv)]
 PUBLISHED_FILES = {"/repository/serve.py": "pipelines/publishing/endpoint/serve.py"}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("page, argv", COMMANDS, ids=[f"{page}:{' '.join(argv)[:60]}" for page, argv in COMMANDS])
-def test_documented_command_exists_with_its_flags(page, argv):
+def documented_target(argv: list[str]) -> tuple[tuple[str, ...], list[str]]:
     target, arguments = python_target(argv)
     # A published folder's file, documented at its path inside the container, is this file of the repository.
-    target = [PUBLISHED_FILES.get(token, token) for token in target]
+    return tuple(PUBLISHED_FILES.get(token, token) for token in target), arguments
+
+
+def subcommand(listed: str, arguments: list[str]) -> bool:
+    """Whether the command's first argument is one of the subcommands its help lists (`publishing convert ...`)."""
+    return bool(arguments) and re.search(rf"\{{[^}}]*\b{re.escape(arguments[0])}\b[^}}]*\}}", listed) is not None
+
+
+@pytest.fixture(scope="module")
+def helps(tmp_path_factory) -> dict[tuple[str, ...], dict]:
+    targets = sorted({documented_target(argv)[0] for _, argv in COMMANDS})
+    texts = help_texts(targets, tmp_path_factory.mktemp("help"))
+    subcommands = set()
+    for _, argv in COMMANDS:
+        target, arguments = documented_target(argv)
+        if texts[target]["code"] == 0 and subcommand(texts[target]["stdout"], arguments):
+            subcommands.add((*target, arguments[0]))
+    if subcommands:
+        texts.update(help_texts(sorted(subcommands), tmp_path_factory.mktemp("help")))
+    return texts
+
+
+def help_text(helps: dict, target: tuple[str, ...]) -> str:
+    result = helps[target]
+    assert result["code"] == 0, f"`python {' '.join(target)} --help` failed:\n{result['stderr'][-2000:]}"
+    return result["stdout"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page, argv", COMMANDS, ids=[f"{page}:{' '.join(argv)[:60]}" for page, argv in COMMANDS])
+def test_documented_command_exists_with_its_flags(page, argv, helps):
+    target, arguments = documented_target(argv)
     if target[0] == "-m":
         assert importlib.util.find_spec(target[1]) is not None, f"{page}: no module {target[1]}"
     else:
         assert (REPOSITORY / target[0]).is_file(), f"{page}: no script {target[0]}"
-    listed = help_text(tuple(target))
-    # A subcommand (`publishing convert ...`): its own options are in its own help.
-    if arguments and re.search(rf"\{{[^}}]*\b{re.escape(arguments[0])}\b[^}}]*\}}", listed):
-        target, arguments = [*target, arguments[0]], arguments[1:]
-        listed = help_text(tuple(target))
+    listed = help_text(helps, target)
+    if subcommand(listed, arguments):
+        target, arguments = (*target, arguments[0]), arguments[1:]
+        listed = help_text(helps, target)
     for flag in (token.split("=", 1)[0] for token in arguments if token.startswith("--")):
         assert re.search(rf"(^|[\s\[,]){re.escape(flag)}\b", listed), f"{page}: {' '.join(argv)}: {flag} is not an option"
 
