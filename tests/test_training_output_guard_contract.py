@@ -286,3 +286,20 @@ def test_overwriting_a_folder_the_run_reads_is_refused_with_every_input_named_an
         check_output_dir_against_inputs(args)
     vars(args).update(resume_from_checkpoint=None)
     check_output_dir_against_inputs(args)  # inputs outside the folder: nothing to refuse
+
+
+def test_eval_only_never_writes_into_its_own_runs_published_folder_even_resuming_its_checkpoint(accelerator, tmp_path):
+    # A finished run's folder: its checkpoints and its publish. Evaluating one of its checkpoints with --eval_only
+    # would publish that checkpoint's weights and results over the run's published model: refused like any folder
+    # holding a model, the folder left as it was (evaluate it into another --output_dir).
+    out = tmp_path / "run"
+    step = checkpoint(out, run_fingerprint(args_for(out)))
+    write(out, {".published.json": json.dumps({"files": ["model.safetensors", "results.json"]}),
+                "model.safetensors": "final weights", "results.json": "{}"})
+    before = snapshot(out)
+    for resumed in ("latest", str(step)):
+        with pytest.raises(FileExistsError, match=rf"^--output_dir {re.escape(str(out))} already holds another run's"):
+            claim(accelerator, out, "--eval_only", "--resume_from_checkpoint", resumed)
+        assert snapshot(out) == before
+    claim(accelerator, tmp_path / "evaluation", "--eval_only", "--resume_from_checkpoint", str(step))
+    assert recorded(tmp_path / "evaluation")["fingerprint"] == run_fingerprint(args_for(out))["fingerprint"]

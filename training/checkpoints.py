@@ -240,7 +240,8 @@ def claim_output_dir(args, accelerator, fingerprint: dict):
             contents = set()
     occupied = bool(contents)
     if occupied and not args.overwrite_output_dir:
-        if args.resume_from_checkpoint:
+        # --eval_only publishes what it evaluates: never over a model, not even when it resumes this folder's run.
+        if args.resume_from_checkpoint and not (args.eval_only and _holds_a_model(output_dir)):
             check_resumable(resolve_checkpoint(args.resume_from_checkpoint, output_dir), fingerprint)
         elif args.eval_only and not _holds_a_model(output_dir):
             pass  # an earlier evaluation's results only
