@@ -575,7 +575,7 @@ def test_the_decoding_hook_samples_with_the_sample_indices_fn_it_is_given(proces
     assert seen == [10] and metadata[0].frames_indices == [0, 1, 2, 3] and len(videos[0].frames) == 4
 
 
-def test_the_decoding_hook_jitters_frames_given_directly_when_asked(processor):
+def test_the_decoding_hook_jitters_frames_given_directly_when_asked(processor, tmp_path):
     fixed = authors_rule(list(range(100)), 10.0, 5.0, 4)
     runs = set()
     for seed in range(6):
@@ -587,16 +587,18 @@ def test_the_decoding_hook_jitters_frames_given_directly_when_asked(processor):
     _, metadata = processor._decode_and_sample_videos(np.zeros((100, 4, 4, 3), np.uint8), video_metadata={"fps": 10},
                                                       do_sample_frames=True, fps=5.0)
     assert metadata[0].frames_indices == fixed
-    # Not told, the hook jitters as the processor does.
+    # Not told, the hook jitters as the processor does, for frames given directly and for files.
     jittering = CLIP2VideoVideoProcessor(size={"shortest_edge": SIZE}, crop_size=SIZE, num_frames=4,
                                          random_frame_jitter=True)
-    runs = set()
-    for seed in range(6):
-        torch.manual_seed(seed)
-        _, metadata = jittering._decode_and_sample_videos(np.zeros((100, 4, 4, 3), np.uint8),
-                                                          video_metadata={"fps": 10}, do_sample_frames=True, fps=5.0)
-        runs.add(tuple(metadata[0].frames_indices))
-    assert len(runs) > 1
+    path = write_video(tmp_path / "long.mp4", 100, 10)
+    for video, entry in ((np.zeros((100, 4, 4, 3), np.uint8), {"fps": 10}), (path, None)):
+        runs = set()
+        for seed in range(6):
+            torch.manual_seed(seed)
+            _, metadata = jittering._decode_and_sample_videos(video, video_metadata=entry, do_sample_frames=True,
+                                                              fps=5.0)
+            runs.add(tuple(metadata[0].frames_indices))
+        assert len(runs) > 1 and all(run[0] == fixed[0] and len(run) == 4 for run in runs)
 
 
 def test_input_data_format_describes_frames_given_never_frame_images_read(processor, tmp_path):
