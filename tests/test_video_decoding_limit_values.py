@@ -425,3 +425,18 @@ def test_the_span_of_timestamps_is_the_last_minus_the_first_and_they_must_be_fin
     for times in ([0.0, math.nan], [math.nan, 0.0], [math.inf, 0.0], [0.0, 1.0, -math.inf], [math.inf]):
         with pytest.raises(ValueError, match=r"^Cannot read video v\.mp4: its frame timestamps are not finite\.$"):
             _check_time_span(times, "v.mp4", limits)
+
+
+def test_a_memoryview_is_measured_and_read_in_bytes_whatever_its_item_size(tmp_path):
+    content = open(write_video(tmp_path / "clip.mkv", 4, 5, width=32, height=32), "rb").read()
+    content += bytes(-len(content) % 8)  # Matroska ignores what follows its last cluster
+    expected = read_video_frames(content, select_all).frames
+    for items in (np.frombuffer(content, np.uint32), np.frombuffer(content, np.float64)):
+        view = memoryview(items)
+        assert view.nbytes == len(content) and len(view) < len(content)
+        frames = read_video_frames(view, select_all, limits=DecodeLimits(max_input_bytes=len(content))).frames
+        assert len(frames) == 4 and all(np.array_equal(a, b) for a, b in zip(frames, expected))
+        with pytest.raises(ValueError, match=over_the_limit(f"<memoryview of length {len(content)}>",
+                                                            "its size in bytes", len(content), "max_input_bytes",
+                                                            len(content) - 2)):
+            read_video_frames(view, select_all, limits=DecodeLimits(max_input_bytes=len(content) - 2))
