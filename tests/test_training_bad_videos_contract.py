@@ -5,10 +5,15 @@ are missing (embedded bytes and URLs are not files to look for)."""
 
 import math
 import re
+import socket
+import tempfile
 
 import datasets
 import pytest
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import PrepareForLaunch, patch_environment
+from torch.multiprocessing import start_processes
 
 from clip2video.training.bad_videos import BadVideos, missing_videos
 
@@ -80,3 +85,39 @@ def test_a_stream_counts_the_rows_it_read_from_none():
     videos.rows_read += 1
     with pytest.raises(RuntimeError, match=r"^1 training videos could not be decoded, .* \(of 100 videos\)"):
         videos.check(None, collective=False)
+
+
+def _each_process_within_the_cap_all_together_over_it():
+    AcceleratorState._reset_state(reset_partial_state=True)  # the forked process inherits the test's one-process state
+    accelerator = Accelerator(cpu=True)
+    assert accelerator.num_processes == 2
+    # A split of 100 videos, at most 1 bad: each process met one, two in all.
+    videos = BadVideos("training", cap=1, total=100)
+    videos.add([(f"p{accelerator.process_index}.mp4", "ValueError: corrupt")])
+    videos.check(accelerator, collective=False)  # on its own, each process is within the cap
+    for check in (lambda: videos.check(accelerator), lambda: videos.check(accelerator, collective=True)):
+        with pytest.raises(RuntimeError, match=r"^2 training videos could not be decoded, more than --max_bad_videos 1 "
+                                               r"allows \(of 100 videos\)"):
+            check()
+    # A stream: 60 rows read on each process are 120 together, enough to judge; 2 bad of 120 is over 1 %.
+    stream = BadVideos("training", cap=0.01, total=None)
+    stream.add([(f"p{accelerator.process_index}.mp4", "ValueError: corrupt")])
+    stream.rows_read = 60
+    stream.check(accelerator, collective=False)  # 60 rows alone: too early to judge
+    with pytest.raises(RuntimeError, match=r"^2 training videos could not be decoded, .* \(of 120 videos\)"):
+        stream.check(accelerator)
+
+
+def test_the_cap_counts_the_bad_videos_and_rows_of_every_process_together():
+    # docs: the cap "ends the run ... on every process at once": the counts met by each process are summed at each
+    # optimizer step, so every process reaches the same decision. Two real processes (gloo on the CPU).
+    # accelerate's debug_launcher, on a free port (its fixed 29500 may be taken by another test or run).
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with tempfile.NamedTemporaryFile() as rendezvous, patch_environment(
+        world_size=2, master_addr="127.0.0.1", master_port=str(port), accelerate_mixed_precision="no",
+        accelerate_debug_rdv_file=rendezvous.name, accelerate_use_cpu="yes", gloo_socket_ifname="lo",
+    ):
+        start_processes(PrepareForLaunch(_each_process_within_the_cap_all_together_over_it, debug=True), nprocs=2,
+                        start_method="fork")
