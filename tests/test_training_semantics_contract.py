@@ -455,7 +455,8 @@ def test_a_streamed_run_trains_each_epoch_in_its_own_order_as_a_loop_written_out
     # The second epoch read in the first epoch's order: other weights (checks the check; with blocks of 8 rows,
     # seed 7's second epoch starts with other pairs than its first).
     repeated, _ = reference(args, original, steps_of(first + first, accumulation, steps), steps, warmup)
-    assert any(not torch.allclose(value, repeated[name], rtol=0, atol=1e-7) for name, value in model.state_dict().items())
+    assert any(not torch.allclose(value, repeated[name], rtol=0, atol=1e-7)
+               for name, value in model.state_dict().items())
 
 
 def test_a_run_with_cached_frames_trains_on_the_cached_frames(videos):
