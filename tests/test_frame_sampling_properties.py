@@ -336,3 +336,20 @@ def test_timings_that_do_not_describe_frames_are_refused_naming_the_frame_and_it
             convert(times, durations, 30.0)
     with pytest.raises(ValueError, match=refused_whole(message)):
         select_source_frames(times, durations, 30.0, 2.5, 12)
+
+
+@pytest.mark.parametrize("source_fps", [24, 30])
+def test_the_documented_rule_holds_an_hour_into_a_video(source_fps):
+    # The docstring's rule for videos of 12 fps and more: image k >= 2 is the first frame whose end, start + 1 / fps,
+    # is at or after (k - 1.1) / 5 s. An hour in, a rate or rounding error of a hundred-thousandth shows as wrong frames.
+    num_frames = 3600 * source_fps
+    times = [index / source_fps for index in range(num_frames)]
+    runs = ffmpeg_cfr_frame_runs(times, [None] * num_frames, float(source_fps))
+    starts = np.cumsum([0] + [count for _, count in runs[:-1]])
+    num_images = int(starts[-1]) + runs[-1][1]
+    assert num_images == 5 * 3600 + 2  # ffmpeg's two first images, then one per slot to the end
+    for k in range(num_images - 300, num_images - 5):
+        index = runs[np.searchsorted(starts, k, side="right") - 1][0]
+        slot = (k - 1.1) / 5
+        expected = next(i for i in range(math.floor(slot * source_fps) - 2, num_frames) if (i + 1) / source_fps >= slot)
+        assert index == expected, k
