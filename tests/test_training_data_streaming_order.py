@@ -10,12 +10,20 @@ rows drawn from (seed, epoch) only (the same on every process and after a resume
 a new one every epoch and for every seed."""
 
 import re
+import socket
+import tempfile
 
 import datasets
 import pytest
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import PrepareForLaunch, patch_environment
+from torch.multiprocessing import start_processes
 
+from clip2video.training.checkpoints import TrainingProgress
 from clip2video.training.data import EpochShuffleSampler, StreamingBatches
+from clip2video.training.run import streamed_batches
 
 
 class RowIdCollator:
@@ -160,3 +168,28 @@ def test_a_sampler_built_again_at_a_later_epoch_draws_that_epochs_order():
     resumed.set_epoch(2)
     assert list(resumed) == orders[2] and list(resumed) == orders[2]  # iterating again does not move it on
     assert list(EpochShuffleSampler(30, 5)) == orders[0]  # a new sampler starts at epoch 0
+
+
+def _processes_with_uneven_shards_end_the_epoch_together():
+    AcceleratorState._reset_state(reset_partial_state=True)  # the forked process inherits the test's one-process state
+    accelerator = Accelerator(cpu=True)
+    assert accelerator.num_processes == 2
+    # Process 0 reads 3 batches of 8 rows, process 1 only 2: both train on 2 and end the epoch there.
+    batches = StreamingBatches(stream(24 if accelerator.process_index == 0 else 16), 8, RowIdCollator(), seed=0)
+    progress = TrainingProgress(epoch=0)
+    assert len(list(streamed_batches(accelerator, batches, progress))) == 2
+    assert batches.state_dict() == {"epoch": 1, "block": 0, "block_state": None, "position": 0}
+
+
+def test_processes_whose_shards_run_out_at_different_times_end_the_epoch_together():
+    # docs: each process reads its own shards, and the processes end an epoch together when the first runs out.
+    # Two real gloo processes (accelerate's debug launch, on a free port).
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with tempfile.NamedTemporaryFile() as rendezvous, patch_environment(
+        world_size=2, master_addr="127.0.0.1", master_port=str(port), accelerate_mixed_precision="no",
+        accelerate_debug_rdv_file=rendezvous.name, accelerate_use_cpu="yes", gloo_socket_ifname="lo",
+    ):
+        start_processes(PrepareForLaunch(_processes_with_uneven_shards_end_the_epoch_together, debug=True),
+                        nprocs=2, start_method="fork")

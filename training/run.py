@@ -615,7 +615,8 @@ def streamed_batches(accelerator, stream: StreamingBatches, progress: TrainingPr
             item = next(batches, None)
             has_batch = torch.tensor([0 if item is None else 1], device=accelerator.device)
             if accelerator.num_processes > 1:
-                has_batch = accelerator.reduce(has_batch, "min")
+                # Every process has one: accelerate's reduce has no "min" (any other name sums), so count them.
+                has_batch = (accelerator.reduce(has_batch, "sum") == accelerator.num_processes).long()
             if not int(has_batch.item()):
                 batches.close()
                 stream.state = {"epoch": progress.epoch + 1, "block": 0, "block_state": None, "position": 0}
