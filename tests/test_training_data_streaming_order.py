@@ -70,8 +70,8 @@ def test_the_last_partial_batch_is_left_out_and_bad_videos_are_replaced():
     assert len(results) == 5  # 41 readable rows: five full batches, one row left over
     used = [int(value) for batch, _ in results for value in batch["pixel_values_videos"].flatten().tolist()]
     assert len(set(used)) == 40 and not {5, 17} & set(used)
-    reported = [name for batch, _ in results for name, _ in batch["bad_videos"]]
-    assert sorted(reported) == ["bad17.mp4", "bad5.mp4"]
+    reported = {name: reason for batch, _ in results for name, reason in batch["bad_videos"]}
+    assert reported == {f"bad{i}.mp4": f"ValueError: Cannot read video bad{i}.mp4: corrupt" for i in (5, 17)}
 
 
 @pytest.mark.parametrize("stop_after", [1, 3, 5])
@@ -113,6 +113,18 @@ def test_each_block_holds_consecutive_rows_of_the_stream_and_only_they_are_shuff
         assert [sorted(order[first:first + 5]) for first in range(0, 40, 5)] == [
             list(range(first, first + 5)) for first in range(0, 40, 5)]
         assert order != list(range(40))
+
+
+class EpochCollator(RowIdCollator):
+    """Each row's "frames" are the collator's epoch when it decoded them (the training jitter is seeded by it)."""
+
+    def video(self, row):
+        return torch.tensor([[float(self.epoch)]]), torch.ones(1, 1, dtype=torch.long)
+
+
+def test_each_pass_over_a_stream_decodes_with_that_epochs_jitter():
+    batches = StreamingBatches(stream(16), 8, EpochCollator(), seed=0)
+    assert [set(epoch_order(batches)) for _ in range(3)] == [{0}, {1}, {2}]
 
 
 def test_a_shard_cut_short_stops_the_stream_with_an_error_naming_it(tmp_path):
