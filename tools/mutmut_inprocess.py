@@ -7,10 +7,22 @@ selected tests once unmutated (building the fixtures with the original code) and
 
     cd <export>/mutants
     MUTMUT_INPROCESS_MUTANTS=names.txt MUTMUT_INPROCESS_OUT=out.json OMP_NUM_THREADS=1 python -m pytest \
-        -p tools.mutmut_aliases -p tools.mutmut_inprocess -p no:cacheprovider -m "not slow" -q tests/test_x.py
+        -p tools.mutmut_aliases -p tools.mutmut_inprocess -p no:cacheprovider -m "not slow" -q \
+        --tb=native --basetemp=/tmp/mm_mine_basetemp tests/test_x.py
+
+`--tb=native`: pytest's default traceback parses the failing module with `ast` for every entry, and a mutated module
+holds every mutant's copy of every function (tens of thousands of lines): minutes per killed mutant without it.
+`--basetemp` of its own: pytest keeps only the three newest `/tmp/pytest-of-<user>/pytest-N` folders, so other pytest
+runs on the machine delete a long run's fixtures (a tiny checkpoint gone mid-run reads as a kill). Deselect tests
+that fail unmutated inside `mutants/` (a fresh interpreter started there does not see the aliases): the clean run
+lists them in `clean_failures`, and every mutant reaching them would count as killed. Hypothesis shrinks a failing
+example for a minute or more, where a kill needs only the first failure: register a profile without the shrink
+phase in a plugin of the export (`settings.register_profile("mutants", phases=[Phase.explicit, Phase.reuse,
+Phase.generate])`) and run with `--hypothesis-profile mutants`.
 
 `names.txt` holds mutmut's mutant names, one a line (`mutmut show` / `mutmut results` print them). Each mutant runs
-the selected tests in order until one fails (killed) or none does (survived); a test that runs past
+the selected tests in order until one fails (killed) or none does (survived), and the results file is rewritten
+as each mutant ends (a stopped run keeps what it did); a test that runs past
 `MUTMUT_INPROCESS_TIMEOUT` seconds (default 120) is stopped by SIGALRM and counts as a kill (a hang). The unmutated
 run comes first; a failure there makes the results invalid (`clean_failures` in the output).
 
@@ -79,6 +91,8 @@ def pytest_runtest_protocol(item, nextitem):
         os.environ["MUTANT_UNDER_TEST"] = ""
         if entry is not None:
             entry["seconds"] = entry.get("seconds", 0.0) + time.monotonic() - started
+            if nextitem is None or getattr(nextitem, "_mutmut_mutant", "") != name:
+                _write_results()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -115,7 +129,13 @@ def pytest_runtest_makereport(item, call):
         entry.update(status="timeout" if timeout else "killed", test=item.nodeid, when=call.when, message=message)
 
 
+def _write_results():
+    # Through a temporary file: a run stopped while writing leaves the previous complete file.
+    with open(_OUT + ".tmp", "w") as file:
+        json.dump(_results, file, indent=1)
+    os.replace(_OUT + ".tmp", _OUT)
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _NAMES:
-        with open(_OUT, "w") as file:
-            json.dump(_results, file, indent=1)
+        _write_results()
