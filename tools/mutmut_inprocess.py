@@ -16,9 +16,8 @@ holds every mutant's copy of every function (tens of thousands of lines): minute
 runs on the machine delete a long run's fixtures (a tiny checkpoint gone mid-run reads as a kill). Deselect tests
 that fail unmutated inside `mutants/` (a fresh interpreter started there does not see the aliases): the clean run
 lists them in `clean_failures`, and every mutant reaching them would count as killed. Hypothesis shrinks a failing
-example for a minute or more, where a kill needs only the first failure: register a profile without the shrink
-phase in a plugin of the export (`settings.register_profile("mutants", phases=[Phase.explicit, Phase.reuse,
-Phase.generate])`) and run with `--hypothesis-profile mutants`.
+example for a minute or more, where a kill needs only the first failure: add `-p tools.mutmut_noshrink`.
+`python -m tools.mutmut_generate` writes the mutants without mutmut's baseline run of the tests.
 
 `names.txt` holds mutmut's mutant names, one a line (`mutmut show` / `mutmut results` print them). Each mutant runs
 the selected tests in order until one fails (killed) or none does (survived), and the results file is rewritten
