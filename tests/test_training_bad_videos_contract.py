@@ -5,17 +5,14 @@ are missing (embedded bytes and URLs are not files to look for)."""
 
 import math
 import re
-import socket
-import tempfile
 
 import datasets
 import pytest
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import PrepareForLaunch, patch_environment
-from torch.multiprocessing import start_processes
 
 from clip2video.training.bad_videos import BadVideos, missing_videos
+from tests.helpers.processes import in_two_gloo_processes
 
 
 def test_every_model_starts_from_what_was_known_before_training_however_many_restart():
@@ -111,13 +108,4 @@ def _each_process_within_the_cap_all_together_over_it():
 def test_the_cap_counts_the_bad_videos_and_rows_of_every_process_together():
     # docs: the cap "ends the run ... on every process at once": the counts met by each process are summed at each
     # optimizer step, so every process reaches the same decision. Two real processes (gloo on the CPU).
-    # accelerate's debug_launcher, on a free port (its fixed 29500 may be taken by another test or run).
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    with tempfile.NamedTemporaryFile() as rendezvous, patch_environment(
-        world_size=2, master_addr="127.0.0.1", master_port=str(port), accelerate_mixed_precision="no",
-        accelerate_debug_rdv_file=rendezvous.name, accelerate_use_cpu="yes", gloo_socket_ifname="lo",
-    ):
-        start_processes(PrepareForLaunch(_each_process_within_the_cap_all_together_over_it, debug=True), nprocs=2,
-                        start_method="fork")
+    in_two_gloo_processes(_each_process_within_the_cap_all_together_over_it)

@@ -10,20 +10,17 @@ rows drawn from (seed, epoch) only (the same on every process and after a resume
 a new one every epoch and for every seed."""
 
 import re
-import socket
-import tempfile
 
 import datasets
 import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import PrepareForLaunch, patch_environment
-from torch.multiprocessing import start_processes
 
 from clip2video.training.checkpoints import TrainingProgress
 from clip2video.training.data import EpochShuffleSampler, StreamingBatches
 from clip2video.training.run import streamed_batches
+from tests.helpers.processes import in_two_gloo_processes
 
 
 class RowIdCollator:
@@ -195,13 +192,5 @@ def _processes_with_uneven_shards_end_the_epoch_together():
 
 def test_processes_whose_shards_run_out_at_different_times_end_the_epoch_together():
     # docs: each process reads its own shards, and the processes end an epoch together when the first runs out.
-    # Two real gloo processes (accelerate's debug launch, on a free port).
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    with tempfile.NamedTemporaryFile() as rendezvous, patch_environment(
-        world_size=2, master_addr="127.0.0.1", master_port=str(port), accelerate_mixed_precision="no",
-        accelerate_debug_rdv_file=rendezvous.name, accelerate_use_cpu="yes", gloo_socket_ifname="lo",
-    ):
-        start_processes(PrepareForLaunch(_processes_with_uneven_shards_end_the_epoch_together, debug=True),
-                        nprocs=2, start_method="fork")
+    # Two real gloo processes.
+    in_two_gloo_processes(_processes_with_uneven_shards_end_the_epoch_together)
