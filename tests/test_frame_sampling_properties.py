@@ -270,6 +270,19 @@ def test_training_jitters_the_inner_picks_from_three_frames_on(max_frames):
     assert len(middles) > 1 and any(middle != tuple(plain[1:-1]) for middle in middles)
 
 
+def test_each_inner_pick_moves_by_an_offset_drawn_from_minus_half_the_gap_to_half_the_gap():
+    # The docstring's rule: an offset in [-s, s), s half the gap between picks. 100 images at 5 fps are all kept (the
+    # positions are the picks themselves); ten frames are picked every 11 images, s = 5. 1600 draws reach both ends.
+    plain = uniform_positions(100, 5.0, 10)
+    assert list(plain) == [0, 11, 22, 33, 44, 55, 66, 77, 88, 99]
+    offsets = np.concatenate([
+        uniform_positions(100, 5.0, 10, random_jitter=True, generator=torch.Generator().manual_seed(seed))[1:-1]
+        - plain[1:-1]
+        for seed in range(200)
+    ])
+    assert set(offsets.tolist()) == set(range(-5, 5))
+
+
 COUNTS_REFUSED = [0, -3, 2.0, True, "5", None, np.float64(5)]
 RATES_REFUSED = [0, 0.0, -1.0, math.inf, -math.inf, math.nan, "2.5", None, False, np.float64(-1.0), Fraction(0)]
 
