@@ -180,17 +180,24 @@ _QUICK_GELU_FACTOR = 1.702
 _QUICK_GELU_SILU_DTYPES = frozenset({torch.float32, torch.float64})
 
 
+def _linear_without_forward_hooks(module: nn.Module) -> bool:
+    """An `nn.Linear` (not a subclass) with a bias, and no forward hook of its own or global one."""
+    return (
+        type(module) is nn.Linear
+        and module.bias is not None
+        and not (module._forward_hooks or module._forward_pre_hooks)
+        and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+    )
+
+
 def _plain_linear(module: nn.Module, inputs: torch.Tensor) -> bool:
     """Whether the inference paths may run `module`'s matmul themselves instead of calling `module`: a plain
     `nn.Linear` with a bias, on the inputs' device, with nothing hooked into its call (forward hooks, or a replaced
     `forward` as accelerate's offload hooks and adapters install)."""
     return (
-        type(module) is nn.Linear
-        and module.bias is not None
+        _linear_without_forward_hooks(module)
         and "forward" not in vars(module)
         and not hasattr(module, "_hf_hook")
-        and not (module._forward_hooks or module._forward_pre_hooks)
-        and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
         and module.weight.device == inputs.device
     )
 
@@ -200,12 +207,9 @@ def _accelerate_hooked_linear(module: nn.Module) -> bool:
     `pre_forward` places the weights and inputs, the original forward runs, `post_forward` places the output), so
     that the matmul may run between the hook's two halves."""
     return (
-        type(module) is nn.Linear
-        and module.bias is not None
+        _linear_without_forward_hooks(module)
         and hasattr(module, "_hf_hook")
         and getattr(getattr(module, "_old_forward", None), "__func__", None) is nn.Linear.forward
-        and not (module._forward_hooks or module._forward_pre_hooks)
-        and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
     )
 
 

@@ -152,17 +152,15 @@ def in_two_gloo_processes(function) -> None:
     """Runs `function` in two processes forked from this one that form one gloo group on the CPU (accelerate's debug
     launcher), on a free loopback port: the launcher's fixed 29500 may be taken by another test or run. A failure
     in either process fails the call."""
-    import socket
     import tempfile
 
     from accelerate.utils import PrepareForLaunch, patch_environment
     from torch.multiprocessing import start_processes
 
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
+    from tests.helpers.servers import free_port
+
     with tempfile.NamedTemporaryFile() as rendezvous, patch_environment(
-        world_size=2, master_addr="127.0.0.1", master_port=str(port), accelerate_mixed_precision="no",
+        world_size=2, master_addr="127.0.0.1", master_port=str(free_port()), accelerate_mixed_precision="no",
         accelerate_debug_rdv_file=rendezvous.name, accelerate_use_cpu="yes", gloo_socket_ifname="lo",
     ):
         start_processes(PrepareForLaunch(function, debug=True), nprocs=2, start_method="fork")
