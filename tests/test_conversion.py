@@ -1,9 +1,7 @@
 """The converter for the authors' checkpoints, checked against an independent statement of the authors' computation
 (`helpers/original_clip2video.py`) on checkpoints in their format with every parameter random."""
 
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +10,8 @@ from clip2video.modeling_clip2video import CLIP2VideoModel
 from clip2video.modeling_clip2video.convert_original_checkpoint import ConversionError, convert_original_checkpoint
 from tests.helpers.models import END, START, text_inputs
 from tests.helpers.original_clip2video import original_logits, random_original_checkpoint
+from tests.helpers.processes import run_command
 
-REPO = Path(__file__).resolve().parents[1]
 
 # Every variant the authors' code supports, in the authors' flags.
 ORIGINAL_VARIANTS = {
@@ -70,10 +68,10 @@ def test_cli_converts_a_released_size_checkpoint_with_the_msrvtt_defaults(tmp_pa
     assert state_dict["clip.visual.proj"].dtype == torch.float16
     checkpoint = tmp_path / "pytorch_model.bin.2"
     torch.save(state_dict, checkpoint)
-    result = subprocess.run(
+    result = run_command(
         [sys.executable, "-m", "clip2video.modeling_clip2video.convert_original_checkpoint",
-         "--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "out")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+         "--checkpoint", checkpoint, "--output_dir", tmp_path / "out"],
+        timeout=300, check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "temporal alignment block=True (K=5, difference_transformer)" in result.stdout
@@ -143,10 +141,10 @@ def test_flags_that_disagree_with_the_tensors_are_named(tmp_path):
 def test_cli_reports_errors_without_a_traceback(tmp_path):
     state_dict = random_original_checkpoint(cross_num_hidden_layers=2)
     torch.save(state_dict, tmp_path / "ckpt.bin")
-    result = subprocess.run(
-        [sys.executable, "-m", "clip2video.modeling_clip2video.convert_original_checkpoint", "--checkpoint", str(tmp_path / "ckpt.bin"),
-         "--output_dir", str(tmp_path / "out"), "--sim_type", "meanP"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+    result = run_command(
+        [sys.executable, "-m", "clip2video.modeling_clip2video.convert_original_checkpoint", "--checkpoint",
+         tmp_path / "ckpt.bin", "--output_dir", tmp_path / "out", "--sim_type", "meanP"],
+        timeout=300, check=False,
     )
     assert result.returncode == 2
     assert "error: --center_proj TAB_TDB needs --sim_type seqTransf" in result.stderr

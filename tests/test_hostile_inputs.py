@@ -35,6 +35,7 @@ from clip2video.processing.url_fetching_clip2video import _fetch, fetch_url, is_
 from clip2video.processing.video_decoding_clip2video import DecodeLimits, read_video_frames
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from tests.helpers.models import tiny_processor
+from tests.helpers.processes import run_command
 from tests.helpers.servers import misbehaving_handler, start_server, stop_server
 from tests.helpers.videos import write_square_video, write_video
 
@@ -642,7 +643,7 @@ def test_handler_reaches_neither_internal_servers_nor_files_outside_its_root(che
         "nul": "clip.mp4\0.txt",
     }
     before = (len(main.requests), len(other.requests))
-    result = subprocess.run(
+    result = run_command(
         [sys.executable, "-c", textwrap.dedent(
             f"""
             import importlib.util, json, os, sys
@@ -666,7 +667,7 @@ def test_handler_reaches_neither_internal_servers_nor_files_outside_its_root(che
             print(json.dumps({{"answers": answers, "several": several, "opened": opened}}))
             """
         ), json.dumps(requests)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        timeout=120, cwd=tmp_path, check=False,
     )
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout.strip().splitlines()[-1])
@@ -728,10 +729,10 @@ def original_checkpoint(tmp_path_factory):
 
 
 def run_converter(checkpoint, output_dir):
-    return subprocess.run(
+    return run_command(
         [sys.executable, "-m", "clip2video.modeling_clip2video.convert_original_checkpoint", "--checkpoint",
-         str(checkpoint), "--output_dir", str(output_dir)],
-        capture_output=True, text=True, timeout=120,
+         checkpoint, "--output_dir", output_dir],
+        timeout=120, check=False,
     )
 
 

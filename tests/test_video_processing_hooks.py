@@ -3,7 +3,6 @@
 rule computed independently), `_prepare_input_videos` honours `do_convert_rgb`, and the earlier argument names
 `max_frames` / `sampling_fps` still build a processor but warn once per process, as transformers' deprecations do."""
 
-import subprocess
 import sys
 
 import numpy as np
@@ -14,7 +13,7 @@ from PIL import Image
 from clip2video.processing.frame_sampling_clip2video import select_source_frames
 from clip2video.processing.video_decoding_clip2video import read_video_frames
 from clip2video.processing.video_processing_clip2video import CLIP2VideoVideoProcessor
-from tests.helpers.processes import REPO
+from tests.helpers.processes import run_command
 from tests.helpers.videos import frame_index, write_video
 
 
@@ -89,10 +88,7 @@ print(processor.num_frames, processor.fps, "num_frames" in processor.to_dict(), 
 
 
 def test_the_earlier_names_still_work_and_warn_once():
-    result = subprocess.run(
-        [sys.executable, "-c", WARN_TWICE], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_command([sys.executable, "-c", WARN_TWICE], timeout=300)
     assert result.stdout.split() == ["6", "5", "True", "False"]
     assert result.stderr.count("`max_frames` is deprecated: the video processor's argument is `num_frames`") == 1
     assert result.stderr.count("`sampling_fps` is deprecated: the video processor's argument is `fps`") == 1

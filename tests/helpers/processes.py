@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.helpers import fork_server
+
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "training" / "run.py"
 
@@ -57,13 +59,15 @@ def accelerate_launch(num_processes: int, port: int) -> list[str]:
 
 
 def run_command(command: list, cwd=REPO, env: dict[str, str] | None = None, timeout: int = 600,
-                check: bool = True) -> subprocess.CompletedProcess:
+                check: bool = True, fresh: bool = False) -> subprocess.CompletedProcess:
     """Runs `command` (its items turned to strings), captures its output, and with `check` asserts it succeeded,
-    showing the end of its output otherwise."""
-    result = subprocess.run(
-        [str(item) for item in command], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout,
-    )
+    showing the end of its output otherwise. A Python command (`python script | -m module | -c code`) runs in a
+    child of `helpers.fork_server`, which has the heavy libraries imported already, unless `fresh`: then, as every
+    other command, in a fresh process."""
+    command = [str(item) for item in command]
+    result = None if fresh else fork_server.run(command, cwd=cwd, env=env, timeout=timeout)
+    if result is None:
+        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result

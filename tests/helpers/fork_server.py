@@ -1,0 +1,292 @@
+"""A fork server for the tests' child interpreters: `python script.py`, `python -m module` and `python -c code` run in a
+process forked from an interpreter that has already imported torch, transformers, accelerate and datasets.
+
+Why: the suite starts over a hundred child interpreters (the training script, the indexer, the converter, as users
+run them), and each one spent about 10 CPU seconds of its 12 importing those libraries on this machine's CPU (measured
+in docs/testing.md, "How long the suite takes"): most of the suite's time. The child is still a process of its own
+running the unchanged script as `__main__`, with the command's arguments, environment, working directory and standard
+streams, exiting with the script's code after the interpreter's normal shutdown (atexit handlers, non-daemon threads);
+only the libraries' import work is shared, as multiprocessing's "forkserver" start method shares it.
+
+What a fresh interpreter has and a forked one would not, and how it is kept:
+- Environment variables read when a library is imported (huggingface_hub's HF_HOME, HF_HUB_OFFLINE, transformers'
+  HF_MODULES_CACHE, ...): a server is started per distinct environment, with that environment, and serves only
+  commands with exactly that environment (PYTEST_CURRENT_TEST aside, which pytest changes per test).
+- Random state: numpy's global generator is reseeded from the OS in each child (Python's `random` reseeds itself at
+  fork). The string hash seed is the server's, so an order that depends on it does not vary between its children:
+  tests of run-to-run determinism start fresh interpreters (`fresh=True` in `processes.run_command`).
+- Threads: a fork copies only the calling thread, so the server refuses to serve (and every command falls back to a
+  fresh interpreter) if importing the libraries started a Python thread. Native pools started at import (OpenBLAS's,
+  for numpy's and scipy's copies, and pyarrow's jemalloc background thread) stop or lock around a fork in their own
+  `pthread_atfork` handlers: the state every DataLoader worker is forked from.
+`CLIP2VIDEO_TESTS_FRESH_INTERPRETERS=1` turns the server off: every child is then a fresh interpreter.
+
+This file runs in two places: in the pytest process (`run`, the client), and as the server's own source
+(`python -c <this file> SOCKET`, started by `run`), where `__name__` is `"__main__"`.
+"""
+
+import json
+import os
+import socket
+import struct
+import sys
+
+# Imported by the server before it forks: what the training script, the indexer and the converter import at the top,
+# the heaviest part of their start (`from transformers import CLIPModel` alone is about 9 CPU s here).
+PRELOAD = (
+    "numpy", "torch", "torchvision", "transformers", "transformers.models.clip.modeling_clip",
+    "transformers.models.clip.tokenization_clip", "transformers.optimization", "transformers.video_processing_utils",
+    "accelerate", "datasets", "safetensors.torch", "huggingface_hub", "av", "PIL.Image", "tqdm.auto",
+)
+# Changed by pytest for every test and read by nobody at import: not part of a server's identity.
+_NOT_IDENTITY = ("PYTEST_CURRENT_TEST",)
+_HEADER = struct.Struct("!Q")
+
+
+def _identity(env: dict[str, str]) -> tuple:
+    return tuple(sorted((name, value) for name, value in env.items() if name not in _NOT_IDENTITY))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The server (runs as `__main__` of `python -c <this file> SOCKET`)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent ends, so no server or child outlives the test run."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _receive(connection: socket.socket) -> tuple[dict, list[int]]:
+    header, fds, _, _ = socket.recv_fds(connection, _HEADER.size, 3)
+    (length,) = _HEADER.unpack(header)
+    body = bytearray()
+    while len(body) < length:
+        chunk = connection.recv(length - len(body))
+        if not chunk:
+            raise ConnectionError("the client closed the connection")
+        body += chunk
+    return json.loads(body), fds
+
+
+def _become(request: dict, fds: list[int]) -> None:
+    """In the forked child: take the command's streams, directory, environment and arguments, then run it as
+    `__main__` and exit as the interpreter would. An exception propagates to the top and is printed by the
+    interpreter, exit code 1, as in a fresh one."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    _die_with_parent()
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    import runpy
+    import types
+
+    mode, target, arguments = request["mode"], request["target"], request["arguments"]
+    if mode == "module":
+        sys.path[0] = os.getcwd()
+        sys.argv = ["-m", *arguments]
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+        sys.exit(0)
+    main = types.ModuleType("__main__")
+    main.__builtins__ = __builtins__
+    if mode == "script":  # as Python 3.11 runs a script: `__file__` joined to the directory, `argv[0]` as given
+        path = os.path.join(os.getcwd(), target)
+        sys.path[0] = os.path.dirname(os.path.realpath(path))
+        sys.argv = [target, *arguments]
+        main.__file__, main.__cached__ = path, None
+        with open(path, "rb") as source:
+            code = compile(source.read(), path, "exec")
+    else:
+        sys.path[0] = ""
+        sys.argv = ["-c", *arguments]
+        code = compile(target, "<string>", "exec")
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+    sys.exit(0)
+
+
+def _serve(path: str) -> None:
+    import gc
+    import importlib
+    import select
+    import threading
+
+    _die_with_parent()
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    if threading.active_count() != 1:
+        sys.exit(f"fork server: importing the libraries started Python threads {threading.enumerate()}; not forking")
+    gc.freeze()  # the children's collections leave the libraries' objects alone (and their pages shared)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path + ".binding")
+    listener.listen(16)
+    os.replace(path + ".binding", path)  # the client waits for this name: the server is ready once it exists
+    waiting: dict[int, socket.socket] = {}
+    while True:
+        if select.select([listener], [], [], 0.05)[0]:
+            connection, _ = listener.accept()
+            try:
+                request, fds = _receive(connection)
+            except (OSError, ValueError, ConnectionError):
+                connection.close()
+                continue
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                for other in (listener, connection, *waiting.values()):
+                    other.close()
+                _become(request, fds)
+            for fd in fds:
+                os.close(fd)
+            try:
+                connection.sendall(b"%d\n" % pid)
+            except OSError:
+                pass
+            waiting[pid] = connection
+        while waiting:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            connection = waiting.pop(pid, None)
+            if connection is not None:
+                try:
+                    connection.sendall(b"%d\n" % os.waitstatus_to_exitcode(status))
+                except OSError:
+                    pass
+                connection.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The client (the pytest process)
+# ---------------------------------------------------------------------------------------------------------------------
+
+_servers: dict[tuple, tuple] = {}  # identity -> (process, socket path)
+_MAX_SERVERS = 3
+
+
+def enabled() -> bool:
+    return os.environ.get("CLIP2VIDEO_TESTS_FRESH_INTERPRETERS", "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+def parse(command: list[str]) -> tuple[str, str, list[str]] | None:
+    """`(mode, target, arguments)` for `[sys.executable, script | -m module | -c code, *arguments]`; None for any
+    other command (a launcher, an interpreter option), which then runs as a fresh process."""
+    if len(command) < 2 or command[0] != sys.executable:
+        return None
+    first = command[1]
+    if first in ("-m", "-c"):
+        if len(command) < 3:
+            return None
+        return ("module" if first == "-m" else "code"), command[2], command[3:]
+    if first.startswith("-"):
+        return None
+    return "script", first, command[2:]
+
+
+def _server(env: dict[str, str]) -> str | None:
+    """The socket of the server for `env`, started (and the oldest one stopped beyond `_MAX_SERVERS`) if needed;
+    None when it cannot serve (it exited: its log says why)."""
+    import atexit
+    import subprocess
+    import tempfile
+    import time
+
+    identity = _identity(env)
+    known = _servers.get(identity)
+    if known is not None:
+        process, path = known
+        return path if process.poll() is None else None
+    if len(_servers) >= _MAX_SERVERS:
+        _stop(next(iter(_servers)))
+    folder = tempfile.mkdtemp(prefix="clip2video-fork-server-")
+    path = os.path.join(folder, "socket")
+    with open(__file__, encoding="utf-8") as source, open(os.path.join(folder, "log"), "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", source.read(), path], cwd=folder, env=dict(identity), stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    if not _servers:
+        atexit.register(stop_all)
+    _servers[identity] = (process, path)
+    while not os.path.exists(path):
+        if process.poll() is not None:
+            return None
+        time.sleep(0.02)
+    return path
+
+
+def _stop(identity: tuple) -> None:
+    import shutil
+
+    process, path = _servers.pop(identity)
+    process.kill()
+    process.wait()
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+def stop_all() -> None:
+    for identity in list(_servers):
+        _stop(identity)
+
+
+def run(command: list[str], cwd, env: dict[str, str] | None, timeout: float):
+    """Runs `command` like `subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+    timeout=timeout)`, in a child of the fork server for `env`; None when the command or the environment cannot be
+    served that way (the caller then starts a fresh interpreter)."""
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    cwd = os.path.abspath(os.fspath(cwd or os.getcwd()))
+    parsed = parse(command)
+    if parsed is None or not enabled():
+        return None
+    env = dict(os.environ if env is None else env)
+    path = _server(env)
+    if path is None:
+        return None
+    mode, target, arguments = parsed
+    request = {"mode": mode, "target": target, "arguments": arguments, "env": env, "cwd": cwd}
+    body = json.dumps(request).encode()
+    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.connect(path)
+        socket.send_fds(connection, [_HEADER.pack(len(body))], [stdin.fileno(), stdout.fileno(), stderr.fileno()])
+        connection.sendall(body)
+        reader = connection.makefile("rb")
+        pid = int(reader.readline())
+        deadline = time.monotonic() + timeout
+        connection.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            line = reader.readline()
+        except TimeoutError:
+            os.kill(pid, signal.SIGKILL)
+            raise subprocess.TimeoutExpired(command, timeout) from None
+        if not line:
+            raise RuntimeError(f"the fork server ended while running {command[:3]}: see {os.path.dirname(path)}/log")
+        code = int(line)
+
+        def text(file) -> str:
+            file.seek(0)
+            return file.read().decode(errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+
+        return subprocess.CompletedProcess(command, code, text(stdout), text(stderr))
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1])
