@@ -35,14 +35,22 @@ def both(command: list, cwd, env) -> tuple[subprocess.CompletedProcess, subproce
     return served, fresh
 
 
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """A folder with `package/probe.py`: one folder for the module's tests, so that they share one server."""
+    folder = tmp_path_factory.mktemp("probe")
+    (folder / "package").mkdir()
+    (folder / "package" / "__init__.py").write_text("")
+    (folder / "package" / "probe.py").write_text(PROBE)
+    return folder
+
+
 @pytest.mark.parametrize("form", ["script", "module", "code"])
-def test_a_served_command_sees_what_a_fresh_interpreter_sees(tmp_path, form):
-    (tmp_path / "package").mkdir()
-    (tmp_path / "package" / "__init__.py").write_text("")
-    (tmp_path / "package" / "probe.py").write_text(PROBE)
+def test_a_served_command_sees_what_a_fresh_interpreter_sees(package, tmp_path, form):
     work = tmp_path / "work"
-    work.mkdir()
-    env = environment(PROBE_VARIABLE="ünïcode value", PROBE_EXIT="7", PYTHONPATH=str(tmp_path))
+    (work / ".." / "package").mkdir(parents=True)
+    (work / ".." / "package" / "probe.py").write_text(PROBE)
+    env = environment(PROBE_VARIABLE="ünïcode value", PROBE_EXIT="7", PYTHONPATH=str(package))
     command = {
         "script": [sys.executable, "../package/probe.py", "a", "--b"],
         "module": [sys.executable, "-m", "package.probe", "a", "--b"],

@@ -21,8 +21,8 @@ What a fresh interpreter has and a forked one would not, and how it is kept:
   `pthread_atfork` handlers: the state every DataLoader worker is forked from.
 `CLIP2VIDEO_TESTS_FRESH_INTERPRETERS=1` turns the server off: every child is then a fresh interpreter.
 
-This file runs in two places: in the pytest process (`run`, the client), and as the server's own source
-(`python -c <this file> SOCKET`, started by `run`), where `__name__` is `"__main__"`.
+This file runs in two places: in the pytest process (`run`, the client), and as the server (`python -c <exec this
+file> FILE SOCKET`, started by `run`), where `__name__` is `"__main__"`.
 """
 
 import json
@@ -32,11 +32,12 @@ import struct
 import sys
 
 # Imported by the server before it forks: what the training script, the indexer and the converter import at the top,
-# the heaviest part of their start (`from transformers import CLIPModel` alone is about 9 CPU s here).
+# the heaviest part of their start (`from transformers import CLIPModel` alone is about 9 CPU s here). Not pymilvus:
+# gRPC, under it, supports a fork only with its own setting.
 PRELOAD = (
     "numpy", "torch", "torchvision", "transformers", "transformers.models.clip.modeling_clip",
     "transformers.models.clip.tokenization_clip", "transformers.optimization", "transformers.video_processing_utils",
-    "accelerate", "datasets", "safetensors.torch", "huggingface_hub", "av", "PIL.Image", "tqdm.auto",
+    "accelerate", "datasets", "evaluate", "safetensors.torch", "huggingface_hub", "av", "PIL.Image", "tqdm.auto",
 )
 # Changed by pytest for every test and read by nobody at import: not part of a server's identity.
 _NOT_IDENTITY = ("PYTEST_CURRENT_TEST",)
@@ -214,9 +215,11 @@ def _server(env: dict[str, str]) -> str | None:
         _stop(next(iter(_servers)))
     folder = tempfile.mkdtemp(prefix="clip2video-fork-server-")
     path = os.path.join(folder, "socket")
-    with open(__file__, encoding="utf-8") as source, open(os.path.join(folder, "log"), "wb") as log:
+    # Started by path (not `-m`: the server must not put this repository on `sys.path` before its children set it).
+    start = "import sys; exec(compile(open(sys.argv[1]).read(), sys.argv[1], 'exec'))"
+    with open(os.path.join(folder, "log"), "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", source.read(), path], cwd=folder, env=dict(identity), stdin=subprocess.DEVNULL,
+            [sys.executable, "-c", start, __file__, path], cwd=folder, env=dict(identity), stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT,
         )
     if not _servers:
@@ -289,4 +292,4 @@ def run(command: list[str], cwd, env: dict[str, str] | None, timeout: float):
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve(sys.argv[2])
