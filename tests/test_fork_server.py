@@ -66,6 +66,23 @@ def test_a_served_command_sees_what_a_fresh_interpreter_sees(package, tmp_path, 
     assert fresh_seen["cwd"] == str(work)
 
 
+def test_a_child_of_the_base_server_sees_its_own_hugging_face_variables_and_python_path(tmp_path):
+    # Three environments that differ only in Hugging Face variables and PYTHONPATH: one base server serves them all,
+    # and each child's huggingface_hub (imported by the child, never by that server) reads its own values.
+    code = (
+        "import json, os, sys\nimport huggingface_hub.constants as c, transformers\n"
+        "print(json.dumps([c.HF_HOME, c.HF_HUB_OFFLINE, sys.path[1], 'transformers' in sys.modules]))"
+    )
+    for index in range(3):
+        home, extra = tmp_path / f"home{index}", tmp_path / f"path{index}"
+        offline = "1" if index % 2 else "0"
+        env = environment(HF_HOME=str(home), HF_HUB_OFFLINE=offline, PYTHONPATH=str(extra))
+        result = run_command([sys.executable, "-c", code], cwd=tmp_path, env=env)
+        assert json.loads(result.stdout) == [str(home), offline == "1", str(extra), True]
+    libraries = [identity for identity in fork_server._servers if identity[0] == "libraries"]
+    assert not any(dict(identity[1:]).get("HF_HOME", "").startswith(str(tmp_path)) for identity in libraries)
+
+
 def test_each_child_draws_its_own_numpy_numbers(tmp_path):
     draws = {
         run_command([sys.executable, "-c", "import numpy; print(numpy.random.rand())"], cwd=tmp_path).stdout

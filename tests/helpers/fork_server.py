@@ -10,8 +10,12 @@ only the libraries' import work is shared, as multiprocessing's "forkserver" sta
 
 What a fresh interpreter has and a forked one would not, and how it is kept:
 - Environment variables read when a library is imported (huggingface_hub's HF_HOME, HF_HUB_OFFLINE, transformers'
-  HF_MODULES_CACHE, ...): a server is started per distinct environment, with that environment, and serves only
-  commands with exactly that environment (PYTEST_CURRENT_TEST aside, which pytest changes per test).
+  HF_MODULES_CACHE, ...): a server is started with the environment it serves. A "libraries" server (transformers &
+  co. imported) serves only commands with exactly its environment (PYTEST_CURRENT_TEST aside, which pytest changes
+  per test); a "base" server (only what those libraries sit on) also serves other Hugging Face variables and
+  another PYTHONPATH, whose children import the Hugging Face libraries themselves (`PRELOAD`). An environment gets
+  its libraries server the second time it comes; the first time (most tests' own HF_HOME comes once) it is served
+  by the base server.
 - Random state: numpy's global generator is reseeded from the OS in each child (Python's `random` reseeds itself at
   fork). The string hash seed is the server's, so an order that depends on it does not vary between its children:
   tests of run-to-run determinism start fresh interpreters (`fresh=True` in `processes.run_command`).
@@ -31,21 +35,38 @@ import socket
 import struct
 import sys
 
-# Imported by the server before it forks: what the training script, the indexer and the converter import at the top,
-# the heaviest part of their start (`from transformers import CLIPModel` alone is about 9 CPU s here). Not pymilvus:
-# gRPC, under it, supports a fork only with its own setting.
-PRELOAD = (
-    "numpy", "torch", "torchvision", "transformers", "transformers.models.clip.modeling_clip",
-    "transformers.models.clip.tokenization_clip", "transformers.optimization", "transformers.video_processing_utils",
-    "accelerate", "datasets", "evaluate", "safetensors.torch", "huggingface_hub", "av", "PIL.Image", "tqdm.auto",
-)
-# Changed by pytest for every test and read by nobody at import: not part of a server's identity.
+# Two kinds of server. A "libraries" server has imported what the training script, the indexer and the converter
+# import at the top, the heaviest part of their start (`from transformers import CLIPModel` alone is about 9 CPU s
+# here); it serves one environment exactly. A "base" server has imported only what the Hugging Face libraries sit on
+# (torch and the parts of it transformers pulls in, numpy, scipy, sympy, pyarrow, ...), none of which reads a Hugging
+# Face variable, so it serves every environment that differs from its own only in those variables and PYTHONPATH: its
+# children import transformers & co. themselves (about 4 CPU s) and see their own HF_HOME, HF_HUB_OFFLINE, ....
+# Not pymilvus in either: gRPC, under it, supports a fork only with its own setting.
+PRELOAD = {
+    "libraries": (
+        "numpy", "torch", "torchvision", "transformers", "transformers.models.clip.modeling_clip",
+        "transformers.models.clip.tokenization_clip", "transformers.optimization",
+        "transformers.video_processing_utils", "accelerate", "datasets", "evaluate", "safetensors.torch",
+        "huggingface_hub", "av", "PIL.Image", "tqdm.auto",
+    ),
+    "base": (
+        "numpy", "torch", "torch._dynamo", "torch.distributed.tensor", "torch.fx.experimental.symbolic_shapes",
+        "scipy.optimize", "sympy", "torchvision", "torchvision.transforms.v2", "PIL.Image", "av", "pyarrow", "pandas",
+        "yaml", "regex", "safetensors.torch", "tqdm.auto",
+    ),
+}
+# Libraries whose import reads Hugging Face variables: never in a base server.
+_HUGGING_FACE = ("huggingface_hub", "transformers", "datasets", "accelerate", "evaluate", "tokenizers", "diffusers")
+# Changed by pytest for every test and read by nobody at import: not part of any server's identity.
 _NOT_IDENTITY = ("PYTEST_CURRENT_TEST",)
+# Read at import only by the Hugging Face libraries (and PYTHONPATH, which a base server's child applies itself).
+_NOT_BASE_IDENTITY = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "PYTHONPATH")
 _HEADER = struct.Struct("!Q")
 
 
-def _identity(env: dict[str, str]) -> tuple:
-    return tuple(sorted((name, value) for name, value in env.items() if name not in _NOT_IDENTITY))
+def _identity(env: dict[str, str], kind: str) -> tuple:
+    ignored = _NOT_IDENTITY + (_NOT_BASE_IDENTITY if kind == "base" else ())
+    return (kind, *sorted((name, value) for name, value in env.items() if not name.startswith(ignored)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -87,6 +108,9 @@ def _become(request: dict, fds: list[int]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    if request["kind"] == "base":  # the server started without PYTHONPATH: its entries go where Python puts them
+        python_path = [os.path.abspath(entry) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+        sys.path[1:1] = python_path
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
     import runpy
@@ -116,20 +140,22 @@ def _become(request: dict, fds: list[int]) -> None:
     sys.exit(0)
 
 
-def _serve(path: str) -> None:
+def _serve(path: str, kind: str) -> None:
     import gc
     import importlib
     import select
     import threading
 
     _die_with_parent()
-    for name in PRELOAD:
+    for name in PRELOAD[kind]:
         try:
             importlib.import_module(name)
         except ImportError:
             pass
     if threading.active_count() != 1:
         sys.exit(f"fork server: importing the libraries started Python threads {threading.enumerate()}; not forking")
+    if kind == "base" and any(name in sys.modules for name in _HUGGING_FACE):
+        sys.exit(f"fork server: a base library imported one of {_HUGGING_FACE}; not forking")
     gc.freeze()  # the children's collections leave the libraries' objects alone (and their pages shared)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".binding")
@@ -176,7 +202,8 @@ def _serve(path: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 _servers: dict[tuple, tuple] = {}  # identity -> (process, socket path)
-_MAX_SERVERS = 3
+_seen: set[tuple] = set()  # the libraries identities asked for once: a second time starts their server
+_MAX_SERVERS = 3  # libraries servers, besides one base server per base identity
 
 
 def enabled() -> bool:
@@ -198,29 +225,38 @@ def parse(command: list[str]) -> tuple[str, str, list[str]] | None:
     return "script", first, command[2:]
 
 
-def _server(env: dict[str, str]) -> str | None:
-    """The socket of the server for `env`, started (and the oldest one stopped beyond `_MAX_SERVERS`) if needed;
-    None when it cannot serve (it exited: its log says why)."""
+def _server(env: dict[str, str]) -> tuple[str, str] | None:
+    """`(kind, socket)` of the server for `env`: its libraries server once this environment comes a second time
+    (most are one test's own), else the base server; started (and the oldest libraries server stopped beyond
+    `_MAX_SERVERS`) if needed. None when it cannot serve (it exited: its log says why)."""
+    libraries = _identity(env, "libraries")
+    if libraries in _servers or libraries in _seen:
+        return _started(libraries)
+    _seen.add(libraries)
+    return _started(_identity(env, "base"))
+
+
+def _started(identity: tuple) -> tuple[str, str] | None:
     import atexit
     import subprocess
     import tempfile
     import time
 
-    identity = _identity(env)
+    kind = identity[0]
     known = _servers.get(identity)
     if known is not None:
         process, path = known
-        return path if process.poll() is None else None
-    if len(_servers) >= _MAX_SERVERS:
-        _stop(next(iter(_servers)))
+        return (kind, path) if process.poll() is None else None
+    if kind == "libraries" and sum(other[0] == "libraries" for other in _servers) >= _MAX_SERVERS:
+        _stop(next(other for other in _servers if other[0] == "libraries"))
     folder = tempfile.mkdtemp(prefix="clip2video-fork-server-")
     path = os.path.join(folder, "socket")
     # Started by path (not `-m`: the server must not put this repository on `sys.path` before its children set it).
     start = "import sys; exec(compile(open(sys.argv[1]).read(), sys.argv[1], 'exec'))"
     with open(os.path.join(folder, "log"), "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", start, __file__, path], cwd=folder, env=dict(identity), stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-c", start, __file__, path, kind], cwd=folder, env=dict(identity[1:]),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )
     if not _servers:
         atexit.register(stop_all)
@@ -229,7 +265,7 @@ def _server(env: dict[str, str]) -> str | None:
         if process.poll() is not None:
             return None
         time.sleep(0.02)
-    return path
+    return kind, path
 
 
 def _stop(identity: tuple) -> None:
@@ -260,11 +296,12 @@ def run(command: list[str], cwd, env: dict[str, str] | None, timeout: float):
     if parsed is None or not enabled():
         return None
     env = dict(os.environ if env is None else env)
-    path = _server(env)
-    if path is None:
+    served = _server(env)
+    if served is None:
         return None
+    kind, path = served
     mode, target, arguments = parsed
-    request = {"mode": mode, "target": target, "arguments": arguments, "env": env, "cwd": cwd}
+    request = {"mode": mode, "target": target, "arguments": arguments, "env": env, "cwd": cwd, "kind": kind}
     body = json.dumps(request).encode()
     with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr, \
             socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
@@ -292,4 +329,4 @@ def run(command: list[str], cwd, env: dict[str, str] | None, timeout: float):
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[2])
+    _serve(sys.argv[2], sys.argv[3])

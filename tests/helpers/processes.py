@@ -15,17 +15,16 @@ RUN = REPO / "training" / "run.py"
 
 
 def run_isolated(code: str, cwd, timeout=300) -> subprocess.CompletedProcess:
-    """Runs `code` in a fresh interpreter where this repository's packages cannot be imported (even when installed
+    """Runs `code` in a fresh process where this repository's packages cannot be imported (even when installed
     in editable mode, and by their folder names), with a private Hugging Face cache (`cwd/hf_home`) and no network:
-    what a user who loads a published folder with remote code has."""
+    what a user who loads a published folder with remote code has. (A child of `fork_server`'s base server: only
+    torch and what transformers sits on are imported before, never this repository or a Hugging Face library.)"""
     names = ("clip2video", "modeling_clip2video", "processing", "training", "pipelines", "apps")
     blocker = f"import sys\nfor _name in {names!r}:\n    sys.modules[_name] = None\n"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HOME=str(cwd / "hf_home"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    result = subprocess.run(
-        [sys.executable, "-c", blocker + textwrap.dedent(code)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-    )
+    result = run_command([sys.executable, "-c", blocker + textwrap.dedent(code)], cwd=cwd, env=env, timeout=timeout,
+                         check=False)
     if result.returncode != 0:
         raise AssertionError(f"isolated process failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}")
     return result
