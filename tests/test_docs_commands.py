@@ -8,12 +8,13 @@ import importlib.util
 import json
 import re
 import shlex
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.processes import run_command
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PAGES = [REPOSITORY / "README.md", *sorted((REPOSITORY / "docs").glob("*.md"))]
@@ -71,9 +72,9 @@ def help_texts(targets: list[tuple[str, ...]], directory: Path) -> dict[tuple[st
     """Each target's `python <target> --help` result, from one interpreter that forks per target
     (`tests/scripts/help_texts.py`): a fresh interpreter per command would import torch and transformers again."""
     output = directory / "help_texts.json"
-    subprocess.run(
-        [sys.executable, "-m", "tests.scripts.help_texts", str(output), json.dumps([list(t) for t in targets])],
-        cwd=REPOSITORY, check=True, timeout=600,
+    run_command(
+        [sys.executable, "-m", "tests.scripts.help_texts", output, json.dumps([list(t) for t in targets])],
+        cwd=REPOSITORY, timeout=600,
     )
     return dict(zip(targets, json.loads(output.read_text(encoding="utf-8"))))
 

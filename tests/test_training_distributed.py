@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from tests.helpers.distributed import fixed_batch, tiny_model
 from tests.helpers.models import save_tiny_checkpoint
-from tests.helpers.processes import REPO, accelerate_launch, environment, run_command, run_training
+from tests.helpers.processes import REPO, accelerate_launch, environment, launcher, run_command, run_training
+from tests.helpers.servers import free_port
 from tests.helpers.training_data import write_shards
 
 
@@ -40,10 +41,17 @@ TINY_RUN = ["--num_synthetic_train_clips", "64", "--num_train_epochs", "1", "--g
 
 
 @pytest.mark.slow
-def test_run_py_on_two_cpu_processes_equals_one_process(tmp_path):
-    # `accelerate launch --multi_gpu` on a machine without a GPU: run.py must form one gloo group, not run twice.
+def test_run_py_under_the_fsdp_config_on_two_cpu_processes_says_it_falls_back_and_equals_one_process(tmp_path):
+    # accelerate runs FSDP on GPUs only: launched with training/configs/fsdp.yaml on CPUs, run.py must say so and train
+    # as plain data parallel in one gloo group (not twice, not sharded), as one process on the whole batch does.
+    # (`accelerate launch --multi_gpu`, the CPU launch the docs give, is the streaming test's below.)
     run_training(*TINY_RUN, "--output_dir", "one", cwd=tmp_path)
-    run_training(*TINY_RUN, "--output_dir", "two", cwd=tmp_path, launch=accelerate_launch(2, port=29519))
+    fsdp_on_cpus = [
+        launcher("accelerate"), "launch", "--config_file", REPO / "training" / "configs" / "fsdp.yaml",
+        "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
+    ]
+    two = run_training(*TINY_RUN, "--output_dir", "two", cwd=tmp_path, launch=fsdp_on_cpus)
+    assert "without one this run falls back to data parallel (MULTI_CPU, 2 processes" in two.stdout, two.stdout
     expected, actual = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
