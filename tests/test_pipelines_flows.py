@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -23,7 +22,7 @@ from clip2video.modeling_clip2video import CLIP2VideoModel
 from clip2video.pipelines import HUB_VIDEO_CLASSIFICATION_TASK, RETRIEVAL_TASK, ZERO_SHOT_TASK
 from tests.helpers.fake_hub import FakeHub
 from tests.helpers.models import tiny_processor
-from tests.helpers.processes import environment, run_isolated
+from tests.helpers.processes import environment, run_command, run_isolated
 from tests.helpers.videos import write_square_video
 
 
@@ -106,8 +105,8 @@ def test_fine_tune_save_push_and_every_saved_folder_serves_its_pipelines(workdir
             HF_HOME=str(folder / "hf_home"), HF_HUB_OFFLINE=None, HF_ENDPOINT=hub.endpoint, HF_TOKEN=TOKEN,
             HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=None, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
         )
-        result = subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], cwd=folder, env=env,
-                                capture_output=True, text=True, timeout=300)
+        result = run_command([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], cwd=folder, env=env,
+                             timeout=300, check=False)
         assert result.returncode == 0, result.stderr
     # The pushed repositories, as a download of them would hold them.
     for repo, target in (("tester/finetuned", "pushed_model"), ("tester/pipeline", "pushed_pipeline")):
