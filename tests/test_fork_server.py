@@ -3,14 +3,17 @@
 command it cannot serve runs fresh. The tests of the training script and the indexer rely on it."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from tests.helpers import fork_server
-from tests.helpers.processes import environment, run_command
+from tests.helpers.processes import environment, run_command, start_process
 
 PROBE = textwrap.dedent(
     """
@@ -104,8 +107,6 @@ def test_a_timeout_kills_the_child_and_raises_as_subprocess_does(tmp_path):
     code = f"import time\ntime.sleep(3)\nopen({str(marker)!r}, 'w').close()"
     with pytest.raises(subprocess.TimeoutExpired, match="timed out after 1 seconds"):
         run_command([sys.executable, "-c", code], cwd=tmp_path, timeout=1)
-    import time
-
     time.sleep(4)
     assert not marker.exists()
 
@@ -116,3 +117,22 @@ def test_other_commands_and_the_switch_run_fresh(tmp_path, monkeypatch):
     assert fork_server.parse([sys.executable, "script.py", "-c"]) == ("script", "script.py", ["-c"])
     monkeypatch.setenv("CLIP2VIDEO_TESTS_FRESH_INTERPRETERS", "1")
     assert fork_server.run([sys.executable, "-c", "pass"], cwd=tmp_path, env=None, timeout=60) is None
+
+
+def test_a_started_child_polls_waits_and_is_killed_as_a_popen_is(tmp_path):
+    log = tmp_path / "log"
+    code = "import sys, time\nprint('started', flush=True)\nprint('to stderr', file=sys.stderr, flush=True)\ntime.sleep(60)"
+    with open(log, "wb") as output:
+        served = start_process([sys.executable, "-c", code], cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    assert isinstance(served, fork_server.Served)
+    deadline = time.monotonic() + 60
+    while log.read_text() != "started\nto stderr\n" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert served.poll() is None and os.getsid(served.pid) == served.pid  # its own session, as asked
+    with pytest.raises(subprocess.TimeoutExpired):
+        served.wait(0.2)
+    served.kill()
+    assert served.wait(30) == -signal.SIGKILL == served.returncode == served.poll()
+    quick = start_process([sys.executable, "-c", "raise SystemExit(5)"], cwd=tmp_path, stdout=subprocess.DEVNULL)
+    assert quick.wait(60) == 5

@@ -29,7 +29,7 @@ from clip2video.apps.search.indexer import IndexingOptions, VideoIndexer
 from clip2video.apps.search.query_videos import search_texts
 from clip2video.modeling_clip2video import CLIP2VideoModel
 from tests.helpers.models import tiny_processor
-from tests.helpers.processes import REPO, environment
+from tests.helpers.processes import REPO, environment, start_process
 from tests.helpers.search_fixtures import recommit as recommit_with
 from tests.helpers.videos import COLOURS, write_square_video
 
@@ -59,9 +59,8 @@ def python(arguments: list, cwd: Path, cpu_budget: float, prelude: str = "") -> 
         env["HF_HOME"] = str(Path(outputs, "hf_home"))
         stdout, stderr = Path(outputs, "stdout"), Path(outputs, "stderr")
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, *map(str, arguments)], cwd=cwd, env=env, stdout=out, stderr=err,
-                start_new_session=True,
+            process = start_process(
+                [sys.executable, *arguments], cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True,
             )
         try:
             wait_for_event(lambda: process.poll() is not None, process, "the process did not end", cpu_budget, stderr)
@@ -424,7 +423,7 @@ def test_the_lock_of_a_killed_indexer_is_not_kept_by_its_decoding_workers(index_
     code = f"import sys, runpy\n{stall}\nsys.argv = ['x', *sys.argv[1:]]\nrunpy.run_module('clip2video.apps.search.index_videos', run_name='__main__')"
     log = tmp_path / "indexer.log"
     with open(log, "wb") as output:
-        indexer = subprocess.Popen(
+        indexer = start_process(
             [sys.executable, "-c", code, "--model", checkpoint, "--videos", videos, "--index_dir", index_dir,
              "--num_workers", "2", "--batch_size", "1"],
             env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,

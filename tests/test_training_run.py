@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.helpers.models import assert_resumed_exactly, tiny_processor
-from tests.helpers.processes import RUN, environment, run_isolated, run_training
+from tests.helpers.processes import RUN, environment, run_isolated, run_training, start_process
 from tests.helpers.retrieval import independent_metrics
 from tests.helpers.training_steps import PAIRINGS, one_step_run, optimizer_step, pair_inputs
 
@@ -34,8 +34,8 @@ def uninterrupted(tmp_path_factory):
 def test_kill_and_resume_reaches_the_same_weights(uninterrupted):
     workdir = uninterrupted
     command = [sys.executable, RUN, "--cpu_threads", "1", *TINY, "--data_dir", "data", "--output_dir", "interrupted"]
-    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=environment(OMP_NUM_THREADS="1"))
+    process = start_process(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=environment(OMP_NUM_THREADS="1"))
     first_checkpoint = workdir / "interrupted" / "checkpoints" / "step_00000004"
     deadline = time.monotonic() + 600
     while not first_checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:

@@ -103,7 +103,10 @@ def _become(request: dict, fds: list[int]) -> None:
     interpreter, exit code 1, as in a fresh one."""
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
+    for fd in set(fds) - {0, 1, 2}:
         os.close(fd)
+    if request.get("new_session"):
+        os.setsid()
     _die_with_parent()
     os.chdir(request["cwd"])
     os.environ.clear()
@@ -282,18 +285,70 @@ def stop_all() -> None:
         _stop(identity)
 
 
-def run(command: list[str], cwd, env: dict[str, str] | None, timeout: float):
-    """Runs `command` like `subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-    timeout=timeout)`, in a child of the fork server for `env`; None when the command or the environment cannot be
-    served that way (the caller then starts a fresh interpreter)."""
-    import signal
+class Served:
+    """A child of the fork server, with the part of `subprocess.Popen`'s interface the tests use: `pid`, `args`,
+    `returncode`, `poll`, `wait`, `send_signal`, `kill`, `terminate`."""
+
+    def __init__(self, args: list[str], connection: socket.socket, log: str):
+        self.args, self.returncode, self._connection, self._log, self._buffer = args, None, connection, log, b""
+        self.pid = int(self._line(None))
+
+    def _line(self, timeout: float | None) -> bytes | None:
+        """The server's next line (a pid, then an exit status), waiting up to `timeout` (0: not at all)."""
+        while b"\n" not in self._buffer:
+            self._connection.settimeout(timeout)
+            try:
+                chunk = self._connection.recv(64)
+            except (TimeoutError, BlockingIOError):
+                return None
+            if not chunk:
+                raise RuntimeError(f"the fork server ended while running {self.args[:3]}: see {self._log}")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def poll(self) -> int | None:
+        return self.wait(0) if self.returncode is None else self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        import subprocess
+
+        if self.returncode is None:
+            line = self._line(timeout)
+            if line is None:
+                if timeout == 0:
+                    return None
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self.returncode = int(line)
+            self._connection.close()
+        return self.returncode
+
+    def send_signal(self, signal_number: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal_number)
+
+    def kill(self) -> None:
+        import signal
+
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        import signal
+
+        self.send_signal(signal.SIGTERM)
+
+
+def popen(command: list[str], cwd=None, env: dict[str, str] | None = None, stdin=None, stdout=None, stderr=None,
+          start_new_session: bool = False) -> Served | None:
+    """Starts `command` like `subprocess.Popen` with these arguments, in a child of the fork server for `env`: each
+    stream None (this process's own), `subprocess.DEVNULL`, `subprocess.STDOUT` (stderr only), a file descriptor or
+    a file. None when the command, a stream (`PIPE`) or the environment cannot be served that way (the caller then
+    starts a fresh interpreter)."""
     import subprocess
-    import tempfile
-    import time
 
     cwd = os.path.abspath(os.fspath(cwd or os.getcwd()))
     parsed = parse(command)
-    if parsed is None or not enabled():
+    if parsed is None or not enabled() or subprocess.PIPE in (stdin, stdout, stderr) or stdin == subprocess.STDOUT:
         return None
     env = dict(os.environ if env is None else env)
     served = _server(env)
@@ -301,25 +356,43 @@ def run(command: list[str], cwd, env: dict[str, str] | None, timeout: float):
         return None
     kind, path = served
     mode, target, arguments = parsed
-    request = {"mode": mode, "target": target, "arguments": arguments, "env": env, "cwd": cwd, "kind": kind}
+    request = {"mode": mode, "target": target, "arguments": arguments, "env": env, "cwd": cwd, "kind": kind,
+               "new_session": start_new_session}
     body = json.dumps(request).encode()
-    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr, \
-            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+    with open(os.devnull, "r+b") as null:
+        fds = []
+        for number, stream in enumerate((stdin, stdout, stderr)):
+            if stream is None:
+                fds.append(number)
+            elif stream == subprocess.DEVNULL:
+                fds.append(null.fileno())
+            elif stream == subprocess.STDOUT:
+                fds.append(fds[1])
+            else:
+                fds.append(stream if isinstance(stream, int) else stream.fileno())
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         connection.connect(path)
-        socket.send_fds(connection, [_HEADER.pack(len(body))], [stdin.fileno(), stdout.fileno(), stderr.fileno()])
+        socket.send_fds(connection, [_HEADER.pack(len(body))], fds)
         connection.sendall(body)
-        reader = connection.makefile("rb")
-        pid = int(reader.readline())
-        deadline = time.monotonic() + timeout
-        connection.settimeout(max(deadline - time.monotonic(), 0.001))
+    return Served([str(item) for item in command], connection, os.path.join(os.path.dirname(path), "log"))
+
+
+def run(command: list[str], cwd, env: dict[str, str] | None, timeout: float):
+    """Runs `command` like `subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+    timeout=timeout)`, in a child of the fork server for `env`; None when the command or the environment cannot be
+    served that way (the caller then starts a fresh interpreter)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        process = popen(command, cwd, env, subprocess.DEVNULL, stdout, stderr)
+        if process is None:
+            return None
         try:
-            line = reader.readline()
-        except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
-            raise subprocess.TimeoutExpired(command, timeout) from None
-        if not line:
-            raise RuntimeError(f"the fork server ended while running {command[:3]}: see {os.path.dirname(path)}/log")
-        code = int(line)
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
 
         def text(file) -> str:
             file.seek(0)

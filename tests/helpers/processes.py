@@ -72,6 +72,15 @@ def run_command(command: list, cwd=REPO, env: dict[str, str] | None = None, time
     return result
 
 
+def start_process(command: list, cwd=None, env: dict[str, str] | None = None, stdin=None, stdout=None, stderr=None,
+                  start_new_session: bool = False):
+    """`subprocess.Popen(command, ...)` with these arguments; a Python command runs in a child of
+    `helpers.fork_server` (a `fork_server.Served`, with Popen's `pid`, `poll`, `wait`, `send_signal` and `kill`)."""
+    command = [str(item) for item in command]
+    arguments = dict(cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=start_new_session)
+    return fork_server.popen(command, **arguments) or subprocess.Popen(command, **arguments)
+
+
 def run_training(*arguments, cwd: Path, launch: list[str] | None = None, env: dict[str, str] | None = None,
                  timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
     """`python training/run.py *arguments` in `cwd` (or `launch + [training/run.py, *arguments]`, e.g. with
