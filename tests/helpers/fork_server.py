@@ -25,8 +25,8 @@ What a fresh interpreter has and a forked one would not, and how it is kept:
   `pthread_atfork` handlers: the state every DataLoader worker is forked from.
 `CLIP2VIDEO_TESTS_FRESH_INTERPRETERS=1` turns the server off: every child is then a fresh interpreter.
 
-This file runs in two places: in the pytest process (`run`, the client), and as the server (`python -c <exec this
-file> FILE SOCKET`, started by `run`), where `__name__` is `"__main__"`.
+This file runs in two places: in the pytest process (`run` and `popen`, the client), and as the server (`python -c
+<exec FILE> FILE SOCKET KIND`, started by the client), where `__name__` is `"__main__"`.
 """
 
 import json
@@ -70,7 +70,7 @@ def _identity(env: dict[str, str], kind: str) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The server (runs as `__main__` of `python -c <this file> SOCKET`)
+# The server (runs as `__main__` of `python -c <exec FILE> FILE SOCKET KIND`)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
