@@ -130,7 +130,7 @@ def test_a_started_child_polls_waits_and_is_killed_as_a_popen_is(tmp_path):
     while log.read_text() != "started\nto stderr\n" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert served.poll() is None and os.getsid(served.pid) == served.pid  # its own session, as asked
-    with pytest.raises(subprocess.TimeoutExpired):
+    with pytest.raises(subprocess.TimeoutExpired, match=r"timed out after 0.2 seconds"):
         served.wait(0.2)
     served.kill()
     assert served.wait(30) == -signal.SIGKILL == served.returncode == served.poll()
