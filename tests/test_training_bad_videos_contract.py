@@ -9,7 +9,6 @@ import re
 import datasets
 import pytest
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 
 from clip2video.training.bad_videos import BadVideos, missing_videos
 from tests.helpers.processes import in_two_gloo_processes
@@ -85,7 +84,6 @@ def test_a_stream_counts_the_rows_it_read_from_none():
 
 
 def _each_process_within_the_cap_all_together_over_it():
-    AcceleratorState._reset_state(reset_partial_state=True)  # the forked process inherits the test's one-process state
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 2
     # A split of 100 videos, at most 1 bad: each process met one, two in all.

@@ -15,7 +15,6 @@ import datasets
 import pytest
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 
 from clip2video.training.checkpoints import TrainingProgress
 from clip2video.training.data import EpochShuffleSampler, StreamingBatches
@@ -180,7 +179,6 @@ def test_a_sampler_built_again_at_a_later_epoch_draws_that_epochs_order():
 
 
 def _processes_with_uneven_shards_end_the_epoch_together():
-    AcceleratorState._reset_state(reset_partial_state=True)  # the forked process inherits the test's one-process state
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 2
     # Process 0 reads 3 batches of 8 rows, process 1 only 2: both train on 2 and end the epoch there.

@@ -54,11 +54,8 @@ def test_a_global_batch_two_processes_cannot_split_is_refused_before_anything_is
 
 
 def _unsplittable_global_batch(output_dir):
-    from accelerate.state import AcceleratorState
-
     from clip2video.training.run import main
 
-    AcceleratorState._reset_state(reset_partial_state=True)  # the forked process inherits the test's one-process state
     # Data that does not exist: had the batch been accepted, the run fails at once reading it (never decodes or hangs).
     missing = str(output_dir.parent / "no_such_data")
     with pytest.raises(ValueError, match=r"^--global_batch_size 3 must split evenly into 1 accumulation steps on 2 "

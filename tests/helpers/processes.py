@@ -163,7 +163,9 @@ def run_forked_until_killed(action, kill_after: int | None, count_file: Path,
 def in_two_gloo_processes(function) -> None:
     """Runs `function` in two processes forked from this one that form one gloo group on the CPU (accelerate's debug
     launcher), on a free loopback port: the launcher's fixed 29500 may be taken by another test or run. A failure
-    in either process fails the call."""
+    in either process fails the call. Each process starts with accelerate's state unset: a fork copies the
+    one-process state an earlier test may have built here, with which an `Accelerator` would see one process."""
+    import functools
     import tempfile
 
     from accelerate.utils import PrepareForLaunch, patch_environment
@@ -175,4 +177,12 @@ def in_two_gloo_processes(function) -> None:
         world_size=2, master_addr="127.0.0.1", master_port=str(free_port()), accelerate_mixed_precision="no",
         accelerate_debug_rdv_file=rendezvous.name, accelerate_use_cpu="yes", gloo_socket_ifname="lo",
     ):
-        start_processes(PrepareForLaunch(function, debug=True), nprocs=2, start_method="fork")
+        start_processes(PrepareForLaunch(functools.partial(_with_unset_accelerate_state, function), debug=True),
+                        nprocs=2, start_method="fork")
+
+
+def _with_unset_accelerate_state(function) -> None:
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    function()
